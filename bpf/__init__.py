@@ -1,0 +1,1 @@
+"""migprof BPF programs (package data: *.bpf.c and shared headers)."""

@@ -1,0 +1,3 @@
+"""migprof: a profiler for QEMU live migration with VFIO devices."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""Result values of the model, and their one JSON form (``migprof.report/1``).
+
+Views (terminal report, TUI, compare) render these; ``to_json`` is the only
+serialiser. Times are ms from the migration's start unless a name says
+otherwise; sizes are bytes; None means the input did not carry the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+REPORT_SCHEMA = "migprof.report/1"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    t_ms: float | None
+    state: str
+    side: str = "source"  # source | destination
+    confirmed: bool = True  # False: a request (>=9.1 vfio_migration_set_state) not yet seen confirmed
+    origin: str = "qemu-log"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One convergence check of the migration thread (one pending line)."""
+
+    t_ms: float | None
+    kind: str  # estimate | exact | pending (v7.2 migrate_pending)
+    pending_bytes: int
+    threshold_bytes: int | None
+    pre_bytes: int | None = None
+    post_bytes: int | None = None
+    below_threshold: bool | None = None
+    pass_no: int | None = None  # dirty_syncs completed when this check ran
+    devices: dict[str, int] = field(default_factory=dict)  # per-device pending at this check
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One dirty-bitmap sync (a RAM pass); ``n`` equals QEMU's dirty-sync-count."""
+
+    n: int
+    t_ms: float | None
+    dur_ms: float | None
+    dirty_pages: int | None
+    phase: str  # setup | precopy | stopcopy
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    name: str
+    kind: str  # ram | vfio | other
+    precopy_bytes: int | None = None
+    stopcopy_bytes: int | None = None
+    initial_pending_bytes: int | None = None  # first init_bytes seen (VFIO pre-copy)
+    dirty_pending_bytes: int | None = None  # last dirty_bytes seen
+    stopcopy_size_bytes: int | None = None  # last stop-copy size reported by the device
+    downtime_ms: float | None = None  # vmstate_downtime_save, summed over this device's entries
+    load_ms: float | None = None  # vmstate_downtime_load on the destination
+    read_ms: float | None = None  # time in data_fd read() (BPF)
+    read_calls: int | None = None
+    idstr: str | None = None
+    states: tuple[StateChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    converged: bool | None
+    converged_at_check: int | None  # index into checks
+    summary: str
+    min_gap_bytes: int | None = None  # smallest pending - threshold over the checks
+    min_gap_check: int | None = None
+    dirty_rate_bytes_per_s: float | None = None
+    bandwidth_bytes_per_s: float | None = None
+    needed_downtime_limit_ms: float | None = None  # would have let it switch over
+    needed_bandwidth_bytes_per_s: float | None = None
+    dominant_device: str | None = None  # the device that holds pending up the most
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    index: int
+    outcome: str  # completed | failed | cancelled | incomplete
+    start_ns: int | None  # wall clock, epoch ns
+    setup_ms: float | None
+    total_ms: float | None
+    downtime_ms: float | None
+    dirty_syncs: int
+    converged: bool | None
+    verdict: Verdict
+    checks: tuple[Check, ...] = ()
+    passes: tuple[Pass, ...] = ()
+    devices: tuple[Device, ...] = ()
+    states: tuple[StateChange, ...] = ()  # migration status timeline
+    switchover_ms: float | None = None  # decision to complete (low_pending)
+    stopcopy_ms: float | None = None  # duration of stop-and-copy on the source
+    downtime_limit_ms: float | None = None
+    max_bandwidth_bytes_per_s: float | None = None
+    transferred_bytes: int | None = None
+    error: str | None = None
+    qemu_version: str | None = None
+    side: str = "source"
+    dest_outcome: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    markers: tuple[dict, ...] = ()  # parameter changes, lab marks: {t_ms, label}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    migrations: tuple[Migration, ...]
+    malformed_lines: int = 0
+    skipped_lines: int = 0
+    events: int = 0
+    warnings: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars
+        try:
+            return _clean(v.item())
+        except (AttributeError, ValueError):
+            return v
+    return v
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The one JSON form of a report (``schema: migprof.report/1``)."""
+    d = dataclasses.asdict(report)
+    out = {"schema": REPORT_SCHEMA}
+    out.update(d)
+    return _clean(out)
