@@ -244,10 +244,17 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return frames[0].reset_index(drop=True)
     from pandas.api.types import union_categoricals
 
+    def _cats(s: pd.Series) -> pd.Series:
+        # sources build categories from str or string columns; union needs one dtype
+        c = s.cat.categories
+        if c.dtype == object:
+            return s
+        return pd.Series(pd.Categorical.from_codes(s.cat.codes, categories=pd.Index(c.astype(object), dtype=object)))
+
     data = {}
     for col, dtype in COLUMNS.items():
         if dtype == "category":
-            data[col] = pd.Series(union_categoricals([f[col] for f in frames], ignore_order=True))
+            data[col] = pd.Series(union_categoricals([_cats(f[col]) for f in frames], ignore_order=True))
         else:
             data[col] = pd.concat([f[col] for f in frames], ignore_index=True)
     return pd.DataFrame(data)

@@ -1,16 +1,51 @@
-"""`migprof import`: Turn QEMU logs or simpletrace files into a recording."""
+"""`migprof import`: turn QEMU logs, simpletrace files or run directories into a recording."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from profiler.errors import MigprofError
+from profiler.errors import EXIT_OK, InputError
+
+EXAMPLES = """examples:
+    migprof import src.log dst.log -o run.parquet        # both sides of one migration
+    migprof import trace-12345 -o run.parquet            # a simpletrace file
+    migprof import /var/cache/migprof/runs/r1 -o r1.parquet   # a lab run directory
+"""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("import", help="Turn QEMU logs or simpletrace files into a recording")
+    p = sub.add_parser("import", help="Turn QEMU logs or simpletrace files into a recording",
+                       description="Read QEMU trace logs, simpletrace files, QMP streams or lab "
+                       "run directories and write them as one migprof recording (Parquet).",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="recording to write")
+    p.add_argument("--qemu-version", metavar="VER", help="note the QEMU version in the metadata")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    raise MigprofError("'migprof import' is not implemented yet")
+    from profiler import store
+    from profiler.pipeline import load
+
+    loaded = load(list(args.inputs))
+    events = loaded.events
+    for w in loaded.warnings:
+        print(f"migprof: warning: {w}", file=sys.stderr)
+    if not len(events):
+        raise InputError(", ".join(args.inputs), "no events to import")
+    meta = dict(loaded.meta or {})
+    meta.setdefault("imported_from", [str(x) for x in args.inputs])
+    meta.setdefault("sources", sorted({str(o) for o in events["origin"].dropna().unique()}))
+    meta["malformed_lines"] = int(loaded.malformed)
+    meta["skipped_lines"] = int(loaded.skipped)
+    if args.qemu_version:
+        meta["qemu_version"] = args.qemu_version
+    try:
+        path = store.write_recording(args.output, events, meta)
+    except OSError as e:
+        raise InputError(args.output, f"cannot write the recording: {e}") from None
+    print(f"migprof: wrote {path}: {len(events)} events from {len(args.inputs)} input(s) "
+          f"({loaded.malformed} malformed, {loaded.skipped} skipped lines)", file=sys.stderr)
+    return EXIT_OK

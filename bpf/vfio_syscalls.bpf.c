@@ -1,0 +1,377 @@
+/* vfio_syscalls.bpf.c: VFIO migration ioctls and data-fd I/O seen at the syscall tracepoints.
+ *
+ * Attach points: syscalls:sys_enter/exit_ioctl, sys_enter/exit_read, sys_enter/exit_write,
+ *                sys_enter_close (bcc TRACEPOINT_PROBE; needs tracefs and kernel headers).
+ * Maps:          targets  (tgid -> side, when TARGET_TGID is 0: several processes)
+ *                fds      (tgid, fd) -> fd_info: device, container and data fds, and the
+ *                         phase (last successful device state) of each device fd
+ *                inflight pid_tgid -> inflight: one syscall between enter and exit
+ *                events   ring buffer (perf buffer when USE_RINGBUF is 0) of vfio_event
+ *                drops    per-CPU count of records the buffer refused
+ * Event:         struct vfio_event in vfio.h.
+ * Kernel:        5.5+ (bpf_probe_read_user), 5.8+ for the ring buffer.
+ *
+ * Cost for everything else: each probe returns after one tgid compare for other
+ * processes; in the target, ioctls other than the VFIO feature/precopy numbers return
+ * after a compare, and reads/writes after one hash lookup on (tgid, fd).
+ */
+#include <uapi/linux/ptrace.h>
+#include "vfio.h"
+
+#ifndef TARGET_TGID
+#define TARGET_TGID 0 /* 0: trace every tgid in the targets map */
+#endif
+#ifndef USE_RINGBUF
+#define USE_RINGBUF 1
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 256 /* 1 MiB */
+#endif
+#ifndef MAX_FDS
+#define MAX_FDS 4096
+#endif
+
+BPF_HASH(targets, u32, u8, 64);
+BPF_HASH(fds, struct fd_key, struct fd_info, MAX_FDS);
+BPF_HASH(inflight, u64, struct inflight, 4096);
+BPF_PERCPU_ARRAY(drops, u64, 1);
+BPF_PERCPU_ARRAY(scratch, struct vfio_event, 1);
+#if USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline int is_target(u32 tgid)
+{
+#if TARGET_TGID
+    return tgid == TARGET_TGID;
+#else
+    return targets.lookup(&tgid) != NULL;
+#endif
+}
+
+static __always_inline void count_drop(void)
+{
+    int zero = 0;
+    u64 *d = drops.lookup(&zero);
+    if (d)
+        (*d)++;
+}
+
+/* Send one event; a full buffer is counted, never silent. */
+static __always_inline void emit(void *ctx, struct vfio_event *ev)
+{
+#if USE_RINGBUF
+    if (events.ringbuf_output(ev, sizeof(*ev), 0) != 0)
+        count_drop();
+#else
+    if (events.perf_submit(ctx, ev, sizeof(*ev)) != 0)
+        count_drop();
+#endif
+}
+
+static __always_inline struct vfio_event *new_event(u64 pid_tgid, u8 type)
+{
+    int zero = 0;
+    struct vfio_event *ev = scratch.lookup(&zero);
+    if (!ev)
+        return NULL;
+    __builtin_memset(ev, 0, sizeof(*ev));
+    ev->tgid = pid_tgid >> 32;
+    ev->tid = (u32)pid_tgid;
+    ev->type = type;
+    bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+    return ev;
+}
+
+/* ---- ioctl ------------------------------------------------------------------ */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!is_target(tgid))
+        return 0;
+    u32 cmd = (u32)args->cmd;
+    if (cmd != VFIO_DEVICE_FEATURE && cmd != VFIO_MIG_GET_PRECOPY_INFO &&
+        cmd != VFIO_GROUP_GET_DEVICE_FD && cmd != VFIO_DEVICE_RESET)
+        return 0;
+
+    struct fd_key key = {.tgid = tgid, .fd = (int)args->fd};
+    struct fd_info *fi = fds.lookup(&key);
+    u8 kind = fi ? fi->kind : FD_UNKNOWN;
+    struct inflight in = {};
+    in.ts_ns = bpf_ktime_get_ns();
+    in.arg = args->arg;
+    in.fd = key.fd;
+    in.cmd = cmd;
+    in.kind = kind;
+
+    if (cmd == VFIO_DEVICE_FEATURE) {
+        u32 hdr[4] = {};
+        in.arg_ok = bpf_probe_read_user(hdr, sizeof(hdr), (void *)args->arg) == 0;
+        if (!in.arg_ok)
+            in.arg_ok = bpf_probe_read_user(hdr, 8, (void *)args->arg) == 0;
+        in.flags = hdr[1];
+        in.req_state = hdr[2];
+        if (kind == FD_CONTAINER || kind == FD_GROUP || kind == FD_IOMMUFD) {
+            in.type = EV_DIRTY; /* VFIO_IOMMU_DIRTY_PAGES: the 0x3b75 collision */
+        } else if (kind == FD_DEVICE) {
+            in.type = EV_IOCTL;
+        } else if (kind == FD_UNKNOWN && in.arg_ok) {
+            /* not seen at the scan: a feature call always has GET, SET or PROBE set,
+             * DIRTY_PAGES only START/STOP/GET_BITMAP (1/2/4) */
+            if (in.flags & (FEATURE_GET | FEATURE_SET | FEATURE_PROBE)) {
+                in.type = EV_IOCTL;
+                in.kind = FD_DEVICE;
+            } else if (in.flags && in.flags <= 7) {
+                in.type = EV_DIRTY;
+                in.kind = FD_CONTAINER;
+            } else {
+                return 0;
+            }
+        } else {
+            return 0; /* a data fd or unreadable arg: not a feature call */
+        }
+    } else if (cmd == VFIO_MIG_GET_PRECOPY_INFO) {
+        if (kind != FD_DATA_SAVE && kind != FD_UNKNOWN)
+            return 0; /* VFIO_EEH_PE_OP on a container, or not ours */
+        in.type = EV_PRECOPY;
+        u32 hdr[2] = {};
+        in.arg_ok = bpf_probe_read_user(hdr, sizeof(hdr), (void *)args->arg) == 0;
+        in.flags = hdr[1];
+    } else if (cmd == VFIO_GROUP_GET_DEVICE_FD) {
+        if (kind != FD_GROUP && kind != FD_UNKNOWN)
+            return 0;
+        in.type = EV_DEVNAME;
+    } else {
+        if (kind != FD_DEVICE)
+            return 0;
+        in.type = EV_RESET;
+    }
+    inflight.update(&pid_tgid, &in);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!is_target(tgid))
+        return 0;
+    struct inflight *in = inflight.lookup(&pid_tgid);
+    if (!in)
+        return 0;
+    struct inflight c = *in;
+    inflight.delete(&pid_tgid);
+    if (c.type != EV_IOCTL && c.type != EV_PRECOPY && c.type != EV_DEVNAME &&
+        c.type != EV_RESET && c.type != EV_DIRTY)
+        return 0;
+
+    struct vfio_event *ev = new_event(pid_tgid, c.type);
+    if (!ev)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    long ret = args->ret;
+    ev->ts_ns = now;
+    ev->dur_ns = now - c.ts_ns;
+    ev->ret = ret;
+    ev->fd = c.fd;
+    ev->aux_fd = -1;
+    ev->cmd = c.cmd;
+    ev->flags = c.flags;
+    ev->kind = c.kind;
+    ev->arg_ok = c.arg_ok;
+    struct fd_key key = {.tgid = tgid, .fd = c.fd};
+
+    if (c.type == EV_IOCTL) {
+        u32 feature = c.flags & FEATURE_MASK;
+        ev->state = c.req_state;
+        /* learn (or confirm) the device fd */
+        struct fd_info *dev = fds.lookup(&key);
+        if (!dev) {
+            struct fd_info fresh = {.kind = FD_DEVICE};
+            fds.update(&key, &fresh);
+            dev = fds.lookup(&key);
+        }
+        if (ret == 0 && !(c.flags & FEATURE_PROBE) && c.arg_ok) {
+            u64 payload = 0;
+            if (bpf_probe_read_user(&payload, sizeof(payload), (void *)(c.arg + 8)) != 0) {
+                ev->arg_ok = 0;
+            } else if (feature == FEATURE_MIG_DEVICE_STATE) {
+                u32 st = (u32)payload;
+                s32 data_fd = (s32)(payload >> 32);
+                if (c.flags & FEATURE_GET)
+                    ev->state = st;
+                ev->aux_fd = data_fd;
+                if (dev) {
+                    dev->state = ev->state;
+                    dev->state_known = 1;
+                }
+                if ((c.flags & FEATURE_SET) && data_fd >= 0) {
+                    struct fd_key dk = {.tgid = tgid, .fd = data_fd};
+                    struct fd_info di = {};
+                    di.kind = c.req_state == STATE_RESUMING ? FD_DATA_LOAD : FD_DATA_SAVE;
+                    di.owner = c.fd;
+                    fds.update(&dk, &di);
+                }
+            } else if (feature == FEATURE_MIG_DATA_SIZE || feature == FEATURE_MIGRATION) {
+                ev->a = payload; /* stop_copy_length, or the migration flags */
+            }
+        }
+    } else if (c.type == EV_PRECOPY) {
+        struct fd_info *di = fds.lookup(&key);
+        if (di) {
+            ev->aux_fd = di->owner;
+            ev->kind = di->kind;
+        }
+        if (ret == 0 && c.arg_ok) {
+            u64 pi[3] = {};
+            if (bpf_probe_read_user(pi, sizeof(pi), (void *)c.arg) == 0) {
+                ev->flags = (u32)(pi[0] >> 32);
+                ev->a = pi[1];
+                ev->b = pi[2];
+            } else {
+                ev->arg_ok = 0;
+            }
+        }
+    } else if (c.type == EV_DEVNAME) {
+        /* the group fd ioctl takes the device name and returns the new device fd */
+        bpf_probe_read_user_str(ev->name, sizeof(ev->name), (void *)c.arg);
+        ev->aux_fd = ret;
+        if (ret >= 0) {
+            struct fd_key dk = {.tgid = tgid, .fd = (s32)ret};
+            struct fd_info di = {.kind = FD_DEVICE};
+            fds.update(&dk, &di);
+        }
+    } else if (c.type == EV_DIRTY) {
+        if (c.kind == FD_CONTAINER) {
+            struct fd_info *ci = fds.lookup(&key);
+            if (!ci) {
+                struct fd_info fresh = {.kind = FD_CONTAINER};
+                fds.update(&key, &fresh);
+            }
+        }
+    } else if (c.type == EV_RESET) {
+        struct fd_info *dev = fds.lookup(&key);
+        if (dev && ret == 0) {
+            dev->state = 2; /* RUNNING */
+            dev->state_known = 1;
+        }
+    }
+    emit(args, ev);
+    return 0;
+}
+
+/* ---- read / write on data fds ------------------------------------------------ */
+
+static __always_inline int data_enter(u8 type, int fd, u64 count)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!is_target(tgid))
+        return 0;
+    struct fd_key key = {.tgid = tgid, .fd = fd};
+    struct fd_info *fi = fds.lookup(&key);
+    if (!fi || (fi->kind != FD_DATA_SAVE && fi->kind != FD_DATA_LOAD))
+        return 0;
+    struct inflight in = {};
+    in.ts_ns = bpf_ktime_get_ns();
+    in.fd = fd;
+    in.count = count;
+    in.kind = fi->kind;
+    in.type = type;
+    inflight.update(&pid_tgid, &in);
+    return 0;
+}
+
+static __always_inline int data_exit(void *ctx, u8 type, long ret)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!is_target(tgid))
+        return 0;
+    struct inflight *in = inflight.lookup(&pid_tgid);
+    if (!in)
+        return 0;
+    if (in->type != type) {
+        inflight.delete(&pid_tgid);
+        return 0;
+    }
+    struct vfio_event *ev = new_event(pid_tgid, type);
+    if (!ev) {
+        inflight.delete(&pid_tgid);
+        return 0;
+    }
+    u64 now = bpf_ktime_get_ns();
+    ev->ts_ns = now;
+    ev->dur_ns = now - in->ts_ns;
+    ev->fd = in->fd;
+    ev->b = in->count;
+    ev->kind = in->kind;
+    ev->ret = ret;
+    ev->a = ret > 0 ? ret : 0;
+    ev->arg_ok = 1;
+    inflight.delete(&pid_tgid);
+    /* charge the bytes to the owning device and its current phase */
+    struct fd_key key = {.tgid = tgid, .fd = ev->fd};
+    struct fd_info *di = fds.lookup(&key);
+    ev->aux_fd = -1;
+    if (di) {
+        ev->aux_fd = di->owner;
+        struct fd_key dk = {.tgid = tgid, .fd = di->owner};
+        struct fd_info *dev = fds.lookup(&dk);
+        if (dev && dev->state_known) {
+            ev->state = dev->state;
+            ev->state_known = 1;
+        }
+    }
+    emit(ctx, ev);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{
+    return data_enter(EV_READ, (int)args->fd, args->count);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_read)
+{
+    return data_exit(args, EV_READ, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+    return data_enter(EV_WRITE, (int)args->fd, args->count);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_write)
+{
+    return data_exit(args, EV_WRITE, args->ret);
+}
+
+/* ---- close: forget the fd (numbers are reused) -------------------------------- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!is_target(tgid))
+        return 0;
+    struct fd_key key = {.tgid = tgid, .fd = (int)args->fd};
+    struct fd_info *fi = fds.lookup(&key);
+    if (!fi)
+        return 0;
+    struct vfio_event *ev = new_event(pid_tgid, EV_CLOSE);
+    if (ev) {
+        ev->ts_ns = bpf_ktime_get_ns();
+        ev->fd = key.fd;
+        ev->kind = fi->kind;
+        ev->aux_fd = fi->owner;
+        ev->arg_ok = 1;
+        emit(args, ev);
+    }
+    fds.delete(&key);
+    return 0;
+}

@@ -1,0 +1,491 @@
+"""Compare migrations run against run: metrics per migration, the U test, --fail-on rules.
+
+Each input (recording, trace, run directory) is one run; every migration in it is one
+sample. A side's value for a metric is the median of its samples. With at least
+``MIN_SAMPLES`` samples a side, the two-sided Mann-Whitney U test decides whether a
+difference is significant (benchstat, Google benchmark's compare.py); with fewer, the
+difference is shown and the samples are said to be too few.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from profiler.errors import MigprofError
+
+COMPARE_SCHEMA = "migprof.compare/1"
+MIN_SAMPLES = 5
+ALPHA = 0.05
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    unit: str  # ms, bytes, count, bytes/s
+    lower_is_better: bool
+    doc: str
+
+
+# metric name -> definition; device metrics are "device.<name>.<field>"
+METRICS: dict[str, MetricDef] = {
+    "total_ms": MetricDef("ms", True, "total migration time"),
+    "setup_ms": MetricDef("ms", True, "setup phase"),
+    "downtime_ms": MetricDef("ms", True, "guest downtime"),
+    "stopcopy_ms": MetricDef("ms", True, "stop-and-copy on the source"),
+    "dirty_syncs": MetricDef("count", True, "dirty-bitmap syncs (QEMU dirty-sync-count)"),
+    "checks": MetricDef("count", True, "convergence checks made"),
+    "checks_to_converge": MetricDef("count", True, "checks until pending fell below the threshold"),
+    "transferred_bytes": MetricDef("bytes", True, "bytes sent"),
+    "bandwidth_bytes_per_s": MetricDef("bytes/s", False, "mean bandwidth (sent / total time)"),
+    "read_ms": MetricDef("ms", True, "time in VFIO data_fd read(), all devices"),
+}
+DEVICE_METRICS: dict[str, MetricDef] = {
+    "downtime_ms": MetricDef("ms", True, "vmstate save time in downtime"),
+    "load_ms": MetricDef("ms", True, "vmstate load time on the destination"),
+    "precopy_bytes": MetricDef("bytes", True, "bytes sent in pre-copy"),
+    "stopcopy_bytes": MetricDef("bytes", True, "bytes sent in stop-and-copy"),
+    "read_ms": MetricDef("ms", True, "time in data_fd read()"),
+}
+
+
+def metric_def(name: str) -> MetricDef | None:
+    if name in METRICS:
+        return METRICS[name]
+    if name.startswith("device."):
+        return DEVICE_METRICS.get(name.rsplit(".", 1)[-1])
+    return None
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _verdict(m: dict[str, Any]) -> dict[str, Any]:
+    v = m.get("verdict_detail", m.get("verdict"))
+    return v if isinstance(v, dict) else {}
+
+
+def migration_metrics(m: dict[str, Any], device_kinds: Iterable[str] | None = ("ram", "vfio")) -> dict[str, float]:
+    """Every metric one migration (its ``migprof.report/1`` JSON form) carries.
+
+    Missing values are left out, not zero. Per-device metrics cover the device kinds
+    given (RAM and VFIO by default; None for every device QEMU names).
+    """
+    checks = m.get("checks") or []
+    out: dict[str, float | None] = {
+        "total_ms": _num(m.get("total_ms")),
+        "setup_ms": _num(m.get("setup_ms")),
+        "downtime_ms": _num(m.get("downtime_ms")),
+        "stopcopy_ms": _num(m.get("stopcopy_ms")),
+        "dirty_syncs": _num(m.get("dirty_syncs")),
+        "checks": float(len(checks)) if checks else None,
+        "transferred_bytes": _num(m.get("transferred_bytes")),
+    }
+    v = _verdict(m)
+    at = _num(v.get("converged_at_check"))
+    out["checks_to_converge"] = at + 1 if at is not None else None
+    sent, total = out["transferred_bytes"], out["total_ms"]
+    if sent is not None and total:
+        out["bandwidth_bytes_per_s"] = sent / (total / 1000.0)
+    else:
+        out["bandwidth_bytes_per_s"] = _num(v.get("bandwidth_bytes_per_s"))
+    kinds = set(device_kinds) if device_kinds is not None else None
+    reads = []
+    for d in m.get("devices") or []:
+        name = d.get("name")
+        if not name:
+            continue
+        take = kinds is None or d.get("kind") in kinds
+        for f in DEVICE_METRICS:
+            val = _num(d.get(f))
+            if val is None:
+                continue
+            if f == "read_ms":
+                reads.append(val)
+            if take:
+                out[f"device.{name}.{f}"] = val
+    if reads:
+        out["read_ms"] = float(sum(reads))
+    return {k: val for k, val in out.items() if val is not None}
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One input: the report built from it and what its recording said about itself."""
+
+    input: str
+    report: dict[str, Any]  # the migprof.report/1 JSON form (fresh, or the recording's summary)
+    meta: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False  # the report came from the recording's stored summary
+
+    @property
+    def migrations(self) -> list[dict[str, Any]]:
+        return list(self.report.get("migrations") or [])
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.report.get("warnings") or [])
+
+    @property
+    def qemu_versions(self) -> set[str]:
+        # the recording's exact version first (QMP greeting), else the model's trace era
+        qv = self.meta.get("qemu_version")
+        if isinstance(qv, dict):
+            qv = ", ".join(sorted({str(v) for v in qv.values() if v}))
+        if qv:
+            return {str(qv)}
+        return {m["qemu_version"] for m in self.migrations if m.get("qemu_version")}
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    label: str
+    runs: tuple[Run, ...]
+    samples: tuple[dict[str, float], ...]  # one per migration taken
+    migrations: tuple[dict[str, Any], ...]
+    outcomes: dict[str, int]
+    note: str | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        return [r.input for r in self.runs]
+
+    def values(self, metric: str) -> list[float]:
+        return [s[metric] for s in self.samples if metric in s]
+
+    def summary(self) -> dict[str, Any]:
+        qv = sorted({v for r in self.runs for v in r.qemu_versions})
+        sv = sorted({int(r.meta["stored_schema_version"]) for r in self.runs
+                     if r.meta.get("stored_schema_version") is not None})
+        return {"label": self.label, "inputs": self.inputs, "runs": len(self.runs),
+                "migrations": len(self.samples), "outcomes": dict(self.outcomes),
+                "qemu_versions": qv, "schema_versions": sv, "note": self.note}
+
+
+def make_side(label: str, runs: Sequence[Run], outcome: str = "completed",
+              device_kinds: Iterable[str] | None = ("ram", "vfio")) -> Side:
+    """Take the migrations of ``runs`` whose outcome matches (``all`` takes every one).
+
+    When no migration on a side completed (e.g. comparing runs that never converge),
+    every migration is taken and the side says so.
+    """
+    every = [m for r in runs for m in r.migrations]
+    counts: dict[str, int] = {}
+    for m in every:
+        counts[m.get("outcome")] = counts.get(m.get("outcome"), 0) + 1
+    note = None
+    taken = every if outcome == "all" else [m for m in every if m.get("outcome") == outcome]
+    if not taken and every:
+        taken = every
+        note = f"no {outcome} migration; compared all {len(every)} migrations"
+    samples = tuple(migration_metrics(m, device_kinds) for m in taken)
+    return Side(label, tuple(runs), samples, tuple(taken), counts, note)
+
+
+# ---------------------------------------------------------------------------- rules
+
+_RULE = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_.*?:\[\]<>/ -]+?)\s*:\s*(?P<sign>[+-]?)\s*"
+                   r"(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<pct>%?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """``metric:+10%`` fails when the candidate's median rises more than 10 % over the
+    base's; ``metric:+500`` when it rises more than 500 (the metric's unit); ``-``
+    watches for a fall. With no sign, the direction that is worse for the metric."""
+
+    text: str
+    metric: str  # a name or an fnmatch pattern (device.*.downtime_ms)
+    sign: int  # +1 rise is bad, -1 fall is bad, 0 the metric's worse direction
+    amount: float
+    percent: bool
+
+    def direction(self, name: str) -> int:
+        if self.sign:
+            return self.sign
+        d = metric_def(name)
+        return 1 if d is None or d.lower_is_better else -1
+
+
+def parse_rule(text: str) -> Rule:
+    """Parse a ``--fail-on`` rule; raises MigprofError naming what is wrong."""
+    m = _RULE.match(text)
+    if not m:
+        raise MigprofError(f"--fail-on {text!r}: expected METRIC:+N%, METRIC:-N% or METRIC:+N "
+                           "(e.g. 'downtime_ms:+10%', 'total_ms:+500')")
+    metric = m["metric"].strip()
+    has_glob = any(c in metric for c in "*?[")
+    if not has_glob and metric_def(metric) is None:
+        raise MigprofError(f"--fail-on {text!r}: unknown metric {metric!r}; known: "
+                           + ", ".join(sorted(METRICS)) + ", device.<name>.{"
+                           + ",".join(DEVICE_METRICS) + "}")
+    sign = {"+": 1, "-": -1, "": 0}[m["sign"]]
+    return Rule(text.strip(), metric, sign, float(m["num"]), bool(m["pct"]))
+
+
+# ---------------------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    n: int
+    median: float | None
+    mean: float | None
+    min: float | None
+    max: float | None
+    values: tuple[float, ...]
+
+    @staticmethod
+    def of(values: Sequence[float]) -> Stats:
+        if not values:
+            return Stats(0, None, None, None, None, ())
+        a = np.asarray(values, dtype=float)
+        return Stats(len(a), float(np.median(a)), float(a.mean()), float(a.min()), float(a.max()),
+                     tuple(float(x) for x in a))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    name: str
+    unit: str
+    lower_is_better: bool
+    base: Stats
+    candidate: Stats
+    delta: float | None  # candidate median - base median
+    delta_pct: float | None  # delta / |base median| * 100
+    p_value: float | None
+    significant: bool | None  # None: too few samples to test
+    note: str = ""
+
+    @property
+    def worse(self) -> bool | None:
+        if self.delta is None or self.delta == 0:
+            return None if self.delta is None else False
+        return (self.delta > 0) == self.lower_is_better
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    rule: str
+    metric: str
+    fired: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    base: Side
+    candidate: Side
+    metrics: tuple[MetricResult, ...]
+    left_out: tuple[dict[str, Any], ...]  # metrics only one side has
+    rules: tuple[RuleResult, ...]
+    alpha: float
+    min_samples: int
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def regression(self) -> bool:
+        return any(r.fired for r in self.rules)
+
+    @property
+    def too_few(self) -> bool:
+        return len(self.base.samples) < self.min_samples or len(self.candidate.samples) < self.min_samples
+
+
+def _u_test(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy.stats import mannwhitneyu
+
+    if len(set(a)) == 1 and set(a) == set(b):
+        return 1.0  # identical constants: no difference at all
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    top = list(METRICS)
+    if name in METRICS:
+        return (top.index(name), "")
+    dev, _, f = name[len("device."):].rpartition(".")
+    return (len(top) + list(DEVICE_METRICS).index(f) if f in DEVICE_METRICS else 99, dev)
+
+
+def compare(base: Side, cand: Side, rules: Iterable[Rule] = (), *, alpha: float = ALPHA,
+            min_samples: int = MIN_SAMPLES) -> Comparison:
+    """Compare two sides metric by metric, and evaluate the rules."""
+    names_b = {k for s in base.samples for k in s}
+    names_c = {k for s in cand.samples for k in s}
+    both = sorted(names_b & names_c, key=_metric_order)
+    left_out = []
+    for name, only in [(n, "base") for n in names_b - names_c] + [(n, "candidate") for n in names_c - names_b]:
+        side = base if only == "base" else cand
+        other = cand if only == "base" else base
+        qv = sorted({v for r in other.runs for v in r.qemu_versions})
+        why = f"the {'candidate' if only == 'base' else 'base'} side has no value"
+        if qv:
+            why += f" (QEMU {', '.join(qv)})"
+        left_out.append({"metric": name, "only_in": only, "n": len(side.values(name)), "reason": why})
+    left_out.sort(key=lambda d: _metric_order(d["metric"]))
+    enough = len(base.samples) >= min_samples and len(cand.samples) >= min_samples
+    results = []
+    for name in both:
+        a, b = base.values(name), cand.values(name)
+        d = metric_def(name) or MetricDef("", True, "")
+        sa, sb = Stats.of(a), Stats.of(b)
+        delta = sb.median - sa.median if sa.median is not None and sb.median is not None else None
+        pct = None
+        if delta is not None and sa.median:
+            pct = delta / abs(sa.median) * 100.0
+        elif delta == 0:
+            pct = 0.0
+        p = sig = None
+        note = ""
+        if len(a) >= min_samples and len(b) >= min_samples:
+            p = _u_test(a, b)
+            sig = p < alpha
+        else:
+            note = f"too few samples (n={len(a)}/{len(b)}; {min_samples} a side needed for the U test)"
+        results.append(MetricResult(name, d.unit, d.lower_is_better, sa, sb, delta, pct, p, sig, note))
+    rule_results = [r for rule in rules for r in _apply_rule(rule, results, left_out)]
+    warnings = []
+    if not enough:
+        warnings.append(f"too few samples for a significance test (base {len(base.samples)}, "
+                        f"candidate {len(cand.samples)}; {min_samples} a side needed): "
+                        "differences are shown without a verdict on significance")
+    if left_out:
+        warnings.append(f"left out {len(left_out)} metric(s) that only one side has: "
+                        + ", ".join(f"{d['metric']} (only {d['only_in']})" for d in left_out[:8])
+                        + (" ..." if len(left_out) > 8 else ""))
+    return Comparison(base, cand, tuple(results), tuple(left_out), tuple(rule_results),
+                      alpha, min_samples, tuple(warnings))
+
+
+def _apply_rule(rule: Rule, results: list[MetricResult], left_out: list[dict]) -> list[RuleResult]:
+    hits = [r for r in results if fnmatch.fnmatchcase(r.name, rule.metric)]
+    if not hits:
+        missing = [d["metric"] for d in left_out if fnmatch.fnmatchcase(d["metric"], rule.metric)]
+        why = (f"not evaluated: {', '.join(missing)} only on one side" if missing
+               else "not evaluated: no such metric in these runs")
+        return [RuleResult(rule.text, rule.metric, False, why)]
+    out = []
+    for r in hits:
+        if r.delta is None:
+            out.append(RuleResult(rule.text, r.name, False, "not evaluated: no value"))
+            continue
+        direction = rule.direction(r.name)
+        if rule.percent:
+            if r.base.median:
+                change = r.delta / abs(r.base.median) * 100.0
+            else:
+                change = math.inf if r.delta else 0.0
+            shown = f"{change:+.1f}%"
+        else:
+            change = r.delta
+            shown = f"{change:+.6g} {r.unit}".rstrip()
+        over = change * direction > rule.amount
+        if over and r.significant is False:
+            out.append(RuleResult(rule.text, r.name, False,
+                                  f"{shown}, over the limit but not significant (p={r.p_value:.3f})"))
+            continue
+        detail = f"{shown} (limit {'+' if direction > 0 else '-'}{rule.amount:g}{'%' if rule.percent else ''})"
+        if over and r.significant is None:
+            detail += "; too few samples to test significance"
+        elif r.p_value is not None:
+            detail += f"; p={r.p_value:.3g}"
+        out.append(RuleResult(rule.text, r.name, over, detail))
+    return out
+
+
+def to_json(c: Comparison) -> dict[str, Any]:
+    """The one JSON form of a comparison (``schema: migprof.compare/1``)."""
+
+    def stats(s: Stats) -> dict[str, Any]:
+        return {"n": s.n, "median": s.median, "mean": s.mean, "min": s.min, "max": s.max,
+                "values": list(s.values)}
+
+    return {
+        "schema": COMPARE_SCHEMA,
+        "alpha": c.alpha,
+        "min_samples": c.min_samples,
+        "base": c.base.summary(),
+        "candidate": c.candidate.summary(),
+        "metrics": [{"name": m.name, "unit": m.unit, "lower_is_better": m.lower_is_better,
+                     "base": stats(m.base), "candidate": stats(m.candidate),
+                     "delta": m.delta, "delta_pct": _finite(m.delta_pct), "p_value": m.p_value,
+                     "significant": m.significant, "note": m.note} for m in c.metrics],
+        "left_out": list(c.left_out),
+        "rules": [{"rule": r.rule, "metric": r.metric, "fired": r.fired, "detail": r.detail}
+                  for r in c.rules],
+        "regression": c.regression,
+        "warnings": list(c.warnings),
+    }
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else v
+
+
+def curves(side: Side) -> list[dict[str, Any]]:
+    """Convergence curve of every migration taken: check times, pending and threshold bytes."""
+    out = []
+    taken = {id(m) for m in side.migrations}
+    for run_i, r in enumerate(side.runs):
+        for m in r.migrations:
+            checks = m.get("checks") or []
+            if id(m) not in taken or not checks:
+                continue
+            xs = [c.get("t_ms") if c.get("t_ms") is not None else float(i) for i, c in enumerate(checks)]
+            out.append({"input": r.input, "run": run_i, "migration": m.get("index"),
+                        "x_is_time": all(c.get("t_ms") is not None for c in checks),
+                        "t_ms": xs, "pending_bytes": [c.get("pending_bytes") or 0 for c in checks],
+                        "threshold_bytes": [c.get("threshold_bytes") for c in checks]})
+    return out
+
+
+def load_run(path: str, *, use_summary: bool = True) -> Run:
+    """The report of one input: a recording, a trace file or a run directory.
+
+    A finalised recording carries a summary (its report, keyed by the model's code);
+    when the key matches this migprof's model, that summary is used and the events
+    are not read at all.
+    """
+    from profiler import store
+    from profiler.model import build_report
+    from profiler.model.results import to_json as report_json
+
+    if store.is_recording(path):
+        if use_summary:
+            cached = store.read_summary(path)
+            if cached is not None:
+                report, meta = cached
+                return Run(str(path), report, meta, cached=True)
+        df, meta, warns = store.read_recording(path)
+        malformed = skipped = 0
+    else:
+        from profiler.pipeline import load
+
+        loaded = load([path])
+        df, meta, warns = loaded.events, dict(loaded.meta or {}), list(loaded.warnings)
+        malformed, skipped = loaded.malformed, loaded.skipped
+        run_info = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+        if run_info.get("qemu_version") and "qemu_version" not in meta:
+            meta["qemu_version"] = run_info["qemu_version"]
+    report = build_report(df, inputs=[path], malformed=malformed, skipped=skipped,
+                          warnings=warns, meta=meta)
+    return Run(str(path), report_json(report), meta)

@@ -1,0 +1,503 @@
+"""Run one lab migration: two QEMUs, QMP control, scenario actions, a run directory.
+
+``Lab`` is a context manager. Entering removes leftovers of killed runs, builds the
+guest, sets up the network (two namespaces joined by a shaped veth, or loopback), starts
+the destination (``-incoming defer``) and the source, and connects QMP. ``run()`` plays
+the scenario. Leaving stops everything the lab started, on success, error or Ctrl-C.
+
+Run directory layout (what ``migprof report RUNDIR`` reads):
+
+=============================  ==========================================================
+``source.log``                 source QEMU trace log (``-D``), ``-msg timestamp=on``
+``destination.log``            destination trace log (a retry's destination is appended)
+``events.jsonl``               QMP events, query-migrate polls, parameters, lab marks,
+                               sock_diag samples: one ``profiler.events`` row per line
+``query-migrate-source.json``  the source's final ``query-migrate`` reply
+``query-migrate-destination.json``  the destination's (last reply before it died, if killed)
+``run.json``                   scenario, QEMU binary/version, parameters, guest args, ...
+``serial-*.log``               guest console (progress lines)
+=============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profiler import events as ev
+from profiler.errors import MigprofError, SetupError
+from profiler.lab import qemu as lq
+from profiler.lab.guest_build import build_guest
+from profiler.lab.scenarios import Scenario
+from profiler.sources.qmp import FINAL_STATUSES, QmpGone, QmpRefused, QmpSource, mark_row, row_to_json
+
+log = logging.getLogger(__name__)
+
+SIDES = ("source", "destination")
+
+
+@dataclass(slots=True)
+class LabConfig:
+    scenario: Scenario
+    out: Path
+    qemu: str | None = None  # version ("7.2", "10.0") or path
+    accel: str = "auto"  # auto (KVM only if the probe boots a guest), kvm, tcg
+    net: str = "netns"  # netns (two namespaces, veth, tc) or loopback
+    poll_hz: float = 10.0
+    sockdiag_hz: float = 10.0
+    port: int = 0  # migration TCP port; 0 = pick one
+    keep_sockets: bool = False
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_dir: Path
+    status: str  # final source status of the last attempt
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+class Recorder:
+    """Writes every non-log row of the run to events.jsonl and hands it to listeners."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = path.open("w", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.rows = 0
+        self.listeners: list[Any] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        line = row_to_json(row)
+        with self._lock:
+            if self._fh.closed:
+                return
+            self._fh.write(line + "\n")
+            self.rows += 1
+        for fn in self.listeners:
+            fn(row)
+
+    def add_frame(self, df: Any) -> None:
+        if df is None or not len(df):
+            return
+        for rec in df.to_dict("records"):
+            self.add({k: v for k, v in rec.items() if v is not None and v is not ev.pd.NA
+                      and not (isinstance(v, float) and v != v)})
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """Two QEMUs and everything around them for one scenario."""
+
+    def __init__(self, cfg: LabConfig):
+        self.cfg = cfg
+        self.sc = cfg.scenario
+        self.tag = lq.owner_tag()
+        self.run_dir = cfg.out
+        self.binary: lq.QemuBinary | None = None
+        self.kernel: Path | None = None
+        self.accel = "tcg"
+        self.procs: dict[str, lq.QemuProcess] = {}
+        self.qmp: QmpSource | None = None
+        self.net: Any = None
+        self.recorder: Recorder | None = None
+        self.uri = ""
+        self.dst_host = "127.0.0.1"
+        self.port = cfg.port
+        self.t_migrate_ns: int | None = None
+        self.attempts: list[dict[str, Any]] = []
+        self._stack = contextlib.ExitStack()
+        self._retry_logs: list[Path] = []
+        self.sockdiag: Any = None
+        self._sd_stop = threading.Event()
+        self._sd_thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- set-up
+    def __enter__(self) -> Lab:
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self) -> None:
+        sc, cfg = self.sc, self.cfg
+        if sc.needs_netns and cfg.net != "netns":
+            raise MigprofError(f"scenario {sc.name!r} shapes the link: it needs --net netns")
+        cleanup_leftovers()
+        self.binary = lq.find_qemu(cfg.qemu)
+        self.kernel = build_guest()
+        self.accel = self._pick_accel()
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise MigprofError(f"{self.run_dir}: output directory exists and is not empty")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.recorder = Recorder(self.run_dir / "events.jsonl")
+        if cfg.net == "netns":
+            from profiler.lab.net import LabNet
+
+            self.net = self._stack.enter_context(LabNet(self.tag, shaping=sc.shaping))
+            self.dst_host = self.net.dst_addr
+        elif cfg.net != "loopback":
+            raise MigprofError(f"--net {cfg.net!r}: choose netns or loopback")
+        if not self.port:
+            self.port = 4444 if cfg.net == "netns" else _free_port()
+        self.uri = f"tcp:{self.dst_host}:{self.port}"
+        self._start_vm("destination")
+        self._start_vm("source")
+        self._connect()
+
+    def _pick_accel(self) -> str:
+        want = self.cfg.accel
+        if want == "tcg":
+            return "tcg"
+        ok = lq.kvm_usable(self.binary, self.kernel)
+        if want == "kvm" and not ok:
+            raise SetupError("--accel kvm: a guest does not boot under KVM on this host; use --accel tcg")
+        log.info("KVM probe: %s", "works" if ok else "guests fail, using TCG")
+        return "kvm" if ok else "tcg"
+
+    def _spec(self, side: str) -> lq.VmSpec:
+        sc = self.sc
+        spec = lq.VmSpec(
+            side=side, name=f"{lq.NAME_PREFIX}{self.tag}-{side[:3]}", kernel=self.kernel,
+            append=sc.guest_append(), run_dir=self.run_dir, mem_mb=sc.mem_mb, accel=self.accel,
+            timestamps=sc.timestamps,
+            trace_events=lq.select_trace_events(self.binary, transferred_bytes=sc.transferred_bytes),
+            incoming=side == "destination",
+            netns=self.net.ns[side] if self.net else None,
+        )
+        return spec
+
+    def _start_vm(self, side: str) -> None:
+        self.procs[side] = lq.QemuProcess(self.binary, self._spec(side)).start()
+
+    def _connect(self) -> None:
+        for side in SIDES:
+            self.procs[side].wait_socket()
+        self.qmp = QmpSource({s: str(self.procs[s].spec.qmp_socket) for s in SIDES},
+                             poll_hz=self.cfg.poll_hz, params_hz=1.0)
+        self.qmp.tap(self.recorder.add)
+        self.qmp.__enter__()
+        for side in SIDES:
+            self.qmp.enable_migration_events(side)
+
+    def mark(self, action: str, side: str = "unknown", **detail: Any) -> None:
+        row = mark_row(action, side, **detail)
+        if self.qmp is not None:
+            self.qmp.emit(row)  # through the QMP stream, so live views see it in order
+        elif self.recorder:
+            self.recorder.add(row)
+
+    # ---------------------------------------------------------------- the run
+    def _start_sockdiag(self) -> None:
+        if not self.cfg.sockdiag_hz:
+            return
+        from profiler.sources.sockdiag import SockDiagSource
+
+        ns = self.net.ns["source"] if self.net else None
+        self.sockdiag = SockDiagSource(port=self.port, dst=self.dst_host, netns=ns,
+                                       hz=self.cfg.sockdiag_hz)
+        self.sockdiag.__enter__()
+        self._sd_stop.clear()
+
+        def pump() -> None:
+            try:
+                for df in self.sockdiag.batches(self._sd_stop):
+                    if len(df) and self.qmp is not None:
+                        for rec in df.to_dict("records"):
+                            self.qmp.emit({k: v for k, v in rec.items()
+                                           if v is not None and v is not ev.pd.NA
+                                           and not (isinstance(v, float) and v != v)})
+            except Exception as e:
+                log.warning("sock_diag sampling stopped: %s", e)
+
+        self._sd_thread = threading.Thread(target=pump, name="sockdiag", daemon=True)
+        self._sd_thread.start()
+
+    def _stop_sockdiag(self) -> None:
+        self._sd_stop.set()
+        if self._sd_thread is not None:
+            self._sd_thread.join(timeout=3)
+            self._sd_thread = None
+        if self.sockdiag is not None:
+            self.sockdiag.close()
+            self.sockdiag = None
+
+    def wait_guest(self, timeout: float = 20.0) -> float:
+        """Wait for the source guest's ready line, then until it has written its whole
+        working set once (so pre-copy starts from a loaded guest). Returns the wait in s."""
+        t0 = time.monotonic()
+        serial = self.procs["source"].spec.serial_file
+        while b"migprof-guest: ready" not in (serial.read_bytes() if serial.exists() else b""):
+            if not self.procs["source"].alive():
+                raise SetupError(f"source QEMU exited before the guest booted: {self.procs['source'].stderr_tail()}")
+            if time.monotonic() - t0 > timeout:
+                raise SetupError(f"the lab guest printed no ready line in {timeout} s (see {serial})")
+            time.sleep(0.05)
+        sc = self.sc
+        if sc.dirty_mb and sc.rate_mbps:
+            time.sleep(min(3.0, sc.dirty_mb / sc.rate_mbps + 0.2))
+        elif sc.dirty_mb:
+            time.sleep(0.3)
+        return time.monotonic() - t0
+
+    def _migrate(self, params: dict[str, Any]) -> None:
+        q = self.qmp
+        try:
+            q.set_parameters("source", **params)
+        except QmpRefused as e:
+            raise MigprofError(f"{e}; this QEMU lacks that parameter, drop it from the scenario") from None
+        try:
+            q.execute("destination", "migrate-incoming", {"uri": f"tcp:{self.dst_host}:{self.port}"})
+        except QmpRefused as e:
+            raise MigprofError(
+                f"{e}; is port {self.port} taken? choose another with --port") from None
+        self.mark("migrate", "source", uri=self.uri, params=params)
+        self.t_migrate_ns = time.time_ns()
+        q.execute("source", "migrate", {"uri": self.uri})
+        self._start_sockdiag()
+
+    def _act(self, a: Any) -> None:
+        q = self.qmp
+        if a.kind == "set-parameters":
+            self.mark("set-parameters", "source", **a.args)
+            q.set_parameters("source", **a.args)
+        elif a.kind == "shape":
+            if self.net is None:
+                raise MigprofError("a 'shape' action needs --net netns")
+            self.mark("shape", "source", **a.args)
+            self.net.shape(**a.args)
+        elif a.kind == "kill-destination":
+            self.mark("kill-destination", "destination", pid=self.procs["destination"].pid)
+            self.procs["destination"].kill()
+        elif a.kind == "cancel":
+            self.mark("cancel", "source")
+            q.execute("source", "migrate_cancel")
+        else:
+            raise MigprofError(f"unknown lab action {a.kind!r}")
+
+    def _follow(self, actions: tuple, timeout_s: float) -> str:
+        """Play actions until the source's migration ends or the timeout cancels it."""
+        q = self.qmp
+        pending = sorted(actions, key=lambda a: a.at_s)
+        t0 = time.monotonic()
+        cancelled = False
+        while True:
+            st = q.status("source")
+            if st in FINAL_STATUSES:
+                return st
+            gone = q.sides["source"].gone
+            if gone or not self.procs["source"].alive():
+                raise MigprofError(f"source QEMU went away mid-migration ({gone or 'exited'}): "
+                                   f"{self.procs['source'].stderr_tail()}")
+            el = time.monotonic() - t0
+            while pending and pending[0].at_s <= el:
+                self._act(pending.pop(0))
+            if not cancelled and el >= timeout_s:
+                self.mark("cancel", "source", reason=f"timeout {timeout_s} s")
+                q.execute("source", "migrate_cancel")
+                cancelled = True
+            if el >= timeout_s + 15:
+                raise MigprofError(f"migration still {st!r} 15 s after migrate_cancel")
+            time.sleep(0.02)
+
+    def _final(self, side: str) -> dict[str, Any] | None:
+        proc = self.procs.get(side)
+        if proc is None or not proc.alive():
+            return self.qmp.last_reply(side) if self.qmp else None
+        try:
+            return self.qmp.query_migrate(side)
+        except (QmpGone, QmpRefused):
+            return self.qmp.last_reply(side)
+
+    def _counters(self) -> dict[str, Any]:
+        """Per side, the last query-migrate reply that still had RAM counters (a cancelled
+        or failed migration's final reply has none)."""
+        return {s: self.qmp.sides[s].last_ram_reply for s in SIDES} if self.qmp else {}
+
+    def _wait_destination(self, timeout: float = 10.0) -> None:
+        """After the source completed, the destination finishes loading and runs."""
+        try:
+            self.qmp.wait_status("destination", FINAL_STATUSES, timeout)
+        except (TimeoutError, QmpGone) as e:
+            log.info("destination: %s", e)
+            return
+        # the guest goes on running there: wait for its next progress line (proof of life)
+        serial = self.procs["destination"].spec.serial_file
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end and not (serial.exists() and serial.stat().st_size):
+            time.sleep(0.05)
+
+    def run(self) -> RunResult:
+        sc = self.sc
+        self.wait_guest()
+        self._migrate(dict(sc.params))
+        status = self._follow(sc.actions, sc.timeout_s)
+        self._stop_sockdiag()
+        if status == "completed":
+            self._wait_destination()
+        final = {s: self._final(s) for s in SIDES}
+        self.attempts.append({"status": status, "final": final, "last_counters": self._counters()})
+        if status == "cancelled" and sc.retry_params is not None:
+            final = self._retry(sc.retry_params)
+            status = self.attempts[-1]["status"]
+        self._write_final(final, status)
+        return RunResult(self.run_dir, status, self.attempts, final)
+
+    def _retry(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A fresh destination, then migrate again from the same source QEMU."""
+        old = self.procs["destination"]
+        try:
+            old.proc.wait(timeout=10)  # the cancelled incoming side exits by itself
+        except Exception:
+            old.stop()
+        old.stop()
+        self.qmp.close()
+        self.qmp = None
+        retry_log = self.run_dir / "destination-retry.log"
+        spec = self._spec("destination")
+        spec.log_name = retry_log.name
+        self._retry_logs.append(retry_log)
+        self.procs["destination"] = lq.QemuProcess(self.binary, spec).start()
+        self._connect()
+        self.mark("retry", "source", params=params)
+        self._migrate(dict(params))
+        status = self._follow((), self.sc.timeout_s + 20)
+        self._stop_sockdiag()
+        if status == "completed":
+            self._wait_destination()
+        final = {s: self._final(s) for s in SIDES}
+        self.attempts.append({"status": status, "final": final, "last_counters": self._counters()})
+        return final
+
+    def _write_final(self, final: dict[str, Any], status: str) -> None:
+        for side in SIDES:
+            (self.run_dir / f"query-migrate-{side}.json").write_text(
+                json.dumps(final.get(side), indent=2, sort_keys=True) + "\n")
+        sc = self.sc
+        params = self.qmp.read_parameters("source") if self.qmp and self.procs["source"].alive() else None
+        info = {
+            "schema": "migprof.lab-run/1",
+            "scenario": sc.name,
+            "description": sc.description,
+            "status": status,
+            "expected": sc.expect,
+            "attempts": [{"status": a["status"], "last_counters": a.get("last_counters")}
+                         for a in self.attempts],
+            "qemu": {"path": str(self.binary.path), "version": self.binary.short,
+                     "version_text": self.binary.version_text,
+                     "qmp_version": self.qmp.version("source") if self.qmp else None},
+            "accel": self.accel,
+            "net": self.cfg.net,
+            "uri": self.uri,
+            "guest": {"kernel": str(self.kernel), "append": sc.guest_append(),
+                      "dirty_mb": sc.dirty_mb, "rate_mbps": sc.rate_mbps, "mem_mb": sc.mem_mb},
+            "parameters": sc.params,
+            "retry_parameters": sc.retry_params,
+            "final_parameters": params,
+            "actions": [asdict(a) for a in sc.actions],
+            "shaping": sc.shaping,
+            "timestamps": sc.timestamps,
+            "trace_events": lq.select_trace_events(self.binary, transferred_bytes=sc.transferred_bytes),
+            "migrate_t_ns": self.t_migrate_ns,
+            "destination_killed_t_ns": self.procs["destination"].killed_at_ns,
+            "poll_hz": self.cfg.poll_hz,
+            "host": os.uname().nodename,
+        }
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    # ---------------------------------------------------------------- tear-down
+    def close(self) -> None:
+        """Stop everything this lab started; safe to call twice, never raises."""
+        with contextlib.suppress(Exception):
+            self._stop_sockdiag()
+        if self.qmp is not None:
+            with contextlib.suppress(Exception):
+                self.qmp.close()
+            self.qmp = None
+        for side in ("source", "destination"):
+            p = self.procs.get(side)
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    p.stop()
+        with contextlib.suppress(Exception):
+            self._stack.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        # a retry's destination log joins destination.log: one file, both migrations
+        for extra in self._retry_logs:
+            if extra.exists():
+                with (self.run_dir / "destination.log").open("ab") as out, extra.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+                extra.unlink()
+        self._retry_logs = []
+        if self.run_dir.exists():
+            for f in self.run_dir.glob("qmp-*.sock"):
+                f.unlink(missing_ok=True)
+            for f in self.run_dir.glob("trace-events-*.txt"):
+                f.unlink(missing_ok=True)
+            for f in self.run_dir.glob("stderr-*.log"):
+                if f.stat().st_size == 0:
+                    f.unlink()
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove what killed lab runs left behind (their QEMUs, namespaces, links).
+
+    Only objects named by a lab whose owning process is gone are touched.
+    """
+    removed = []
+    for pid, name in lq.find_stray_qemus():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        removed.append(f"process {pid} ({name})")
+    try:
+        from profiler.lab.net import cleanup_stale_net
+
+        removed += cleanup_stale_net()
+    except ImportError:
+        pass
+    for r in removed:
+        log.warning("removed leftover of a killed lab run: %s", r)
+    return removed
+
+
+def run_scenario(cfg: LabConfig) -> RunResult:
+    """Run ``cfg.scenario`` start to end (SIGTERM handled like Ctrl-C)."""
+    old = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with Lab(cfg) as lab:
+            return lab.run()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, old)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,144 @@
+"""The nested VFIO lab: real VFIO migrations of the kernel's mtty device inside an L1 guest.
+
+Entry points for ``migprof lab --vfio mtty``: ``add_vfio_arguments(parser)`` adds the
+flags, ``run_vfio_lab(args)`` builds or reuses the L1 image, boots it, runs the
+scenarios and copies each run directory back to the host. See docs/vfio-lab.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from profiler.errors import EXIT_OK, EXIT_REGRESSION, MigprofError
+
+VFIO_DEVICES = ("mtty",)
+
+
+def _scenario_names() -> list[str]:
+    from profiler.lab.vfio.scenarios import SCENARIOS
+
+    return list(SCENARIOS)
+
+
+def add_vfio_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the VFIO lab's flags to the ``lab`` parser (``--scenario``/``--out`` only if absent)."""
+    g = parser.add_argument_group("nested VFIO lab (docs/vfio-lab.md)")
+    g.add_argument("--vfio", choices=VFIO_DEVICES, metavar="DEVICE",
+                   help="run the migration inside a nested L1 VM with a real VFIO device "
+                        "(mtty: the kernel's sample mdev driver); --scenario then takes one of "
+                        + ", ".join([*_scenario_names(), "all"]))
+    g.add_argument("--vfio-rebuild", action="store_true",
+                   help="rebuild the cached L1 image even if its inputs did not change")
+    g.add_argument("--vfio-keep", action="store_true",
+                   help="keep the L1 results directory (console log, dmesg, runner log)")
+    have = parser._option_string_actions  # argparse offers no public lookup
+    names = [*_scenario_names(), "all"]
+    if "--scenario" in have:
+        # the lab's own --scenario: let it also accept the VFIO scenario names
+        act = have["--scenario"]
+        if act.choices is not None:
+            act.choices = sorted(set(act.choices) | set(names))
+    else:
+        g.add_argument("--scenario", action="append", metavar="NAME",
+                       help="VFIO scenario (repeatable; default all): " + ", ".join(names))
+    if "--out" not in have:
+        g.add_argument("--out", type=Path, metavar="DIR",
+                       help="where the run directories go (default ./migprof-vfio-<time>)")
+
+
+def _scenarios_from_args(args: argparse.Namespace) -> list[str]:
+    from profiler.lab.vfio.scenarios import SCENARIOS
+
+    raw = getattr(args, "scenario", None)
+    names = [raw] if isinstance(raw, str) else list(raw or [])
+    names = [n for item in names for n in str(item).split(",") if n]
+    if not names or names == ["all"]:
+        return list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise MigprofError(f"unknown VFIO scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
+    return names
+
+
+def summarize(run_dir: Path) -> dict[str, Any]:
+    """One scenario's outcome and QEMU's own numbers, from its run directory."""
+    info = json.loads((run_dir / "run.json").read_text())
+    qm: dict[str, Any] = {}
+    p = run_dir / "query-migrate-source.json"
+    if p.exists():
+        qm = json.loads(p.read_text())
+    sc = info.get("scenario", {})
+    return {
+        "scenario": sc.get("name", run_dir.name),
+        "outcome": info.get("outcome"),
+        "expected": sc.get("expect_outcome"),
+        "total_ms": qm.get("total-time"),
+        "downtime_ms": qm.get("downtime"),
+        "dirty_syncs": (qm.get("ram") or {}).get("dirty-sync-count"),
+        "vfio_transferred": (qm.get("vfio") or {}).get("transferred"),
+        "error": info.get("error"),
+        "dir": str(run_dir),
+    }
+
+
+def run_vfio_lab(args: argparse.Namespace) -> int:
+    """``migprof lab --vfio mtty``: build/reuse the image, boot L1, run, copy run dirs back."""
+    from profiler.lab.vfio.image import ensure_image
+    from profiler.lab.vfio.l1 import run_job
+
+    scenarios = _scenarios_from_args(args)
+    out = Path(getattr(args, "out", None) or f"migprof-vfio-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise MigprofError(f"{out}: output directory exists and is not empty")
+
+    def progress(step: str) -> None:
+        print(f"vfio lab: building L1 image: {step}", file=sys.stderr)
+
+    image = ensure_image(rebuild=bool(getattr(args, "vfio_rebuild", False)), progress=progress)
+    print(f"vfio lab: L1 image {image.dir} (kernel {image.manifest.get('KVER')}, "
+          f"{image.manifest.get('QEMU_VERSION')})", file=sys.stderr)
+    work = image.dir.parent.parent / "vfio-runs" / time.strftime("%Y%m%d-%H%M%S")
+    print(f"vfio lab: booting L1 (TCG) for {', '.join(scenarios)}", file=sys.stderr)
+    try:
+        res = run_job(image, work, scenarios)
+    except MigprofError as e:
+        raise MigprofError(f"{e} (L1 console and logs kept in {work})") from e
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for name in scenarios:
+            src = res.runs / name
+            if not src.exists():
+                raise MigprofError(f"vfio lab: step runner: no run directory for {name}; "
+                                   f"see {work / 'runner.log'}")
+            shutil.copytree(src, out / name, dirs_exist_ok=True)
+            rows.append(summarize(out / name))
+        for extra in ("runner.log", "dmesg.txt", "console.log", "l1-kernel"):
+            if (work / extra).exists():
+                shutil.copy2(work / extra, out / extra)
+    finally:
+        if not getattr(args, "vfio_keep", False):
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"vfio lab: L1 reached init in {res.boot_s:.1f}s, ran {len(scenarios)} scenario(s) in "
+          f"{res.wall_s:.1f}s", file=sys.stderr)
+    print(f"{'SCENARIO':<20}{'OUTCOME':<11}{'TOTAL(ms)':>10}{'DOWN(ms)':>9}{'SYNCS':>6}{'VFIO(B)':>8}")
+    bad = 0
+    for r in rows:
+        print(f"{r['scenario']:<20}{str(r['outcome']):<11}{_n(r['total_ms']):>10}"
+              f"{_n(r['downtime_ms']):>9}{_n(r['dirty_syncs']):>6}{_n(r['vfio_transferred']):>8}")
+        if r["outcome"] != r["expected"]:
+            bad += 1
+            print(f"vfio lab: {r['scenario']}: expected {r['expected']}, got {r['outcome']}: "
+                  f"{r['error']}", file=sys.stderr)
+    print(f"vfio lab: run directories in {out}/ (migprof report {out}/<scenario>)", file=sys.stderr)
+    return EXIT_REGRESSION if bad else EXIT_OK
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else str(v)

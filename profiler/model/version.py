@@ -1,0 +1,79 @@
+"""Which QEMU release family printed a trace, judged from the shape of its events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from profiler.model import names as N
+
+# (event that first appeared in that release, version tuple)
+_INTRODUCED = [
+    ("migration_precopy_complete", (10, 0)),
+    ("migration_cleanup", (10, 0)),
+    ("migration_cancel", (10, 0)),
+    (N.VFIO_THREAD_START, (10, 0)),
+    ("vfio_save_iterate_start", (9, 2)),
+    (N.VFIO_COMPLETE_START, (9, 2)),
+    ("vfio_save_block_precopy_empty_hit", (9, 2)),
+    (N.VFIO_SET_DEVICE_STATE, (9, 1)),
+    ("migrate_error", (9, 1)),
+    (N.VFIO_VMSTATE_CHANGE_PREPARE, (8, 2)),
+    (N.CHECKPOINT, (8, 2)),
+    (N.DOWNTIME_SAVE, (8, 2)),
+    (N.DOWNTIME_LOAD, (8, 2)),
+    (N.VFIO_PENDING_EST, (8, 1)),
+    (N.SWITCHOVER_ACKED, (8, 1)),
+    ("migrate_pending_estimate", (8, 0)),
+    ("migrate_pending_exact", (8, 0)),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Era:
+    """The lowest QEMU version consistent with the trace, and the rules that follow from it."""
+
+    min_version: tuple[int, int] | None
+    v72: bool = False  # the old `migrate_pending` check line (threshold printed as `max`)
+    iso_prefix: bool = False  # `YYYY-MM-DDTHH:MM:SS[.f]Z ` prefix: v10.1+
+
+    @property
+    def set_state_is_request(self) -> bool:
+        """>=9.1 prints vfio_migration_set_state at entry: a request, not a confirmation."""
+        return self.min_version is not None and self.min_version >= (9, 1)
+
+    @property
+    def complete_le(self) -> bool:
+        """v10.1+ completes when pending <= threshold (earlier: pending < threshold or 0)."""
+        return self.iso_prefix or (self.min_version is not None and self.min_version >= (10, 1))
+
+    @property
+    def label(self) -> str | None:
+        if self.v72:
+            return "7.2"
+        if self.min_version is None:
+            return None
+        v = (10, 1) if self.iso_prefix else self.min_version
+        return f">={v[0]}.{v[1]}"
+
+
+def detect(rows: pd.DataFrame, iso: bool | None = None) -> Era:
+    """Guess the release family from which events appear and how lines are prefixed."""
+    present = set(rows["event"].dropna().unique().tolist())
+    if "migrate_pending" in present:
+        return Era(min_version=(7, 2), v72=True)
+    best = None
+    for ev, v in _INTRODUCED:
+        if ev in present and (best is None or v > best):
+            best = v
+    st = rows["event"] == N.VFIO_SET_STATE
+    if st.any() and rows.loc[st, "detail"].notna().any():  # `recover state` argument: >=9.1
+        best = max(best or (9, 1), (9, 1))
+    tr = rows["event"] == N.TRANSFERRED
+    if tr.any() and rows.loc[tr, "count"].notna().any():  # switchover_bw argument: >=8.2
+        best = max(best or (8, 2), (8, 2))
+    if iso is None and "raw" in rows.columns:
+        raw = rows["raw"].dropna()
+        iso = bool(len(raw)) and bool(raw.iloc[:50].str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
+    return Era(min_version=best, iso_prefix=bool(iso))

@@ -1,0 +1,243 @@
+"""Load any mix of inputs (QEMU logs, simpletrace files, lab runs, recordings, JSONL) onto one timeline."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from profiler import events
+from profiler.errors import InputError
+
+SNIFF_BYTES = 4096
+SIMPLETRACE_HEAD = bytes.fromhex("ffffffffffffffff") + (0xF2B177CB0AA429B4).to_bytes(8, "little")
+MAX_WARNINGS = 100
+
+
+@dataclass
+class Loaded:
+    """All inputs on one timeline, with what was dropped and why."""
+
+    events: pd.DataFrame
+    malformed: int = 0
+    skipped: int = 0
+    lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def sniff(path: str) -> str:
+    """Kind of a file from its content (name as a tie-break): simpletrace, parquet, arrow,
+    jsonl, log, empty, binary."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if not head:
+        return "empty"
+    if head.startswith(SIMPLETRACE_HEAD):
+        return "simpletrace"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"ARROW1"):
+        return "arrow"
+    if path.endswith((".parquet",)):
+        return "parquet"
+    if path.endswith((".arrow", ".feather", ".ipc")):
+        return "arrow"
+    if b"\x00" in head:
+        return "binary"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # a multi-byte character cut at the sniff boundary is still text
+        if e.start < len(head) - 4:
+            return "binary"
+    if path.endswith(".jsonl") or head.lstrip().startswith(b"{"):
+        return "jsonl"
+    return "log"
+
+
+def _read_jsonl(path: str, side: str | None) -> tuple[pd.DataFrame, list[str], int]:
+    """Schema rows, one JSON object per line; bad lines are warnings."""
+    rows = []
+    warnings: list[str] = []
+    bad = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                bad += 1
+                if len(warnings) < MAX_WARNINGS:
+                    warnings.append(f"{path}:{n}: not a JSON event row ({e})")
+                continue
+            rows.append({k: v for k, v in obj.items() if k in events.COLUMNS})
+    if not rows:
+        return events.empty_frame(), warnings, bad
+    df = pd.DataFrame(rows)
+    for c in events.INT_COLUMNS:
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    if side and "side" not in df:
+        df["side"] = side
+    if "origin" not in df:
+        df["origin"] = events.Origin.LAB
+    return events.conform(df), warnings, bad
+
+
+def _side_of(path: str, sides: list[str] | None, i: int) -> str | None:
+    if sides and i < len(sides) and sides[i]:
+        s = sides[i]
+        if s not in {x.value for x in events.Side}:
+            raise InputError(path, f"unknown side {s!r} (source, destination or unknown)")
+        return s
+    return None
+
+
+def _load_log(path: str, side: str | None, out: Loaded) -> pd.DataFrame:
+    from profiler.sources.qemu_log import read_log
+
+    res = read_log(path, side=side)
+    out.warnings.extend(res.warnings)
+    out.malformed += res.malformed
+    out.skipped += res.skipped
+    out.lines += res.lines
+    out.inputs.append({"path": path, "kind": "qemu-log", "side": res.side, "lines": res.lines,
+                       "events": res.events, "skipped": res.skipped, "malformed": res.malformed})
+    if len(res.frame) == 0:
+        raise InputError(path, f"no QEMU trace lines in {res.lines} lines (is tracing enabled, "
+                               "e.g. -trace enable=migrat*,vfio_*?)")
+    return res.frame
+
+
+def _load_simpletrace(path: str, side: str | None, out: Loaded) -> pd.DataFrame:
+    from profiler.sources.simpletrace import read_simpletrace
+
+    res = read_simpletrace(path, side=side)
+    out.warnings.extend(res.warnings)
+    out.malformed += res.malformed
+    out.inputs.append({"path": path, "kind": "simpletrace", "side": res.side, "records": res.records,
+                       "events": len(res.frame), "dropped": res.dropped, "malformed": res.malformed})
+    if len(res.frame) == 0:
+        raise InputError(path, "simpletrace file holds no event records")
+    return res.frame
+
+
+def _load_recording(path: str, out: Loaded) -> pd.DataFrame:
+    try:
+        from profiler.store import read_recording
+    except ImportError:
+        raise InputError(path, "is a recording, but this build has no recording support "
+                               "(profiler.store missing)") from None
+    frame, meta, warnings = read_recording(path)
+    out.warnings.extend(warnings)
+    out.meta.setdefault("recordings", []).append({"path": path, **(meta or {})})
+    out.inputs.append({"path": path, "kind": "recording", "events": len(frame)})
+    return events.conform(frame)
+
+
+def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
+    """A lab run directory: run.json, source.log, destination.log, events.jsonl."""
+    d = Path(path)
+    frames = []
+    try:
+        out.meta["run"] = json.loads((d / "run.json").read_text())
+    except (OSError, ValueError) as e:
+        out.warnings.append(f"{d / 'run.json'}: unreadable ({e})")
+    for name, side in (("source.log", "source"), ("destination.log", "destination")):
+        p = d / name
+        if p.exists():
+            try:
+                frames.append(_load_log(str(p), side, out))
+            except InputError as e:
+                out.warnings.append(str(e))
+    p = d / "events.jsonl"
+    if p.exists():
+        df, warnings, bad = _read_jsonl(str(p), None)
+        out.warnings.extend(warnings)
+        out.malformed += bad
+        out.inputs.append({"path": str(p), "kind": "jsonl", "events": len(df), "malformed": bad})
+        frames.append(df)
+    if not any(len(f) for f in frames):
+        raise InputError(path, "lab run directory holds no trace events "
+                               "(source.log, destination.log, events.jsonl)")
+    return frames
+
+
+def _load_one(path: str, side: str | None, out: Loaded) -> list[pd.DataFrame]:
+    if not os.path.exists(path):
+        raise InputError(path, "no such file or directory")
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "run.json")):
+            return _load_run_dir(path, out)
+        traces = sorted(p for p in Path(path).iterdir()
+                        if p.suffix in (".log", ".parquet", ".arrow", ".jsonl") and p.is_file())
+        if not traces:
+            raise InputError(path, "directory holds no traces (expected a lab run with run.json, "
+                                   "or *.log / *.parquet / *.jsonl files)")
+        frames = []
+        for p in traces:
+            try:
+                frames += _load_one(str(p), None, out)
+            except InputError as e:
+                out.warnings.append(str(e))
+        if not frames:
+            raise InputError(path, "no usable trace in this directory")
+        return frames
+    try:
+        kind = sniff(path)
+    except OSError as e:
+        raise InputError(path, e.strerror or str(e)) from None
+    if kind == "empty":
+        raise InputError(path, "empty file")
+    if kind == "binary":
+        raise InputError(path, "binary data that is neither a QEMU simpletrace file nor a recording")
+    if kind == "simpletrace":
+        return [_load_simpletrace(path, side, out)]
+    if kind in ("parquet", "arrow"):
+        return [_load_recording(path, out)]
+    if kind == "jsonl":
+        df, warnings, bad = _read_jsonl(path, side)
+        out.warnings.extend(warnings)
+        out.malformed += bad
+        out.inputs.append({"path": path, "kind": "jsonl", "events": len(df), "malformed": bad})
+        if not len(df):
+            raise InputError(path, "no JSON event rows")
+        return [df]
+    return [_load_log(path, side, out)]
+
+
+def load(paths: list[str], sides: list[str] | None = None) -> Loaded:
+    """Read every input and merge them on one timeline (``events.sort_timeline``).
+
+    An unusable input is an ``InputError`` when nothing else is usable; otherwise it
+    becomes a warning and the rest is kept.
+    """
+    if not paths:
+        raise InputError("-", "no input given")
+    out = Loaded(events=events.empty_frame())
+    frames: list[pd.DataFrame] = []
+    errors: list[InputError] = []
+    for i, raw in enumerate(paths):
+        path = os.fspath(raw)
+        try:
+            side = _side_of(path, sides, i)
+            frames += _load_one(path, side, out)
+        except InputError as e:
+            errors.append(e)
+    if not any(len(f) for f in frames):
+        raise errors[0] if errors else InputError(paths[0], "no events")
+    out.warnings = [str(e) for e in errors] + out.warnings
+    merged = events.concat([f for f in frames if len(f)])
+    out.events = events.sort_timeline(merged)
+    out.meta.setdefault("inputs", [i["path"] for i in out.inputs])
+    return out

@@ -1,0 +1,534 @@
+"""QMP source: migration events and query-migrate polls as schema rows, plus QMP control.
+
+One ``QMPClient`` per side (named after the side, so qemu.qmp's log lines say which side
+spoke) runs on a private asyncio loop in a background thread. Each side:
+
+* enables nothing by itself (the ``events`` capability is the caller's choice, see
+  ``enable_migration_events``), listens for MIGRATION / MIGRATION_PASS / VFIO_MIGRATION,
+* polls ``query-migrate`` at ``poll_hz`` (10 Hz by default) and records a row per reply
+  once a migration has been seen (idle ``none`` replies are not recorded),
+* reads ``query-migrate-parameters`` at ``params_hz`` and records a ``qmp_params`` row
+  when the parameters changed (and immediately after ``set_parameters``).
+
+Rows follow ``profiler.events`` (see the QMP_* constants). ``execute()`` lets a lab or a
+test drive the same connection from any thread; a refusal from QEMU becomes
+``QmpRefused`` with a message that names the command, the argument and the QEMU version.
+``read_events_jsonl`` turns a run directory's ``events.jsonl`` back into a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from profiler import events as ev
+from profiler.errors import InputError, MigprofError
+from profiler.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+MIGRATION_EVENTS = ("MIGRATION", "MIGRATION_PASS", "VFIO_MIGRATION")
+# statuses after which a side's migration is over
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+Address = str | tuple[str, int]
+
+
+class QmpRefused(MigprofError):
+    """QEMU refused a QMP command (unknown parameter, wrong state, ...)."""
+
+
+class QmpGone(MigprofError):
+    """The QMP connection dropped (QEMU exited or was killed)."""
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _ts_ns(msg: Mapping[str, Any]) -> int | None:
+    ts = msg.get("timestamp")
+    if not isinstance(ts, Mapping):
+        return None
+    try:
+        sec, usec = int(ts["seconds"]), int(ts["microseconds"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if sec < 0:  # QEMU sends -1/-1 when it could not read the clock
+        return None
+    return sec * 1_000_000_000 + usec * 1_000
+
+
+def event_row(side: str, msg: Mapping[str, Any], recv_ns: int | None = None) -> dict[str, Any]:
+    """Row for one asynchronous QMP event (MIGRATION, MIGRATION_PASS, VFIO_MIGRATION, other)."""
+    msg = json.loads(json.dumps(dict(msg), default=dict))  # qemu.qmp Message -> plain dicts
+    name = str(msg.get("event", ""))
+    data = msg.get("data") or {}
+    t = _ts_ns(msg)
+    if t is None:
+        t = recv_ns if recv_ns is not None else time.time_ns()
+    row: dict[str, Any] = {
+        "t_ns": t, "clock_ns": t, "clock": ev.Clock.REALTIME, "side": side,
+        "origin": ev.Origin.QMP, "raw": json.dumps(msg, sort_keys=True),
+    }
+    if name == "MIGRATION":
+        row.update(event=ev.QMP_MIGRATION, state=data.get("status"))
+    elif name == "MIGRATION_PASS":
+        row.update(event=ev.QMP_MIGRATION_PASS, count=data.get("pass"))
+    elif name == "VFIO_MIGRATION":
+        row.update(event=ev.QMP_VFIO_MIGRATION, device=data.get("device-id"),
+                   state=data.get("device-state"), detail=json.dumps(data, sort_keys=True))
+    else:
+        row.update(event=ev.QMP_EVENT, state=name, detail=json.dumps(data, sort_keys=True))
+    return row
+
+
+def query_row(side: str, reply: Mapping[str, Any], t_ns: int | None = None) -> dict[str, Any]:
+    """Row for one ``query-migrate`` reply, stamped with the host clock at receipt."""
+    t = t_ns if t_ns is not None else time.time_ns()
+    ram = reply.get("ram") or {}
+    total = reply.get("total-time")
+    return {
+        "t_ns": t, "clock_ns": t, "clock": ev.Clock.REALTIME, "side": side,
+        "origin": ev.Origin.QMP, "event": ev.QMP_QUERY_MIGRATE,
+        "state": reply.get("status"), "detail": json.dumps(reply, sort_keys=True),
+        "bytes": ram.get("transferred"), "count": ram.get("dirty-sync-count"),
+        "dur_ns": int(total) * 1_000_000 if total is not None else None,
+    }
+
+
+def params_row(side: str, params: Mapping[str, Any], t_ns: int | None = None,
+               why: str = "read") -> dict[str, Any]:
+    """Row for the migration parameters (read, or just changed: ``why="set"``)."""
+    t = t_ns if t_ns is not None else time.time_ns()
+    return {
+        "t_ns": t, "clock_ns": t, "clock": ev.Clock.REALTIME, "side": side,
+        "origin": ev.Origin.QMP, "event": ev.QMP_PARAMS, "state": why,
+        "detail": json.dumps(dict(params), sort_keys=True),
+        "bw_bytes_per_ms": (params["max-bandwidth"] / 1000.0
+                            if isinstance(params.get("max-bandwidth"), int | float) else None),
+        "dur_ns": (int(params["downtime-limit"]) * 1_000_000
+                   if isinstance(params.get("downtime-limit"), int) else None),
+    }
+
+
+def mark_row(action: str, side: str = ev.Side.UNKNOWN, t_ns: int | None = None,
+             **detail: Any) -> dict[str, Any]:
+    """Row for a lab action (parameter change, kill, cancel); detail is JSON."""
+    t = t_ns if t_ns is not None else time.time_ns()
+    return {
+        "t_ns": t, "clock_ns": t, "clock": ev.Clock.REALTIME, "side": side,
+        "origin": ev.Origin.LAB, "event": ev.LAB_MARK, "state": action,
+        "detail": json.dumps({"action": action, **detail}, sort_keys=True, default=str),
+    }
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Schema frame from row dicts (missing columns become NA)."""
+    if not rows:
+        return ev.empty_frame()
+    df = pd.DataFrame.from_records(rows)
+    for c in ev.INT_COLUMNS:
+        if c in df.columns:
+            df[c] = pd.array(df[c].where(df[c].notna(), None).tolist(), dtype="Int64")
+    for c in ev.CAT_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].astype("string").astype("category")
+    return ev.conform(df)
+
+
+def read_events_jsonl(path: str | Path) -> pd.DataFrame:
+    """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame.
+
+    A line that is not a JSON object is an InputError naming the file and line.
+    """
+    p = Path(path)
+    rows: list[dict[str, Any]] = []
+    try:
+        fh = p.open(encoding="utf-8")
+    except OSError as e:
+        raise InputError(p, f"cannot read: {e.strerror or e}") from e
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(p, f"not JSON ({e.msg})", line=n) from e
+            if not isinstance(row, dict):
+                raise InputError(p, "not a JSON object", line=n)
+            row = {k: v for k, v in row.items() if k in ev.COLUMNS}
+            row.setdefault("seq", n)
+            row.setdefault("file", str(p))
+            row.setdefault("line", n)
+            rows.append(row)
+    return rows_to_frame(rows)
+
+
+def row_to_json(row: Mapping[str, Any]) -> str:
+    """One events.jsonl line: schema keys only, NA dropped."""
+    out = {}
+    for k, v in row.items():
+        if k not in ev.COLUMNS or v is None:
+            continue
+        if isinstance(v, float) and v != v:
+            continue
+        out[k] = str(v) if isinstance(v, ev.Origin | ev.Side | ev.Clock) else v
+    return json.dumps(out, sort_keys=True)
+
+
+# ---------------------------------------------------------------- the async side
+
+
+class _Side:
+    """One QMP connection (one side), living on the source's loop."""
+
+    def __init__(self, side: str, address: Address, emit: Callable[[dict], None],
+                 poll_hz: float, params_hz: float):
+        from qemu.qmp import QMPClient
+
+        self.side = side
+        self.address = address
+        self.emit = emit
+        self.poll_s = 1.0 / poll_hz if poll_hz > 0 else 0.0
+        self.params_s = 1.0 / params_hz if params_hz > 0 else 0.0
+        self.qmp = QMPClient(side)
+        self.version = ""
+        self.last_reply: dict[str, Any] | None = None
+        self.last_ram_reply: dict[str, Any] | None = None  # last reply with counters
+        self.last_params: dict[str, Any] | None = None
+        self.seen_migration = False
+        self.status = "none"
+        self.status_changed = asyncio.Event()
+        self.polls = 0
+        self.poll_errors = 0
+        self.events = 0
+        self.gone: str | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    async def connect(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self.qmp.connect(self.address), timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except Exception as e:  # socket not there yet; QEMU still starting
+                last = e
+                await asyncio.sleep(0.05)
+        else:
+            raise QmpGone(f"{self.side}: cannot connect to QMP at {self.address}: {last}")
+        greeting = self.qmp.greeting
+        if greeting is not None:
+            v = greeting.QMP.version.get("qemu", {})
+            self.version = f"{v.get('major')}.{v.get('minor')}.{v.get('micro')}"
+        self.tasks = [asyncio.create_task(self._events(), name=f"{self.side}-events")]
+        if self.poll_s:
+            self.tasks.append(asyncio.create_task(self._poll(), name=f"{self.side}-poll"))
+        if self.params_s:
+            self.tasks.append(asyncio.create_task(self._params(), name=f"{self.side}-params"))
+
+    async def execute(self, cmd: str, args: Mapping[str, Any] | None = None) -> Any:
+        from qemu.qmp import ExecInterruptedError, ExecuteError
+        from qemu.qmp.protocol import StateError
+
+        try:
+            return await self.qmp.execute(cmd, dict(args) if args else None)
+        except ExecuteError as e:
+            what = f"{cmd} {json.dumps(dict(args), sort_keys=True)}" if args else cmd
+            raise QmpRefused(
+                f"QEMU {self.version or '?'} ({self.side}) refused {what}: "
+                f"{e.error_class}: {e.error_message}"
+            ) from e
+        except (ExecInterruptedError, StateError, ConnectionError, EOFError) as e:
+            self.gone = self.gone or str(e) or type(e).__name__
+            raise QmpGone(f"{self.side}: QMP connection lost during {cmd}: {self.gone}") from e
+
+    def _note_status(self, status: str | None) -> None:
+        if status and status != self.status:
+            self.status = status
+            if status != "none":
+                self.seen_migration = True
+            self.status_changed.set()
+
+    async def _events(self) -> None:
+        try:
+            with self.qmp.listener() as listener:
+                async for msg in listener:
+                    self.events += 1
+                    try:
+                        row = event_row(self.side, msg, time.time_ns())
+                    except (TypeError, ValueError) as e:  # keep listening whatever one event holds
+                        log.warning("%s: unreadable QMP event: %s", self.side, e)
+                        continue
+                    self.emit(row)
+                    if msg.get("event") == "MIGRATION":
+                        self._note_status((msg.get("data") or {}).get("status"))
+                        # a poll right at the state change, so the final counters are caught
+                        await self._poll_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.gone = self.gone or f"event stream ended: {e}"
+
+    async def _poll_once(self) -> None:
+        try:
+            reply = await self.execute("query-migrate")
+        except QmpRefused:
+            self.poll_errors += 1
+            return
+        t = time.time_ns()
+        if not isinstance(reply, dict):
+            return
+        self.polls += 1
+        status = reply.get("status", "none")
+        if status != "none" or self.seen_migration:
+            self.emit(query_row(self.side, reply, t))
+        self.last_reply = reply
+        if "ram" in reply:
+            self.last_ram_reply = reply
+        self._note_status(status)
+
+    async def _poll(self) -> None:
+        next_t = time.monotonic()
+        while self.gone is None:
+            try:
+                await self._poll_once()
+            except QmpGone:
+                return
+            next_t += self.poll_s
+            delay = next_t - time.monotonic()
+            if delay < 0:  # fell behind (loaded host): do not burst to catch up
+                next_t = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def read_params(self, why: str = "read") -> dict[str, Any]:
+        params = await self.execute("query-migrate-parameters")
+        if isinstance(params, dict) and (params != self.last_params or why != "read"):
+            self.last_params = params
+            self.emit(params_row(self.side, params, why=why))
+        return params if isinstance(params, dict) else {}
+
+    async def _params(self) -> None:
+        while self.gone is None:
+            try:
+                await self.read_params()
+            except QmpGone:
+                return
+            except QmpRefused:
+                pass
+            await asyncio.sleep(self.params_s)
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await asyncio.wait_for(self.qmp.disconnect(), timeout=2)
+        except Exception as e:  # QEMU already gone: nothing left to close
+            log.debug("%s: disconnect: %s", self.side, e)
+
+
+# ---------------------------------------------------------------- the Source
+
+
+class QmpSource(Source):
+    """QMP on one or more sides as a live event source, with thread-safe control.
+
+    ``addresses`` maps a side (``source``/``destination``) to a UNIX socket path or a
+    ``(host, port)`` pair. Entering connects every side (waiting up to
+    ``connect_timeout`` s for the socket to appear); leaving disconnects.
+    """
+
+    name = "qmp"
+
+    def __init__(self, addresses: Mapping[str, Address], poll_hz: float = 10.0,
+                 params_hz: float = 1.0, connect_timeout: float = 15.0):
+        if poll_hz and poll_hz < 0:
+            raise ValueError("poll_hz must be >= 0")
+        self.addresses = dict(addresses)
+        self.poll_hz = poll_hz
+        self.params_hz = params_hz
+        self.connect_timeout = connect_timeout
+        self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.sides: dict[str, _Side] = {}
+        self._seq = 0
+        self._taps: list[Callable[[dict[str, Any]], None]] = []
+        self._lock = threading.Lock()
+
+    # -- plumbing
+    def _emit(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._seq += 1
+            row.setdefault("seq", self._seq)
+            taps = list(self._taps)
+        for tap in taps:
+            tap(row)
+        self._q.put(row)
+
+    def tap(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Also hand every row to ``fn`` (called on the QMP thread; keep it quick)."""
+        with self._lock:
+            self._taps.append(fn)
+
+    def emit(self, row: dict[str, Any]) -> None:
+        """Add a row from outside (a lab mark) to this source's stream, in order."""
+        self._emit(row)
+
+    def _run(self, coro: Any, timeout: float | None = 30.0) -> Any:
+        if self._loop is None:
+            raise MigprofError("QMP source is not connected")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError as e:
+            fut.cancel()
+            raise QmpGone(f"QMP call timed out after {timeout} s") from e
+
+    def __enter__(self) -> QmpSource:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="qmp-loop", daemon=True)
+        self._thread.start()
+        try:
+            for side, addr in self.addresses.items():
+                s = _Side(side, addr, self._emit, self.poll_hz, self.params_hz)
+                self.sides[side] = s
+
+                async def _connect(s: _Side = s) -> None:
+                    await s.connect(self.connect_timeout)
+
+                self._run(_connect(), timeout=self.connect_timeout + 5)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+
+        async def _close_all() -> None:
+            await asyncio.gather(*(s.close() for s in self.sides.values()), return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(_close_all(), loop).result(5)
+        except Exception as e:
+            log.debug("closing QMP: %s", e)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        loop.close()
+
+    # -- control (any thread)
+    def version(self, side: str) -> str:
+        return self.sides[side].version
+
+    def execute(self, side: str, cmd: str, args: Mapping[str, Any] | None = None,
+                timeout: float = 30.0) -> Any:
+        """Run a QMP command on ``side``; QmpRefused when QEMU says no."""
+        return self._run(self.sides[side].execute(cmd, args), timeout)
+
+    def enable_migration_events(self, side: str, extra: Mapping[str, bool] | None = None) -> None:
+        """Turn on the ``events`` capability (MIGRATION/MIGRATION_PASS) and any ``extra``."""
+        caps = {"events": True, **(extra or {})}
+        self.execute(side, "migrate-set-capabilities", {
+            "capabilities": [{"capability": k, "state": v} for k, v in caps.items()]})
+
+    def set_parameters(self, side: str, **params: Any) -> dict[str, Any]:
+        """``migrate-set-parameters`` (keys with ``-`` or ``_``), then record the new set."""
+        args = {k.replace("_", "-"): v for k, v in params.items()}
+        s = self.sides[side]
+
+        async def _set() -> dict[str, Any]:
+            await s.execute("migrate-set-parameters", args)
+            return await s.read_params(why="set")
+
+        return self._run(_set())
+
+    def read_parameters(self, side: str) -> dict[str, Any]:
+        return self._run(self.sides[side].read_params(why="read"))
+
+    def query_migrate(self, side: str) -> dict[str, Any]:
+        """A fresh ``query-migrate`` reply (also recorded as a row)."""
+        s = self.sides[side]
+
+        async def _q() -> dict[str, Any]:
+            await s._poll_once()
+            return s.last_reply or {}
+
+        return self._run(_q())
+
+    def last_reply(self, side: str) -> dict[str, Any] | None:
+        return self.sides[side].last_reply
+
+    def status(self, side: str) -> str:
+        return self.sides[side].status
+
+    def wait_status(self, side: str, statuses: set[str] | frozenset[str], timeout: float) -> str:
+        """Wait until ``side`` reports one of ``statuses``; return it (TimeoutError otherwise)."""
+        s = self.sides[side]
+
+        async def _wait() -> str:
+            end = time.monotonic() + timeout
+            while s.status not in statuses:
+                if s.gone:
+                    raise QmpGone(f"{side}: QMP connection lost: {s.gone}")
+                s.status_changed.clear()
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{side}: still {s.status!r} after {timeout} s")
+                try:
+                    await asyncio.wait_for(s.status_changed.wait(), timeout=min(left, 0.2))
+                except TimeoutError:
+                    pass
+            return s.status
+
+        return self._run(_wait(), timeout=timeout + 5)
+
+    # -- Source
+    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
+        while not stop.is_set():
+            rows = []
+            try:
+                rows.append(self._q.get(timeout=0.1))
+                while len(rows) < 5000:
+                    rows.append(self._q.get_nowait())
+            except queue.Empty:
+                pass
+            yield rows_to_frame(rows) if rows else pd.DataFrame()
+            if self._loop is None and self._q.empty():
+                return
+        rest = []
+        while True:
+            try:
+                rest.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        if rest:
+            yield rows_to_frame(rest)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            **{f"{k}_polls": s.polls for k, s in self.sides.items()},
+            **{f"{k}_events": s.events for k, s in self.sides.items()},
+            **{f"{k}_gone": s.gone for k, s in self.sides.items() if s.gone},
+        }

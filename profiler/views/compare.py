@@ -1,0 +1,127 @@
+"""Render a comparison: a rich terminal table, Markdown, and the JSON text."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import IO
+
+from profiler.compare import Comparison, MetricResult, Stats, to_json
+
+
+def fmt_value(v: float | None, unit: str) -> str:
+    """A metric value with its unit, scaled for reading (MiB, MiB/s, ms)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if unit == "bytes":
+        a = abs(v)
+        for u, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if a >= div:
+                return f"{v / div:.2f} {u}"
+        return f"{v:.0f} B"
+    if unit == "bytes/s":
+        return f"{v / (1 << 20):.1f} MiB/s"
+    if unit == "ms":
+        return f"{v:.1f} ms" if abs(v) < 10000 else f"{v / 1000:.2f} s"
+    if unit == "count":
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+    return f"{v:.4g}"
+
+
+def _cell(s: Stats, unit: str) -> str:
+    if s.n == 0:
+        return "-"
+    if s.n == 1:
+        return fmt_value(s.median, unit)
+    # median with the spread, as benchstat shows it (half-range, relative)
+    spread = ""
+    if s.median and s.max is not None and s.min is not None:
+        spread = f" ±{(s.max - s.min) / 2 / abs(s.median) * 100:.0f}%"
+    return f"{fmt_value(s.median, unit)}{spread}"
+
+
+def delta_text(m: MetricResult) -> str:
+    """``+12.3%``, ``~`` when the test finds no significant difference."""
+    if m.delta is None:
+        return "-"
+    if m.significant is False:
+        return "~"
+    if m.delta_pct is None or not math.isfinite(m.delta_pct):
+        return f"{m.delta:+.4g}"
+    return f"{m.delta_pct:+.1f}%"
+
+
+def p_text(m: MetricResult) -> str:
+    if m.p_value is None:
+        return "n<5" if m.note else ""
+    return f"p={m.p_value:.3f} n={m.base.n}+{m.candidate.n}"
+
+
+def _side_line(c: Comparison, which: str) -> str:
+    s = c.base if which == "base" else c.candidate
+    d = s.summary()
+    outc = ", ".join(f"{k} {v}" for k, v in sorted(d["outcomes"].items())) or "no migrations"
+    qv = f"; QEMU {', '.join(d['qemu_versions'])}" if d["qemu_versions"] else ""
+    note = f"; {d['note']}" if d["note"] else ""
+    return f"{which}: {d['runs']} run(s), {d['migrations']} migration(s) compared ({outc}){qv}{note}"
+
+
+def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool | None = None) -> None:
+    """The comparison table on a terminal (rich); rules and left-out metrics below it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(file=file, highlight=False, no_color=color is False,
+                  force_terminal=color if color else None, soft_wrap=False)
+    con.print(_side_line(c, "base"))
+    con.print(_side_line(c, "candidate"))
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for col, just in (("METRIC", "left"), ("BASE", "right"), ("CAND", "right"),
+                      ("DELTA", "right"), ("TEST", "left")):
+        t.add_column(col, justify=just, no_wrap=True)
+    for m in c.metrics:
+        dt = delta_text(m)
+        style = ""
+        if m.significant and m.worse:
+            style = "red"
+        elif m.significant and m.worse is False:
+            style = "green"
+        t.add_row(m.name, _cell(m.base, m.unit), _cell(m.candidate, m.unit),
+                  f"[{style}]{dt}[/]" if style else dt, p_text(m))
+    con.print(t)
+    for line in _footer(c):
+        con.print(line, markup=False)
+
+
+def _footer(c: Comparison) -> list[str]:
+    lines = []
+    if c.too_few:
+        lines.append(f"too few samples for the Mann-Whitney U test (base {len(c.base.samples)}, "
+                     f"candidate {len(c.candidate.samples)}; {c.min_samples} a side needed)")
+    else:
+        lines.append(f"~: not significant (two-sided Mann-Whitney U, alpha {c.alpha:g})")
+    if c.left_out:
+        lines.append("left out (only one side has them): "
+                     + ", ".join(f"{d['metric']} [{d['only_in']}: {d['reason']}]" for d in c.left_out))
+    for r in c.rules:
+        mark = "REGRESSION" if r.fired else "ok"
+        lines.append(f"{mark}: {r.rule} -> {r.metric}: {r.detail}")
+    return lines
+
+
+def render_markdown(c: Comparison) -> str:
+    """A GitHub-flavoured Markdown table with the same content as the terminal view."""
+    out = ["# migprof compare", "", f"- {_side_line(c, 'base')}", f"- {_side_line(c, 'candidate')}", "",
+           "| metric | base | candidate | delta | test |", "|---|---:|---:|---:|---|"]
+    for m in c.metrics:
+        out.append(f"| `{m.name}` | {_cell(m.base, m.unit)} | {_cell(m.candidate, m.unit)} | "
+                   f"{delta_text(m)} | {p_text(m)} |")
+    out.append("")
+    out += [f"- {line}" for line in _footer(c)]
+    out.append("")
+    out.append(f"**{'Regression' if c.regression else 'No regression'}**")
+    return "\n".join(out) + "\n"
+
+
+def render_json(c: Comparison) -> str:
+    return json.dumps(to_json(c), indent=2, allow_nan=False, default=str)

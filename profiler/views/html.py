@@ -1,0 +1,100 @@
+"""A self-contained HTML page of a comparison: both sides' convergence curves overlaid,
+the spread of the main metrics, and the table (plotly.js embedded, so it opens offline)."""
+
+from __future__ import annotations
+
+import html
+
+from profiler.compare import Comparison, curves, to_json
+from profiler.views.compare import _footer, _side_line, delta_text, fmt_value, p_text
+
+_COLORS = {"base": "#1f77b4", "candidate": "#ff7f0e"}
+_BOX_METRICS = ("total_ms", "downtime_ms", "setup_ms", "dirty_syncs", "checks_to_converge",
+                "bandwidth_bytes_per_s")
+_MIB = float(1 << 20)
+
+
+def _curve_figure(c: Comparison):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    x_time = True
+    for label, side in (("base", c.base), ("candidate", c.candidate)):
+        color = _COLORS[label]
+        first = True
+        for cv in curves(side):
+            x_time &= cv["x_is_time"]
+            name = f"{label}: {cv['input']} #{cv['migration']}"
+            fig.add_trace(go.Scatter(
+                x=cv["t_ms"], y=[p / _MIB for p in cv["pending_bytes"]], mode="lines+markers",
+                line={"color": color, "width": 1.5}, marker={"size": 4}, opacity=0.75,
+                name=label, legendgroup=label, showlegend=first, hovertext=name,
+                hovertemplate="%{hovertext}<br>t=%{x:.1f}<br>pending %{y:.2f} MiB<extra></extra>"))
+            thr = [(x, t / _MIB) for x, t in zip(cv["t_ms"], cv["threshold_bytes"], strict=True) if t is not None]
+            if thr:
+                fig.add_trace(go.Scatter(
+                    x=[a for a, _ in thr], y=[b for _, b in thr], mode="lines",
+                    line={"color": color, "width": 1, "dash": "dash"}, opacity=0.6,
+                    name=f"{label} threshold", legendgroup=f"{label}-thr", showlegend=first,
+                    hovertext=name, hovertemplate="%{hovertext}<br>threshold %{y:.2f} MiB<extra></extra>"))
+            first = False
+    fig.update_layout(
+        title="Convergence: pending bytes at each check (dashed: switch-over threshold)",
+        xaxis_title="time since migration start (ms)" if x_time else "check number",
+        yaxis_title="pending (MiB)", template="plotly_white", height=520,
+        legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
+def _box_figure(c: Comparison):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ms = [m for m in c.metrics if m.name in _BOX_METRICS]
+    if not ms:
+        return None
+    fig = make_subplots(rows=1, cols=len(ms), subplot_titles=[m.name for m in ms])
+    for i, m in enumerate(ms, start=1):
+        scale = _MIB if m.unit in ("bytes", "bytes/s") else 1.0
+        for label, st in (("base", m.base), ("candidate", m.candidate)):
+            fig.add_trace(go.Box(y=[v / scale for v in st.values], name=label, boxpoints="all",
+                                 marker_color=_COLORS[label], legendgroup=label,
+                                 showlegend=i == 1), row=1, col=i)
+    fig.update_layout(title="Spread per run (MiB and MiB/s for sizes and rates)",
+                      template="plotly_white", height=380)
+    return fig
+
+
+def render_html(c: Comparison) -> str:
+    """One HTML document; plotly.js is inlined once (no network needed to view it)."""
+    import plotly.io as pio
+
+    figs = [f for f in (_curve_figure(c), _box_figure(c)) if f is not None]
+    parts = []
+    for i, f in enumerate(figs):
+        parts.append(pio.to_html(f, include_plotlyjs=(i == 0), full_html=False,
+                                 config={"displaylogo": False}))
+    rows = "\n".join(
+        f"<tr><td><code>{html.escape(m.name)}</code></td><td>{html.escape(fmt_value(m.base.median, m.unit))}</td>"
+        f"<td>{html.escape(fmt_value(m.candidate.median, m.unit))}</td><td>{html.escape(delta_text(m))}</td>"
+        f"<td>{html.escape(p_text(m))}</td></tr>" for m in c.metrics)
+    notes = "\n".join(f"<li>{html.escape(line)}</li>" for line in _footer(c))
+    verdict = "Regression" if c.regression else "No regression"
+    import json
+
+    data = html.escape(json.dumps(to_json(c), default=str))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>migprof compare</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<h1>migprof compare: {verdict}</h1>
+<p>{html.escape(_side_line(c, "base"))}<br>{html.escape(_side_line(c, "candidate"))}</p>
+{''.join(parts)}
+<h2>Metrics (medians)</h2>
+<table><tr><th>metric</th><th>base</th><th>candidate</th><th>delta</th><th>test</th></tr>
+{rows}</table>
+<ul>{notes}</ul>
+<script type="application/json" id="migprof-compare">{data}</script>
+</body></html>
+"""

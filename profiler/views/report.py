@@ -1,0 +1,173 @@
+"""The terminal report (rich) and the JSON form of `migprof report`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from profiler.model.results import Check, Migration, Report
+from profiler.model.results import to_json as _to_json
+from profiler.model.verdict import fmt_bytes
+
+HEAD_CHECKS = 5  # checks shown at the start of a long run
+TAIL_CHECKS = 8  # ... and at its end
+MAX_OTHER = 6  # "other" save-state entries listed by downtime before summing the rest
+_OUTCOME_STYLE = {"completed": "bold green", "failed": "bold red", "cancelled": "bold yellow",
+                  "incomplete": "bold magenta"}
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The ``migprof.report/1`` object (see docs/report.md)."""
+    return _to_json(report)
+
+
+def _ms(v: float | None, nd: int = 1) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _b(v: int | float | None) -> str:
+    return "-" if v is None else fmt_bytes(v)
+
+
+def header(m: Migration) -> Text:
+    t = Text()
+    t.append(f"Migration {m.index + 1}", style="bold")
+    t.append(f" ({m.side}" + (f", QEMU {m.qemu_version}" if m.qemu_version else "") + "): ")
+    t.append(m.outcome, style=_OUTCOME_STYLE.get(m.outcome, "bold"))
+    if m.dest_outcome:
+        t.append(f" (destination {m.dest_outcome})")
+    t.append(f"  total {_ms(m.total_ms)} ms  setup {_ms(m.setup_ms)} ms  downtime {_ms(m.downtime_ms)} ms"
+             f"  dirty syncs {m.dirty_syncs}  checks {len(m.checks)}")
+    if m.transferred_bytes is not None:
+        t.append(f"  sent {_b(m.transferred_bytes)}")
+    if m.downtime_limit_ms is not None:
+        t.append(f"  downtime-limit {m.downtime_limit_ms:.0f} ms")
+    if m.error:
+        t.append(f"\n  error: {m.error}", style="red")
+    return t
+
+
+def _pick_checks(m: Migration, all_checks: bool) -> list[int]:
+    """Indices to show; a negative number -k marks k hidden checks. Keeps the start, the end, the closest and converged check."""
+    n = len(m.checks)
+    if all_checks or n <= HEAD_CHECKS + TAIL_CHECKS + 3:
+        return list(range(n))
+    keep = set(range(HEAD_CHECKS)) | set(range(n - TAIL_CHECKS, n))
+    for k in (m.verdict.min_gap_check, m.verdict.converged_at_check):
+        if k is not None:
+            keep |= {k - 1, k, k + 1}
+    out: list[int] = []
+    prev = -1
+    for i in sorted(x for x in keep if 0 <= x < n):
+        if i != prev + 1:
+            out.append(-(i - prev - 1))  # a gap of that many hidden checks
+        out.append(i)
+        prev = i
+    return out
+
+
+def checks_table(m: Migration, all_checks: bool = False) -> Table:
+    devs: list[str] = []
+    for c in m.checks:
+        for d in c.devices:
+            if d not in devs:
+                devs.append(d)
+    tb = Table(title="Pre-copy checks (pending vs switch-over threshold)", box=box.SIMPLE_HEAD,
+               title_justify="left", pad_edge=False)
+    for col, just in (("#", "right"), ("T(ms)", "right"), ("KIND", "left"), ("PASS", "right"),
+                      ("PENDING", "right"), ("THRESHOLD", "right"), ("GAP", "right"), ("", "left")):
+        tb.add_column(col, justify=just)
+    for d in devs:
+        tb.add_column(d.upper() if d == "ram" else d, justify="right")
+    for i in _pick_checks(m, all_checks):
+        if i < 0:
+            tb.add_row("…", f"{-i} more", "", "", "", "", "", "", *[""] * len(devs), style="dim")
+            continue
+        c: Check = m.checks[i]
+        mark = ""
+        style = None
+        if i == m.verdict.converged_at_check:
+            mark, style = "switch", "green"
+        elif c.below_threshold:
+            mark = "below"
+        elif i == m.verdict.min_gap_check:
+            mark, style = "closest", "yellow"
+        tb.add_row(str(i + 1), _ms(c.t_ms), c.kind, "-" if c.pass_no is None else str(c.pass_no),
+                   _b(c.pending_bytes), _b(c.threshold_bytes), _b(c.gap_bytes), mark,
+                   *[_b(c.devices.get(d)) for d in devs], style=style)
+    return tb
+
+
+def devices_table(m: Migration) -> Table:
+    tb = Table(title="Devices", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col in ("DEVICE", "KIND", "PRE-COPY", "STOP-COPY", "INIT PEND", "DIRTY PEND", "STOP SIZE",
+                "DOWNTIME(ms)", "LOAD(ms)"):
+        tb.add_column(col, justify="left" if col in ("DEVICE", "KIND") else "right")
+    others = sorted((d for d in m.devices if d.kind == "other"), key=lambda d: -(d.downtime_ms or 0))
+    for d in [d for d in m.devices if d.kind != "other"] + others[:MAX_OTHER]:
+        name = d.name + (f" [{d.idstr}]" if d.idstr and d.idstr not in (d.name, "ram") else "")
+        stop = _b(d.stopcopy_bytes)
+        if d.stopcopy_bytes is None and d.stopcopy_thread_ms is not None:
+            stop = f"multifd {d.stopcopy_thread_ms:.1f} ms"
+        tb.add_row(name, d.kind, _b(d.precopy_bytes), stop, _b(d.initial_pending_bytes),
+                   _b(d.dirty_pending_bytes), _b(d.stopcopy_size_bytes), _ms(d.downtime_ms, 2),
+                   _ms(d.load_ms, 2))
+    rest = others[MAX_OTHER:]
+    if rest:
+        tb.add_row(f"({len(rest)} more entries)", "other", "", "", "", "", "",
+                   _ms(sum(d.downtime_ms or 0 for d in rest), 2),
+                   _ms(sum(d.load_ms or 0 for d in rest), 2))
+    return tb
+
+
+def timeline(m: Migration) -> Table:
+    rows: list[tuple[float | None, str, str]] = []
+    for s in m.states:
+        rows.append((s.t_ms, s.side, f"migration {s.state}"))
+    for d in m.devices:
+        confirmed = [s for s in d.states if s.confirmed] or list(d.states)
+        for s in confirmed:
+            tag = "" if s.confirmed else " (requested)"
+            rows.append((s.t_ms, s.side, f"{d.name} -> {s.state}{tag}" + (f" [{s.origin}]" if s.origin != "qemu-log" else "")))
+    for mk in m.markers:
+        rows.append((mk.get("t_ms"), "", str(mk.get("label"))))
+    if m.switchover_ms is not None:
+        rows.append((m.switchover_ms, "source", "switch-over decided (pending below threshold)"))
+    if all(r[0] is not None for r in rows):
+        rows.sort(key=lambda r: r[0])
+    tb = Table(title="Timeline", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    tb.add_column("T(ms)", justify="right")
+    tb.add_column("SIDE")
+    tb.add_column("EVENT")
+    for t, side, what in rows:
+        tb.add_row(_ms(t), side, what)
+    return tb
+
+
+def render_migration(m: Migration, all_checks: bool = False) -> Group:
+    parts: list[Any] = [header(m)]
+    if m.checks:
+        parts.append(checks_table(m, all_checks))
+    parts.append(devices_table(m))
+    parts.append(timeline(m))
+    v = Text("Verdict: ", style="bold")
+    v.append(m.verdict.summary)
+    parts.append(v)
+    return Group(*parts)
+
+
+def render(report: Report, console: Console, *, all_checks: bool = False) -> None:
+    """Print the whole report: one section per migration, then the input summary."""
+    if not report.migrations:
+        console.print("No migration found.")
+    for i, m in enumerate(report.migrations):
+        if i:
+            console.rule()
+        console.print(render_migration(m, all_checks))
+    console.print(Text(f"{report.events} events from {', '.join(report.inputs) or 'input'}; "
+                       f"{report.malformed_lines} malformed, {report.skipped_lines} skipped lines",
+                       style="dim"))

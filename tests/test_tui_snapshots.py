@@ -1,0 +1,52 @@
+"""SVG snapshots of the TUI on a fixed real lab run (pytest-textual-snapshot).
+
+Update after checking the report: ``.venv/bin/pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from profiler import pipeline
+from test_tui import make_replay, real_run, until
+
+
+@pytest.fixture(scope="module")
+def loaded() -> pipeline.Loaded:
+    return pipeline.load([str(real_run("converges", "converg"))])
+
+
+def _settle(app, cond):
+    async def run_before(pilot) -> None:
+        for inp in app.screen.query(Input):
+            inp.cursor_blink = False
+        await until(pilot, lambda: app.view is not None and cond(app), what="the replay to settle")
+        await pilot.pause(0.3)
+
+    return run_before
+
+
+def _at_end(app) -> bool:
+    return app.view.applied == app.view.total
+
+
+def test_snapshot_end_80x24(snap_compare, loaded):
+    app = make_replay(loaded, at="end")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settle(app, _at_end))
+
+
+def test_snapshot_end_160x48(snap_compare, loaded):
+    app = make_replay(loaded, at="end")
+    assert snap_compare(app, terminal_size=(160, 48), run_before=_settle(app, _at_end))
+
+
+def test_snapshot_third_check_events_tab(snap_compare, loaded):
+    app = make_replay(loaded)
+
+    def at_third(a) -> bool:
+        m = a.view.migration(None)
+        return m is not None and len(m.checks) == 3
+
+    assert snap_compare(app, terminal_size=(100, 30), press=["full_stop"] * 3 + ["e"],
+                        run_before=_settle(app, at_third))

@@ -1,0 +1,196 @@
+"""The nested VFIO lab's host side without booting L1: guest image, image cache, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from qemu.qmp import QMPClient
+
+from profiler.errors import SetupError
+from profiler.lab.vfio import guest, image, l1, scenarios
+
+HOST_QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+def _mounts_under(path: Path) -> list[str]:
+    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(path))]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_dirty_guest_header_is_multiboot() -> None:
+    img = guest.dirty_guest(1 << 20)
+    magic, flags, checksum = (int.from_bytes(img[i:i + 4], "little") for i in (0, 4, 8))
+    assert magic == 0x1BADB002 and flags & (1 << 16)
+    assert (magic + flags + checksum) & 0xFFFFFFFF == 0
+    with pytest.raises(ValueError):
+        guest.dirty_guest(100)
+
+
+async def _read_guest_dword(sock: Path, addr: int) -> int:
+    q = QMPClient("test")
+    await q.connect(str(sock))
+    try:
+        out = await q.execute("human-monitor-command", {"command-line": f"xp /1wx {addr:#x}"})
+    finally:
+        await q.disconnect()
+    return int(out.split(":")[1].split()[0], 16)
+
+
+def test_dirty_guest_dirties_its_range_in_real_qemu(tmp_path: Path) -> None:
+    """Boot the generated image in the host's QEMU: every page of the range keeps changing."""
+    img = guest.write_dirty_guest(tmp_path / "g.bin", 1 << 20)
+    sock = tmp_path / "qmp.sock"
+    proc = subprocess.Popen([HOST_QEMU, "-machine", "pc", "-accel", "tcg", "-m", "16",
+                             "-nodefaults", "-display", "none", "-kernel", str(img),
+                             "-qmp", f"unix:{sock},server=on,wait=off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
+        first, last = 0x200000, 0x200000 + (1 << 20) - 4096
+        a1 = asyncio.run(_read_guest_dword(sock, first))
+        b1 = asyncio.run(_read_guest_dword(sock, last))
+        outside = asyncio.run(_read_guest_dword(sock, 0x200000 + (1 << 20)))
+        time.sleep(0.3)
+        a2 = asyncio.run(_read_guest_dword(sock, first))
+        assert a1 > 0 and b1 > 0, "the guest never wrote its range"
+        assert a2 > a1, "the guest stopped dirtying"
+        assert outside == 0, "the guest wrote past its range"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_inputs_hash_follows_requirements() -> None:
+    reqs = image.l1_requirements()
+    assert any(r.startswith("pandas") for r in reqs) and any(r.startswith("qemu.qmp") for r in reqs)
+    assert image.inputs_hash(reqs) == image.inputs_hash(reqs)
+    assert image.inputs_hash(reqs) != image.inputs_hash([*reqs, "extra-package>=1"])
+
+
+def test_missing_host_tools_name_the_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(SetupError, match=r"step host-check: missing packages .*debootstrap.*e2fsprogs"):
+        image.check_host(tmp_path / "cache")
+
+
+def test_too_little_disk_names_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(image, "MIN_FREE_BYTES", free + (1 << 30))
+    with pytest.raises(SetupError, match=r"step disk-space: .* GiB free; the L1 image build needs"):
+        image.check_host(tmp_path / "cache")
+
+
+@pytest.mark.slow
+def test_failed_build_names_step_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable mirror: the build stops at debootstrap, no mount, no build directory."""
+    monkeypatch.setenv("MIGPROF_L1_MIRROR", "http://127.0.0.1:9/debian")
+    root = tmp_path / "cache"
+    with pytest.raises(SetupError, match=r"L1 image build failed at step debootstrap"):
+        image.ensure_image(root=root)
+    assert _mounts_under(root) == []
+    assert [p.name for p in root.iterdir() if p.is_dir()] == []
+    assert image.find_image(root) is None
+
+
+def test_l1_that_does_not_boot_names_the_step(tmp_path: Path) -> None:
+    """A kernel that is not a kernel: run_job says 'step boot' and no QEMU is left running."""
+    d = tmp_path / "img"
+    d.mkdir()
+    (d / "vmlinuz").write_bytes(b"\x00" * 4096)
+    (d / "initrd.img").write_bytes(b"\x00" * 512)
+    (d / "l1.ext4").write_bytes(b"\x00" * 65536)
+    (d / "manifest.env").write_text("KVER=none\n")
+    img = image.L1Image.load(d)
+    results = tmp_path / "results"
+    with pytest.raises(SetupError, match=r"step boot: L1 exited .* before its init ran"):
+        l1.run_job(img, results, ["converges"], boot_timeout_s=30)
+    assert _processes_mentioning(str(results)) == []
+
+
+def test_l1_that_hangs_is_killed(tmp_path: Path) -> None:
+    """A kernel that never reaches init: the boot timeout kills QEMU and names the step."""
+    d = tmp_path / "img"
+    d.mkdir()
+    # the guest image from above is a valid multiboot kernel that loops forever
+    guest.write_dirty_guest(d / "vmlinuz", 1 << 20)
+    (d / "initrd.img").write_bytes(b"\x00" * 512)
+    (d / "l1.ext4").write_bytes(b"\x00" * 65536)
+    (d / "manifest.env").write_text("KVER=none\n")
+    img = image.L1Image.load(d)
+    results = tmp_path / "results"
+    t0 = time.monotonic()
+    with pytest.raises(SetupError, match=r"step boot: L1 did not reach its init within 3s"):
+        l1.run_job(img, results, ["converges"], boot_timeout_s=3)
+    assert time.monotonic() - t0 < 20
+    assert _processes_mentioning(str(results)) == []
+
+
+def test_l1_command_line_shares_repo_read_only(tmp_path: Path) -> None:
+    img = image.L1Image(tmp_path, tmp_path / "k", tmp_path / "i", tmp_path / "d", {})
+    argv = l1.l1_argv(img, tmp_path / "r", tmp_path / "c")
+    joined = " ".join(argv)
+    assert "mount_tag=repo,security_model=none,readonly=on" in joined
+    assert "snapshot=on" in joined and "-accel tcg" in joined and "-cpu max" in joined
+
+
+def test_scenarios_cover_the_issue() -> None:
+    names = set(scenarios.SCENARIOS)
+    assert {"converges", "downtime-raised", "switchover-ack", "multifd", "no-dirty-tracking"} <= names
+    assert scenarios.select(["multifd"])[0].expect_vfio_transferred == 4252
+    with pytest.raises(KeyError):
+        scenarios.select(["nope"])
+
+
+def test_vfio_device_option_follows_dirty_tracking() -> None:
+    from profiler.lab.vfio.runner import vfio_device_arg
+
+    on = vfio_device_arg("u", True)
+    assert "x-device-dirty-page-tracking=off" in on and "enable-migration=on" in on
+    assert "migration-events=on" in on
+    assert "x-device-dirty-page-tracking" not in vfio_device_arg("u", False)
+
+
+def test_cli_rejects_unknown_vfio_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from profiler.cli import main
+    from profiler.lab.scenarios import SCENARIOS as HOST_SCENARIOS
+
+    with pytest.raises(SystemExit) as exc:
+        main(["lab", "--vfio", "mtty", "--scenario", "bogus"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+    # a host-lab scenario that the VFIO lab does not have: one clear line, exit 2
+    host_only = sorted(set(HOST_SCENARIOS) - set(scenarios.SCENARIOS))[0]
+    rc = main(["lab", "--vfio", "mtty", "--scenario", host_only])
+    assert rc == 2
+    assert f"unknown VFIO scenario '{host_only}'" in capsys.readouterr().err
+
+
+def test_root_required_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SetupError, match="needs root"):
+        image.check_host(tmp_path)

@@ -1,0 +1,1 @@
+"""TUI screens: the main dashboard, help, jump-to-time."""

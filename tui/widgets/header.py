@@ -1,0 +1,101 @@
+"""The status header: mode, outcome, phase, elapsed, downtime so far; and the verdict line."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from profiler.model.results import Migration
+from tui.fmt import fmt_bytes, fmt_ms, fmt_rate
+from tui.view import View, downtime_so_far_ms, elapsed_ms, phase
+from tui.widgets.base import Panel
+
+OUTCOME_STYLE = {"completed": "bold green", "failed": "bold red", "cancelled": "bold yellow",
+                 "incomplete": "bold cyan"}
+
+
+def mode_text(view: View) -> Text:
+    t = Text()
+    if view.mode == "live":
+        if view.status == "failed":
+            t.append(" LIVE: SOURCE FAILED ", "bold white on red")
+        elif view.status == "ended":
+            t.append(" LIVE: ENDED ", "bold black on yellow")
+        else:
+            t.append(" LIVE ", "bold white on dark_green")
+            if not view.playing:
+                t.append(" frozen", "bold yellow")
+    else:
+        t.append(" REPLAY ", "bold white on blue")
+        t.append(" ▶ " if view.playing else " ‖ ", "bold")
+        t.append(f"{view.speed:g}x", "bold")
+        if not view.playing:
+            t.append(" paused", "dim")
+    return t
+
+
+def verdict_line(mig: Migration | None) -> Text:
+    """``✔ converged …`` / ``✘ not converging: gap …, would close with …`` in one line."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    if mig is None:
+        t.append("waiting for a migration…", "dim")
+        return t
+    v = mig.verdict
+    if v.converged is True:
+        t.append("✔ ", "bold green")
+        t.append(v.summary or "converged", "green")
+    elif v.converged is False:
+        t.append("✘ ", "bold red")
+        t.append(v.summary or "not converging", "red")
+        fixes = []
+        if v.min_gap_bytes is not None and "gap" not in (v.summary or ""):
+            fixes.append(f"gap {fmt_bytes(v.min_gap_bytes)}")
+        if v.needed_downtime_limit_ms is not None:
+            fixes.append(f"downtime-limit ≥ {fmt_ms(v.needed_downtime_limit_ms)}")
+        if v.needed_bandwidth_bytes_per_s is not None:
+            fixes.append(f"bandwidth ≥ {fmt_rate(v.needed_bandwidth_bytes_per_s)}")
+        if fixes:
+            t.append(" — " + "; ".join(fixes), "yellow")
+    else:
+        t.append("… ", "bold cyan")
+        t.append(v.summary or "undecided", "cyan")
+    return t
+
+
+class StatusHeader(Panel):
+    """Two lines at the top of the screen."""
+
+    DEFAULT_CSS = """
+    StatusHeader { height: 2; background: $panel; }
+    """
+
+    def render(self) -> RenderableType:
+        s = self.shown
+        if s is None:
+            return Text(" migprof  loading…", "bold")
+        view, mig = s.view, s.mig
+        t = mode_text(view)
+        t.append("  ")
+        if mig is None:
+            t.append("no migration yet", "dim")
+        else:
+            if mig.outcome == "incomplete":
+                ended = view.status != "running"
+                t.append("INCOMPLETE" if ended else "MIGRATING", OUTCOME_STYLE["incomplete"])
+                t.append(" │ ", "dim")
+                t.append(phase(mig), "bold")
+            else:
+                t.append(mig.outcome.upper(), OUTCOME_STYLE.get(mig.outcome, "bold"))
+            t.append(" │ elapsed ", "dim")
+            t.append(fmt_ms(elapsed_ms(view, mig)) if view.timed else "-")
+            t.append(" │ downtime ", "dim")
+            t.append(fmt_ms(downtime_so_far_ms(view, mig)))
+            n = len(view.report.migrations) if view.report else 0
+            if n > 1:
+                t.append(f" │ mig {mig.index + 1}/{n}" + ("" if s.selected is not None else " (latest)"),
+                         "dim")
+        if view.error:
+            t.append(f" │ {view.error}", "bold red")
+        t.no_wrap = True
+        t.overflow = "ellipsis"
+        return Group(t, verdict_line(mig))
