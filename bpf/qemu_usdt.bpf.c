@@ -8,9 +8,8 @@
  *                user space decodes them with the event's trace-events argument list.
  * Kernel:        uprobes; 5.5+ (bpf_probe_read_user_str), 5.8+ for the ring buffer.
  *
- * The probe list comes in as -DUSDT_PROBES="USDT_PROBE(id, event, nargs, strmask) ..."
- * (compiled in, so each function reads exactly the arguments its probe has: bcc only
- * generates readers for existing arguments). Without it the file compiles to no probe.
+ * The loader appends one small function per probe (see the end of this file); the file
+ * alone compiles to the shared helpers and maps.
  */
 #include <uapi/linux/ptrace.h>
 
@@ -19,9 +18,6 @@
 #endif
 #ifndef TARGET_TGID
 #define TARGET_TGID 0
-#endif
-#ifndef USDT_PROBES
-#define USDT_PROBES
 #endif
 
 #define USDT_MAX_ARGS 8
@@ -96,26 +92,15 @@ static __always_inline int usdt_end(void *ctx, struct usdt_event *e, u32 strmask
     return 0;
 }
 
-/* bcc turns bpf_usdt_readarg(n, ...) into the reader of the enclosing function's probe,
- * so the reads have to be spelled out in each probe function */
-#define RD1 bpf_usdt_readarg(1, ctx, &e->args[0]);
-#define RD2 RD1 bpf_usdt_readarg(2, ctx, &e->args[1]);
-#define RD3 RD2 bpf_usdt_readarg(3, ctx, &e->args[2]);
-#define RD4 RD3 bpf_usdt_readarg(4, ctx, &e->args[3]);
-#define RD5 RD4 bpf_usdt_readarg(5, ctx, &e->args[4]);
-#define RD6 RD5 bpf_usdt_readarg(6, ctx, &e->args[5]);
-#define RD7 RD6 bpf_usdt_readarg(7, ctx, &e->args[6]);
-#define RD8 RD7 bpf_usdt_readarg(8, ctx, &e->args[7]);
-#define RD0
-
-#define USDT_PROBE(id, event, nargs, strmask)                      \
-    int usdt_##event(struct pt_regs *ctx)                          \
-    {                                                              \
-        struct usdt_event *e = usdt_begin(id, nargs);              \
-        if (!e)                                                    \
-            return 0;                                              \
-        RD##nargs                                                  \
-        return usdt_end(ctx, e, strmask);                          \
-    }
-
-USDT_PROBES
+/* Probe functions: bcc binds bpf_usdt_readarg(n, ctx, ...) to the probe of the function
+ * that spells it out (not through a macro), and generates readers only for the arguments
+ * a probe has, so profiler/sources/usdt.py appends one function per probe, e.g.
+ *
+ *   int usdt_vfio_save_block(struct pt_regs *ctx) {
+ *       struct usdt_event *e = usdt_begin(4, 2);
+ *       if (!e) return 0;
+ *       bpf_usdt_readarg(1, ctx, &e->args[0]);
+ *       bpf_usdt_readarg(2, ctx, &e->args[1]);
+ *       return usdt_end(ctx, e, 0x1);
+ *   }
+ */

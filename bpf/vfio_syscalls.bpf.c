@@ -2,9 +2,11 @@
  *
  * Attach points: syscalls:sys_enter/exit_ioctl, sys_enter/exit_read, sys_enter/exit_write,
  *                sys_enter_close (bcc TRACEPOINT_PROBE; needs tracefs and kernel headers).
- * Maps:          targets  (tgid -> side, when TARGET_TGID is 0: several processes)
+ * Maps:          targets  (tgid -> slot, when TARGET_TGID is 0: several processes)
  *                fds      (tgid, fd) -> fd_info: device, container and data fds, and the
  *                         phase (last successful device state) of each device fd
+ *                fdkind   array [slot * MAX_FDS + fd] -> fd kind: the cheap first test
+ *                pending  array [tid & PENDING_MASK] -> tid with a record in inflight
  *                inflight pid_tgid -> inflight: one syscall between enter and exit
  *                events   ring buffer (perf buffer when USE_RINGBUF is 0) of vfio_event
  *                drops    per-CPU count of records the buffer refused
@@ -12,8 +14,9 @@
  * Kernel:        5.5+ (bpf_probe_read_user), 5.8+ for the ring buffer.
  *
  * Cost for everything else: each probe returns after one tgid compare for other
- * processes; in the target, ioctls other than the VFIO feature/precopy numbers return
- * after a compare, and reads/writes after one hash lookup on (tgid, fd).
+ * processes; in the target, ioctls other than the VFIO numbers return after a compare,
+ * reads/writes/closes after one array load (fdkind), and exits after one array load
+ * (pending). Hash maps are only touched for VFIO fds.
  */
 #include <uapi/linux/ptrace.h>
 #include "vfio.h"
@@ -28,10 +31,15 @@
 #define RINGBUF_PAGES 256 /* 1 MiB */
 #endif
 #ifndef MAX_FDS
-#define MAX_FDS 4096
+#define MAX_FDS 8192 /* fds above this go to the hash map directly */
 #endif
+#define MAX_TARGETS 8
+#define PENDING_MASK 0xffff
+#define KIND_SLOW 0xff
 
-BPF_HASH(targets, u32, u8, 64);
+BPF_HASH(targets, u32, u32, 64);
+BPF_ARRAY(fdkind, u8, MAX_TARGETS * MAX_FDS);
+BPF_ARRAY(pending, u32, PENDING_MASK + 1);
 BPF_HASH(fds, struct fd_key, struct fd_info, MAX_FDS);
 BPF_HASH(inflight, u64, struct inflight, 4096);
 BPF_PERCPU_ARRAY(drops, u64, 1);
@@ -42,13 +50,68 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERF_OUTPUT(events);
 #endif
 
-static __always_inline int is_target(u32 tgid)
+/* the target's slot in fdkind, or -1 for any other process */
+static __always_inline int target_slot(u32 tgid)
 {
 #if TARGET_TGID
-    return tgid == TARGET_TGID;
+    return tgid == TARGET_TGID ? 0 : -1;
 #else
-    return targets.lookup(&tgid) != NULL;
+    u32 *slot = targets.lookup(&tgid);
+    return slot && *slot < MAX_TARGETS ? (int)*slot : -1;
 #endif
+}
+
+static __always_inline int is_target(u32 tgid)
+{
+    return target_slot(tgid) >= 0;
+}
+
+/* kind of an fd from the array: 0 = nothing of ours, KIND_SLOW = ask the hash map */
+static __always_inline u8 fast_kind(int slot, int fd)
+{
+    if (fd < 0)
+        return 0;
+    if (fd >= MAX_FDS)
+        return KIND_SLOW;
+    u32 idx = slot * MAX_FDS + fd;
+    u8 *k = fdkind.lookup(&idx);
+    return k ? *k : 0;
+}
+
+static __always_inline void set_kind(u32 tgid, int fd, u8 kind)
+{
+    int slot = target_slot(tgid);
+    if (slot < 0 || fd < 0 || fd >= MAX_FDS)
+        return;
+    u32 idx = slot * MAX_FDS + fd;
+    fdkind.update(&idx, &kind);
+}
+
+static __always_inline void fds_put(u32 tgid, int fd, struct fd_info *fi)
+{
+    struct fd_key k = {.tgid = tgid, .fd = fd};
+    fds.update(&k, fi);
+    set_kind(tgid, fd, fi->kind);
+}
+
+/* mark/clear "this thread has a record in inflight" */
+static __always_inline void pending_set(u64 pid_tgid, struct inflight *in)
+{
+    u32 tid = (u32)pid_tgid;
+    u32 idx = tid & PENDING_MASK;
+    inflight.update(&pid_tgid, in);
+    pending.update(&idx, &tid);
+}
+
+static __always_inline int pending_take(u64 pid_tgid)
+{
+    u32 tid = (u32)pid_tgid;
+    u32 idx = tid & PENDING_MASK;
+    u32 *p = pending.lookup(&idx);
+    if (!p || *p != tid)
+        return 0;
+    *p = 0;
+    return 1;
 }
 
 static __always_inline void count_drop(void)
@@ -89,13 +152,14 @@ static __always_inline struct vfio_event *new_event(u64 pid_tgid, u8 type)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid))
-        return 0;
+    /* the command first: it costs no helper call, and most ioctls are not VFIO's */
     u32 cmd = (u32)args->cmd;
     if (cmd != VFIO_DEVICE_FEATURE && cmd != VFIO_MIG_GET_PRECOPY_INFO &&
         cmd != VFIO_GROUP_GET_DEVICE_FD && cmd != VFIO_DEVICE_RESET)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!is_target(tgid))
         return 0;
 
     struct fd_key key = {.tgid = tgid, .fd = (int)args->fd};
@@ -150,7 +214,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
             return 0;
         in.type = EV_RESET;
     }
-    inflight.update(&pid_tgid, &in);
+    pending_set(pid_tgid, &in);
     return 0;
 }
 
@@ -158,7 +222,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid))
+    if (!is_target(tgid) || !pending_take(pid_tgid))
         return 0;
     struct inflight *in = inflight.lookup(&pid_tgid);
     if (!in)
@@ -192,7 +256,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
         struct fd_info *dev = fds.lookup(&key);
         if (!dev) {
             struct fd_info fresh = {.kind = FD_DEVICE};
-            fds.update(&key, &fresh);
+            fds_put(tgid, c.fd, &fresh);
             dev = fds.lookup(&key);
         }
         if (ret == 0 && !(c.flags & FEATURE_PROBE) && c.arg_ok) {
@@ -210,11 +274,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
                     dev->state_known = 1;
                 }
                 if ((c.flags & FEATURE_SET) && data_fd >= 0) {
-                    struct fd_key dk = {.tgid = tgid, .fd = data_fd};
                     struct fd_info di = {};
                     di.kind = c.req_state == STATE_RESUMING ? FD_DATA_LOAD : FD_DATA_SAVE;
                     di.owner = c.fd;
-                    fds.update(&dk, &di);
+                    fds_put(tgid, data_fd, &di);
                 }
             } else if (feature == FEATURE_MIG_DATA_SIZE || feature == FEATURE_MIGRATION) {
                 ev->a = payload; /* stop_copy_length, or the migration flags */
@@ -241,16 +304,15 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
         bpf_probe_read_user_str(ev->name, sizeof(ev->name), (void *)c.arg);
         ev->aux_fd = ret;
         if (ret >= 0) {
-            struct fd_key dk = {.tgid = tgid, .fd = (s32)ret};
             struct fd_info di = {.kind = FD_DEVICE};
-            fds.update(&dk, &di);
+            fds_put(tgid, (s32)ret, &di);
         }
     } else if (c.type == EV_DIRTY) {
         if (c.kind == FD_CONTAINER) {
             struct fd_info *ci = fds.lookup(&key);
             if (!ci) {
                 struct fd_info fresh = {.kind = FD_CONTAINER};
-                fds.update(&key, &fresh);
+                fds_put(tgid, c.fd, &fresh);
             }
         }
     } else if (c.type == EV_RESET) {
@@ -270,7 +332,11 @@ static __always_inline int data_enter(u8 type, int fd, u64 count)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid))
+    int slot = target_slot(tgid);
+    if (slot < 0)
+        return 0;
+    u8 fk = fast_kind(slot, fd);
+    if (fk != FD_DATA_SAVE && fk != FD_DATA_LOAD && fk != KIND_SLOW)
         return 0;
     struct fd_key key = {.tgid = tgid, .fd = fd};
     struct fd_info *fi = fds.lookup(&key);
@@ -282,7 +348,7 @@ static __always_inline int data_enter(u8 type, int fd, u64 count)
     in.count = count;
     in.kind = fi->kind;
     in.type = type;
-    inflight.update(&pid_tgid, &in);
+    pending_set(pid_tgid, &in);
     return 0;
 }
 
@@ -290,7 +356,7 @@ static __always_inline int data_exit(void *ctx, u8 type, long ret)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid))
+    if (!is_target(tgid) || !pending_take(pid_tgid))
         return 0;
     struct inflight *in = inflight.lookup(&pid_tgid);
     if (!in)
@@ -357,7 +423,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid))
+    int slot = target_slot(tgid);
+    if (slot < 0 || fast_kind(slot, (int)args->fd) == 0)
         return 0;
     struct fd_key key = {.tgid = tgid, .fd = (int)args->fd};
     struct fd_info *fi = fds.lookup(&key);
@@ -373,5 +440,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
         emit(args, ev);
     }
     fds.delete(&key);
+    set_kind(tgid, key.fd, 0);
     return 0;
 }

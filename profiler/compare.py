@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,7 +177,8 @@ class Side:
                      if r.meta.get("stored_schema_version") is not None})
         return {"label": self.label, "inputs": self.inputs, "runs": len(self.runs),
                 "migrations": len(self.samples), "outcomes": dict(self.outcomes),
-                "qemu_versions": qv, "schema_versions": sv, "note": self.note}
+                "qemu_versions": qv, "schema_versions": sv, "note": self.note,
+                "from_summary": sum(1 for r in self.runs if r.cached)}
 
 
 def make_side(label: str, runs: Sequence[Run], outcome: str = "completed",
@@ -310,12 +311,63 @@ class Comparison:
         return len(self.base.samples) < self.min_samples or len(self.candidate.samples) < self.min_samples
 
 
-def _u_test(a: Sequence[float], b: Sequence[float]) -> float:
-    from scipy.stats import mannwhitneyu
+def _exact_sf(u: int, n1: int, n2: int) -> float:
+    """P(U >= u) under the null for sample sizes n1, n2 (no ties): count arrangements."""
+    n1, n2 = min(n1, n2), max(n1, n2)  # the null distribution depends on the pair only
+    # ways[m][k]: orderings of m x's among the y's with U = k, built up one y at a time
+    ways = np.zeros((n1 + 1, n1 * n2 + 1), dtype=np.float64)
+    ways[:, 0] = 1.0
+    for _j in range(1, n2 + 1):
+        nxt = np.zeros_like(ways)
+        nxt[0, 0] = 1.0
+        for m in range(1, n1 + 1):
+            # the largest value is a y (adds m to U) or an x (adds nothing)
+            nxt[m, m:] += ways[m, : n1 * n2 + 1 - m]
+            nxt[m] += nxt[m - 1]
+        ways = nxt
+    counts = ways[n1]
+    return float(counts[u:].sum() / counts.sum())
 
+
+def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test: (U of ``a``, p-value).
+
+    Same method as ``scipy.stats.mannwhitneyu(method="auto")``: the exact distribution
+    when a side has at most 8 values and there are no ties, else the normal
+    approximation with tie and continuity correction (tests check it against scipy).
+    Written out here because importing scipy.stats alone costs most of a second.
+    """
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    n1, n2 = len(x), len(y)
+    allv = np.concatenate([x, y])
+    order = np.argsort(allv, kind="mergesort")
+    sv = allv[order]
+    # average ranks of tied groups
+    starts = np.r_[0, np.flatnonzero(np.diff(sv)) + 1]
+    ends = np.r_[starts[1:], len(sv)]
+    avg = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(sv))
+    ranks[order] = np.repeat(avg, ends - starts)
+    t = (ends - starts).astype(float)
+    u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2)
+    u = max(u1, n1 * n2 - u1)
+    if (n1 <= 8 or n2 <= 8) and not (t > 1).any():
+        p = 2.0 * _exact_sf(int(round(u)), n1, n2)
+    else:
+        n = n1 + n2
+        s = math.sqrt(n1 * n2 / 12.0 * ((n + 1) - float((t**3 - t).sum()) / (n * (n - 1))))
+        if s == 0:
+            return u1, 1.0
+        z = (u - n1 * n2 / 2.0 - 0.5) / s
+        p = 2.0 * 0.5 * math.erfc(z / math.sqrt(2.0))
+    return u1, min(max(p, 0.0), 1.0)
+
+
+def _u_test(a: Sequence[float], b: Sequence[float]) -> float:
     if len(set(a)) == 1 and set(a) == set(b):
         return 1.0  # identical constants: no difference at all
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return mann_whitney_u(a, b)[1]
 
 
 def _metric_order(name: str) -> tuple[int, str]:
@@ -369,11 +421,30 @@ def compare(base: Side, cand: Side, rules: Iterable[Rule] = (), *, alpha: float 
                         f"candidate {len(cand.samples)}; {min_samples} a side needed): "
                         "differences are shown without a verdict on significance")
     if left_out:
-        warnings.append(f"left out {len(left_out)} metric(s) that only one side has: "
-                        + ", ".join(f"{d['metric']} (only {d['only_in']})" for d in left_out[:8])
-                        + (" ..." if len(left_out) > 8 else ""))
+        warnings.append("left out, only one side has them: " + left_out_text(left_out))
     return Comparison(base, cand, tuple(results), tuple(left_out), tuple(rule_results),
                       alpha, min_samples, tuple(warnings))
+
+
+def left_out_text(left_out: Sequence[dict[str, Any]]) -> str:
+    """Left-out metrics in a few words: device metrics grouped by field."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for d in left_out:
+        name = d["metric"]
+        if name.startswith("device."):
+            dev, _, f = name[len("device."):].rpartition(".")
+            key = (d["only_in"], f"device.*.{f}", d["reason"])
+        else:
+            dev, key = "", (d["only_in"], name, d["reason"])
+        groups.setdefault(key, []).append(dev)
+    parts = []
+    for (only, name, reason), devs in groups.items():
+        what = name
+        if name.startswith("device.*"):
+            shown = ", ".join(devs[:3]) + (f" +{len(devs) - 3}" if len(devs) > 3 else "")
+            what = f"{name} ({len(devs)} device(s): {shown})"
+        parts.append(f"{what} only in {only}: {reason}")
+    return "; ".join(parts)
 
 
 def _apply_rule(rule: Rule, results: list[MetricResult], left_out: list[dict]) -> list[RuleResult]:
@@ -458,6 +529,17 @@ def curves(side: Side) -> list[dict[str, Any]]:
     return out
 
 
+def cached_run(path: str) -> Run | None:
+    """The Run of a finalised recording from its stored summary alone, if it has a usable one."""
+    from profiler import store
+
+    cached = store.read_summary(path)
+    if cached is None:
+        return None
+    report, meta = cached
+    return Run(str(path), report, meta, cached=True)
+
+
 def load_run(path: str, *, use_summary: bool = True) -> Run:
     """The report of one input: a recording, a trace file or a run directory.
 
@@ -471,10 +553,9 @@ def load_run(path: str, *, use_summary: bool = True) -> Run:
 
     if store.is_recording(path):
         if use_summary:
-            cached = store.read_summary(path)
-            if cached is not None:
-                report, meta = cached
-                return Run(str(path), report, meta, cached=True)
+            run = cached_run(path)
+            if run is not None:
+                return run
         df, meta, warns = store.read_recording(path)
         malformed = skipped = 0
     else:
@@ -483,9 +564,9 @@ def load_run(path: str, *, use_summary: bool = True) -> Run:
         loaded = load([path])
         df, meta, warns = loaded.events, dict(loaded.meta or {}), list(loaded.warnings)
         malformed, skipped = loaded.malformed, loaded.skipped
-        run_info = meta.get("run") if isinstance(meta.get("run"), dict) else {}
-        if run_info.get("qemu_version") and "qemu_version" not in meta:
-            meta["qemu_version"] = run_info["qemu_version"]
+        qv = store.qemu_version_of(meta)
+        if qv:
+            meta["qemu_version"] = qv
     report = build_report(df, inputs=[path], malformed=malformed, skipped=skipped,
                           warnings=warns, meta=meta)
     return Run(str(path), report_json(report), meta)

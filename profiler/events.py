@@ -59,6 +59,7 @@ raw                string       the raw text of the line / record summary
 from __future__ import annotations
 
 import enum
+import functools
 
 import pandas as pd
 import pyarrow as pa
@@ -199,12 +200,31 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "vfio_get_dirty_bitmap": ("bytes", "count"),
     "vfio_container_query_dirty_bitmap": ("bytes", "count"),
     "multifd_send_thread_end": ("count", "bytes"),
+    # VFIO events that carry only the device name (and a multifd packet index in count)
+    **{e: ("device",) for e in (
+        "vfio_migration_probe", "vfio_migration_realize", "vfio_save_cleanup",
+        "vfio_save_device_config_state", "vfio_load_device_config_state",
+        "vfio_load_device_config_state_start", "vfio_load_device_config_state_end",
+        "vfio_load_cleanup", "vfio_save_iterate_start", "vfio_save_complete_precopy_start",
+        "vfio_save_block_precopy_empty_hit", "vfio_load_bufs_thread_start",
+        "vfio_load_bufs_thread_end", "vfio_load_state_device_buffer_start",
+        "vfio_load_state_device_buffer_end")},
+    **{e: ("device", "count") for e in (
+        "vfio_load_state_device_buffer_incoming", "vfio_load_state_device_buffer_starved",
+        "vfio_load_state_device_buffer_load_start", "vfio_load_state_device_buffer_load_end")},
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_template() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
 
 
 def empty_frame() -> pd.DataFrame:
     """A frame with every column and dtype and no rows."""
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
+    # live sources send one as a heartbeat every 0.1 s: a copy of a built template costs
+    # ~0.1 ms, building 29 typed columns ~4 ms
+    return _empty_template().copy()
 
 
 def conform(df: pd.DataFrame) -> pd.DataFrame:

@@ -42,7 +42,13 @@ def sniff(path: str) -> str:
         return "simpletrace"
     if head.startswith(b"PAR1"):
         return "parquet"
+    if head.startswith(b"\x1f\x8b"):
+        return "log"  # gzip: QEMU logs are stored compressed (read_log opens them)
     if head.startswith(b"ARROW1"):
+        return "arrow"
+    # an Arrow IPC stream (a live recording) starts with the 0xffffffff continuation
+    # marker and a message length (never -1, which tells it from simpletrace's ~0 id)
+    if head[:4] == b"\xff\xff\xff\xff" and head[4:8] != b"\xff\xff\xff\xff":
         return "arrow"
     if path.endswith((".parquet",)):
         return "parquet"
@@ -80,7 +86,11 @@ def _read_jsonl(path: str, side: str | None) -> tuple[pd.DataFrame, list[str], i
                 if len(warnings) < MAX_WARNINGS:
                     warnings.append(f"{path}:{n}: not a JSON event row ({e})")
                 continue
-            rows.append({k: v for k, v in obj.items() if k in events.COLUMNS})
+            row = {k: v for k, v in obj.items() if k in events.COLUMNS}
+            row.setdefault("seq", n)
+            row.setdefault("file", path)
+            row.setdefault("line", n)
+            rows.append(row)
     if not rows:
         return events.empty_frame(), warnings, bad
     df = pd.DataFrame(rows)
@@ -155,6 +165,8 @@ def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
         out.warnings.append(f"{d / 'run.json'}: unreadable ({e})")
     for name, side in (("source.log", "source"), ("destination.log", "destination")):
         p = d / name
+        if not p.exists() and (d / (name + ".gz")).exists():
+            p = d / (name + ".gz")
         if p.exists():
             try:
                 frames.append(_load_log(str(p), side, out))

@@ -19,6 +19,9 @@ attach, created_ns ...). Older schema versions are upgraded on read through
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +44,7 @@ from profiler.errors import InputError
 log = logging.getLogger(__name__)
 
 META_KEY = b"migprof.meta"
+SUMMARY_KEY = b"migprof.summary"  # JSON {"model_key": ..., "report": migprof.report/1}
 VERSION_KEY = b"migprof.schema_version"
 PARTIAL_SUFFIX = ".partial"
 
@@ -97,6 +101,52 @@ def _concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df
 
 
+def qemu_version_of(meta: dict[str, Any]) -> str | None:
+    """The QEMU version a recording or lab run names (QMP greeting first, then run.json)."""
+    qv = meta.get("qemu_version")
+    if isinstance(qv, str) and qv:
+        return qv
+    run = meta.get("run")
+    q = run.get("qemu") if isinstance(run, dict) else None
+    if isinstance(q, dict):
+        for k in ("qmp_version", "version"):
+            if q.get(k):
+                return str(q[k])
+    for r in meta.get("recordings") or []:
+        if isinstance(r, dict) and r.get("qemu_version"):
+            return str(r["qemu_version"])
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def model_key() -> str:
+    """Fingerprint of the code that turns events into a report (model + event schema).
+
+    A recording's stored summary is used only while this matches, so a changed model
+    never serves stale numbers.
+    """
+    import profiler.model as model
+
+    h = hashlib.sha256(f"{__version__}/{ev.SCHEMA_VERSION}".encode())
+    for f in sorted(Path(model.__file__).parent.glob("*.py")) + [Path(ev.__file__)]:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def summarise(df: pd.DataFrame, meta: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The report of a recording's events (``migprof.report/1`` JSON), or None if the model fails."""
+    try:
+        from profiler.model import build_report
+        from profiler.model.results import to_json
+
+        report = build_report(df, inputs=[where], meta=meta)
+        return to_json(report)
+    except Exception as e:  # a summary is an optimisation; the events are what count
+        log.warning("%s: no summary stored (%s: %s)", where, type(e).__name__, e)
+        return None
+
+
 # ---------------------------------------------------------------------------- writer
 
 
@@ -119,6 +169,7 @@ class RecordingWriter:
         flush_rows: int = 65536,
         flush_interval_s: float = 0.5,
         finalise: bool = True,
+        summary: bool = True,
     ):
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
@@ -127,6 +178,7 @@ class RecordingWriter:
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
         self.finalise = finalise
+        self.summary = summary
         self.rows_written = 0  # events that reached the file
         self.batches_written = 0
         self.dropped = 0  # events refused after an I/O error
@@ -169,6 +221,10 @@ class RecordingWriter:
         n = len(df)
         if n == 0:
             return
+        try:
+            ev.validate(df, "recording")
+        except ValueError:  # a source that skipped conform(): fix it here, not at flush time
+            df = ev.conform(df)
         with self._lock:
             if self.error is not None or self._closed:
                 self.dropped += n
@@ -224,10 +280,8 @@ class RecordingWriter:
     def _fail(self, e: OSError) -> None:
         self.error = f"{self.partial_path}: {e.strerror or e}"
         log.warning("recording stopped: %s; kept %d events", self.error, self.rows_written)
-        try:
+        with contextlib.suppress(OSError):
             self._sink.close()
-        except OSError:
-            pass
 
     def close(self) -> Path:
         """Flush, end the stream and finalise to Parquet; returns the file left behind.
@@ -251,7 +305,7 @@ class RecordingWriter:
         self.final_path = self.partial_path
         if self.finalise and self.error is None:
             try:
-                finalise(self.partial_path, self.path)
+                finalise(self.partial_path, self.path, summary=self.summary)
                 self.final_path = self.path
             except OSError as e:
                 self.error = f"{self.path}: could not finalise to Parquet ({e.strerror or e}); the stream {self.partial_path} keeps every event"
@@ -259,8 +313,13 @@ class RecordingWriter:
         return self.final_path
 
 
-def finalise(stream_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
-    """Turn an Arrow IPC stream recording into a Parquet file (atomic rename); remove the stream."""
+def finalise(stream_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
+             summary: bool = True) -> Path:
+    """Turn an Arrow IPC stream recording into a Parquet file (atomic rename); remove the stream.
+
+    With ``summary``, the report of the events is stored beside them (``migprof.summary``)
+    so ``compare`` can skip rebuilding it while the model code is unchanged.
+    """
     stream_path, out_path = Path(stream_path), Path(out_path)
     meta = {}
     tmp = out_path.with_name(out_path.name + ".tmp")
@@ -276,8 +335,16 @@ def finalise(stream_path: str | os.PathLike[str], out_path: str | os.PathLike[st
                 tables.append(batch)
         # one dictionary per column for the whole file: unify the per-batch dictionaries
         table = pa.Table.from_batches(tables, schema=reader.schema).unify_dictionaries()
-        table = table.replace_schema_metadata(_schema_with_meta(meta, version).metadata)
-        pq.write_table(table, str(tmp), compression="zstd", row_group_size=1 << 20)
+        md = _schema_with_meta(meta, version).metadata
+        if summary and version == ev.SCHEMA_VERSION:
+            rep = summarise(table_to_frame(table, version, str(out_path)), meta, str(out_path))
+            if rep is not None:
+                md[SUMMARY_KEY] = json.dumps({"model_key": model_key(), "report": rep},
+                                             default=str).encode()
+        table = table.replace_schema_metadata(md)
+        # page checksums: a recording damaged in transit is refused, never read as garbage
+        pq.write_table(table, str(tmp), compression="zstd", row_group_size=1 << 20,
+                       write_page_checksum=True)
         os.replace(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -329,6 +396,30 @@ def is_recording(path: str | os.PathLike[str]) -> bool:
     return sniff(path) is not None
 
 
+def read_summary(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(report JSON, meta)`` stored in a finalised recording, read from its footer only;
+    None when there is none or it was made by other model code (then rebuild it)."""
+    if sniff(path) != "parquet":
+        return None
+    try:
+        md = pq.read_schema(str(path)).metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return None
+    raw = md.get(SUMMARY_KEY)
+    if not raw or VERSION_KEY not in md or md[VERSION_KEY] != str(ev.SCHEMA_VERSION).encode():
+        return None
+    s = _json_meta(raw)
+    if s.get("model_key") != model_key() or not isinstance(s.get("report"), dict):
+        return None
+    try:  # the summary stands for the events only if they are intact (page checksums)
+        pq.read_table(str(path), page_checksum_verification=True)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    meta = _json_meta(md.get(META_KEY))
+    meta["stored_schema_version"] = int(md[VERSION_KEY])
+    return s["report"], meta
+
+
 def read_recording(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any], list[str]]:
     """Read a recording (stream, Arrow file or Parquet): ``(events, meta, warnings)``.
 
@@ -349,7 +440,7 @@ def read_recording(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str
         raise InputError(str(p), what)
     try:
         if kind == "parquet":
-            table = pq.read_table(str(p))
+            table = pq.read_table(str(p), page_checksum_verification=True)
             schema_md = table.schema.metadata or {}
             extra: dict[str, Any] = {}
         elif kind == "arrow-file":

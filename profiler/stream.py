@@ -59,14 +59,16 @@ class MergedSource(Source):
         try:
             for batch in src.batches(stop):
                 if batch is not None and len(batch):
-                    while not stop.is_set():
+                    # also after a stop: what a source flushes on its way out is kept
+                    while True:
                         try:
                             self._q.put(batch, timeout=self.poll_s)
                             break
                         except queue.Full:
-                            continue
-                if stop.is_set():
-                    break
+                            if stop.is_set():
+                                log.warning("source %s: %d events dropped at stop (queue full)",
+                                            src.name, len(batch))
+                                break
         except Exception as e:
             log.warning("source %s failed: %s", src.name, e)
             self.failed[src.name] = str(e)
@@ -89,7 +91,9 @@ class MergedSource(Source):
                 running -= 1
                 continue
             yield item
-        # drain what already arrived so nothing recorded is lost
+        # let each source yield its last batch, then drain so nothing recorded is lost
+        for t in self._threads:
+            t.join(timeout=2)
         while True:
             try:
                 item = self._q.get_nowait()
@@ -97,8 +101,6 @@ class MergedSource(Source):
                 break
             if item is not _END:
                 yield item
-        for t in self._threads:
-            t.join(timeout=2)
 
     def health(self) -> dict[str, Any]:
         h: dict[str, Any] = {"source": self.name, "failed": dict(self.failed)}

@@ -103,37 +103,47 @@ def _collect(src, stop: threading.Event, frames: list[pd.DataFrame]) -> None:
             frames.append(batch)
 
 
-@pytest.fixture(scope="module")
-def migration(fake_vfio_bins, tmp_path_factory):
-    """A source and a destination fake migration traced by one BpfSource on both pids."""
+def run_fake_migration(bins: dict[str, Path], tmp: Path, live_drain: bool = True, **bpf_kw) -> dict:
+    """A source and a destination fake migration traced by one BpfSource on both pids.
+
+    ``live_drain=False`` reads nothing until both clients are done (to overflow a buffer).
+    """
     from profiler.sources.bpf import BpfSource
 
-    tmp = tmp_path_factory.mktemp("fake_vfio_run")
-    src_host = FakeVfioHost(fake_vfio_bins["server"], tmp / "src_mnt")
-    dst_host = FakeVfioHost(fake_vfio_bins["server"], tmp / "dst_mnt")
+    src_host = FakeVfioHost(bins["server"], tmp / "src_mnt")
+    dst_host = FakeVfioHost(bins["server"], tmp / "dst_mnt")
     records = tmp / "records.txt"
     try:
-        src = Client(fake_vfio_bins["client"], "source", src_host.mnt, tmp / "src.log")
-        dst = Client(fake_vfio_bins["client"], "dest", dst_host.mnt, tmp / "dst.log", records)
+        src = Client(bins["client"], "source", src_host.mnt, tmp / "src.log")
+        dst = Client(bins["client"], "dest", dst_host.mnt, tmp / "dst.log", records)
         frames: list[pd.DataFrame] = []
         stop = threading.Event()
-        with BpfSource([src.pid, dst.pid], sides={src.pid: "source", dst.pid: "destination"}) as bpf:
+        with BpfSource([src.pid, dst.pid], sides={src.pid: "source", dst.pid: "destination"},
+                       **bpf_kw) as bpf:
             t = threading.Thread(target=_collect, args=(bpf, stop, frames))
-            t.start()
+            if live_drain:
+                t.start()
             src.go()
             src_log = src.wait()
             # the destination loads exactly the records the source read
             records.write_text("".join(f"{r[1]} {r[3]}\n" for r in src_log if r[0] == "read" and int(r[3]) > 0))
             dst.go()
             dst_log = dst.wait()
+            if not live_drain:
+                t.start()
             t.join(timeout=30)  # ends by itself: both targets exited
             assert not t.is_alive()
             health = bpf.health()
         df = ev.concat(frames)
-        yield {"df": df, "src": src, "dst": dst, "src_log": src_log, "dst_log": dst_log, "health": health}
+        return {"df": df, "src": src, "dst": dst, "src_log": src_log, "dst_log": dst_log, "health": health}
     finally:
         src_host.close()
         dst_host.close()
+
+
+@pytest.fixture(scope="module")
+def migration(fake_vfio_bins, tmp_path_factory):
+    return run_fake_migration(fake_vfio_bins, tmp_path_factory.mktemp("fake_vfio_run"))
 
 
 def _rows(df: pd.DataFrame, pid: int, event: str, device: str | None = None) -> pd.DataFrame:
@@ -275,3 +285,30 @@ def test_device_fd_vs_container_fd(migration):
     # device names come from VFIO_GROUP_GET_DEVICE_FD, which the collector decodes
     for name, fd in dev_fds.items():
         assert set(on_devices.loc[on_devices["fd"] == fd, "device"]) == {name}
+
+
+def _counts(df: pd.DataFrame) -> pd.Series:
+    d = df[df["event"] != ev.BPF_LOST]
+    return d.groupby([d["side"].astype(str), d["event"].astype(str)]).size()
+
+
+def test_perf_buffer_fallback(fake_vfio_bins, tmp_path, migration):
+    """Without the ring buffer (kernels < 5.8) the perf buffer carries the same events."""
+    run = run_fake_migration(fake_vfio_bins, tmp_path, ringbuf=False)
+    assert run["health"]["buffer"] == "perf"
+    assert run["health"]["lost"] == 0
+    pd.testing.assert_series_equal(_counts(run["df"]), _counts(migration["df"]))
+    reads = run["df"][run["df"]["event"] == ev.BPF_DATA_READ]
+    assert int(reads["bytes"].sum()) == sum(TOTAL.values())
+
+
+def test_lost_events_are_counted(fake_vfio_bins, tmp_path, migration):
+    """A one-page ring buffer nobody reads during the run overflows: every record the
+    kernel refused is counted, shown as bpf_lost rows, and received + lost adds up."""
+    run = run_fake_migration(fake_vfio_bins, tmp_path, live_drain=False, ringbuf_pages=1)
+    df, h = run["df"], run["health"]
+    lost_rows = df[df["event"] == ev.BPF_LOST]
+    assert h["lost"] > 0
+    assert int(lost_rows["count"].sum()) == h["lost"]
+    received = int((df["event"] != ev.BPF_LOST).sum())
+    assert received + h["lost"] == int(_counts(migration["df"]).sum())

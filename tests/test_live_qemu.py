@@ -153,7 +153,7 @@ def test_live_attach_sigint(pair):
     assert last["state"] == "completed"
     assert int(last["bytes"]) == final["ram"]["transferred"]
     states = df[(df["event"] == "migrate_set_state") & (df["origin"] == "qemu-log")]
-    assert len(states) >= 2, df["event"].value_counts()
+    assert len(states) >= 2, (df["event"].value_counts(), err, meta.get("health"))
     assert (states["t_ns"].dropna() > 0).all()
     # trace events are put back, BPF programs gone
     assert _trace_states(pair["qs"], watched) == before
@@ -213,3 +213,33 @@ def test_refusing_qmp_socket(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "refuses connections" in r.stderr and "Traceback" not in r.stderr
+
+
+def _prog_ids_of(pid: int) -> set[int]:
+    """BPF program ids held by a process's fds (fdinfo 'prog_id:')."""
+    ids = set()
+    d = Path(f"/proc/{pid}/fdinfo")
+    for fd in os.listdir(d):
+        try:
+            text = (d / fd).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def test_sigkill_leaves_nothing_attached(pair):
+    """bcc attaches through fds (perf events, BPF links): a SIGKILLed migprof drops them all."""
+    from profiler.sources.bpf import loaded_prog_ids
+
+    live, _ = _start_live(pair["src"].pid, "--no-trace")
+    mine = _prog_ids_of(live.pid)
+    assert len(mine) == 7 and mine <= loaded_prog_ids()
+    live.kill()
+    live.wait(10)
+    deadline = time.monotonic() + 10
+    while mine & loaded_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)  # programs are freed after an RCU grace period
+    assert not (mine & loaded_prog_ids())

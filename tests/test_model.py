@@ -266,3 +266,28 @@ def test_json_has_the_issue_shape() -> None:
     d = m["devices"][0]
     assert {"name", "kind", "precopy_bytes", "stopcopy_bytes", "downtime_ms", "load_ms", "states"} <= set(d)
     assert {dv["kind"] for dv in m["devices"]} <= {"ram", "vfio", "other"}
+
+
+def test_qmp_and_bpf_device_states() -> None:
+    """QMP VFIO_MIGRATION events are confirmations; a BPF ioctl is confirmed only when it succeeded."""
+    lg = make.v92_cancel_retry()
+    t = lg.rows[-1]["t_ns"] - 1_000_000
+    extra = [
+        _qmp(t, E.QMP_VFIO_MIGRATION, device="vfio0", state="stop-copy"),
+        {"t_ns": t + 1, "side": "source", "origin": "bpf", "event": E.BPF_IOCTL, "device": make.DEV,
+         "state": "STOP", "ret": 0},
+        {"t_ns": t + 2, "side": "source", "origin": "bpf", "event": E.BPF_IOCTL, "device": make.DEV,
+         "state": "RUNNING", "ret": -22},
+    ]
+    rep = build_report(E.conform(pd.DataFrame(lg.rows + extra)))
+    m = rep.migrations[1]
+    qdev = next(d for d in m.devices if d.name == "vfio0")
+    assert [(s.state, s.origin, s.confirmed) for s in qdev.states] == [("stop-copy", "qmp", True)]
+    dev = next(d for d in m.devices if d.name == make.DEV)
+    bpf = [(s.state, s.confirmed) for s in dev.states if s.origin == "bpf"]
+    assert bpf == [("STOP", True), ("RUNNING", False)]
+
+
+def test_synthetic_logs_match_their_generator() -> None:
+    for lg in make.all_logs():
+        assert (SYN / lg.name).read_text() == lg.text(), f"rerun {SYN / 'make.py'}"

@@ -92,6 +92,10 @@ def test_matches_query_migrate(run: Path, qmp: bool) -> None:
                 assert m.total_ms >= q["total-time"] - MS
             assert m.converged is False
             assert m.verdict.min_gap_bytes is not None and m.verdict.min_gap_bytes > 0
+            rate = q.get("ram", {}).get("dirty-pages-rate")
+            if timed and rate:  # QEMU's rate of its last closed period; ours over all periods
+                want = rate * q["ram"]["page-size"]
+                assert m.verdict.dirty_rate_bytes_per_s == pytest.approx(want, rel=0.1)
             assert m.verdict.needed_downtime_limit_ms is not None
     # the destination log is merged onto the same migrations, none left over
     assert all(m.side == "source" for m in rep.migrations)
@@ -137,3 +141,22 @@ def test_transferred_bytes_flood_does_not_change_the_model() -> None:
     lean = build_report(ev[ev["event"] != "migration_transferred_bytes"].reset_index(drop=True))
     a, b = rep.migrations[0], lean.migrations[0]
     assert (a.dirty_syncs, a.total_ms, a.downtime_ms, len(a.checks)) == (b.dirty_syncs, b.total_ms, b.downtime_ms, len(b.checks))
+
+
+@pytest.mark.parametrize("run", [r for r in RUNS if r.name.startswith("7.2-cancel") or r.name.endswith("-converges")],
+                         ids=lambda p: p.name)
+def test_qmp_only(run: Path) -> None:
+    """Only the QMP capture (no trace): outcomes, counts and times are QEMU's own."""
+    from profiler.sources.qmp import read_events_jsonl
+
+    info = json.loads((run / "run.json").read_text())
+    rep = build_report(read_events_jsonl(run / "events.jsonl"))
+    src = [m for m in rep.migrations if m.side == "source"]
+    assert [m.outcome for m in src] == [a["status"] for a in info["attempts"]]
+    for m, a in zip(src, info["attempts"], strict=True):
+        q = a["last_counters"]["source"]
+        if a["status"] == "completed":
+            assert (m.total_ms, m.downtime_ms, m.setup_ms) == (q["total-time"], q["downtime"], q["setup-time"])
+            assert m.dirty_syncs == q["ram"]["dirty-sync-count"]
+            assert m.dest_outcome == "completed"
+        assert m.converged is None or m.converged is True  # no checks without a trace

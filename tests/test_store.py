@@ -93,6 +93,14 @@ def test_stream_readable_while_recording(tmp_path: Path) -> None:
     assert len(store.read_recording(out)[0]) == 30
 
 
+def test_frames_that_skipped_conform_are_conformed(tmp_path: Path) -> None:
+    partial = pd.DataFrame({"t_ns": [1, 2], "event": ["a", "b"], "bytes": [1.0, None]})
+    out = store.write_recording(tmp_path / "c.parquet", partial)
+    df, _, _ = store.read_recording(out)
+    assert df["bytes"].tolist()[0] == 1 and df["bytes"].isna().tolist() == [False, True]
+    assert list(df["event"].astype(str)) == ["a", "b"]
+
+
 def test_empty_recording_is_valid(tmp_path: Path) -> None:
     with store.RecordingWriter(tmp_path / "e.parquet") as w:
         pass
@@ -211,6 +219,7 @@ _KILL_CHILD = textwrap.dedent("""
     from test_store import frame
     from profiler import store
     w = store.RecordingWriter(sys.argv[1], flush_rows=10**9, flush_interval_s=0.3)
+    w.update_meta(qemu_version="10.0.2")   # learnt while recording: rides on a batch
     k = 0
     while True:
         w.write(frame(100, k * 100)); k += 1
@@ -241,7 +250,8 @@ def test_sigkilled_writer_leaves_a_readable_file(tmp_path: Path) -> None:
     assert seen >= 1000
     partial = out.with_name(out.name + store.PARTIAL_SUFFIX)
     assert not out.exists() and partial.exists()
-    df, _, warnings = store.read_recording(partial)
+    df, meta, warnings = store.read_recording(partial)
+    assert meta["qemu_version"] == "10.0.2"
     assert len(df) >= seen and len(df) % 100 == 0
     same(df, ev.concat([frame(100, k * 100) for k in range(len(df) // 100)]))
     assert warnings  # says the recorder did not close it

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,7 +20,7 @@ from profiler.sources.base import Source
 from profiler.sources.recording import RecordingSource
 from profiler.store import write_recording
 from tui.app import MigprofApp
-from tui.feed import LiveFeed, ReplayFeed, default_build
+from tui.feed import LiveFeed, ReplayFeed, TailModel, default_build, frozen_at, splice, tail_frame
 from tui.fmt import fmt_bytes
 from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
@@ -46,9 +47,19 @@ def converging() -> pipeline.Loaded:
     return pipeline.load([str(real_run("converges", "converg"))])
 
 
+def input_paths(loaded: pipeline.Loaded) -> tuple[str, ...]:
+    return tuple(str(i["path"]) if isinstance(i, dict) else str(i) for i in loaded.inputs)
+
+
+def report_of(loaded: pipeline.Loaded):
+    """The model over the whole input, as ``migprof report`` builds it."""
+    return build_report(loaded.events, inputs=input_paths(loaded), malformed=loaded.malformed,
+                        skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
+
+
 def make_replay(loaded: pipeline.Loaded, **kw) -> MigprofApp:
-    build = default_build(inputs=loaded.inputs, malformed=loaded.malformed, skipped=loaded.skipped,
-                          warnings=loaded.warnings, meta=loaded.meta)
+    build = default_build(inputs=input_paths(loaded), malformed=loaded.malformed,
+                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
     kw.setdefault("playing", False)
     return MigprofApp(ReplayFeed(loaded.events, build=build, **kw))
 
@@ -87,8 +98,7 @@ def n_checks(app: MigprofApp) -> int:
 
 @run_async
 async def test_replay_at_end_shows_the_models_values(converging):
-    full = build_report(converging.events, inputs=converging.inputs, malformed=converging.malformed,
-                        skipped=converging.skipped, warnings=converging.warnings, meta=converging.meta)
+    full = report_of(converging)
     m = full.migrations[-1]
     c = m.checks[-1]
     app = make_replay(converging, at="end")
@@ -304,3 +314,31 @@ async def test_live_source_dying_mid_run_keeps_the_screen(converging):
         assert app.is_running
         await pilot.press("q")
     assert app.return_code == 2
+
+
+def _summary(rep):
+    return [(m.outcome, m.start_ns, m.total_ms, [(c.t_ms, c.pending_bytes, c.threshold_bytes)
+                                                 for c in m.checks]) for m in rep.migrations]
+
+
+def test_tail_model_matches_a_full_rebuild_across_migrations():
+    """Live and replay rebuild only the open migration; the result equals a full build."""
+    loaded = pipeline.load([str(real_run("cancel-retry"))])
+    events = ev.sort_timeline(loaded.events)
+    full = build_report(events)
+    assert len(full.migrations) >= 2, "the cancel-retry run has a cancelled and a retried migration"
+    tail = TailModel()
+    bounds = np.linspace(0, len(events), 6).astype(int)[1:]
+    for end in bounds:  # batches arrive; each refresh builds the tail only
+        rep = tail.report(events.iloc[:end], build_report)
+    assert tail.frozen, "the finished migration was frozen"
+    assert _summary(rep) == _summary(full)
+    # replay: a cursor inside the second migration
+    second = sorted(m.start_ns for m in full.migrations)[1]
+    cursor = second + 50_000_000
+    pos = int(np.searchsorted(events["t_ns"].to_numpy(dtype="int64"), cursor, side="right"))
+    frozen, cut = frozen_at(full, cursor)
+    assert len(frozen) == 1 and cut == second
+    prefix = events.iloc[:pos]
+    spliced = splice(frozen, build_report(tail_frame(prefix, cut)), pos)
+    assert _summary(spliced) == _summary(build_report(prefix))

@@ -6,22 +6,27 @@ Update after checking the report: ``.venv/bin/pytest tests/test_tui_snapshots.py
 from __future__ import annotations
 
 import pytest
+from test_tui import make_replay, real_run, until
 from textual.widgets import Input
 
 from profiler import pipeline
-from test_tui import make_replay, real_run, until
 
 
 @pytest.fixture(scope="module")
 def loaded() -> pipeline.Loaded:
-    return pipeline.load([str(real_run("converges", "converg"))])
+    # a run with a parameter change and 29 checks: every mark of the chart shows
+    return pipeline.load([str(real_run("downtime-raise", "converges"))])
 
 
-def _settle(app, cond):
+def _settle(app, cond, press: tuple[str, ...] = ()):
     async def run_before(pilot) -> None:
         for inp in app.screen.query(Input):
             inp.cursor_blink = False
-        await until(pilot, lambda: app.view is not None and cond(app), what="the replay to settle")
+        await until(pilot, lambda: app.view is not None, what="the first view")
+        for key in press:
+            await pilot.press(key)
+            await pilot.pause(0.15)
+        await until(pilot, lambda: cond(app), what="the replay to settle")
         await pilot.pause(0.3)
 
     return run_before
@@ -48,5 +53,5 @@ def test_snapshot_third_check_events_tab(snap_compare, loaded):
         m = a.view.migration(None)
         return m is not None and len(m.checks) == 3
 
-    assert snap_compare(app, terminal_size=(100, 30), press=["full_stop"] * 3 + ["e"],
-                        run_before=_settle(app, at_third))
+    press = ("full_stop",) * 3 + ("e",)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=_settle(app, at_third, press))

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_tui import real_run, report_of
 
 from profiler import pipeline
 from profiler.cli import main
-from profiler.model import build_report
-from test_tui import real_run
 from tui.fmt import fmt_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,8 +68,7 @@ def _command(run: Path, extra: str, pidfile: Path) -> str:
 def test_replay_screen_shows_the_models_threshold_and_pending(tmux, tmp_path):
     run = real_run("converges", "converg")
     loaded = pipeline.load([str(run)])
-    report = build_report(loaded.events, inputs=loaded.inputs, malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=loaded.warnings, meta=loaded.meta)
+    report = report_of(loaded)
     mig = report.migrations[-1]
     last = mig.checks[-1]
     tmux.start(_command(run, "--at end", tmp_path / "pid"))

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from textual import on
@@ -58,7 +59,7 @@ class _Stop:
 class MigprofApp(App[int]):
     """One app for live, demo and replay; the feed decides which."""
 
-    CSS_PATH = "migprof.tcss"
+    CSS_PATH = str(Path(__file__).with_name("migprof.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "migprof"
     ENABLE_COMMAND_PALETTE = True
 
@@ -196,6 +197,11 @@ class MigprofApp(App[int]):
         """A time from the selected migration's start (or the first event) to epoch ns."""
         v = self.view
         mig = v.migration(self.selected) if v else None
+        if v is not None and v.full is not None and v.full.migrations:
+            # replay: the migration as the whole input has it (the cursor may be before it)
+            migs = v.full.migrations
+            mig = v.full_migration(mig) if mig is not None else (
+                migs[self.selected] if self.selected is not None and self.selected < len(migs) else migs[-1])
         base = mig.start_ns if mig is not None and mig.start_ns is not None else (v.first_ns if v else 0)
         return int((base or 0) + t_ms * 1e6)
 

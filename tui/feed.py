@@ -5,6 +5,7 @@ reads a loaded frame paced by a clock. The UI talks to it only through ``Feed.se
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as ev
-from profiler.model.results import Report
+from profiler.model.results import Migration, Report
 from tui.messages import ModelUpdated, Notice, SourceEnded, SourceFailed
 from tui.view import HealthItem, LogRow, View
 
@@ -131,6 +132,9 @@ _SUMMARY_COLS = (
 )
 
 
+_SIDE = {"source": "src", "destination": "dst", "unknown": "?"}
+
+
 def _isna(v: Any) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
@@ -147,10 +151,14 @@ def _log_row(r: dict[str, Any], first_ns: int | None) -> LogRow:
         text = " ".join(f"{name}={r[col]}" for col, name in _SUMMARY_COLS if not _isna(r.get(col)))
     else:
         text = str(raw)
+        name = str(r.get("event") or "")
+        at = text.find(name) if name else -1
+        if at >= 0:  # drop the trace prefix (pid@time:) and the name shown in its own column
+            text = text[at + len(name):].strip()
     dev = r.get("device")
     return LogRow(
         t=ts,
-        side=str(r.get("side") or "")[:3],
+        side=_SIDE.get(str(r.get("side") or ""), "?"),
         event=str(r.get("event") or ""),
         device="" if _isna(dev) else str(dev),
         text=text,
@@ -193,6 +201,88 @@ def _sum_keys(h: Any, keys: tuple[str, ...]) -> int:
     return total
 
 
+
+GLOBAL_EVENTS = (ev.QMP_PARAMS, ev.LAB_MARK)  # the model reads these from before a migration
+TERMINAL = ("completed", "failed", "cancelled")
+_NO_TIME = np.iinfo(np.int64).max
+
+
+def _times(frame: pd.DataFrame) -> np.ndarray:
+    """t_ns as int64, untimed rows last (they stay in every tail)."""
+    return frame["t_ns"].fillna(_NO_TIME).to_numpy(dtype="int64")
+
+
+def tail_frame(frame: pd.DataFrame, cut_ns: int | None) -> pd.DataFrame:
+    """The events the newest migrations need: from ``cut_ns`` on, plus parameter changes before."""
+    if cut_ns is None:
+        return frame
+    keep = _times(frame) >= cut_ns
+    keep |= frame["event"].isin(GLOBAL_EVENTS).to_numpy(dtype=bool, na_value=False)
+    return frame[keep]
+
+
+def splice(frozen: list[Migration], rep: Report, events: int) -> Report:
+    """Finished migrations kept from earlier builds, then the tail's, numbered in order."""
+    migs = list(frozen) + [dataclasses.replace(m, index=len(frozen) + i)
+                           for i, m in enumerate(rep.migrations)]
+    return dataclasses.replace(rep, migrations=tuple(migs), events=events)
+
+
+class TailModel:
+    """Live model updates that rebuild only the migrations still open.
+
+    A migration is frozen once it ended and a later one has started: its events are all
+    before the later one's start, so later batches cannot change it. Each refresh then
+    builds the report over the events from the oldest open migration on (plus parameter
+    changes before it), whatever the total number of events.
+    """
+
+    def __init__(self) -> None:
+        self.frozen: list[Migration] = []
+        self.cut_ns: int | None = None
+
+    def report(self, frame: pd.DataFrame, build: Build) -> Report:
+        rep = build(tail_frame(frame, self.cut_ns))
+        migs = list(rep.migrations)
+        if len(migs) >= 2 and all(m.start_ns is not None for m in migs):
+            newest = max(m.start_ns for m in migs)
+            ended = [m for m in migs if m.outcome in TERMINAL and m.start_ns < newest]
+            still = [m for m in migs if m not in ended]
+            # freeze only migrations that started before every open one, so the cut (the
+            # oldest open start) leaves all their events behind
+            keep = sorted((m for m in ended if all(m.start_ns < o.start_ns for o in still)),
+                          key=lambda m: m.start_ns)
+            if keep:
+                self.frozen += [dataclasses.replace(m, index=len(self.frozen) + i)
+                                for i, m in enumerate(keep)]
+                rest = [m for m in migs if m not in keep]
+                self.cut_ns = min(m.start_ns for m in rest)
+                rep = dataclasses.replace(rep, migrations=tuple(rest))
+        return splice(self.frozen, rep, len(frame))
+
+
+def frozen_at(full: Report | None, cursor_ns: int | None) -> tuple[list[Migration], int | None]:
+    """Replay: the migrations of the whole input that ended before the one open at the cursor.
+
+    Returns them and the start of the first migration still open (the cut), or ([], None)
+    when times are unknown.
+    """
+    if full is None or cursor_ns is None or len(full.migrations) < 2:
+        return [], None
+    migs = sorted(full.migrations, key=lambda m: (m.start_ns is None, m.start_ns or 0))
+    if any(m.start_ns is None for m in migs):
+        return [], None
+    frozen: list[Migration] = []
+    for m, nxt in zip(migs, migs[1:], strict=False):
+        if m.outcome in TERMINAL and nxt.start_ns <= cursor_ns and m.start_ns < nxt.start_ns:
+            frozen.append(m)
+        else:
+            break
+    if not frozen:
+        return [], None
+    return frozen, migs[len(frozen)].start_ns
+
+
 class Feed:
     """Base of the live and replay feeds: a command queue and the posting cadence."""
 
@@ -221,13 +311,15 @@ class Feed:
         self._cmds.put((cmd, args))
 
     # --- worker side ---------------------------------------------------------------------
-    def build(self, frame: pd.DataFrame, post: Post | None = None) -> Report | None:
-        """The model over ``frame``; on a model error keep the last report and say so once."""
+    def build(self, frame: pd.DataFrame, post: Post | None = None,
+              how: Callable[[pd.DataFrame], Report] | None = None) -> Report | None:
+        """The model over ``frame`` (through ``how``, default the whole build); on a model
+        error keep the last report and say so once."""
         if self._build is None:
             self._build = default_build()
         t0 = time.perf_counter()
         try:
-            rep = self._build(frame)
+            rep = (how or self._build)(frame)
         except Exception as e:
             log.debug("model failed on %d events", len(frame), exc_info=True)
             text = f"model error at event {len(frame)}: {type(e).__name__}: {e}"
@@ -279,6 +371,7 @@ class LiveFeed(Feed):
         self.source = source
         self.record = record
         self.health: dict[str, Any] = {}
+        self.tail = TailModel()
         self.status = "running"
         self.error: str | None = None
 
@@ -321,7 +414,8 @@ class LiveFeed(Feed):
         for b in pending:
             self.index.append(b)
         if pending:
-            self.report = self.build(self.index.frame, post)
+            self.report = self.build(self.index.frame, post,
+                                     lambda f: self.tail.report(f, self._build))
         pending.clear()
         self._post_view(post, self._view())
 
@@ -486,7 +580,10 @@ class ReplayFeed(Feed):
             if self.pos == self.n and self.full is not None:
                 self.report = self.full
             else:
-                self.report = self.build(self.events.iloc[: self.pos], self._post)
+                frozen, cut = frozen_at(self.full, self.cursor_ns if self.timed else None)
+                self.report = self.build(
+                    self.events.iloc[: self.pos], self._post,
+                    lambda f: splice(frozen, self._build(tail_frame(f, cut)), len(f)))
             self._built_pos = self.pos
         rows, n = self.index.rows(self.pos)
         self._seq += 1

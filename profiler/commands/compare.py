@@ -31,6 +31,10 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
     p.add_argument("--alpha", type=float, default=d(0.05), help="significance level (default 0.05)")
     p.add_argument("--outcome", choices=("completed", "all"), default=d("completed"),
                    help="which migrations are samples (default: completed ones)")
+    p.add_argument("--all-devices", action="store_true", default=d(False),
+                   help="per-device metrics for every device QEMU names, not only RAM and VFIO")
+    p.add_argument("--no-summary", action="store_true", default=d(False),
+                   help="rebuild every report from the events, ignoring stored summaries")
     p.add_argument("-j", "--jobs", type=int, default=d(0), metavar="N",
                    help="load inputs in N processes (default: one per CPU, at most 4)")
 
@@ -72,33 +76,44 @@ def split_sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return base, cand
 
 
-def _load_one(path: str):
+def _load_one(path: str, use_summary: bool = True):
     """A Run, or the error's text: InputError does not survive pickling between processes."""
     from profiler.compare import load_run
 
     try:
-        return load_run(path)
+        return load_run(path, use_summary=use_summary)
     except MigprofError as e:
         return ("error", str(e), e.exit_code)
 
 
-def _load(paths: list[str], jobs: int):
-    from profiler.compare import load_run
+def _load(paths: list[str], jobs: int, use_summary: bool = True):
+    """Every input as a Run, in order: stored summaries first, the rest rebuilt in processes."""
+    from profiler.compare import cached_run
 
-    if jobs <= 1 or len(paths) < 4:
-        return [load_run(p) for p in paths]
-    import concurrent.futures as cf
-    import multiprocessing as mp
+    runs = {}
+    if use_summary:
+        for p in paths:
+            r = cached_run(p)
+            if r is not None:
+                runs[p] = r
+    todo = [p for p in paths if p not in runs]
+    if jobs <= 1 or len(todo) < 4:
+        out = [_load_one(p, use_summary=False) for p in todo]
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
 
-    # fork: the children start with pandas and the model already imported
-    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as ex:
-        out = list(ex.map(_load_one, paths, chunksize=max(1, len(paths) // (jobs * 4))))
-    for r in out:
+        # fork: the children start with pandas and the model already imported
+        with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("fork")) as ex:
+            out = list(ex.map(_load_one, todo, [False] * len(todo),
+                              chunksize=max(1, len(todo) // (jobs * 4))))
+    for p, r in zip(todo, out, strict=True):
         if isinstance(r, tuple):
             err = MigprofError(r[1])
             err.exit_code = r[2]
             raise err
-    return out
+        runs[p] = r
+    return [runs[p] for p in paths]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,19 +124,21 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1:
         raise MigprofError(f"compare: --alpha {args.alpha} must be between 0 and 1")
     jobs = args.jobs or min(4, os.cpu_count() or 1)
-    runs = _load(base_in + cand_in, jobs)
-    base = make_side("base", runs[:len(base_in)], args.outcome)
-    cand = make_side("candidate", runs[len(base_in):], args.outcome)
+    runs = _load(base_in + cand_in, jobs, not args.no_summary)
+    kinds = None if args.all_devices else ("ram", "vfio")
+    base = make_side("base", runs[:len(base_in)], args.outcome, kinds)
+    cand = make_side("candidate", runs[len(base_in):], args.outcome, kinds)
     for side in (base, cand):
         if not side.samples:
             raise MigprofError(f"compare: no migration found on the {side.label} side "
                                f"({', '.join(side.inputs)})")
     c = compare(base, cand, rules, alpha=args.alpha)
     for r in runs:
-        for w in r.report.warnings:
+        for w in r.warnings:
             print(f"migprof: warning: {w}", file=sys.stderr)
-    for w in c.warnings:
-        print(f"migprof: {w}", file=sys.stderr)
+    if args.json:  # the other forms carry these lines in their footer
+        for w in c.warnings:
+            print(f"migprof: {w}", file=sys.stderr)
     from profiler.views import compare as view
 
     if args.json:

@@ -1,16 +1,232 @@
-"""`migprof demo`: Run a lab migration and profile it live."""
+"""`migprof demo`: run a lab migration and profile it live, ending with the report."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any
 
-from profiler.errors import MigprofError
+import pandas as pd
+
+from profiler import events as ev
+from profiler.commands.lab import add_lab_args, config_from_args, quiet_qmp_logs
+
+EXAMPLES = """examples:
+  migprof demo                              # 'converges' on QEMU 7.2, TUI on a terminal
+  migprof demo --no-tui                     # a line per second, then the report
+  migprof demo --scenario never-converges   # watch pending stay above the threshold
+  migprof demo --scenario bandwidth-change --qemu 10.0
+"""
+
+MiB = 1024 * 1024
+TAIL_S = 0.25  # trace log tail period
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="Run a lab migration and profile it live")
+    p = sub.add_parser(
+        "demo",
+        help="Run a lab migration and profile it live",
+        description="Run a real migration in the lab (see `migprof lab`) and profile it live "
+        "from its trace logs, QMP and sock_diag; the final report follows.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_lab_args(p)
+    p.add_argument("--no-tui", action="store_true", help="line view even on a terminal")
+    p.add_argument("-i", "--interval", type=float, default=1.0, help="line view period, s")
+    p.add_argument("--all-checks", action="store_true", help="list every pre-copy check")
+    p.add_argument("-j", "--json", action="store_true", help="final report as JSON")
     return p
 
 
+class LineView:
+    """bcc-style live lines: one per interval, from the events seen so far (source side)."""
+
+    HEADER = f"{'TIME(s)':>7} {'STATE':<10} {'PASS':>4} {'PEND(MiB)':>9} {'THRESH(MiB)':>11} {'XFER(MiB)':>9} {'MiB/s':>7}"
+
+    def __init__(self, out=sys.stdout, interval: float = 1.0):
+        self.out = out
+        self.interval = interval
+        self.state = "none"
+        self.passes: int | None = None
+        self.pending: int | None = None
+        self.threshold: int | None = None
+        self.xfer: int | None = None
+        self.mibps: float | None = None
+        self.t0: float | None = None
+        self.next = time.monotonic()
+        self.last = 0.0
+        self.printed = False
+
+    def feed(self, df: pd.DataFrame) -> None:
+        if len(df):
+            self._update(df)
+        now = time.monotonic()
+        if now >= self.next and self.t0 is not None:
+            self.print_line(now)
+            self.next = now + self.interval
+
+    WANTED = (ev.QMP_QUERY_MIGRATE, ev.QMP_MIGRATION, "migrate_pending", "migrate_pending_estimate",
+              "migrate_pending_exact", "migrate_transferred")
+
+    def _update(self, df: pd.DataFrame) -> None:
+        # most batches carry nothing this view shows: pick the few rows it needs first,
+        # then walk them in order (a handful per second)
+        m = df["event"].isin(self.WANTED).to_numpy(dtype=bool) & (
+            df["side"] == ev.Side.SOURCE).to_numpy(dtype=bool)
+        if not m.any():
+            return
+        cols = ["event", "state", "bytes", "count", "threshold_bytes", "detail"]
+        for e, state, nbytes, count, thr, detail in df.loc[m, cols].itertuples(index=False):
+            if e == ev.QMP_QUERY_MIGRATE:
+                self.state = state if isinstance(state, str) else self.state
+                if count is not pd.NA:
+                    self.passes = int(count)
+                if nbytes is not pd.NA:
+                    self.xfer = int(nbytes)
+                if isinstance(detail, str):
+                    ram = json.loads(detail).get("ram") or {}
+                    if "mbps" in ram:
+                        self.mibps = ram["mbps"] * 1e6 / 8 / MiB
+            elif e == ev.QMP_MIGRATION:
+                self.state = state if isinstance(state, str) else self.state
+            else:
+                if e != "migrate_transferred" and nbytes is not pd.NA:
+                    self.pending = int(nbytes)
+                if thr is not pd.NA:
+                    self.threshold = int(thr)
+            if self.t0 is None and self.state != "none":
+                self.t0 = time.monotonic()
+
+    def print_line(self, now: float | None = None) -> None:
+        now = now or time.monotonic()
+        self.last = now
+        if not self.printed:
+            print(self.HEADER, file=self.out)
+            self.printed = True
+
+        def mib(v: int | None) -> str:
+            return f"{v / MiB:.1f}" if v is not None else "-"
+
+        t = now - self.t0 if self.t0 is not None else 0.0
+        rate = f"{self.mibps:.1f}" if self.mibps is not None else "-"
+        print(
+            f"{t:7.1f} {self.state:<10} {self.passes if self.passes is not None else '-':>4} "
+            f"{mib(self.pending):>9} {mib(self.threshold):>11} {mib(self.xfer):>9} {rate:>7}",
+            file=self.out,
+            flush=True,
+        )
+
+
+def _sources(lab: Any) -> list:
+    """What the demo profiles: the lab's QMP/sock_diag rows and both trace logs, tailed."""
+    from profiler.sources.qemu_log import QemuLogSource, parse_bytes
+
+    # the log parser builds its tables on first use (about a second): do it now, not
+    # while the first live lines are due
+    parse_bytes(b"migrate_set_state new state none\n", side="source")
+
+    return [
+        lab.stream,
+        QemuLogSource(lab.procs["source"].spec.log_file, "source", follow=True),
+        QemuLogSource(lab.procs["destination"].spec.log_file, "destination", follow=True),
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
-    raise MigprofError("'migprof demo' is not implemented yet")
+    from profiler.lab.run import Lab, run_guarded
+    from profiler.stream import MergedSource
+
+    quiet_qmp_logs(args)
+    cfg = config_from_args(args)
+    use_tui = sys.stdout.isatty() and not args.no_tui and not args.json
+    print(
+        f"migprof demo: scenario {cfg.scenario.name} ({cfg.scenario.description}); "
+        f"run directory {cfg.out}",
+        file=sys.stderr,
+    )
+    with run_guarded(), Lab(cfg) as lab:
+        result: dict[str, Any] = {}
+
+        def drive() -> None:
+            try:
+                result["run"] = lab.run()
+            except BaseException as e:  # reported by the main thread
+                result["error"] = e
+            finally:
+                lab.close()  # stops QEMU; the stream ends once drained
+
+        merged = MergedSource(_sources(lab))
+        worker = threading.Thread(target=drive, name="lab-run", daemon=True)
+        frames: list[pd.DataFrame] = []
+        if use_tui:
+            tui = _try_tui()
+            if tui is not None:
+                worker.start()
+                rc = tui(merged, title=f"migprof demo: {cfg.scenario.name}")
+                worker.join()
+                if "error" in result:
+                    raise result["error"]
+                _final_report(cfg.out, args)
+                return rc
+        stop = threading.Event()
+        done_at = 0.0
+        view = LineView(sys.stdout, args.interval) if not args.json else None
+        with merged:
+            worker.start()
+            for batch in merged.batches(stop):
+                if len(batch):
+                    frames.append(batch)
+                if view is not None:
+                    view.feed(batch)
+                if not worker.is_alive() and lab.stream.finished.is_set():
+                    # QEMU has exited, so the logs are complete: give the tails half a
+                    # second to read their ends, then stop
+                    done_at = done_at or time.monotonic()
+                    if time.monotonic() - done_at > 0.5:
+                        stop.set()
+        worker.join()
+        if view is not None and view.t0 is not None and time.monotonic() - view.last > 0.3:
+            view.print_line()
+        if "error" in result:
+            raise result["error"]
+    return _final_report(cfg.out, args)
+
+
+def _try_tui():
+    """The TUI entry point, or None (then the line view) when the TUI is not installed."""
+    try:
+        from tui.app import run_live
+    except ImportError as e:
+        print(f"migprof: no TUI ({e}); line view", file=sys.stderr)
+        return None
+    return run_live
+
+
+def _final_report(run_dir: Any, args: argparse.Namespace) -> int:
+    """The report of the finished run, read back from its directory like `migprof report`."""
+    from rich.console import Console
+
+    from profiler.model.build import build_report
+    from profiler.pipeline import load
+    from profiler.views import report as view
+
+    loaded = load([str(run_dir)])
+    rep = build_report(
+        loaded.events,
+        inputs=loaded.meta.get("inputs", ()),
+        malformed=loaded.malformed,
+        skipped=loaded.skipped,
+        warnings=loaded.warnings,
+        meta=loaded.meta,
+    )
+    if args.json:
+        print(json.dumps(view.to_json(rep), indent=2))
+    else:
+        print(file=sys.stdout)
+        view.render(rep, Console(), all_checks=args.all_checks)
+        print(f"run directory: {run_dir}  (migprof report {run_dir})", file=sys.stderr)
+    return 0

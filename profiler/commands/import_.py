@@ -40,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     meta.setdefault("sources", sorted({str(o) for o in events["origin"].dropna().unique()}))
     meta["malformed_lines"] = int(loaded.malformed)
     meta["skipped_lines"] = int(loaded.skipped)
-    if args.qemu_version:
-        meta["qemu_version"] = args.qemu_version
+    qv = args.qemu_version or store.qemu_version_of(meta)
+    if qv:
+        meta["qemu_version"] = qv
     try:
         path = store.write_recording(args.output, events, meta)
     except OSError as e:

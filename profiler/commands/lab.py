@@ -21,11 +21,14 @@ EXAMPLES = """examples:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "lab", help="Run a real migration between two local QEMUs",
+        "lab",
+        help="Run a real migration between two local QEMUs",
         description="Run one real live migration between two QEMUs on this host (source and "
         "destination, each in its own network namespace joined by a tc-shaped veth), driven "
         "over QMP, with trace events logged, and leave a run directory for `migprof report`.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_lab_args(p)
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("-j", "--json", action="store_true", help="print the run summary as JSON")
@@ -39,29 +42,51 @@ def add_lab_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by `lab` and `demo`."""
     from profiler.lab.scenarios import SCENARIOS
 
-    p.add_argument("-s", "--scenario", default="converges", choices=sorted(SCENARIOS),
-                   help="named preset (default: converges)")
-    p.add_argument("-o", "--out", type=Path, help="run directory (default: ./migprof-lab-<scenario>-<time>)")
-    p.add_argument("--qemu", help="QEMU version (7.2, 10.0) or path to qemu-system-x86_64 "
-                   "(default: Debian's 7.2)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                   help="auto: KVM only if a probe guest boots under it (default)")
-    p.add_argument("--net", choices=("netns", "loopback"), default="netns",
-                   help="two namespaces and a shaped veth (default), or plain loopback")
+    p.add_argument(
+        "-s",
+        "--scenario",
+        default="converges",
+        choices=sorted(SCENARIOS),
+        help="named preset (default: converges)",
+    )
+    p.add_argument(
+        "-o", "--out", type=Path, help="run directory (default: ./migprof-lab-<scenario>-<time>)"
+    )
+    p.add_argument(
+        "--qemu",
+        help="QEMU version (7.2, 10.0) or path to qemu-system-x86_64 (default: Debian's 7.2)",
+    )
+    p.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto: KVM only if a probe guest boots under it (default)",
+    )
+    p.add_argument(
+        "--net",
+        choices=("netns", "loopback"),
+        default="netns",
+        help="two namespaces and a shaped veth (default), or plain loopback",
+    )
     p.add_argument("--port", type=int, default=0, help="migration TCP port (default 4444 / free)")
     p.add_argument("--dirty-mb", type=int, help="guest working set in MiB")
     p.add_argument("--rate-mbps", type=int, help="guest dirty rate in MiB/s (0 = flat out)")
     p.add_argument("--mem-mb", type=int, help="guest RAM in MiB")
     p.add_argument("--max-bandwidth", type=float, metavar="MIBPS", help="QMP max-bandwidth, MiB/s")
     p.add_argument("--downtime-limit", type=int, metavar="MS", help="QMP downtime-limit, ms")
-    p.add_argument("--timeout", type=float, metavar="S", help="cancel the migration after S seconds")
+    p.add_argument(
+        "--timeout", type=float, metavar="S", help="cancel the migration after S seconds"
+    )
     p.add_argument("--rate-mbit", type=float, help="tc rate of the veth, Mbit/s")
     p.add_argument("--delay-ms", type=float, help="tc netem delay of the veth, ms")
     p.add_argument("--loss", type=float, metavar="PCT", help="tc netem loss of the veth, percent")
     p.add_argument("--poll-hz", type=float, default=10.0, help="query-migrate rate (default 10)")
     p.add_argument("--no-timestamps", action="store_true", help="log without -msg timestamp=on")
-    p.add_argument("--transferred-bytes", action="store_true",
-                   help="also enable the migration_transferred_bytes trace flood")
+    p.add_argument(
+        "--transferred-bytes",
+        action="store_true",
+        help="also enable the migration_transferred_bytes trace flood",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -76,17 +101,33 @@ def config_from_args(args: argparse.Namespace):
     if args.downtime_limit is not None:
         params["downtime-limit"] = args.downtime_limit
     shaping = dict(sc.shaping or {})
-    for k, v in (("rate_mbit", args.rate_mbit), ("delay_ms", args.delay_ms), ("loss_pct", args.loss)):
+    for k, v in (
+        ("rate_mbit", args.rate_mbit),
+        ("delay_ms", args.delay_ms),
+        ("loss_pct", args.loss),
+    ):
         if v is not None:
             shaping[k] = v
     sc = sc.with_overrides(
-        dirty_mb=args.dirty_mb, rate_mbps=args.rate_mbps, mem_mb=args.mem_mb, params=params,
-        timeout_s=args.timeout, shaping=shaping or None,
+        dirty_mb=args.dirty_mb,
+        rate_mbps=args.rate_mbps,
+        mem_mb=args.mem_mb,
+        params=params,
+        timeout_s=args.timeout,
+        shaping=shaping or None,
         timestamps=False if args.no_timestamps else None,
-        transferred_bytes=True if args.transferred_bytes else None)
+        transferred_bytes=True if args.transferred_bytes else None,
+    )
     out = args.out or Path(f"migprof-lab-{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return LabConfig(scenario=sc, out=out, qemu=args.qemu, accel=args.accel, net=args.net,
-                     poll_hz=args.poll_hz, port=args.port)
+    return LabConfig(
+        scenario=sc,
+        out=out,
+        qemu=args.qemu,
+        accel=args.accel,
+        net=args.net,
+        poll_hz=args.poll_hz,
+        port=args.port,
+    )
 
 
 def quiet_qmp_logs(args: argparse.Namespace) -> None:
@@ -115,8 +156,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     print(f"migprof lab: scenario {cfg.scenario.name}, run directory {cfg.out}", file=sys.stderr)
     res = run_scenario(cfg)
-    summary = {"run_dir": str(res.run_dir), "status": res.status,
-               "attempts": [a["status"] for a in res.attempts]}
+    summary = {
+        "run_dir": str(res.run_dir),
+        "status": res.status,
+        "attempts": [a["status"] for a in res.attempts],
+    }
     src = res.final.get("source") or {}
     for k in ("total-time", "downtime", "setup-time"):
         if k in src:

@@ -317,8 +317,12 @@ class TraceTail(Source):
         self._rest = b""
         self.lines = 0
         self.skipped = 0
+        self.stamped = 0  # lines without a timestamp, given their arrival time
 
     def __enter__(self) -> TraceTail:
+        # the parser builds its tables on first use (a second or more on a busy host):
+        # pay that at attach, not when the first migration lines arrive
+        _parse_lines([b"migrate_set_state new state none"], self.path, 0, self.side, self.pid)
         Path(self.path).touch(exist_ok=True)
         self._f = open(self.path, "rb")  # noqa: SIM115 (closed in close())
         if not self.from_start:
@@ -335,7 +339,10 @@ class TraceTail(Source):
     def _read(self) -> pd.DataFrame:
         if self._f is None:
             return ev.empty_frame()
-        data = self._rest + self._f.read()
+        chunk = self._f.read()
+        if chunk:
+            log.debug("trace tail: %d bytes from %s", len(chunk), self.path)
+        data = self._rest + chunk
         if not data:
             return ev.empty_frame()
         lines = data.split(b"\n")
@@ -343,6 +350,11 @@ class TraceTail(Source):
         if not lines:
             return ev.empty_frame()
         df, skipped = _parse_lines(lines, self.path, self._line, self.side, self.pid)
+        if len(df) and df["t_ns"].isna().any():
+            # QEMU without -msg timestamp=on prints no time: stamp lines as they arrive
+            # (within one poll, 0.1 s); clock_ns stays NA and clock "none" says so
+            df["t_ns"] = df["t_ns"].fillna(time.time_ns())
+            self.stamped += int(df["clock_ns"].isna().sum())
         self._line += len(lines)
         self.lines += len(lines)
         self.skipped += skipped
@@ -355,7 +367,8 @@ class TraceTail(Source):
         yield self._read()
 
     def health(self) -> dict[str, Any]:
-        return {"source": self.name, "file": self.path, "lines": self.lines, "skipped": self.skipped}
+        return {"source": self.name, "file": self.path, "lines": self.lines, "skipped": self.skipped,
+                "stamped_on_arrival": self.stamped}
 
 
 # ---------------------------------------------------------------- line view
@@ -498,6 +511,12 @@ def _sources(args: argparse.Namespace, target: Target, stderr) -> tuple[list[Sou
             print(f"migprof: bpf: {host.problem}; continuing with QMP and QEMU trace only", file=stderr)
         else:
             sources.append(BpfSource([target.pid], sides={target.pid: target.side}, path=args.path))
+            from profiler.sources.usdt import UsdtSource, has_usdt_probes
+
+            exe = f"/proc/{target.pid}/exe"
+            if has_usdt_probes(exe):  # a dtrace build (Fedora/RHEL): its probes, no log needed
+                sources.append(UsdtSource(target.pid, side=target.side))
+                info["usdt"] = os.path.realpath(exe)
     return sources, info
 
 

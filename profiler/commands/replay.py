@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = pipeline.load(args.inputs)
     if not len(loaded.events):
         raise InputError(args.inputs[0], "no events found in the input")
-    build = default_build(inputs=tuple(loaded.inputs), malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
     paths = [str(i.get("path", i)) if isinstance(i, dict) else str(i) for i in loaded.inputs]
+    build = default_build(inputs=tuple(paths), malformed=loaded.malformed,
+                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
     health = [HealthItem("inputs", ", ".join(Path(p).name for p in paths))]
     if loaded.malformed or loaded.skipped:
         health.append(HealthItem("input lines", f"{loaded.malformed} malformed, {loaded.skipped} skipped",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -44,58 +43,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _load(paths: list[str], sides: list[str] | None) -> tuple[Any, list[str]]:
-    """Load the usable inputs; returns (Loaded or None, errors of the unusable ones)."""
-    from profiler import pipeline
-
-    errors: list[str] = []
-    good: list[str] = []
-    side_of: dict[str, str] = {}
-    for i, p in enumerate(paths):
-        if not os.path.exists(p):
-            errors.append(f"{p}: no such file")
-        elif os.path.isdir(p):
-            errors.append(f"{p}: is a directory")
-        else:
-            good.append(p)
-            if sides:
-                side_of[p] = sides[i]
-    while good:
-        kw = {}
-        if side_of and "sides" in inspect.signature(pipeline.load).parameters:
-            kw["sides"] = [side_of[p] for p in good]
-        try:
-            loaded = pipeline.load(good, **kw)
-        except InputError as e:
-            errors.append(str(e))
-            bad = [p for p in good if os.path.abspath(p) == os.path.abspath(e.path)]
-            if not bad:
-                return None, errors
-            good = [p for p in good if p not in bad]
-            continue
-        if side_of and not kw:
-            _force_sides(loaded.events, side_of)
-        errors += _empty_inputs(loaded.events, good)
-        return loaded, errors
-    return None, errors
-
-
-def _force_sides(ev, side_of: dict[str, str]) -> None:
-    files = ev["file"].astype("string")
-    for p, side in side_of.items():
-        m = files.isin([p, os.path.abspath(p)]).fillna(False).to_numpy(dtype=bool)
-        if m.any():
-            ev.loc[m, "side"] = side
-
-
-def _empty_inputs(ev, paths: list[str]) -> list[str]:
-    """Inputs that gave no event at all (binary junk, an empty file, no trace lines)."""
-    files = set(ev["file"].dropna().astype(str))
-    if not files and len(ev):
-        return []  # events carry no file name (e.g. a recording): cannot tell per input
-    absf = {os.path.abspath(f) for f in files}
-    return [f"{p}: no trace events found" for p in paths
-            if p not in files and os.path.abspath(p) not in absf]
+def _unusable(paths: list[str], loaded: Any) -> list[str]:
+    """Inputs that gave no event (empty, binary junk, no trace lines): the loader keeps the
+    others and lists what it read per file in ``loaded.inputs``."""
+    got: dict[str, int] = {}
+    for i in loaded.inputs:
+        p = os.path.abspath(str(i.get("path", "")))
+        got[p] = got.get(p, 0) + int(i.get("events") or 0)
+    bad = []
+    for p in paths:
+        a = os.path.abspath(p)
+        n = sum(v for k, v in got.items() if k == a or k.startswith(a.rstrip(os.sep) + os.sep))
+        if n == 0:
+            bad.append(p)
+    return bad
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,17 +65,21 @@ def run(args: argparse.Namespace) -> int:
     if args.side and len(args.side) != len(args.inputs):
         raise MigprofError(f"--side given {len(args.side)} times for {len(args.inputs)} inputs; "
                            "give it once per INPUT, in order")
-    loaded, errors = _load(list(args.inputs), args.side)
-    for e in errors:
-        print(f"migprof: {e}", file=sys.stderr)
-    if loaded is None:
+    from profiler import pipeline
+
+    try:
+        loaded = pipeline.load(list(args.inputs), sides=args.side)
+    except InputError as e:  # nothing usable at all
+        print(f"migprof: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    report = build_report(loaded.events, inputs=tuple(loaded.inputs), malformed=loaded.malformed,
+    bad = _unusable(list(args.inputs), loaded)
+    paths = [str(i.get("path")) for i in loaded.inputs]
+    report = build_report(loaded.events, inputs=tuple(paths), malformed=loaded.malformed,
                           skipped=loaded.skipped, warnings=tuple(loaded.warnings))
     for w in report.warnings:
-        print(f"migprof: {w}", file=sys.stderr)
+        print(w, file=sys.stderr)  # already `file:line: message`
     _print(report, args)
-    return EXIT_USAGE if errors or not report.migrations else EXIT_OK
+    return EXIT_USAGE if bad or not report.migrations else EXIT_OK
 
 
 def _print(report, args: argparse.Namespace) -> None:

@@ -18,8 +18,14 @@ from profiler.lab import scenarios
 from profiler.lab.run import LabConfig, run_scenario
 
 VERSIONS = ("7.2", "10.0")
-FIXTURE_SCENARIOS = ("converges", "cancel-retry", "downtime-raise", "destination-dies",
-                     "no-timestamps", "transferred-bytes")
+FIXTURE_SCENARIOS = (
+    "converges",
+    "cancel-retry",
+    "downtime-raise",
+    "destination-dies",
+    "no-timestamps",
+    "transferred-bytes",
+)
 # migration_transferred_bytes exists from 8.1 on (qemu-trace.md §2.4)
 SKIP = {("7.2", "transferred-bytes")}
 GZIP_OVER = 256 * 1024
@@ -27,23 +33,30 @@ GZIP_OVER = 256 * 1024
 
 def command_for(version: str, scenario: str, out: Path) -> str:
     """The `migprof lab` command line equivalent to one fixture capture."""
-    return (f"migprof lab --net loopback --accel tcg --qemu {version} "
-            f"--scenario {scenario} --out {out}")
+    return (
+        f"migprof lab --net loopback --accel tcg --qemu {version} --scenario {scenario} --out {out}"
+    )
 
 
 def capture(version: str, scenario: str, root: Path) -> Path:
     out = root / f"{version}-{scenario}"
     if out.exists():
         shutil.rmtree(out)
-    cfg = LabConfig(scenario=scenarios.get(scenario), out=out, qemu=version, accel="tcg",
-                    net="loopback")
+    cfg = LabConfig(
+        scenario=scenarios.get(scenario), out=out, qemu=version, accel="tcg", net="loopback"
+    )
     res = run_scenario(cfg)
     if res.status != cfg.scenario.expect:
-        print(f"capture: {out}: ended {res.status!r}, expected {cfg.scenario.expect!r}",
-              file=sys.stderr)
+        print(
+            f"capture: {out}: ended {res.status!r}, expected {cfg.scenario.expect!r}",
+            file=sys.stderr,
+        )
     for f in sorted(out.glob("*.log")):
         if f.stat().st_size > GZIP_OVER:
-            with f.open("rb") as src, gzip.open(f.with_suffix(".log.gz"), "wb", compresslevel=9) as dst:
+            with (
+                f.open("rb") as src,
+                gzip.open(f.with_suffix(".log.gz"), "wb", compresslevel=9) as dst,
+            ):
                 shutil.copyfileobj(src, dst)
             f.unlink()
     return out

@@ -18,8 +18,17 @@ log = logging.getLogger(__name__)
 GUEST_SOURCES = ("boot.S", "guest.c", "guest.ld")
 GUEST_NAME = "migprof-guest.elf"
 CFLAGS = (
-    "-m32", "-march=i686", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector",
-    "-fno-asynchronous-unwind-tables", "-nostdlib", "-O2", "-Wall", "-Wextra",
+    "-m32",
+    "-march=i686",
+    "-ffreestanding",
+    "-fno-pic",
+    "-fno-pie",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-nostdlib",
+    "-O2",
+    "-Wall",
+    "-Wextra",
 )
 
 
@@ -73,8 +82,20 @@ def build_guest(cache: Path | None = None, src_dir: Path | None = None, cc: str 
         steps = [
             [cc, *CFLAGS, "-c", "guest.c", "-o", "guest.o"],
             [cc, "-m32", "-c", "boot.S", "-o", "boot.o"],
-            [cc, "-m32", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none",
-             "-T", "guest.ld", "-o", GUEST_NAME, "boot.o", "guest.o"],
+            [
+                cc,
+                "-m32",
+                "-nostdlib",
+                "-static",
+                "-no-pie",
+                "-Wl,--build-id=none",
+                "-T",
+                "guest.ld",
+                "-o",
+                GUEST_NAME,
+                "boot.o",
+                "guest.o",
+            ],
         ]
         for cmd in steps:
             r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=120)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import subprocess
 from typing import Any
 
 from profiler.errors import SetupError
@@ -32,16 +34,23 @@ _NAME_RE = re.compile(r"^migprof-([0-9a-z]+)(?:-(src|dst)|[sd])$")
 
 
 def _names(tag: str) -> dict[str, str]:
-    return {"ns_src": f"migprof-{tag}-src", "ns_dst": f"migprof-{tag}-dst",
-            "if_src": f"migprof-{tag}s", "if_dst": f"migprof-{tag}d"}
+    return {
+        "ns_src": f"migprof-{tag}-src",
+        "ns_dst": f"migprof-{tag}-dst",
+        "if_src": f"migprof-{tag}s",
+        "if_dst": f"migprof-{tag}d",
+    }
 
 
 def tbf_args(rate_mbit: float) -> dict[str, Any]:
     """pyroute2 tbf keyword arguments for ``rate_mbit`` (burst: 4 ms worth, >= 64 KiB,
     so GSO-sized packets pass without being split; queue: 100 ms worth)."""
     rate_bps = rate_mbit * 1e6 / 8
-    return {"rate": f"{int(rate_mbit * 1000)}kbit", "burst": max(65536, int(rate_bps * 0.004)),
-            "latency": "100ms"}
+    return {
+        "rate": f"{int(rate_mbit * 1000)}kbit",
+        "burst": max(65536, int(rate_bps * 0.004)),
+        "latency": "100ms",
+    }
 
 
 def netem_args(delay_ms: float | None = None, loss_pct: float | None = None) -> dict[str, Any]:
@@ -65,6 +74,7 @@ class LabNet:
         self.src_addr, self.dst_addr = SRC_ADDR, DST_ADDR
         self.shaping = dict(shaping or {})
         self._created: list[str] = []
+        self._owner = os.getpid()
 
     def __enter__(self) -> LabNet:
         try:
@@ -84,15 +94,21 @@ class LabNet:
         existing = set(netns.listnetns())
         for ns in self.ns.values():
             if ns in existing:
-                raise SetupError(f"network namespace {ns} already exists (another lab of this "
-                                 f"process?); remove it with: ip netns del {ns}")
+                raise SetupError(
+                    f"network namespace {ns} already exists (another lab of this "
+                    f"process?); remove it with: ip netns del {ns}"
+                )
         for ns in self.ns.values():
-            netns.create(ns)
+            _ip_netns("add", ns)
             self._created.append(ns)
         try:
             with IPRoute() as ipr:
-                ipr.link("add", ifname=self.ifname["source"], kind="veth",
-                         peer=self.ifname["destination"])
+                ipr.link(
+                    "add",
+                    ifname=self.ifname["source"],
+                    kind="veth",
+                    peer=self.ifname["destination"],
+                )
                 for side in ("source", "destination"):
                     idx = ipr.link_lookup(ifname=self.ifname[side])[0]
                     ipr.link("set", index=idx, net_ns_fd=self.ns[side])
@@ -107,8 +123,13 @@ class LabNet:
                 ipr.link("set", index=idx, state="up")
         self.shape(**self.shaping, _op="add")
 
-    def shape(self, rate_mbit: float | None = None, delay_ms: float | None = None,
-              loss_pct: float | None = None, _op: str = "replace") -> None:
+    def shape(
+        self,
+        rate_mbit: float | None = None,
+        delay_ms: float | None = None,
+        loss_pct: float | None = None,
+        _op: str = "replace",
+    ) -> None:
         """Set the link's rate (source->destination: tbf) and its delay and loss (both
         ways: netem under the tbf). Kernels without sch_netem (this CI host's) can shape
         the rate only; asking them for delay or loss is a SetupError saying so."""
@@ -128,13 +149,20 @@ class LabNet:
                     parent = {"parent": "1:1"}
                 if delay_ms or loss_pct:
                     try:
-                        ipr.tc("add", "netem", idx, handle="10:", **parent,
-                               **netem_args(delay_ms, loss_pct))
+                        ipr.tc(
+                            "add",
+                            "netem",
+                            idx,
+                            handle="10:",
+                            **parent,
+                            **netem_args(delay_ms, loss_pct),
+                        )
                     except NetlinkError as e:
                         raise SetupError(
                             f"tc netem is unavailable in this kernel ({e.args[-1] if e.args else e}); "
                             "--delay-ms/--loss need CONFIG_NET_SCH_NETEM (modprobe sch_netem); "
-                            "--rate-mbit works without it") from e
+                            "--rate-mbit works without it"
+                        ) from e
 
     def qdisc_stats(self, side: str = "source") -> dict[str, Any]:
         """Bytes/packets/drops of the shaping qdisc on ``side``'s veth."""
@@ -147,22 +175,33 @@ class LabNet:
                     st = q.get_attr("TCA_STATS2")
                     basic = st.get_attr("TCA_STATS_BASIC") if st else None
                     queue = st.get_attr("TCA_STATS_QUEUE") if st else None
-                    return {"bytes": basic.get("bytes") if basic else None,
-                            "packets": basic.get("packets") if basic else None,
-                            "drops": queue.get("drops") if queue else None}
+                    return {
+                        "bytes": basic.get("bytes") if basic else None,
+                        "packets": basic.get("packets") if basic else None,
+                        "drops": queue.get("drops") if queue else None,
+                    }
         return {}
 
     def close(self) -> None:
         """Remove both namespaces (and with them the veth and qdiscs); never raises."""
-        from pyroute2 import netns
-
+        if os.getpid() != self._owner:
+            return  # a forked helper (pyroute2 forks) unwinding: not ours to remove
         while self._created:
             ns = self._created.pop()
             try:
-                netns.remove(ns)
+                _ip_netns("del", ns)
             except Exception as e:
                 log.warning("removing netns %s: %s", ns, e)
         _remove_root_links(self.ifname.values())
+
+
+def _ip_netns(op: str, name: str) -> None:
+    """``ip netns add|del NAME``. pyroute2's netns.create() forks a helper and kills it
+    after a timeout, which on a loaded host can leave an unmounted /run/netns entry
+    (links moved "into" it vanish); iproute2 does the same steps synchronously."""
+    r = subprocess.run(["ip", "netns", op, name], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise SetupError(f"ip netns {op} {name}: {r.stderr.strip() or r.returncode}")
 
 
 def _remove_root_links(names: Any) -> None:
@@ -186,15 +225,14 @@ def cleanup_stale_net() -> list[str]:
             continue
         if not pid_alive(int(m[1], 36)):
             with contextlib.suppress(Exception):
-                netns.remove(ns)
+                _ip_netns("del", ns)
                 removed.append(f"netns {ns}")
     with contextlib.suppress(Exception), IPRoute() as ipr:
         for link in ipr.get_links():
             name = link.get_attr("IFLA_IFNAME") or ""
             m = _NAME_RE.match(name)
-            if m:
-                if not pid_alive(int(m[1], 36)):
-                    with contextlib.suppress(Exception):
-                        ipr.link("del", index=link["index"])
-                        removed.append(f"link {name}")
+            if m and not pid_alive(int(m[1], 36)):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=link["index"])
+                    removed.append(f"link {name}")
     return removed

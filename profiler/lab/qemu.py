@@ -31,30 +31,67 @@ NAME_PREFIX = "migprof-lab-"
 # binary lacks are dropped against its own `-trace help` list.
 MIGRATION_TRACE_EVENTS = (
     # savevm.c
-    "savevm_state_setup", "savevm_state_header", "savevm_state_iterate", "savevm_state_cleanup",
-    "savevm_section_start", "savevm_section_end", "savevm_section_skip", "vmstate_save",
-    "savevm_send_postcopy_listen", "savevm_send_postcopy_run", "loadvm_state_setup",
-    "qemu_loadvm_state_section_startfull", "qemu_loadvm_state_post_main", "loadvm_state_cleanup",
-    "savevm_state_complete_precopy", "vmstate_downtime_save", "vmstate_downtime_load",
-    "vmstate_downtime_checkpoint", "savevm_send_switchover_start",
-    "loadvm_state_switchover_ack_needed", "loadvm_approve_switchover",
+    "savevm_state_setup",
+    "savevm_state_header",
+    "savevm_state_iterate",
+    "savevm_state_cleanup",
+    "savevm_section_start",
+    "savevm_section_end",
+    "savevm_section_skip",
+    "vmstate_save",
+    "savevm_send_postcopy_listen",
+    "savevm_send_postcopy_run",
+    "loadvm_state_setup",
+    "qemu_loadvm_state_section_startfull",
+    "qemu_loadvm_state_post_main",
+    "loadvm_state_cleanup",
+    "savevm_state_complete_precopy",
+    "vmstate_downtime_save",
+    "vmstate_downtime_load",
+    "vmstate_downtime_checkpoint",
+    "savevm_send_switchover_start",
+    "loadvm_state_switchover_ack_needed",
+    "loadvm_approve_switchover",
     # ram.c
-    "migration_bitmap_sync_start", "migration_bitmap_sync_end", "migration_throttle",
-    "ram_save_iterate_big_wait", "ram_load_complete", "migration_dirty_limit_guest",
+    "migration_bitmap_sync_start",
+    "migration_bitmap_sync_end",
+    "migration_throttle",
+    "ram_save_iterate_big_wait",
+    "ram_load_complete",
+    "migration_dirty_limit_guest",
     "ram_save_complete",
     # migration.c
-    "migrate_set_state", "migration_thread_setup_complete", "migration_thread_low_pending",
-    "migration_rate_limit_pre", "migration_rate_limit_post", "migration_completion_vm_stop",
-    "migration_completion_file_err", "migration_completion_postcopy_end",
-    "migration_completion_postcopy_end_after_complete", "migration_thread_after_loop",
-    "postcopy_start", "postcopy_start_set_run", "migrate_pending", "migrate_pending_estimate",
-    "migrate_pending_exact", "migrate_transferred", "migration_precopy_complete",
-    "migration_cleanup", "migration_cancel", "source_return_path_thread_switchover_acked",
-    "migrate_fd_cleanup", "migrate_fd_cancel", "migrate_fd_error", "migrate_error",
+    "migrate_set_state",
+    "migration_thread_setup_complete",
+    "migration_thread_low_pending",
+    "migration_rate_limit_pre",
+    "migration_rate_limit_post",
+    "migration_completion_vm_stop",
+    "migration_completion_file_err",
+    "migration_completion_postcopy_end",
+    "migration_completion_postcopy_end_after_complete",
+    "migration_thread_after_loop",
+    "postcopy_start",
+    "postcopy_start_set_run",
+    "migrate_pending",
+    "migrate_pending_estimate",
+    "migrate_pending_exact",
+    "migrate_transferred",
+    "migration_precopy_complete",
+    "migration_cleanup",
+    "migration_cancel",
+    "source_return_path_thread_switchover_acked",
+    "migrate_fd_cleanup",
+    "migrate_fd_cancel",
+    "migrate_fd_error",
+    "migrate_error",
     "process_incoming_migration_co_end",
     # multifd.c, cpu-throttle.c
-    "multifd_send_sync_main", "multifd_send_thread_start", "multifd_send_thread_end",
-    "cpu_throttle_set", "cpu_throttle_dirty_sync",
+    "multifd_send_sync_main",
+    "multifd_send_thread_start",
+    "multifd_send_thread_end",
+    "cpu_throttle_set",
+    "cpu_throttle_dirty_sync",
 )
 # printed on every byte-count query: only in its own scenario (qemu-trace.md §2.5)
 FLOOD_TRACE_EVENTS = ("migration_transferred_bytes",)
@@ -114,7 +151,9 @@ def qemu_binary(path: str | Path) -> QemuBinary:
     """Describe the QEMU at ``path``; a binary inside a private prefix gets its -L and modules."""
     p = Path(path)
     if not p.exists():
-        raise SetupError(f"{p}: QEMU not found; install it (bash scripts/run.sh setup) or pass --qemu PATH")
+        raise SetupError(
+            f"{p}: QEMU not found; install it (bash scripts/run.sh setup) or pass --qemu PATH"
+        )
     if not os.access(p, os.X_OK):
         raise SetupError(f"{p}: not executable")
     version, text = _probe_version(str(p), p.stat().st_mtime)
@@ -154,9 +193,16 @@ def find_qemu(spec: str | None = None) -> QemuBinary:
 
 @functools.lru_cache(maxsize=16)
 def _trace_names(path: str, mtime: float, env_key: str) -> frozenset[str]:
-    out = subprocess.run([path, "-trace", "help"], capture_output=True, text=True, timeout=30,
-                         env={**os.environ, "QEMU_MODULE_DIR": env_key} if env_key else None)
-    return frozenset(ln.strip() for ln in out.stdout.splitlines() if re.fullmatch(r"[a-z0-9_]+", ln.strip()))
+    out = subprocess.run(
+        [path, "-trace", "help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "QEMU_MODULE_DIR": env_key} if env_key else None,
+    )
+    return frozenset(
+        ln.strip() for ln in out.stdout.splitlines() if re.fullmatch(r"[a-z0-9_]+", ln.strip())
+    )
 
 
 def available_trace_events(binary: QemuBinary) -> frozenset[str]:
@@ -164,8 +210,9 @@ def available_trace_events(binary: QemuBinary) -> frozenset[str]:
     return _trace_names(str(binary.path), binary.path.stat().st_mtime, str(binary.module_dir or ""))
 
 
-def select_trace_events(binary: QemuBinary, transferred_bytes: bool = False,
-                        extra: tuple[str, ...] = ()) -> list[str]:
+def select_trace_events(
+    binary: QemuBinary, transferred_bytes: bool = False, extra: tuple[str, ...] = ()
+) -> list[str]:
     """Trace events to enable: all ``vfio_*``, the migration core of qemu-trace.md §2 that
     this binary has, optionally ``migration_transferred_bytes`` (a flood), plus ``extra``."""
     names = available_trace_events(binary)
@@ -181,12 +228,34 @@ def kvm_usable(binary: QemuBinary, kernel: Path, timeout: float = 4.0) -> bool:
     guests fail): boot the lab guest with -accel kvm and wait for its ready line."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
-    cmd = [str(binary.path), *binary.base_args(), "-machine", "pc", "-accel", "kvm", "-m", "32",
-           "-nodefaults", "-display", "none", "-serial", "stdio", "-kernel", str(kernel),
-           "-append", "dirty_mb=0", "-no-reboot"]
+    cmd = [
+        str(binary.path),
+        *binary.base_args(),
+        "-machine",
+        "pc",
+        "-accel",
+        "kvm",
+        "-m",
+        "32",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "dirty_mb=0",
+        "-no-reboot",
+    ]
     try:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, env=binary.env())
+        p = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env=binary.env(),
+        )
     except OSError:
         return False
     try:
@@ -252,15 +321,34 @@ class VmSpec:
 def build_command(binary: QemuBinary, spec: VmSpec) -> list[str]:
     """The QEMU command line for ``spec`` (without any netns wrapper)."""
     cmd = [
-        str(binary.path), *binary.base_args(),
-        "-name", f"{spec.name},debug-threads=on",
-        "-machine", "pc", "-accel", spec.accel, "-cpu", "qemu64" if spec.accel == "tcg" else "host",
-        "-m", str(spec.mem_mb), "-smp", "1",
-        "-nodefaults", "-no-user-config", "-display", "none",
-        "-serial", f"file:{spec.serial_file}",
-        "-kernel", str(spec.kernel), "-append", spec.append,
-        "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
-        "-D", str(spec.log_file),
+        str(binary.path),
+        *binary.base_args(),
+        "-name",
+        f"{spec.name},debug-threads=on",
+        "-machine",
+        "pc",
+        "-accel",
+        spec.accel,
+        "-cpu",
+        "qemu64" if spec.accel == "tcg" else "host",
+        "-m",
+        str(spec.mem_mb),
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        f"file:{spec.serial_file}",
+        "-kernel",
+        str(spec.kernel),
+        "-append",
+        spec.append,
+        "-qmp",
+        f"unix:{spec.qmp_socket},server=on,wait=off",
+        "-D",
+        str(spec.log_file),
     ]
     if spec.timestamps:
         cmd += ["-msg", "timestamp=on"]
@@ -298,8 +386,14 @@ class QemuProcess:
         with s.stderr_file.open("wb") as err:
             # own session: a Ctrl-C on the terminal reaches migprof, which then stops
             # QEMU in order, rather than killing both QEMUs mid-write
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         env=self.binary.env(), start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                env=self.binary.env(),
+                start_new_session=True,
+            )
         return self
 
     def wait_socket(self, timeout: float = 15.0) -> None:
@@ -309,9 +403,13 @@ class QemuProcess:
             if self.spec.qmp_socket.exists():
                 return
             if self.proc is not None and self.proc.poll() is not None:
-                raise SetupError(f"QEMU ({self.spec.side}) exited with {self.proc.returncode}: {self.stderr_tail()}")
+                raise SetupError(
+                    f"QEMU ({self.spec.side}) exited with {self.proc.returncode}: {self.stderr_tail()}"
+                )
             time.sleep(0.02)
-        raise SetupError(f"QEMU ({self.spec.side}) did not open {self.spec.qmp_socket} in {timeout} s")
+        raise SetupError(
+            f"QEMU ({self.spec.side}) did not open {self.spec.qmp_socket} in {timeout} s"
+        )
 
     def stderr_tail(self, n: int = 3) -> str:
         try:

@@ -25,21 +25,33 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiler import events as ev
+import pandas as pd
+
 from profiler.errors import MigprofError, SetupError
 from profiler.lab import qemu as lq
 from profiler.lab.guest_build import build_guest
 from profiler.lab.scenarios import Scenario
-from profiler.sources.qmp import FINAL_STATUSES, QmpGone, QmpRefused, QmpSource, mark_row, row_to_json
+from profiler.sources.base import Source
+from profiler.sources.qmp import (
+    FINAL_STATUSES,
+    QmpGone,
+    QmpRefused,
+    QmpSource,
+    mark_row,
+    row_to_json,
+    rows_to_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +79,51 @@ class RunResult:
     final: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
+class LabStream(Source):
+    """The lab's own rows (QMP, marks, sock_diag) as a live Source, in recording order.
+
+    Fed by the run's Recorder, so it survives the QMP reconnect of a retry. Ends once
+    the lab says it is finished and everything recorded has been handed out.
+    """
+
+    name = "lab"
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.finished = threading.Event()
+        self.rows = 0
+        self.gather_s = 0.2
+
+    def put(self, row: dict[str, Any]) -> None:
+        self._q.put(row)
+
+    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
+        while not stop.is_set():
+            rows: list[dict[str, Any]] = []
+            try:
+                rows.append(self._q.get(timeout=0.1))
+                # gather for a fifth of a second: a frame costs a few ms to build, and
+                # live views redraw at most a few times a second
+                end = time.monotonic() + self.gather_s
+                while len(rows) < 5000:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    rows.append(self._q.get(timeout=left))
+            except queue.Empty:
+                pass
+            if rows:
+                self.rows += len(rows)
+                yield rows_to_frame(rows)
+            else:
+                if self.finished.is_set():
+                    return
+                yield pd.DataFrame()
+
+    def health(self) -> dict[str, Any]:
+        return {"source": self.name, "rows": self.rows}
+
+
 class Recorder:
     """Writes every non-log row of the run to events.jsonl and hands it to listeners."""
 
@@ -87,13 +144,6 @@ class Recorder:
         for fn in self.listeners:
             fn(row)
 
-    def add_frame(self, df: Any) -> None:
-        if df is None or not len(df):
-            return
-        for rec in df.to_dict("records"):
-            self.add({k: v for k, v in rec.items() if v is not None and v is not ev.pd.NA
-                      and not (isinstance(v, float) and v != v)})
-
     def close(self) -> None:
         with self._lock:
             if not self._fh.closed:
@@ -113,6 +163,7 @@ class Lab:
         self.cfg = cfg
         self.sc = cfg.scenario
         self.tag = lq.owner_tag()
+        self._owner = os.getpid()
         self.run_dir = cfg.out
         self.binary: lq.QemuBinary | None = None
         self.kernel: Path | None = None
@@ -129,8 +180,7 @@ class Lab:
         self._stack = contextlib.ExitStack()
         self._retry_logs: list[Path] = []
         self.sockdiag: Any = None
-        self._sd_stop = threading.Event()
-        self._sd_thread: threading.Thread | None = None
+        self.stream = LabStream()
 
     # ---------------------------------------------------------------- set-up
     def __enter__(self) -> Lab:
@@ -156,6 +206,7 @@ class Lab:
             raise MigprofError(f"{self.run_dir}: output directory exists and is not empty")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(self.run_dir / "events.jsonl")
+        self.recorder.listeners.append(self.stream.put)
         if cfg.net == "netns":
             from profiler.lab.net import LabNet
 
@@ -176,17 +227,26 @@ class Lab:
             return "tcg"
         ok = lq.kvm_usable(self.binary, self.kernel)
         if want == "kvm" and not ok:
-            raise SetupError("--accel kvm: a guest does not boot under KVM on this host; use --accel tcg")
+            raise SetupError(
+                "--accel kvm: a guest does not boot under KVM on this host; use --accel tcg"
+            )
         log.info("KVM probe: %s", "works" if ok else "guests fail, using TCG")
         return "kvm" if ok else "tcg"
 
     def _spec(self, side: str) -> lq.VmSpec:
         sc = self.sc
         spec = lq.VmSpec(
-            side=side, name=f"{lq.NAME_PREFIX}{self.tag}-{side[:3]}", kernel=self.kernel,
-            append=sc.guest_append(), run_dir=self.run_dir, mem_mb=sc.mem_mb, accel=self.accel,
+            side=side,
+            name=f"{lq.NAME_PREFIX}{self.tag}-{side[:3]}",
+            kernel=self.kernel,
+            append=sc.guest_append(),
+            run_dir=self.run_dir,
+            mem_mb=sc.mem_mb,
+            accel=self.accel,
             timestamps=sc.timestamps,
-            trace_events=lq.select_trace_events(self.binary, transferred_bytes=sc.transferred_bytes),
+            trace_events=lq.select_trace_events(
+                self.binary, transferred_bytes=sc.transferred_bytes
+            ),
             incoming=side == "destination",
             netns=self.net.ns[side] if self.net else None,
         )
@@ -198,8 +258,11 @@ class Lab:
     def _connect(self) -> None:
         for side in SIDES:
             self.procs[side].wait_socket()
-        self.qmp = QmpSource({s: str(self.procs[s].spec.qmp_socket) for s in SIDES},
-                             poll_hz=self.cfg.poll_hz, params_hz=1.0)
+        self.qmp = QmpSource(
+            {s: str(self.procs[s].spec.qmp_socket) for s in SIDES},
+            poll_hz=self.cfg.poll_hz,
+            params_hz=1.0,
+        )
         self.qmp.tap(self.recorder.add)
         self.qmp.__enter__()
         for side in SIDES:
@@ -219,30 +282,17 @@ class Lab:
         from profiler.sources.sockdiag import SockDiagSource
 
         ns = self.net.ns["source"] if self.net else None
-        self.sockdiag = SockDiagSource(port=self.port, dst=self.dst_host, netns=ns,
-                                       hz=self.cfg.sockdiag_hz)
+        self.sockdiag = SockDiagSource(port=self.port, dst=self.dst_host, netns=ns, hz=self.cfg.sockdiag_hz)
+        qmp = self.qmp
+
+        def emit(rows: list[dict[str, Any]]) -> None:
+            for r in rows:  # through the QMP stream: one order, one recorder
+                qmp.emit(r)
+
+        self.sockdiag.tap(emit)
         self.sockdiag.__enter__()
-        self._sd_stop.clear()
-
-        def pump() -> None:
-            try:
-                for df in self.sockdiag.batches(self._sd_stop):
-                    if len(df) and self.qmp is not None:
-                        for rec in df.to_dict("records"):
-                            self.qmp.emit({k: v for k, v in rec.items()
-                                           if v is not None and v is not ev.pd.NA
-                                           and not (isinstance(v, float) and v != v)})
-            except Exception as e:
-                log.warning("sock_diag sampling stopped: %s", e)
-
-        self._sd_thread = threading.Thread(target=pump, name="sockdiag", daemon=True)
-        self._sd_thread.start()
 
     def _stop_sockdiag(self) -> None:
-        self._sd_stop.set()
-        if self._sd_thread is not None:
-            self._sd_thread.join(timeout=3)
-            self._sd_thread = None
         if self.sockdiag is not None:
             self.sockdiag.close()
             self.sockdiag = None
@@ -254,9 +304,13 @@ class Lab:
         serial = self.procs["source"].spec.serial_file
         while b"migprof-guest: ready" not in (serial.read_bytes() if serial.exists() else b""):
             if not self.procs["source"].alive():
-                raise SetupError(f"source QEMU exited before the guest booted: {self.procs['source'].stderr_tail()}")
+                raise SetupError(
+                    f"source QEMU exited before the guest booted: {self.procs['source'].stderr_tail()}"
+                )
             if time.monotonic() - t0 > timeout:
-                raise SetupError(f"the lab guest printed no ready line in {timeout} s (see {serial})")
+                raise SetupError(
+                    f"the lab guest printed no ready line in {timeout} s (see {serial})"
+                )
             time.sleep(0.05)
         sc = self.sc
         if sc.dirty_mb and sc.rate_mbps:
@@ -270,12 +324,17 @@ class Lab:
         try:
             q.set_parameters("source", **params)
         except QmpRefused as e:
-            raise MigprofError(f"{e}; this QEMU lacks that parameter, drop it from the scenario") from None
+            raise MigprofError(
+                f"{e}; this QEMU lacks that parameter, drop it from the scenario"
+            ) from None
         try:
-            q.execute("destination", "migrate-incoming", {"uri": f"tcp:{self.dst_host}:{self.port}"})
+            q.execute(
+                "destination", "migrate-incoming", {"uri": f"tcp:{self.dst_host}:{self.port}"}
+            )
         except QmpRefused as e:
             raise MigprofError(
-                f"{e}; is port {self.port} taken? choose another with --port") from None
+                f"{e}; is port {self.port} taken? choose another with --port"
+            ) from None
         self.mark("migrate", "source", uri=self.uri, params=params)
         self.t_migrate_ns = time.time_ns()
         q.execute("source", "migrate", {"uri": self.uri})
@@ -312,8 +371,10 @@ class Lab:
                 return st
             gone = q.sides["source"].gone
             if gone or not self.procs["source"].alive():
-                raise MigprofError(f"source QEMU went away mid-migration ({gone or 'exited'}): "
-                                   f"{self.procs['source'].stderr_tail()}")
+                raise MigprofError(
+                    f"source QEMU went away mid-migration ({gone or 'exited'}): "
+                    f"{self.procs['source'].stderr_tail()}"
+                )
             el = time.monotonic() - t0
             while pending and pending[0].at_s <= el:
                 self._act(pending.pop(0))
@@ -397,32 +458,49 @@ class Lab:
     def _write_final(self, final: dict[str, Any], status: str) -> None:
         for side in SIDES:
             (self.run_dir / f"query-migrate-{side}.json").write_text(
-                json.dumps(final.get(side), indent=2, sort_keys=True) + "\n")
+                json.dumps(final.get(side), indent=2, sort_keys=True) + "\n"
+            )
         sc = self.sc
-        params = self.qmp.read_parameters("source") if self.qmp and self.procs["source"].alive() else None
+        params = (
+            self.qmp.read_parameters("source")
+            if self.qmp and self.procs["source"].alive()
+            else None
+        )
         info = {
             "schema": "migprof.lab-run/1",
             "scenario": sc.name,
             "description": sc.description,
             "status": status,
             "expected": sc.expect,
-            "attempts": [{"status": a["status"], "last_counters": a.get("last_counters")}
-                         for a in self.attempts],
-            "qemu": {"path": str(self.binary.path), "version": self.binary.short,
-                     "version_text": self.binary.version_text,
-                     "qmp_version": self.qmp.version("source") if self.qmp else None},
+            "attempts": [
+                {"status": a["status"], "last_counters": a.get("last_counters")}
+                for a in self.attempts
+            ],
+            "qemu": {
+                "path": str(self.binary.path),
+                "version": self.binary.short,
+                "version_text": self.binary.version_text,
+                "qmp_version": self.qmp.version("source") if self.qmp else None,
+            },
             "accel": self.accel,
             "net": self.cfg.net,
             "uri": self.uri,
-            "guest": {"kernel": str(self.kernel), "append": sc.guest_append(),
-                      "dirty_mb": sc.dirty_mb, "rate_mbps": sc.rate_mbps, "mem_mb": sc.mem_mb},
+            "guest": {
+                "kernel": str(self.kernel),
+                "append": sc.guest_append(),
+                "dirty_mb": sc.dirty_mb,
+                "rate_mbps": sc.rate_mbps,
+                "mem_mb": sc.mem_mb,
+            },
             "parameters": sc.params,
             "retry_parameters": sc.retry_params,
             "final_parameters": params,
             "actions": [asdict(a) for a in sc.actions],
             "shaping": sc.shaping,
             "timestamps": sc.timestamps,
-            "trace_events": lq.select_trace_events(self.binary, transferred_bytes=sc.transferred_bytes),
+            "trace_events": lq.select_trace_events(
+                self.binary, transferred_bytes=sc.transferred_bytes
+            ),
             "migrate_t_ns": self.t_migrate_ns,
             "destination_killed_t_ns": self.procs["destination"].killed_at_ns,
             "poll_hz": self.cfg.poll_hz,
@@ -433,6 +511,8 @@ class Lab:
     # ---------------------------------------------------------------- tear-down
     def close(self) -> None:
         """Stop everything this lab started; safe to call twice, never raises."""
+        if os.getpid() != self._owner:
+            return  # a forked child (pyroute2 forks helpers) must not tear the lab down
         with contextlib.suppress(Exception):
             self._stop_sockdiag()
         if self.qmp is not None:
@@ -448,6 +528,7 @@ class Lab:
             self._stack.close()
         if self.recorder is not None:
             self.recorder.close()
+        self.stream.finished.set()
         # a retry's destination log joins destination.log: one file, both migrations
         for extra in self._retry_logs:
             if extra.exists():
@@ -486,18 +567,35 @@ def cleanup_leftovers() -> list[str]:
     return removed
 
 
-def run_scenario(cfg: LabConfig) -> RunResult:
-    """Run ``cfg.scenario`` start to end (SIGTERM handled like Ctrl-C)."""
-    old = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+@contextlib.contextmanager
+def run_guarded() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C (KeyboardInterrupt) while the lab runs, so every exit
+    path goes through ``Lab.close``; restored afterwards."""
+    global _MAIN_PID
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _MAIN_PID = os.getpid()
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        with Lab(cfg) as lab:
-            return lab.run()
+        yield
     finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_scenario(cfg: LabConfig) -> RunResult:
+    """Run ``cfg.scenario`` start to end and leave its run directory."""
+    with run_guarded(), Lab(cfg) as lab:
+        return lab.run()
+
+
+_MAIN_PID = os.getpid()
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM -> KeyboardInterrupt, so the lab unwinds as on Ctrl-C. Only in the process
+    that set it: pyroute2 forks helpers and stops them with SIGTERM, and an exception
+    there would unwind the parent's copied stack inside the child."""
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt

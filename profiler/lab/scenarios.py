@@ -55,34 +55,75 @@ _CONVERGE = {"max-bandwidth": 128 * MiB, "downtime-limit": 50}
 # downtime at that bandwidth is a ~1.3 MB threshold: pending never gets below it
 _STUCK = {"max-bandwidth": 64 * MiB, "downtime-limit": 20}
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("converges", "a guest dirtying 32 MiB at 50 MiB/s over a 128 MiB/s link; "
-             "converges after a few passes", params=_CONVERGE),
-    Scenario("never-converges", "the guest dirties faster than the link carries; cancelled "
-             "after the timeout", rate_mbps=400, params=_STUCK, timeout_s=4.0, expect="cancelled"),
-    Scenario("cancel-retry", "never-converges, cancelled, then retried from the same source "
-             "QEMU with a 5 s downtime-limit that converges", rate_mbps=400, params=_STUCK,
-             timeout_s=3.0, expect="completed",
-             retry_params={"downtime-limit": 5000, "max-bandwidth": 256 * MiB}),
-    Scenario("downtime-raise", "never-converges until the downtime-limit is raised to 5 s "
-             "mid-run", rate_mbps=400, params=_STUCK,
-             actions=(Action(2.0, "set-parameters", {"downtime-limit": 5000}),)),
-    Scenario("bandwidth-change", "the veth is shaped to 80 Mbit/s, below the guest's dirty "
-             "rate, so pre-copy cannot converge; at 2.5 s the shaping is lifted to 2 Gbit/s",
-             dirty_mb=16, rate_mbps=100,
-             params={"max-bandwidth": 1024 * MiB, "downtime-limit": 100},
-             shaping={"rate_mbit": 80},
-             actions=(Action(2.5, "shape", {"rate_mbit": 2000}),),
-             needs_netns=True),
-    Scenario("destination-dies", "the destination QEMU is killed (SIGKILL) in the middle of "
-             "pre-copy; the source fails", rate_mbps=400, params=_STUCK,
-             actions=(Action(1.5, "kill-destination"),), expect="failed"),
-    Scenario("no-timestamps", "converges, logged without -msg timestamp=on", params=_CONVERGE,
-             timestamps=False),
-    Scenario("transferred-bytes", "a short converging run with the migration_transferred_bytes "
-             "flood enabled", dirty_mb=8, rate_mbps=10,
-             params={"max-bandwidth": 256 * MiB, "downtime-limit": 100}, transferred_bytes=True),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "converges",
+            "a guest dirtying 32 MiB at 50 MiB/s over a 128 MiB/s link; "
+            "converges after a few passes",
+            params=_CONVERGE,
+        ),
+        Scenario(
+            "never-converges",
+            "the guest dirties faster than the link carries; cancelled after the timeout",
+            rate_mbps=400,
+            params=_STUCK,
+            timeout_s=4.0,
+            expect="cancelled",
+        ),
+        Scenario(
+            "cancel-retry",
+            "never-converges, cancelled, then retried from the same source "
+            "QEMU with a 5 s downtime-limit that converges",
+            rate_mbps=400,
+            params=_STUCK,
+            timeout_s=3.0,
+            expect="completed",
+            retry_params={"downtime-limit": 5000, "max-bandwidth": 256 * MiB},
+        ),
+        Scenario(
+            "downtime-raise",
+            "never-converges until the downtime-limit is raised to 5 s mid-run",
+            rate_mbps=400,
+            params=_STUCK,
+            actions=(Action(2.0, "set-parameters", {"downtime-limit": 5000}),),
+        ),
+        Scenario(
+            "bandwidth-change",
+            "the veth is shaped to 80 Mbit/s, below the guest's dirty "
+            "rate, so pre-copy cannot converge; at 2.5 s the shaping is lifted to 2 Gbit/s",
+            dirty_mb=16,
+            rate_mbps=100,
+            params={"max-bandwidth": 1024 * MiB, "downtime-limit": 100},
+            shaping={"rate_mbit": 80},
+            actions=(Action(2.5, "shape", {"rate_mbit": 2000}),),
+            needs_netns=True,
+        ),
+        Scenario(
+            "destination-dies",
+            "the destination QEMU is killed (SIGKILL) in the middle of pre-copy; the source fails",
+            rate_mbps=400,
+            params=_STUCK,
+            actions=(Action(1.5, "kill-destination"),),
+            expect="failed",
+        ),
+        Scenario(
+            "no-timestamps",
+            "converges, logged without -msg timestamp=on",
+            params=_CONVERGE,
+            timestamps=False,
+        ),
+        Scenario(
+            "transferred-bytes",
+            "a short converging run with the migration_transferred_bytes flood enabled",
+            dirty_mb=8,
+            rate_mbps=10,
+            params={"max-bandwidth": 256 * MiB, "downtime-limit": 100},
+            transferred_bytes=True,
+        ),
+    )
+}
 
 
 def get(name: str) -> Scenario:
@@ -92,4 +133,5 @@ def get(name: str) -> Scenario:
         from profiler.errors import MigprofError
 
         raise MigprofError(
-            f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}") from None
+            f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}"
+        ) from None

@@ -18,7 +18,7 @@ from profiler.model.migrations import split
 from profiler.model.outcome import Times, dest_outcome, times
 from profiler.model.passes import passes as find_passes
 from profiler.model.results import Check, Migration, Pass, Report, StateChange
-from profiler.model.verdict import rates, verdict
+from profiler.model.verdict import rates, sync_dirty_rate, verdict
 from profiler.model.version import Era, detect
 
 _PARAM_KEYS = ("downtime-limit", "max-bandwidth", "avail-switchover-bandwidth")
@@ -57,13 +57,25 @@ def _json(detail: Any) -> dict[str, Any]:
     return d if isinstance(d, dict) else {}
 
 
+def _per_check(contrib: pd.DataFrame, n: int) -> dict[int, dict[str, int]]:
+    """check index -> {device: pending bytes}, via one (checks x devices) matrix."""
+    if not len(contrib) or not n:
+        return {}
+    col, devs = pd.factorize(contrib["device"].to_numpy(dtype=object))  # ram first, then as seen
+    mat = np.full((n, len(devs)), -1, dtype=np.int64)
+    mat[contrib["chk"].to_numpy(dtype=np.int64), col] = contrib["bytes"].to_numpy(dtype=np.int64)
+    names = [str(d) for d in devs]
+    return {i: {d: v for d, v in zip(names, row, strict=True) if v >= 0}
+            for i, row in enumerate(mat.tolist())}
+
+
 def _params(glob: pd.DataFrame, t0: int | None, end_ns: int | None) -> tuple[dict, list[dict]]:
     """Migration parameters in force at ``end_ns`` and the markers inside the migration."""
     params: dict[str, Any] = {}
     markers: list[dict] = []
     if not len(glob):
         return params, markers
-    g = glob.sort_values(["t_ns", "seq"], kind="stable", na_position="first")
+    g = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
     for ev, t, detail in zip(g["event"].astype(str), g["t_ns"].tolist(), g["detail"].tolist(), strict=True):
         t = _none(t)
         if end_ns is not None and t is not None and t > end_ns:
@@ -116,9 +128,9 @@ def _statuses(t: Times, dst: pd.DataFrame, t0: int | None) -> tuple[StateChange,
 def _empty() -> pd.DataFrame:
     from profiler.model.migrations import KEEP
 
-    return E.empty_frame()[KEEP].assign(side_r=pd.Series(dtype=object), pos=pd.Series(dtype="int64"),
-                                        trace=pd.Series(dtype="bool"), stream=pd.Series(dtype=object),
-                                        hexsize=pd.Series(dtype="bool"))
+    cols = [c for c in KEEP if c not in ("side", "origin", "file", "seq")]
+    return E.empty_frame()[cols].assign(side_r=pd.Series(dtype=object), pos=pd.Series(dtype="int64"),
+                                        trace=pd.Series(dtype="bool"), hexsize=pd.Series(dtype="bool"))
 
 
 def _frame(rows: pd.DataFrame | None) -> pd.DataFrame:
@@ -130,8 +142,9 @@ def _frame(rows: pd.DataFrame | None) -> pd.DataFrame:
 def _migration(index: int, src: pd.DataFrame, aux: pd.DataFrame, dst: pd.DataFrame,
                daux: pd.DataFrame, glob: pd.DataFrame, t0: int | None, side: str,
                warn: list[str], era: Era) -> Migration:
-    main = src if len(src) else dst
-    t = times(main, aux if len(src) else daux, t0)
+    # a destination-only migration is described by the destination's rows
+    dest_only = side == "destination"
+    t = times(dst if dest_only else src, daux if dest_only else aux, t0)
     chk, contrib = find_checks(src, era)
     name = src["event"]
     low = np.flatnonzero(name.eq(N.LOW_PENDING).fillna(False).to_numpy(dtype=bool))
@@ -173,16 +186,20 @@ def _migration(index: int, src: pd.DataFrame, aux: pd.DataFrame, dst: pd.DataFra
             sources["downtime_limit_ms"] = "trace (max_size / bandwidth)"
     mbw = params.get("max-bandwidth")
     dirty, bw = rates(chk, contrib, win, decided_pos)
-    if dirty is None and isinstance(qram.get("dirty-pages-rate"), int) and qram.get("page-size"):
+    by_sync = sync_dirty_rate(pas, int(qram.get("page-size") or 4096))
+    if by_sync is not None:
+        dirty = by_sync
+        sources["dirty_rate"] = "sync dirty_pages"
+    elif dirty is not None:
+        sources["dirty_rate"] = "pending increases"
+    if dirty is None and qram.get("dirty-pages-rate") and qram.get("page-size"):
         dirty = float(qram["dirty-pages-rate"] * qram["page-size"])
     if bw is None and isinstance(qram.get("mbps"), int | float):
         bw = float(qram["mbps"]) * 1e6 / 8
     v = verdict(chk, contrib, decided_pos=decided_pos, outcome=t.outcome, dirty_rate=dirty,
                 bandwidth=bw, downtime_limit_ms=dl)
     # per-check device dicts
-    per: dict[int, dict[str, int]] = {}
-    for c, d, b in zip(contrib["chk"].tolist(), contrib["device"].tolist(), contrib["bytes"].tolist(), strict=True):
-        per.setdefault(int(c), {})[str(d)] = int(b)
+    per = _per_check(contrib, len(chk))
     before = chk[chk["pos"] < decided_pos] if decided_pos is not None else chk
     ram = {"initial_pending_bytes": per.get(0, {}).get("ram") if len(chk) else None,
            "dirty_pending_bytes": per.get(len(before) - 1, {}).get("ram") if len(before) else None,
@@ -210,6 +227,7 @@ def _migration(index: int, src: pd.DataFrame, aux: pd.DataFrame, dst: pd.DataFra
         transferred = int(win["bytes"].sum())
         sources["transferred_bytes"] = "migrate_transferred windows"
     sw = name.eq(N.SWITCHOVER_ACKED).fillna(False).to_numpy(dtype=bool)
+    ap = dst["event"].eq(N.DEST_ACK_APPROVE).to_numpy(dtype=bool) if len(dst) else np.zeros(0, dtype=bool)
     dname = dst["event"] if len(dst) else None
     dest_end = None
     if dname is not None:
@@ -223,11 +241,13 @@ def _migration(index: int, src: pd.DataFrame, aux: pd.DataFrame, dst: pd.DataFra
         switchover_ms=t.switchover_ms, stopcopy_ms=t.stopcopy_ms, downtime_limit_ms=dl,
         max_bandwidth_bytes_per_s=float(mbw) if isinstance(mbw, int | float) else None,
         transferred_bytes=transferred, error=t.error, qemu_version=era.label, side=side,
-        dest_outcome=dest_outcome(dst) if len(dst) else None, params=params,
+        dest_outcome=dest_outcome(pd.concat([dst, daux]) if len(daux) else dst) if len(dst) or len(daux) else None,
+        params=params,
         markers=tuple(markers), end_ns=t.end_ns,
         dest_start_ms=_ms(dst["t_ns"].dropna().min(), t0) if len(dst) and dst["t_ns"].notna().any() else None,
         dest_end_ms=dest_end,
         switchover_ack_ms=_ms(src["t_ns"][sw].iloc[0], t0) if sw.any() else None,
+        switchover_approved_ms=_ms(dst["t_ns"][ap].iloc[0], t0) if ap.any() else None,
         sources=sources,
     )
 
@@ -243,8 +263,10 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     sp = split(events)
     rows, spans = sp.rows, sp.spans
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
-    inm = rows[rows["mig"].notna().to_numpy(dtype=bool)]
-    groups = {int(k): g for k, g in inm.groupby("mig", sort=False)}
+    # per-migration frames carry only what the model modules read (every subset copies them)
+    keep = rows["mig"].notna().to_numpy(dtype=bool)
+    cols = [c for c in rows.columns if c not in ("_i", "stream", "seq", "mig")]
+    groups = {int(k): g for k, g in rows.loc[keep, cols].groupby(rows["mig"][keep].to_numpy(), sort=False)}
 
     def parts(mig: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
         g = groups.get(mig) if mig is not None else None
@@ -262,7 +284,9 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
         if spans.loc[spans["mig"] == m, "side"].iloc[0] == "destination" and int(m) not in paired:
             order.append((None, int(m), s))
     # the release family is a property of the stream (file), not of one migration in it
-    eras = {st: detect(g, sp.iso.get(st)) for st, g in rows[rows["trace"].to_numpy(dtype=bool)].groupby("stream", sort=False)}
+    tr = rows["trace"].to_numpy(dtype=bool)
+    eras = {st: detect(g, sp.iso.get(st))
+            for st, g in rows.loc[tr, ["event", "detail", "count", "stream"]].groupby("stream", sort=False)}
     stream_of = dict(zip(spans["mig"], spans["stream"], strict=True))
     migrations = []
     for i, (sm, dm, start) in enumerate(order):

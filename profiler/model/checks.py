@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from profiler.model import names as N
+from profiler.model.migrations import _in, labels
 from profiler.model.version import Era
 
 CHECK_COLUMNS = ["pos", "t_ns", "kind", "pending", "pre", "post", "threshold", "gap", "below",
@@ -30,6 +31,21 @@ def _need(rows: pd.DataFrame, cols: tuple[str, ...]) -> None:
         raise ValueError(f"checks: input lacks columns {missing}")
 
 
+def _f(rows: pd.DataFrame, col: str, idx: np.ndarray) -> np.ndarray:
+    """Column values at row positions as float64, NaN for NA."""
+    return rows[col].to_numpy(dtype="float64", na_value=np.nan)[idx]
+
+
+def _int(a: np.ndarray) -> pd.arrays.IntegerArray:
+    m = np.isnan(a)
+    return pd.arrays.IntegerArray(np.where(m, 0, a).astype(np.int64), mask=m)
+
+
+def _last_at(src: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Index into ``src`` (sorted row positions) of the last one before each ``at``; -1 if none."""
+    return np.searchsorted(src, at, side="right") - 1
+
+
 def checks(rows: pd.DataFrame, era: Era) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(checks, contributions) of one source migration's trace rows, in log order.
 
@@ -39,65 +55,63 @@ def checks(rows: pd.DataFrame, era: Era) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     _need(rows, ("event", "bytes", "pre_bytes", "post_bytes", "threshold_bytes", "count",
                  "bw_bytes_per_ms", "init_bytes", "dirty_bytes", "stopcopy_bytes", "device"))
-    name = rows["event"]
-    is_chk = name.isin(N.CHECK_KINDS).to_numpy(dtype=bool)
-    tr = name.eq(N.TRANSFERRED)
-    thr = rows["threshold_bytes"].where(tr).ffill().fillna(0).astype("Int64")
-    bw = rows["bw_bytes_per_ms"].where(tr).ffill()
-    sbw = rows["count"].where(tr).ffill()
-    pass_no = name.eq(N.SYNC_END).fillna(False).astype(np.int64).cumsum()
-    c = rows[is_chk]
-    kind = name[is_chk].map(N.CHECK_KINDS).astype("string")
-    threshold = c["threshold_bytes"].where(kind.eq("pending"), thr[is_chk]).astype("Int64")
-    pending = c["bytes"].astype("Int64")
-    below = pending.eq(0) | (pending.le(threshold) if era.complete_le else pending.lt(threshold))
+    name = labels(rows["event"], "")
+    at = np.flatnonzero(_in(name, N.CHECK_KINDS))
+    kind = np.array([N.CHECK_KINDS[x] for x in name[at]], dtype=object)
+    win = np.flatnonzero(name == N.TRANSFERRED)
+    j = _last_at(win, at)
+    has = j >= 0
+    jw = win[np.maximum(j, 0)] if len(win) else np.zeros(len(at), dtype=np.int64)
+
+    def window(col: str, missing: float) -> np.ndarray:
+        if not len(win):
+            return np.full(len(at), missing)
+        return np.where(has, _f(rows, col, jw), missing)
+
+    threshold = np.where(kind == "pending", _f(rows, "threshold_bytes", at), window("threshold_bytes", 0.0))
+    pending = _f(rows, "bytes", at)
+    below = (pending == 0) | ((pending <= threshold) if era.complete_le else (pending < threshold))
+    syncs = np.flatnonzero(name == N.SYNC_END)
     out = pd.DataFrame({
-        "pos": c.index.to_numpy(), "t_ns": c["t_ns"].astype("Int64"), "kind": kind,
-        "pending": pending, "pre": c["pre_bytes"].astype("Int64"),
-        "post": c["post_bytes"].astype("Int64"), "threshold": threshold,
-        "gap": (pending - threshold).astype("Int64"), "below": below.astype("boolean"),
-        "pass_no": pass_no[is_chk].astype("Int64"), "bw": bw[is_chk].astype("Float64"),
-        "sbw": sbw[is_chk].astype("Int64"),
-    }).reset_index(drop=True)
+        "pos": at, "t_ns": rows["t_ns"].take(at).reset_index(drop=True).astype("Int64"),
+        "kind": kind, "pending": _int(pending), "pre": _int(_f(rows, "pre_bytes", at)),
+        "post": _int(_f(rows, "post_bytes", at)), "threshold": _int(threshold),
+        "gap": _int(pending - threshold), "below": below,
+        "pass_no": np.searchsorted(syncs, at, side="right"),
+        "bw": window("bw_bytes_per_ms", np.nan), "sbw": window("count", np.nan),
+    })
     # An estimate followed by an exact query in the same loop pass did not decide anything:
     # QEMU compared the exact figure (a RAM estimate of 0 right before a sync is common).
-    k = out["kind"].to_numpy(dtype=object)
-    nxt = np.append(k[1:], None)
-    out["decisive"] = ~((k == "estimate") & (nxt == "exact"))
-    return out, _contributions(rows, name, is_chk, out)
+    nxt = np.append(kind[1:], None)
+    out["decisive"] = ~((kind == "estimate") & (nxt == "exact"))
+    return out, _contributions(rows, name, at, kind, pending)
 
 
-def _contributions(rows, name, is_chk, chk: pd.DataFrame) -> pd.DataFrame:
+def _contributions(rows, name, at, kind, pending) -> pd.DataFrame:
     cols = ["chk", "device", "bytes"]
-    vf_mask = name.isin(list(_EXPECT)).to_numpy(dtype=bool)
-    if not len(chk):
+    if not len(at):
         return pd.DataFrame(columns=cols)
-    # A non-check row belongs to the next check: index = number of checks before it.
-    win = np.cumsum(is_chk) - is_chk
-    v = rows[vf_mask]
-    vname = name[vf_mask]
-    init = v["init_bytes"].fillna(0)
-    dirty = v["dirty_bytes"].fillna(0)
-    stop = v["stopcopy_bytes"].fillna(0)
+    vf = np.flatnonzero(_in(name, _EXPECT))
+    vname = name[vf]
+    init = np.nan_to_num(_f(rows, "init_bytes", vf))
+    dirty = np.nan_to_num(_f(rows, "dirty_bytes", vf))
+    stop = np.nan_to_num(_f(rows, "stopcopy_bytes", vf))
     # hex sizes = QEMU 8.1-9.1 (or a build without the RHEL backport): exact double counts
-    double = v["hexsize"].to_numpy(dtype=bool) if "hexsize" in v.columns else np.zeros(len(v), dtype=bool)
-    val = np.where(vname.eq(N.VFIO_PENDING_EST), init + dirty,
-                   np.where(vname.eq(N.VFIO_PENDING_EXACT), stop + np.where(double, init + dirty, 0),
-                            stop))
-    idx = win[vf_mask]
-    ok = idx < len(chk)
-    expect = vname.map(_EXPECT).to_numpy()
-    kinds = chk["kind"].to_numpy(dtype=object)
-    ok &= kinds[np.minimum(idx, len(chk) - 1)] == expect
-    dev = pd.DataFrame({"chk": idx[ok], "device": v["device"].to_numpy()[ok],
-                        "bytes": np.asarray(val, dtype=np.float64)[ok]})
-    dev = dev.dropna(subset=["device"]).groupby(["chk", "device"], sort=False, as_index=False).last()
-    total = dev.groupby("chk")["bytes"].sum()
-    pend = chk["pending"].astype("Float64").fillna(0).to_numpy(dtype=np.float64)
-    taken = np.zeros(len(chk))
-    taken[total.index.to_numpy(dtype=np.int64)] = total.to_numpy()
-    ram = pd.DataFrame({"chk": np.arange(len(chk)), "device": "ram",
-                        "bytes": np.clip(pend - taken, 0, None)})
-    out = pd.concat([ram, dev], ignore_index=True)
+    double = rows["hexsize"].to_numpy(dtype=bool)[vf] if "hexsize" in rows.columns else np.zeros(len(vf), bool)
+    val = np.where(vname == N.VFIO_PENDING_EST, init + dirty,
+                   np.where(vname == N.VFIO_PENDING_EXACT, stop + np.where(double, init + dirty, 0), stop))
+    # a device line belongs to the next check (printed inside the same pending call)
+    idx = np.searchsorted(at, vf, side="left")
+    ok = idx < len(at)
+    expect = np.array([_EXPECT[v] for v in vname], dtype=object)
+    ok &= kind[np.minimum(idx, len(at) - 1)] == expect
+    dev = rows["device"].to_numpy(dtype=object)[vf]
+    ok &= np.array([d is not None and d == d for d in dev], dtype=bool)
+    d = pd.DataFrame({"chk": idx[ok], "device": dev[ok], "bytes": val[ok]})
+    d = d.drop_duplicates(["chk", "device"], keep="last")
+    taken = np.bincount(d["chk"].to_numpy(dtype=np.int64), weights=d["bytes"].to_numpy(), minlength=len(at))
+    ram = pd.DataFrame({"chk": np.arange(len(at)), "device": "ram",
+                        "bytes": np.clip(np.nan_to_num(pending) - taken, 0, None)})
+    out = pd.concat([ram, d], ignore_index=True)
     out["bytes"] = out["bytes"].round().astype(np.int64)
     return out[cols]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from profiler import events as E
 from profiler.model import names as N
+from profiler.model.migrations import _in, labels
 from profiler.model.results import Device, StateChange
 from profiler.model.version import Era
 
@@ -52,16 +53,18 @@ def idstr_names(src: pd.DataFrame) -> dict[str, str]:
             out[str(idstr)] = str(dev)
     # non-multifd: the entry's downtime line follows its own vfio_save_complete_precopy
     last_dev = src["device"].where(name.isin([N.VFIO_COMPLETE, N.VFIO_COMPLETE_START])).ffill()
-    dsave = name.eq(N.DOWNTIME_SAVE) & src["device"].str.endswith("vfio").fillna(False)
+    dsave = name.eq(N.DOWNTIME_SAVE).to_numpy(dtype=bool)
     for idstr, dev in zip(src["device"][dsave].tolist(), last_dev[dsave].tolist(), strict=True):
-        if idstr not in out and pd.notna(dev):
-            out[str(idstr)] = str(dev)
+        if isinstance(idstr, str) and idstr.endswith("vfio") and idstr not in out and pd.notna(dev):
+            out[idstr] = str(dev)
     return out
 
 
 def _state_changes(rows: pd.DataFrame, t0: int | None, era: Era, side: str) -> pd.DataFrame:
     name = rows["event"]
     m = name.isin([N.VFIO_SET_STATE, N.VFIO_SET_DEVICE_STATE, E.QMP_VFIO_MIGRATION, E.BPF_IOCTL])
+    if not m.any():
+        return pd.DataFrame(columns=["device", "t_ms", "state", "side", "confirmed", "origin"])
     m &= rows["state"].notna() & rows["device"].notna()
     r = rows[m.to_numpy(dtype=bool)]
     rn = name[m.to_numpy(dtype=bool)]
@@ -89,6 +92,13 @@ def _downtime(rows: pd.DataFrame, event: str) -> pd.Series:
     return (d["dur_ns"].astype("Float64") / 1e6).groupby(d["device"].astype(str), sort=False).sum()
 
 
+def _rows(df: pd.DataFrame, events) -> pd.DataFrame:
+    """The (few) rows of ``df`` whose event is in ``events``, keeping their positions as index."""
+    if not len(df):
+        return df
+    return df.take(np.flatnonzero(_in(labels(df["event"], ""), events)))
+
+
 def devices(src: pd.DataFrame, dst: pd.DataFrame, aux: pd.DataFrame, *, t0: int | None,
             switch_pos: int | None, era: Era, ram: dict[str, Any]) -> tuple[Device, ...]:
     """All devices of one migration: ``ram`` first, VFIO devices, then other entries.
@@ -96,43 +106,50 @@ def devices(src: pd.DataFrame, dst: pd.DataFrame, aux: pd.DataFrame, *, t0: int 
     ``src``/``dst`` are the trace rows of each side (ordered, indexed by position), ``aux`` the
     QMP/BPF rows; ``ram`` holds RAM values computed elsewhere (QMP bytes, pending).
     """
-    name = src["event"]
-    vfio_mask = name.isin(_VFIO_EVENTS_WITH_NAME) & src["device"].notna()
-    dname = dst["event"] if len(dst) else pd.Series(dtype="string")
-    names = list(pd.unique(src["device"][vfio_mask.to_numpy(dtype=bool)].astype(str)))
-    if len(dst):
-        dm = dname.isin(_VFIO_EVENTS_WITH_NAME) & dst["device"].notna()
-        names += [n for n in pd.unique(dst["device"][dm.to_numpy(dtype=bool)].astype(str)) if n not in names]
-    amask = aux["event"].isin([E.QMP_VFIO_MIGRATION, E.BPF_IOCTL]) & aux["device"].notna()
-    names += [n for n in pd.unique(aux["device"][amask.to_numpy(dtype=bool)].astype(str)) if n not in names]
+    # everything below works on the few rows that name a device, never on the whole trace
+    sv = _rows(src, _VFIO_EVENTS_WITH_NAME)
+    sv = sv[sv["device"].notna().to_numpy(dtype=bool)]
+    dv = _rows(dst, _VFIO_EVENTS_WITH_NAME)
+    dv = dv[dv["device"].notna().to_numpy(dtype=bool)] if len(dv) else dv
+    av = _rows(aux, (E.QMP_VFIO_MIGRATION, E.BPF_IOCTL))
+    av = av[av["device"].notna().to_numpy(dtype=bool)] if len(av) else av
+    names: list[str] = []
+    for part in (sv, dv, av):
+        if len(part):
+            names += [n for n in pd.unique(part["device"].astype(str)) if n not in names]
+    cut = switch_pos if switch_pos is not None else np.iinfo(np.int64).max
+    vname = labels(sv["event"], "") if len(sv) else np.array([], dtype=object)
+    pre = sv.index.to_numpy() < cut
 
     # bytes read from the device, split at the stop-and-copy start
-    blk = src[name.isin([N.VFIO_BLOCK, N.VFIO_BUFFER]).to_numpy(dtype=bool) & src["bytes"].notna().to_numpy(dtype=bool)]
-    cut = switch_pos if switch_pos is not None else np.iinfo(np.int64).max
-    phase = np.where(blk.index.to_numpy() < cut, "pre", "stop")
-    sums = blk["bytes"].astype("int64").groupby([blk["device"].astype(str).to_numpy(), phase]).sum()
+    blk_m = _in(vname, (N.VFIO_BLOCK, N.VFIO_BUFFER)) & sv["bytes"].notna().to_numpy(dtype=bool)
+    blk = sv[blk_m]
+    sums = blk["bytes"].astype("int64").groupby(
+        [blk["device"].astype(str).to_numpy(), np.where(pre[blk_m], "pre", "stop")]).sum() \
+        if len(blk) else pd.Series(dtype="int64")
     # pre-copy sizes as the device reports them (GET_PRECOPY_INFO via save_iterate / pending)
-    sized = src[vfio_mask.to_numpy(dtype=bool)]
-    before = sized[sized.index.to_numpy() < cut]
-    g_all = sized.groupby(sized["device"].astype(str), sort=False)
-    g_pre = before.groupby(before["device"].astype(str), sort=False)
-    init_first = g_all["init_bytes"].first()
-    dirty_last = g_pre["dirty_bytes"].last()
-    stop_last = g_all["stopcopy_bytes"].last()
+    devcol = sv["device"].astype(str)
+    init_first = sv["init_bytes"].groupby(devcol, sort=False).first() if len(sv) else pd.Series(dtype="Int64")
+    dirty_last = sv["dirty_bytes"][pre].groupby(devcol[pre], sort=False).last() if len(sv) else pd.Series(dtype="Int64")
+    stop_last = sv["stopcopy_bytes"].groupby(devcol, sort=False).last() if len(sv) else pd.Series(dtype="Int64")
     # multifd stop-copy thread (>=10.0)
-    th = {}
+    th: dict[str, dict[str, Any]] = {}
     for ev_name, key in ((N.VFIO_THREAD_START, "start"), (N.VFIO_THREAD_END, "end")):
-        r = src[name.eq(ev_name).to_numpy(dtype=bool)]
+        r = sv[vname == ev_name]
         for dev, t in zip(r["device"].astype(str).tolist(), r["t_ns"].tolist(), strict=True):
             th.setdefault(dev, {})[key] = t
-    states = pd.concat([_state_changes(src, t0, era, "source"),
-                        _state_changes(dst, t0, era, "destination") if len(dst) else None,
-                        _state_changes(aux, t0, era, "source")], ignore_index=True)
-    states = states.sort_values("t_ms", kind="stable", na_position="last")
-    by_dev = {d: g for d, g in states.groupby("device", sort=False)}
-    save = _downtime(src, N.DOWNTIME_SAVE)
-    load = _downtime(dst, N.DOWNTIME_LOAD) if len(dst) else pd.Series(dtype="float64")
-    idmap = idstr_names(src)
+    parts = [x for x in (_state_changes(sv, t0, era, "source"),
+                         _state_changes(dv, t0, era, "destination") if len(dv) else None,
+                         _state_changes(av, t0, era, "source") if len(av) else None)
+             if x is not None and len(x)]
+    by_dev: dict[str, pd.DataFrame] = {}
+    if parts:
+        states = pd.concat(parts, ignore_index=True).sort_values("t_ms", kind="stable", na_position="last")
+        by_dev = {d: g for d, g in states.groupby("device", sort=False)}
+    dsave = _rows(src, (N.DOWNTIME_SAVE,))
+    save = _downtime(dsave, N.DOWNTIME_SAVE)
+    load = _downtime(_rows(dst, (N.DOWNTIME_LOAD,)), N.DOWNTIME_LOAD) if len(dst) else pd.Series(dtype="float64")
+    idmap = idstr_names(pd.concat([sv, dsave]).sort_index()) if len(sv) else {}
     only = [i for i in list(save.index) + list(load.index) if i.endswith("vfio") and i not in idmap]
     if len(names) == 1 and len(set(only)) == 1:
         idmap[only[0]] = names[0]
@@ -160,10 +177,11 @@ def devices(src: pd.DataFrame, dst: pd.DataFrame, aux: pd.DataFrame, *, t0: int 
                                confirmed=bool(c), origin=o)
                    for tm, s, sd, c, o in zip(sg["t_ms"], sg["state"], sg["side"], sg["confirmed"],
                                               sg["origin"], strict=True)) if sg is not None else ()
+        has_pre, has_stop = (dev, "pre") in sums.index, (dev, "stop") in sums.index
         out.append(Device(
             name=dev, kind="vfio",
-            precopy_bytes=_opt_int(sums.get((dev, "pre"))) if (dev, "pre") in sums.index else (0 if (dev, "stop") in sums.index else None),
-            stopcopy_bytes=_opt_int(sums.get((dev, "stop"))) if (dev, "stop") in sums.index else None,
+            precopy_bytes=_opt_int(sums.get((dev, "pre"))) if has_pre else (0 if has_stop else None),
+            stopcopy_bytes=_opt_int(sums.get((dev, "stop"))) if has_stop else None,
             initial_pending_bytes=_opt_int(init_first.get(dev)),
             dirty_pending_bytes=_opt_int(dirty_last.get(dev)),
             stopcopy_size_bytes=_opt_int(stop_last.get(dev)),

@@ -31,7 +31,7 @@ class Split:
 
 KEEP = ["t_ns", "seq", "side", "origin", "event", "device", "bytes", "pre_bytes", "post_bytes",
         "stopcopy_bytes", "init_bytes", "dirty_bytes", "threshold_bytes", "bw_bytes_per_ms",
-        "dur_ns", "count", "ret", "flags", "state", "detail", "file"]
+        "dur_ns", "count", "ret", "state", "detail", "file"]
 
 
 def labels(s: pd.Series, na: str) -> np.ndarray:
@@ -50,9 +50,15 @@ def resolve_sides(ev: pd.DataFrame) -> pd.Series:
         return side
     key = pd.Series(ev["stream"], index=ev.index)
     name = ev["event"]
-    cp = ev["state"].where(name.eq(N.CHECKPOINT))
-    src = name.isin(N.SOURCE_ONLY) | cp.str.startswith("src-").fillna(False).astype(bool)
-    dst = name.isin(N.DEST_ONLY) | cp.str.startswith("dst-").fillna(False).astype(bool)
+    src = name.isin(N.SOURCE_ONLY).to_numpy(dtype=bool, copy=True)
+    dst = name.isin(N.DEST_ONLY).to_numpy(dtype=bool, copy=True)
+    cpm = name.eq(N.CHECKPOINT).to_numpy(dtype=bool)
+    if cpm.any():  # string tests on the few checkpoint rows only
+        cp = ev["state"][cpm]
+        src[cpm] |= cp.str.startswith("src-").fillna(False).to_numpy(dtype=bool)
+        dst[cpm] |= cp.str.startswith("dst-").fillna(False).to_numpy(dtype=bool)
+    src = pd.Series(src, index=ev.index)
+    dst = pd.Series(dst, index=ev.index)
     votes = pd.DataFrame({"k": key[unknown], "s": src[unknown], "d": dst[unknown]})
     agg = votes.groupby("k", sort=False).agg(s=("s", "any"), d=("d", "any"))
     guess = pd.Series(np.where(agg["s"] | ~agg["d"], "source", "destination"), index=agg.index)
@@ -97,118 +103,169 @@ def split(events: pd.DataFrame) -> Split:
     ev["stream"] = files
     ev["trace"] = np.isin(origin, list(N.TRACE_ORIGINS))
     ev["side_r"] = resolve_sides(ev).to_numpy()
+    # what follows takes many row subsets: plain object/numpy columns take far faster than
+    # pyarrow strings, and the side/origin/file columns are folded into side_r/stream/trace
+    ev = ev.drop(columns=["side", "origin", "file"])
+    for c in ("device", "state", "detail"):
+        ev[c] = pd.Series(ev[c].to_numpy(dtype=object, na_value=None), index=ev.index, dtype=object)
     iso = {}
     for stream in pd.unique(ev["stream"][ev["trace"]]):
         first = raw[(ev["stream"] == stream).to_numpy()].dropna().head(20)
         iso[stream] = bool(first.str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
-    ev["mig"] = pd.array([pd.NA] * len(ev), dtype="Int64")
-    ev["pos"] = np.zeros(len(ev), dtype=np.int64)
-    glob = ev["event"].isin(_GLOBAL)
-
-    spans: list[dict] = []
-    next_id = 0
-    aux_groups = []
-    for (side, stream), g in ev[~glob].groupby(["side_r", "stream"], sort=False, observed=True):
-        trace = bool(g["trace"].iloc[0])
-        if not trace:
-            aux_groups.append((side, stream, g))
-            continue
-        next_id = _cut(ev, g, True, side, stream, next_id, spans)
+    mig, pos, spans = _assign(ev)
+    ev["mig"] = pd.arrays.IntegerArray(mig, mask=mig < 0)
+    ev["pos"] = pos
     span_df = pd.DataFrame(spans, columns=["mig", "side", "stream", "start_ns", "end_ns", "trace"])
-    for side, stream, g in aux_groups:
-        primary = span_df[(span_df["side"] == side) & span_df["trace"]]
-        if primary.empty:
-            next_id = _cut(ev, g, False, side, stream, next_id, spans)
-            span_df = pd.DataFrame(spans, columns=span_df.columns)
+    return Split(rows=ev, spans=span_df, pairs=_pair(spans), iso=iso)
+
+
+def _in(a: np.ndarray, values) -> np.ndarray:
+    """Hash-based membership for object arrays (None-safe, O(n))."""
+    return pd.Index(a, dtype=object).isin(list(values))
+
+
+def _assign(ev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(migration id per row, -1 for none; order within its stream; one dict per migration)."""
+    n = len(ev)
+    a = _Rows(
+        name=labels(ev["event"], ""),
+        state=ev["state"].to_numpy(dtype=object),
+        t=ev["t_ns"].fillna(0).to_numpy(dtype=np.int64),
+        tna=ev["t_ns"].isna().to_numpy(dtype=bool),
+        seq=ev["seq"].fillna(np.iinfo(np.int64).max).to_numpy(dtype=np.int64),
+    )
+    side = ev["side_r"].to_numpy(dtype=object)
+    stream = ev["stream"].to_numpy(dtype=object)
+    trace = ev["trace"].to_numpy(dtype=bool)
+    glob = _in(a.name, _GLOBAL)
+    mig = np.full(n, -1, dtype=np.int64)
+    pos = np.zeros(n, dtype=np.int64)
+    spans: list[dict] = []
+    c_side, u_side = pd.factorize(side)
+    c_stream, _ = pd.factorize(stream)
+    key = c_side.astype(np.int64) * (int(c_stream.max(initial=0)) + 1) + c_stream
+    key[glob] = -1
+    groups = [k for k in pd.unique(key) if k >= 0]
+    aux = []
+    for k in groups:
+        idx = np.flatnonzero(key == k)
+        g_side, g_stream, g_trace = str(side[idx[0]]), str(stream[idx[0]]), bool(trace[idx[0]])
+        if g_trace:
+            _cut(a, idx, True, g_side, g_stream, mig, pos, spans)
         else:
-            _attach(ev, g, primary, side)
-    pairs = _pair(span_df)
-    return Split(rows=ev, spans=span_df, pairs=pairs, iso=iso)
+            aux.append((idx, g_side, g_stream))
+    for idx, g_side, g_stream in aux:
+        primary = [sp for sp in spans if sp["side"] == g_side and sp["trace"]]
+        if primary:
+            _attach(a, idx, primary, g_side, mig, pos)
+        else:
+            _cut(a, idx, False, g_side, g_stream, mig, pos, spans)
+    return mig, pos, spans
 
 
-def _order(g: pd.DataFrame, trace: bool) -> pd.DataFrame:
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    name: np.ndarray  # event names (object)
+    state: np.ndarray  # state column (object, None = NA)
+    t: np.ndarray  # t_ns (int64, 0 where NA)
+    tna: np.ndarray  # t_ns is NA
+    seq: np.ndarray  # seq (int64, max where NA)
+
+
+def _order(a: _Rows, idx: np.ndarray, trace: bool) -> np.ndarray:
     # A trace file is in causal order already (timestamps are read before the log lock, so
     # they can be slightly out of order); other streams go by time.
-    keys = ["seq", "_i"] if trace else ["t_ns", "seq", "_i"]
-    return g.sort_values(keys, kind="stable", na_position="last")
+    if trace:
+        return idx[np.lexsort((idx, a.seq[idx]))]
+    tk = np.where(a.tna[idx], np.iinfo(np.int64).max, a.t[idx])
+    return idx[np.lexsort((idx, a.seq[idx], tk))]
 
 
-def _cut(ev, g, trace, side, stream, next_id, spans) -> int:
-    g = _order(g, trace)
-    seg = _segments(g, trace, side)
-    name = g["event"]
-    keep0 = bool(name[seg == 0].isin(N.CORE).any())
-    ids = np.full(len(g), -1, dtype=np.int64)
-    t = g["t_ns"]
-    for s in np.unique(seg):
-        if s == 0 and not keep0:
+def _segments(names: np.ndarray, states: np.ndarray, trace: bool, side: str) -> np.ndarray:
+    """Segment number per row of one ordered stream: 0 before the first start, then 1, 2, ..."""
+    st = (names == N.STATUS) if trace else _in(names, N.QMP_STATUS_EVENTS)
+    st &= np.array([x is not None for x in states], dtype=bool) if st.any() else st
+    flag = np.zeros(len(names), dtype=bool)
+    if st.any():
+        sidx = np.flatnonzero(st)
+        sv = states[sidx]
+        prev = np.empty(len(sv), dtype=object)
+        prev[1:] = sv[:-1]
+        start = _in(sv, N.STARTS) & (np.array([p is None for p in prev], dtype=bool) | _in(prev, N.TERMINAL))
+        flag[sidx[start]] = True
+    else:
+        flag = names == (N.SAVEVM_SETUP if side != "destination" else N.LOADVM_SETUP)
+    return np.cumsum(flag)
+
+
+def _cut(a: _Rows, idx: np.ndarray, trace: bool, side: str, stream: str, mig: np.ndarray,
+         pos: np.ndarray, spans: list[dict]) -> None:
+    o = _order(a, idx, trace)
+    pos[o] = np.arange(len(o))
+    seg = _segments(a.name[o], a.state[o], trace, side)
+    keep0 = bool(_in(a.name[o][seg == 0], N.CORE).any())
+    for s_no in np.unique(seg):
+        if s_no == 0 and not keep0:
             continue
-        m = seg == s
-        ids[m] = next_id
-        ts = t[m].dropna()
-        spans.append({
-            "mig": next_id, "side": side, "stream": stream, "trace": trace,
-            "start_ns": int(t[m].iloc[0]) if pd.notna(t[m].iloc[0]) else (int(ts.iloc[0]) if len(ts) else None),
-            "end_ns": int(ts.max()) if len(ts) else None,
-        })
-        next_id += 1
-    ev.loc[g.index, "mig"] = pd.Series(ids, index=g.index, dtype="Int64").mask(ids < 0)
-    ev.loc[g.index, "pos"] = np.arange(len(g))
-    return next_id
+        rows = o[seg == s_no]
+        timed = rows[~a.tna[rows]]
+        first = rows[0]
+        start = int(a.t[first]) if not a.tna[first] else (int(a.t[timed[0]]) if len(timed) else None)
+        mig_id = len(spans)
+        mig[rows] = mig_id
+        spans.append({"mig": mig_id, "side": side, "stream": stream, "trace": trace, "start_ns": start,
+                      "end_ns": int(a.t[timed].max()) if len(timed) else None})
 
 
-def _attach(ev, g, primary: pd.DataFrame, side: str) -> None:
+def _attach(a: _Rows, idx: np.ndarray, primary: list[dict], side: str, mig: np.ndarray,
+            pos: np.ndarray) -> None:
     """Give rows of a non-trace stream (QMP, BPF) the migration of the side's trace streams."""
-    g = _order(g, False)
-    ev.loc[g.index, "pos"] = np.arange(len(g))
-    timed = g["t_ns"].notna()
-    starts = primary.dropna(subset=["start_ns"])
-    if len(starts) == len(primary) and timed.all():
-        left = pd.DataFrame({"t": g["t_ns"].astype("int64").to_numpy(), "idx": g.index})
-        right = pd.DataFrame({"t": starts["start_ns"].astype("int64").to_numpy(),
-                              "mig": starts["mig"].astype("int64").to_numpy()}).sort_values("t")
-        m = pd.merge_asof(left.sort_values("t"), right, on="t", direction="backward")
+    o = _order(a, idx, False)
+    pos[o] = np.arange(len(o))
+    if not a.tna[o].any() and all(sp["start_ns"] is not None for sp in primary):
+        prim = sorted(primary, key=lambda sp: sp["start_ns"])
+        starts = np.array([sp["start_ns"] for sp in prim], dtype=np.int64)
+        ids = np.array([sp["mig"] for sp in prim], dtype=np.int64)
+        k = np.searchsorted(starts, a.t[o], side="right") - 1
         # QMP rows stamped just before the trace start line (client clock, poll latency) still
         # belong to it: allow 50 ms.
-        early = m["mig"].isna()
-        if early.any():
-            m2 = pd.merge_asof(left.sort_values("t")[early.to_numpy()], right, on="t",
-                               direction="forward", tolerance=50_000_000)
-            m.loc[early, "mig"] = m2["mig"].to_numpy()
-        ev.loc[m["idx"].to_numpy(), "mig"] = pd.array(m["mig"].to_numpy(), dtype="Float64").astype("Int64")
+        early = (k < 0) & (a.t[o] >= starts[0] - 50_000_000)
+        k[early] = 0
+        mig[o] = np.where(k >= 0, ids[np.maximum(k, 0)], -1)
         return
     # No common clock: align the stream's own migrations with the trace's, last with last.
-    seg = _segments(g, False, side)
-    own = [s for s in np.unique(seg) if s > 0] or ([0] if len(g) else [])
-    migs = list(primary.sort_values("mig")["mig"])
-    for j, s in enumerate(reversed(own)):
+    seg = _segments(a.name[o], a.state[o], False, side)
+    own = [s_no for s_no in np.unique(seg) if s_no > 0] or ([0] if len(o) else [])
+    migs = sorted(sp["mig"] for sp in primary)
+    for j, s_no in enumerate(reversed(own)):
         if j >= len(migs):
             break
-        ev.loc[g.index[seg == s], "mig"] = int(migs[-1 - j])
+        mig[o[seg == s_no]] = migs[-1 - j]
 
 
-def _pair(spans: pd.DataFrame) -> dict[int, int]:
-    """Destination migration -> the source migration it received (by start time, else order)."""
-    src = spans[spans["side"] != "destination"]
-    dst = spans[spans["side"] == "destination"]
-    if src.empty or dst.empty:
+def _pair(spans: list[dict]) -> dict[int, int]:
+    """Destination migration -> the source migration it received (by time overlap, else order)."""
+    src = [sp for sp in spans if sp["side"] != "destination"]
+    dst = [sp for sp in spans if sp["side"] == "destination"]
+    if not src or not dst:
         return {}
     pairs: dict[int, int] = {}
-    timed = [c for c in ("start_ns", "end_ns")]
-    if src[timed].notna().all().all() and dst[timed].notna().all().all():
+    if all(sp["start_ns"] is not None and sp["end_ns"] is not None for sp in src + dst):
         # the source migration whose time span overlaps the destination's most (a destination
         # may enter `setup` when it starts listening, before the source starts)
-        s0 = src["start_ns"].to_numpy(dtype=np.int64)
-        s1 = src["end_ns"].to_numpy(dtype=np.int64)
-        for dm, d0, d1 in zip(dst["mig"], dst["start_ns"], dst["end_ns"], strict=True):
-            overlap = np.minimum(s1, int(d1)) - np.maximum(s0, int(d0))
-            overlap[np.isin(src["mig"].to_numpy(), list(pairs.values()))] = np.iinfo(np.int64).min
-            k = int(np.argmax(overlap))
-            if overlap[k] >= -1_000_000_000:  # allow a 1 s gap (clock skew between hosts)
-                pairs[int(dm)] = int(src["mig"].iloc[k])
+        for d in dst:
+            best, best_ov = None, -1_000_000_000  # allow a 1 s gap (clock skew between hosts)
+            for sp in src:
+                if sp["mig"] in pairs.values():
+                    continue
+                ov = min(sp["end_ns"], d["end_ns"]) - max(sp["start_ns"], d["start_ns"])
+                if ov >= best_ov:
+                    best, best_ov = sp["mig"], ov
+            if best is not None:
+                pairs[d["mig"]] = best
         return pairs
-    s_ids = list(src.sort_values("mig")["mig"])
-    d_ids = list(dst.sort_values("mig")["mig"])
+    s_ids = [sp["mig"] for sp in src]
+    d_ids = [sp["mig"] for sp in dst]
     for j in range(min(len(s_ids), len(d_ids))):
-        pairs[int(d_ids[-1 - j])] = int(s_ids[-1 - j])
+        pairs[d_ids[-1 - j]] = s_ids[-1 - j]
     return pairs

@@ -76,7 +76,16 @@ def qmp_reply(detail: Any) -> dict[str, Any]:
 def times(src: pd.DataFrame, aux: pd.DataFrame, start_ns: int | None) -> Times:
     """Outcome and times of one source migration (trace rows ``src`` ordered, QMP ``aux``)."""
     name = src["event"]
-    cp = src["state"].where(name.eq(N.CHECKPOINT))
+    cpm = name.eq(N.CHECKPOINT).to_numpy(dtype=bool)
+    cp_pos = np.flatnonzero(cpm)
+    cp_state = src["state"][cpm].astype(object).to_numpy()
+
+    def cp(label: str) -> np.ndarray:
+        """Row mask of one downtime checkpoint (string tests on checkpoint rows only)."""
+        m = np.zeros(len(src), dtype=bool)
+        m[cp_pos[cp_state == label]] = True
+        return m
+
     st_rows = src[name.eq(N.STATUS).to_numpy(dtype=bool) & src["state"].notna().to_numpy(dtype=bool)]
     aname = aux["event"]
     q_rows = aux[aname.isin(N.QMP_STATUS_EVENTS).to_numpy(dtype=bool) & aux["state"].notna().to_numpy(dtype=bool)]
@@ -87,8 +96,12 @@ def times(src: pd.DataFrame, aux: pd.DataFrame, start_ns: int | None) -> Times:
     t0 = start_ns
     statuses = [(_ms(t0, t), str(s), origin)
                 for t, s in zip(status_rows["t_ns"].tolist(), status_rows["state"].tolist(), strict=True)]
-    term = _last(status_rows, status_rows["state"].isin(N.TERMINAL | {"cancelling"}).to_numpy(dtype=bool)) \
-        if len(status_rows) else None
+    # the end is the first status of the final run of terminal ones (QMP polls repeat it)
+    fin = status_rows["state"].isin(N.TERMINAL).to_numpy(dtype=bool)
+    term = None
+    if len(fin) and fin[-1]:
+        live = np.flatnonzero(~fin)
+        term = status_rows.iloc[int(live[-1]) + 1 if len(live) else 0]
     end_ns = term["t_ns"] if term is not None else None
     sources: dict[str, str] = {}
 
@@ -100,8 +113,8 @@ def times(src: pd.DataFrame, aux: pd.DataFrame, start_ns: int | None) -> Times:
     setup_ms = _ms(setup_from, sd["t_ns"]) if sd is not None else None
     setup_done_pos = int(sd.name) if sd is not None else None
     low = _first(src, name.eq(N.LOW_PENDING))
-    d_start = _last(src, cp.eq("src-downtime-start").fillna(False))
-    d_end = _last(src, cp.eq("src-downtime-end").fillna(False))
+    d_start = _last(src, cp("src-downtime-start"))
+    d_end = _last(src, cp("src-downtime-end"))
     if d_start is not None and d_end is not None:
         downtime_ms = _ms(d_start["t_ns"], d_end["t_ns"])
         sources["downtime_ms"] = "checkpoints"
@@ -112,8 +125,8 @@ def times(src: pd.DataFrame, aux: pd.DataFrame, start_ns: int | None) -> Times:
         downtime_ms = None
     switch = d_start if d_start is not None else low
     switch_pos = int(switch.name) if switch is not None else None
-    vm_stopped = _last(src, cp.eq("src-vm-stopped").fillna(False))
-    it_saved = _last(src, cp.eq("src-iterable-saved").fillna(False))
+    vm_stopped = _last(src, cp("src-vm-stopped"))
+    it_saved = _last(src, cp("src-iterable-saved"))
     stop_from = vm_stopped if vm_stopped is not None else switch
     stop_to = it_saved if it_saved is not None else (term if outcome == "completed" else None)
     stopcopy_ms = _ms(stop_from["t_ns"], stop_to["t_ns"]) if stop_from is not None and stop_to is not None else None

@@ -115,6 +115,7 @@ class Migration:
     dest_start_ms: float | None = None  # first destination event of this migration
     dest_end_ms: float | None = None  # destination completed / failed / last event
     switchover_ack_ms: float | None = None  # source saw the switchover ACK (>=8.1)
+    switchover_approved_ms: float | None = None  # destination approved switch-over (loadvm_approve_switchover)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
 
 

@@ -31,15 +31,42 @@ def fmt_rate(n: float | None) -> str:
     return "?" if n is None else fmt_bytes(n) + "/s"
 
 
+def sync_dirty_rate(pas: pd.DataFrame, page_size: int = 4096) -> float | None:
+    """RAM dirty rate (bytes/s) the way QEMU computes ``dirty-pages-rate``, from the syncs.
+
+    ``migration_bitmap_sync_end`` prints ``num_dirty_pages_period``, the pages newly dirtied
+    since the rate period began; right after printing, a sync that ends more than 1 s after
+    the period's start closes the period (rate = pages / its length) and starts the next.
+    Replaying that rule over the syncs before stop-copy (the setup sync opens the first
+    period): sum of pages over sum of time, the last, still open, period included. Needs
+    timestamps.
+    """
+    p = pas[pas["phase"] != "stopcopy"]
+    if len(p) < 2 or p["t_ns"].isna().any() or p["dur_ns"].isna().any() or p["dirty_pages"].isna().any():
+        return None
+    end = (p["t_ns"] + p["dur_ns"]).to_numpy(dtype="float64") / 1e9
+    pages = p["dirty_pages"].to_numpy(dtype="float64")
+    start = end[0]
+    total_pages = total_s = 0.0
+    for k in range(1, len(end)):
+        if end[k] - start > 1.0 or k == len(end) - 1:
+            total_pages += pages[k]
+            total_s += end[k] - start
+            start = end[k]
+    if total_s <= 0:
+        return None
+    return total_pages * page_size / total_s
+
+
 def rates(chk: pd.DataFrame, contrib: pd.DataFrame, win: pd.DataFrame,
           upto_pos: int | None) -> tuple[float | None, float | None]:
     """(RAM dirty rate, bandwidth) in bytes/s over the pre-copy phase.
 
     ``win`` are the ``migrate_transferred`` windows (pos, bytes, dur_ns): bandwidth = bytes sent /
-    time over them. RAM's pending only grows at a dirty-bitmap sync, by the pages dirtied since
-    the previous one, so the dirty rate = the sum of RAM's increases between consecutive checks
-    over the time from the first to the last check (timestamps, else the windows' time_spent,
-    which tile the timeline). None when no sync happened in between.
+    time over them. Dirty rate (when ``sync_dirty_rate`` cannot tell): RAM's pending only grows
+    at a dirty-bitmap sync, so the sum of RAM's increases between consecutive checks over the
+    time from the first to the last check (timestamps, else the windows' time_spent, which
+    tile the timeline); a lower bound when checks are sparse. None when no sync happened.
     """
     if upto_pos is not None:
         win = win[win["pos"] < upto_pos]
@@ -58,7 +85,7 @@ def rates(chk: pd.DataFrame, contrib: pd.DataFrame, win: pd.DataFrame,
         else:
             a, b = chk["pos"].iloc[0], chk["pos"].iloc[-1]
             dur = float(win[(win["pos"] > a) & (win["pos"] <= b)]["dur_ns"].sum()) / 1e9
-        if dur > 0:
+        if dur > 0 and grown > 0:  # no increase seen: sparse checks, not a clean guest
             dirty = grown / dur
     return dirty, bw
 
@@ -111,7 +138,9 @@ def verdict(chk: pd.DataFrame, contrib: pd.DataFrame, *, decided_pos: int | None
     elif converged:
         parts.append("converged (switch-over decided)")
     elif converged is None:
-        parts.append("no pending checks in the trace: convergence unknown")
+        parts.append("no pending checks traced: convergence unknown")
+    elif outcome == "incomplete":
+        parts.append(f"not converged yet after {n} checks")
     else:
         parts.append(f"did not converge in {n} checks")
         if g is not None:

@@ -48,20 +48,23 @@ def _num(buf, a, b):
 
 @njit(cache=True, nogil=True)
 def scan_lines(buf, nbytes, starts, ends, kind, name_start, name_end, valid, tid, tid_ok,
-               pid, t_ns, t_ok, name_hash, progmark):
+               pid, t_ns, t_ok, name_hash, progmark, flags):
     """Split ``buf[:nbytes]`` into lines and read each line's prefix and event name.
 
     Returns the number of lines. A line is a trace candidate (``valid``) when an event
     name ``[A-Za-z0-9_]+`` follows a recognised prefix and is followed by a space or
     the line end. ``progmark`` flags lines holding ``"): "`` (the proposed
-    ``prog(tid:thread):`` prefix), parsed by a regex in Python.
+    ``prog(tid:thread):`` prefix), parsed by a regex in Python. ``flags[0]`` gets the OR
+    of all bytes, so pure ASCII input needs no UTF-8 check.
     """
     n = 0
     i = 0
+    high = np.uint8(0)
     while i < nbytes:
         s = i
         j = i
         while j < nbytes and buf[j] != 10:
+            high |= buf[j]
             j += 1
         e = j
         if e > s and buf[e - 1] == 13:
@@ -158,6 +161,7 @@ def scan_lines(buf, nbytes, starts, ends, kind, name_start, name_end, valid, tid
         progmark[n] = pm
         n += 1
         i = j + 1
+    flags[0] = high
     return n
 
 
@@ -273,7 +277,11 @@ def scan_bodies(buf, bstart, bend, ops, slot, lit, litoff, litlen, nint, nstr):
                     lo = litoff[slot[t + 1]]
                     ln = litlen[slot[t + 1]]
                     found = -1
-                    for p in range(pos, end - ln + 1):
+                    # a string before the final literal ends where that literal must start
+                    first = end - ln if t + 1 == ntok - 1 else pos
+                    if first < pos:
+                        first = end + 1
+                    for p in range(first, end - ln + 1):
                         match = True
                         for q in range(ln):
                             if buf[p + q] != lit[lo + q]:
@@ -304,6 +312,6 @@ def copy_slices(buf, s, e):
     out = np.empty(offs[m], np.uint8)
     for r in range(m):
         o = offs[r]
-        for q in range(offs[r + 1] - o):
-            out[o + q] = buf[s[r] + q]
+        ln = offs[r + 1] - o
+        out[o: o + ln] = buf[s[r]: s[r] + ln]
     return offs, out

@@ -49,6 +49,7 @@ DIRTY_PAGES_FLAGS = {1: "START", 2: "STOP", 4: "GET_BITMAP"}
 # event types of struct vfio_event
 EV_IOCTL, EV_PRECOPY, EV_READ, EV_WRITE, EV_CLOSE, EV_DEVNAME, EV_RESET, EV_DIRTY = range(1, 9)
 NAME_LEN = 40
+MAX_FDS, MAX_TARGETS = 8192, 8  # as in vfio_syscalls.bpf.c
 
 # numpy mirror of struct vfio_event (bpf/vfio.h); decoding a batch is one frombuffer
 EVENT_DTYPE = np.dtype(
@@ -75,7 +76,7 @@ class FdKey(ctypes.Structure):
 
 
 PATHS = ("tracepoint", "kprobe")
-PROGRAMS = {"tracepoint": "vfio_syscalls.bpf.c", "kprobe": "vfio_kprobes.bpf.c"}
+PROGRAMS = {"tracepoint": "vfio_syscalls.bpf.c", "kprobe": "vfio_kprobes.bpf.c", "usdt": "qemu_usdt.bpf.c"}
 TRACEFS = Path("/sys/kernel/tracing")
 # kprobe path: the VFIO core device ioctl, and each driver's data-file fops
 KPROBE_IOCTL = "vfio_device_fops_unl_ioctl"
@@ -148,7 +149,9 @@ def check_host() -> HostSupport:
     priv = _has_cap_bpf()
     tf_problem = ensure_tracefs() if priv else "needs root"
     rel = os.uname().release
-    headers = Path(f"/lib/modules/{rel}/build/include").is_dir() or Path("/sys/kernel/kheaders.tar.xz").exists()
+    kdir = Path(f"/lib/modules/{rel}")
+    headers = (any((kdir / d / "include/linux/kconfig.h").exists() for d in ("build", "source"))
+               or Path("/sys/kernel/kheaders.tar.xz").exists())
     kprobes = (TRACEFS / "kprobe_events").exists()
     kfunc = False
     symbols: tuple[str, ...] = ()
@@ -355,7 +358,8 @@ class BpfSource(Source):
     name = "bpf"
 
     def __init__(self, pids: list[int], sides: dict[int, str] | None = None, path: str = "auto",
-                 ringbuf: bool | None = None, poll_ms: int = 100, follow_exit: bool = True):
+                 ringbuf: bool | None = None, poll_ms: int = 100, follow_exit: bool = True,
+                 ringbuf_pages: int = 256):
         if not pids:
             raise MigprofError("bpf: no target pid")
         self.pids = [int(p) for p in pids]
@@ -364,6 +368,7 @@ class BpfSource(Source):
         self.ringbuf = ringbuf
         self.poll_ms = poll_ms
         self.follow_exit = follow_exit
+        self.ringbuf_pages = ringbuf_pages  # 4 KiB pages of the ring buffer (a power of 2)
         self.path: str | None = None
         self.buffer: str | None = None
         self.host: HostSupport | None = None
@@ -388,6 +393,7 @@ class BpfSource(Source):
         return [
             f"-DTARGET_TGID={self.pids[0] if one else 0}",
             f"-DUSE_RINGBUF={1 if self.buffer == 'ring' else 0}",
+            f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             f"-I{bpf_include_dir()}",
         ]
 
@@ -449,8 +455,7 @@ class BpfSource(Source):
             if b.get_kprobe_functions(regex.encode()):
                 b.attach_kprobe(event_re=regex, fn_name=enter)
                 b.attach_kretprobe(event_re=regex, fn_name=exit_)
-        # close() is a syscall on the data fd, not a driver fop: keep its tracepoint
-        b.attach_tracepoint(tp="syscalls:sys_enter_close", fn_name="close_enter")
+        # close() of a data fd: its tracepoint is attached with the program (TRACEPOINT_PROBE)
 
     def _prog_ids(self) -> list[int]:
         """IDs of the programs we loaded (to check a clean detach)."""
@@ -470,21 +475,26 @@ class BpfSource(Source):
         b = self._b
         assert b is not None
         targets = b[b"targets"]
-        for pid in self.pids:
-            targets[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        slots = {pid: i for i, pid in enumerate(self.pids)}
+        if len(self.pids) > MAX_TARGETS:
+            raise MigprofError(f"bpf: at most {MAX_TARGETS} processes at once")
+        for pid, slot in slots.items():
+            targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(slot)
         fds = b[b"fds"]
+        fdkind = b[b"fdkind"] if self.path == "tracepoint" else None
         for pid, entries in self.scanned.items():
             devices = [e for e in entries if e.kind is FdKind.DEVICE]
             for e in entries:
                 owner = -1
                 if e.kind in (FdKind.DATA_SAVE, FdKind.DATA_LOAD) and len(devices) == 1:
                     owner = devices[0].fd  # one device: the data fd can only be its
-                fds[FdKey(pid, e.fd)] = FdInfo(kind=int(e.kind), owner=owner)
+                if fdkind is not None:
+                    # (the kprobe program keys data files by struct file and learns them itself)
+                    fds[FdKey(pid, e.fd)] = FdInfo(kind=int(e.kind), owner=owner)
+                    if e.fd < MAX_FDS:
+                        fdkind[ctypes.c_int(slots[pid] * MAX_FDS + e.fd)] = ctypes.c_uint8(int(e.kind))
                 if e.device:
                     self.names[(pid, e.fd)] = e.device
-        if self.path == "kprobe":
-            # the kprobe program keys data files by struct file; it learns them itself
-            pass
 
     def _open_buffer(self) -> None:
         b = self._b
@@ -492,7 +502,7 @@ class BpfSource(Source):
         if self.buffer == "ring":
             b[b"events"].open_ring_buffer(self._on_event)
         else:
-            b[b"events"].open_perf_buffer(self._on_event, page_cnt=256, lost_cb=self._on_lost)
+            b[b"events"].open_perf_buffer(self._on_event, page_cnt=self.ringbuf_pages, lost_cb=self._on_lost)
 
     def _on_event(self, cpu_or_ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, EVENT_DTYPE.itemsize))
@@ -514,10 +524,10 @@ class BpfSource(Source):
     def _lost_now(self) -> int:
         """New losses since the last call: ring-buffer reserve failures plus perf losses."""
         total = self._perf_lost
-        try:
-            total += int(sum(v.value for v in self._b[b"drops"][ctypes.c_int(0)]))
-        except Exception:  # map gone during close
-            pass
+        b = self._b
+        if b is not None:
+            # a per-CPU array: one counter per CPU
+            total += int(sum(int(v) for v in b[b"drops"][ctypes.c_int(0)]))
         new = total - self._drops_seen
         self._drops_seen = total
         return new

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from profiler import events
 from profiler.errors import InputError
-from profiler.sources.qemu_log import MAX_WARNINGS, detect_side, tables_to_frame
+from profiler.sources.qemu_log import MAX_WARNINGS, chunks_to_frame, detect_side
 from profiler.sources.trace_formats import Variant, as_signed64, fill_columns, formats
 
 HEADER_EVENT_ID = 0xFFFFFFFFFFFFFFFF
@@ -204,16 +204,20 @@ def parse_simpletrace(data: bytes, *, file: str | None = None, side: str | None 
 
     k = idx
     ts = np.array(ts_l, dtype=np.uint64).view(np.int64)
-    tbl: dict[str, pa.Array] = {
-        "clock_ns": pa.array(ts, type=pa.int64()),
-        "clock": pa.array(["monotonic"] * k, type=pa.large_string()),
-        "seq": pa.array(np.array(seq_l, np.int64)),
-        "pid": pa.array(np.array(pid_l, np.int64)),
-        "event": pa.array(ev_l, type=pa.large_string()),
+    names_u = sorted(set(ev_l))
+    code_of = {nm: i for i, nm in enumerate(names_u)}
+    ones = np.ones(k, bool)
+    tbl: dict[str, object] = {
+        "_n": k,
+        "clock_ns": ("num", ts, ones),
+        "clock": ("cat", np.zeros(k, np.int32), ["monotonic"]),
+        "seq": ("num", np.array(seq_l, np.int64), ones),
+        "pid": ("num", np.array(pid_l, np.int64), ones),
+        "event": ("cat", np.array([code_of[x] for x in ev_l], np.int32), names_u),
         "raw": pa.array(raw_l, type=pa.large_string()),
     }
     if monotonic_offset_ns is not None:
-        tbl["t_ns"] = pa.array(ts + int(monotonic_offset_ns), type=pa.int64())
+        tbl["t_ns"] = ("num", ts + int(monotonic_offset_ns), ones)
     # typed columns per (event, variant), scattered back by record index
     from profiler.sources.qemu_log import _Cols
 
@@ -231,7 +235,7 @@ def parse_simpletrace(data: bytes, *, file: str | None = None, side: str | None 
         cols.put(ridx, fill_columns(name, args))
     tbl.update(cols.arrays())
     res.side = side or detect_side(set(ev_l), file)
-    frame = tables_to_frame([pa.table(tbl)], side=res.side, origin=events.Origin.SIMPLETRACE, file=file)
+    frame = chunks_to_frame([tbl], side=res.side, origin=events.Origin.SIMPLETRACE, file=file)
     res.frame = frame
     return res
 

@@ -6,7 +6,7 @@ import json
 import math
 from typing import IO
 
-from profiler.compare import Comparison, MetricResult, Stats, to_json
+from profiler.compare import Comparison, MetricResult, Stats, left_out_text, to_json
 
 
 def fmt_value(v: float | None, unit: str) -> str:
@@ -51,10 +51,14 @@ def delta_text(m: MetricResult) -> str:
     return f"{m.delta_pct:+.1f}%"
 
 
-def p_text(m: MetricResult) -> str:
+def p_text(m: MetricResult, c: Comparison | None = None) -> str:
+    """``p=0.008``; the sample counts only where this metric has fewer than its side."""
+    n = ""
+    if c is None or (m.base.n, m.candidate.n) != (len(c.base.samples), len(c.candidate.samples)):
+        n = f" n={m.base.n}/{m.candidate.n}"
     if m.p_value is None:
-        return "n<5" if m.note else ""
-    return f"p={m.p_value:.3f} n={m.base.n}+{m.candidate.n}"
+        return f"too few{n}" if m.note else n.strip()
+    return f"p={m.p_value:.3f}{n}"
 
 
 def _side_line(c: Comparison, which: str) -> str:
@@ -87,7 +91,7 @@ def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool |
         elif m.significant and m.worse is False:
             style = "green"
         t.add_row(m.name, _cell(m.base, m.unit), _cell(m.candidate, m.unit),
-                  f"[{style}]{dt}[/]" if style else dt, p_text(m))
+                  f"[{style}]{dt}[/]" if style else dt, p_text(m, c))
     con.print(t)
     for line in _footer(c):
         con.print(line, markup=False)
@@ -101,8 +105,7 @@ def _footer(c: Comparison) -> list[str]:
     else:
         lines.append(f"~: not significant (two-sided Mann-Whitney U, alpha {c.alpha:g})")
     if c.left_out:
-        lines.append("left out (only one side has them): "
-                     + ", ".join(f"{d['metric']} [{d['only_in']}: {d['reason']}]" for d in c.left_out))
+        lines.append("left out, only one side has them: " + left_out_text(c.left_out))
     for r in c.rules:
         mark = "REGRESSION" if r.fired else "ok"
         lines.append(f"{mark}: {r.rule} -> {r.metric}: {r.detail}")
@@ -115,7 +118,7 @@ def render_markdown(c: Comparison) -> str:
            "| metric | base | candidate | delta | test |", "|---|---:|---:|---:|---|"]
     for m in c.metrics:
         out.append(f"| `{m.name}` | {_cell(m.base, m.unit)} | {_cell(m.candidate, m.unit)} | "
-                   f"{delta_text(m)} | {p_text(m)} |")
+                   f"{delta_text(m)} | {p_text(m, c)} |")
     out.append("")
     out += [f"- {line}" for line in _footer(c)]
     out.append("")

@@ -4,6 +4,7 @@ the spread of the main metrics, and the table (plotly.js embedded, so it opens o
 from __future__ import annotations
 
 import html
+import json
 
 from profiler.compare import Comparison, curves, to_json
 from profiler.views.compare import _footer, _side_line, delta_text, fmt_value, p_text
@@ -77,11 +78,9 @@ def render_html(c: Comparison) -> str:
     rows = "\n".join(
         f"<tr><td><code>{html.escape(m.name)}</code></td><td>{html.escape(fmt_value(m.base.median, m.unit))}</td>"
         f"<td>{html.escape(fmt_value(m.candidate.median, m.unit))}</td><td>{html.escape(delta_text(m))}</td>"
-        f"<td>{html.escape(p_text(m))}</td></tr>" for m in c.metrics)
+        f"<td>{html.escape(p_text(m, c))}</td></tr>" for m in c.metrics)
     notes = "\n".join(f"<li>{html.escape(line)}</li>" for line in _footer(c))
     verdict = "Regression" if c.regression else "No regression"
-    import json
-
     data = html.escape(json.dumps(to_json(c), default=str))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>migprof compare</title>

@@ -15,7 +15,7 @@ from profiler.model.verdict import fmt_bytes
 
 HEAD_CHECKS = 5  # checks shown at the start of a long run
 TAIL_CHECKS = 8  # ... and at its end
-MAX_OTHER = 6  # "other" save-state entries listed by downtime before summing the rest
+MAX_OTHER = 4  # "other" save-state entries listed by downtime before summing the rest
 _OUTCOME_STYLE = {"completed": "bold green", "failed": "bold red", "cancelled": "bold yellow",
                   "incomplete": "bold magenta"}
 
@@ -31,6 +31,14 @@ def _ms(v: float | None, nd: int = 1) -> str:
 
 def _b(v: int | float | None) -> str:
     return "-" if v is None else fmt_bytes(v)
+
+
+def _mib(v: int | float | None) -> str:
+    """Bytes as MiB with one decimal (table cells; the header carries the unit)."""
+    return "-" if v is None else f"{v / (1 << 20):.1f}"
+
+
+_KIND = {"estimate": "est", "exact": "exact", "pending": "pend"}
 
 
 def header(m: Migration) -> Text:
@@ -76,13 +84,14 @@ def checks_table(m: Migration, all_checks: bool = False) -> Table:
         for d in c.devices:
             if d not in devs:
                 devs.append(d)
-    tb = Table(title="Pre-copy checks (pending vs switch-over threshold)", box=box.SIMPLE_HEAD,
+    tb = Table(title="Pre-copy checks: pending vs switch-over threshold, MiB, per device at the right "
+               "(✔ switched over, ▼ below threshold, ◆ closest)", box=box.SIMPLE_HEAD,
                title_justify="left", pad_edge=False)
     for col, just in (("#", "right"), ("T(ms)", "right"), ("KIND", "left"), ("PASS", "right"),
-                      ("PENDING", "right"), ("THRESHOLD", "right"), ("GAP", "right"), ("", "left")):
-        tb.add_column(col, justify=just)
+                      ("PENDING", "right"), ("THRESH", "right"), ("GAP", "right"), ("", "left")):
+        tb.add_column(col, justify=just, no_wrap=True)
     for d in devs:
-        tb.add_column(d.upper() if d == "ram" else d, justify="right")
+        tb.add_column("RAM" if d == "ram" else d, justify="right", overflow="fold")
     for i in _pick_checks(m, all_checks):
         if i < 0:
             tb.add_row("…", f"{-i} more", "", "", "", "", "", "", *[""] * len(devs), style="dim")
@@ -91,34 +100,40 @@ def checks_table(m: Migration, all_checks: bool = False) -> Table:
         mark = ""
         style = None
         if i == m.verdict.converged_at_check:
-            mark, style = "switch", "green"
+            mark, style = "✔", "green"
         elif c.below_threshold:
-            mark = "below"
+            mark = "▼"
         elif i == m.verdict.min_gap_check:
-            mark, style = "closest", "yellow"
-        tb.add_row(str(i + 1), _ms(c.t_ms), c.kind, "-" if c.pass_no is None else str(c.pass_no),
-                   _b(c.pending_bytes), _b(c.threshold_bytes), _b(c.gap_bytes), mark,
-                   *[_b(c.devices.get(d)) for d in devs], style=style)
+            mark, style = "◆", "yellow"
+        kind = _KIND.get(c.kind, c.kind)
+        if not c.decisive:
+            style = style or "dim"  # re-queried exactly in the same pass
+        tb.add_row(str(i + 1), _ms(c.t_ms), kind, "-" if c.pass_no is None else str(c.pass_no),
+                   _mib(c.pending_bytes), _mib(c.threshold_bytes), _mib(c.gap_bytes), mark,
+                   *[_mib(c.devices.get(d)) for d in devs], style=style)
     return tb
 
 
 def devices_table(m: Migration) -> Table:
-    tb = Table(title="Devices", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for col in ("DEVICE", "KIND", "PRE-COPY", "STOP-COPY", "INIT PEND", "DIRTY PEND", "STOP SIZE",
-                "DOWNTIME(ms)", "LOAD(ms)"):
-        tb.add_column(col, justify="left" if col in ("DEVICE", "KIND") else "right")
+    tb = Table(title="Devices: bytes read in pre-copy / stop-copy, initial and dirty pending, "
+               "stop-copy size (MiB); downtime on save / load (ms)", box=box.SIMPLE_HEAD,
+               title_justify="left", pad_edge=False)
+    tb.add_column("DEVICE", overflow="fold", min_width=12)
+    tb.add_column("KIND", no_wrap=True)
+    for col in ("PRE", "STOP", "INIT", "DIRTY", "SIZE", "DOWN", "LOAD"):
+        tb.add_column(col, justify="right", no_wrap=True)
     others = sorted((d for d in m.devices if d.kind == "other"), key=lambda d: -(d.downtime_ms or 0))
     for d in [d for d in m.devices if d.kind != "other"] + others[:MAX_OTHER]:
         name = d.name + (f" [{d.idstr}]" if d.idstr and d.idstr not in (d.name, "ram") else "")
-        stop = _b(d.stopcopy_bytes)
+        stop = _mib(d.stopcopy_bytes)
         if d.stopcopy_bytes is None and d.stopcopy_thread_ms is not None:
-            stop = f"multifd {d.stopcopy_thread_ms:.1f} ms"
-        tb.add_row(name, d.kind, _b(d.precopy_bytes), stop, _b(d.initial_pending_bytes),
-                   _b(d.dirty_pending_bytes), _b(d.stopcopy_size_bytes), _ms(d.downtime_ms, 2),
+            stop = "multifd"  # no blocks traced; the thread's time is in the JSON
+        tb.add_row(name, d.kind, _mib(d.precopy_bytes), stop, _mib(d.initial_pending_bytes),
+                   _mib(d.dirty_pending_bytes), _mib(d.stopcopy_size_bytes), _ms(d.downtime_ms, 2),
                    _ms(d.load_ms, 2))
     rest = others[MAX_OTHER:]
     if rest:
-        tb.add_row(f"({len(rest)} more entries)", "other", "", "", "", "", "",
+        tb.add_row(f"+{len(rest)} more", "other", "", "", "", "", "",
                    _ms(sum(d.downtime_ms or 0 for d in rest), 2),
                    _ms(sum(d.load_ms or 0 for d in rest), 2))
     return tb
@@ -134,9 +149,13 @@ def timeline(m: Migration) -> Table:
             tag = "" if s.confirmed else " (requested)"
             rows.append((s.t_ms, s.side, f"{d.name} -> {s.state}{tag}" + (f" [{s.origin}]" if s.origin != "qemu-log" else "")))
     for mk in m.markers:
-        rows.append((mk.get("t_ms"), "", str(mk.get("label"))))
+        rows.append((mk.get("t_ms"), "lab", str(mk.get("label"))))
     if m.switchover_ms is not None:
         rows.append((m.switchover_ms, "source", "switch-over decided (pending below threshold)"))
+    if m.switchover_approved_ms is not None:
+        rows.append((m.switchover_approved_ms, "destination", "switch-over approved (switchover-ack)"))
+    if m.switchover_ack_ms is not None:
+        rows.append((m.switchover_ack_ms, "source", "switchover ACK received"))
     if all(r[0] is not None for r in rows):
         rows.sort(key=lambda r: r[0])
     tb = Table(title="Timeline", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -48,9 +48,9 @@ class MainScreen(Screen):
                     yield DevicesTable(id="devices")
                 with TabPane("Events", id="tab-events"):
                     yield EventLog(id="events")
-                with TabPane("Verdict", id="tab-verdict"):
+                with TabPane("Verdict", id="tab-verdict"), VerticalScroll():
                     yield VerdictPanel(id="verdict")
-                with TabPane("Health", id="tab-health"):
+                with TabPane("Health", id="tab-health"), VerticalScroll():
                     yield HealthPanel(id="health")
         yield Static(id="too-small")
         yield Footer()

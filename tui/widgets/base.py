@@ -26,3 +26,10 @@ class Panel(Widget):
     """A panel redrawn from ``shown``; the screen assigns it on every model update."""
 
     shown: reactive[Shown | None] = reactive(None, always_update=True)
+
+
+class AutoHeightPanel(Panel):
+    """A panel whose height follows its content: a new ``shown`` also redoes the layout."""
+
+    def watch_shown(self, old: Shown | None, new: Shown | None) -> None:
+        self.refresh(layout=True)

@@ -148,7 +148,7 @@ def render_chart(shown: Shown, width: int, height: int) -> RenderableType:
 
     names = device_names(mig)
     values: list[float] = [float(c.pending_bytes) for c in checks]
-    values += [float(c.threshold_bytes) for c in checks if c.threshold_bytes]
+    values += [float(c.threshold_bytes) for c in checks if c.threshold_bytes is not None]
     for c in checks:
         values += [float(v) for v in c.devices.values() if v is not None]
     canvas = Canvas(plot_w, plot_h)

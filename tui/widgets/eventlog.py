@@ -12,7 +12,7 @@ from textual.widgets import Input
 from tui.messages import FilterChanged
 from tui.widgets.base import Panel
 
-SIDE_STYLE = {"src": "cyan", "des": "magenta", "unk": "dim"}
+SIDE_STYLE = {"src": "cyan", "dst": "magenta", "?": "dim"}
 
 
 class EventLines(Panel):

@@ -34,13 +34,19 @@ def mode_text(view: View) -> Text:
     return t
 
 
-def verdict_line(mig: Migration | None) -> Text:
-    """``✔ converged …`` / ``✘ not converging: gap …, would close with …`` in one line."""
+def verdict_line(mig: Migration | None, in_flight: bool = False) -> Text:
+    """``✔ converged …`` / ``✘ not converging: gap …, would close with …`` in one line.
+
+    ``in_flight``: the migration is still running at the cursor, so a negative verdict
+    is only "so far".
+    """
     t = Text(no_wrap=True, overflow="ellipsis")
     if mig is None:
         t.append("waiting for a migration…", "dim")
         return t
     v = mig.verdict
+    if in_flight and v.converged is not True:
+        t.append("so far: ", "bold")
     if v.converged is True:
         t.append("✔ ", "bold green")
         t.append(v.summary or "converged", "green")
@@ -98,4 +104,5 @@ class StatusHeader(Panel):
             t.append(f" │ {view.error}", "bold red")
         t.no_wrap = True
         t.overflow = "ellipsis"
-        return Group(t, verdict_line(mig))
+        in_flight = mig is not None and mig.outcome == "incomplete" and view.status == "running"
+        return Group(t, verdict_line(mig, in_flight))

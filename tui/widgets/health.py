@@ -6,12 +6,12 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tui.widgets.base import Panel
+from tui.widgets.base import AutoHeightPanel
 
 LEVEL_STYLE = {"ok": "", "warn": "yellow", "error": "bold red"}
 
 
-class HealthPanel(Panel):
+class HealthPanel(AutoHeightPanel):
     DEFAULT_CSS = """
     HealthPanel { height: auto; }
     """
@@ -21,9 +21,9 @@ class HealthPanel(Panel):
         if s is None:
             return Text("")
         v = s.view
-        t = Table.grid(padding=(0, 1))
+        t = Table.grid(padding=(0, 1), expand=True)
         t.add_column(style="dim", no_wrap=True)
-        t.add_column()
+        t.add_column(ratio=1, overflow="fold")
         t.add_row("mode", f"{v.mode} ({v.status})")
         for item in v.health:
             t.add_row(item.label, Text(item.value, LEVEL_STYLE.get(item.level, "")))

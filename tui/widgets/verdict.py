@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tui.fmt import fmt_bytes, fmt_ms, fmt_rate
-from tui.widgets.base import Panel, Shown
+from tui.widgets.base import AutoHeightPanel, Shown
 from tui.widgets.header import verdict_line
 
 
@@ -16,10 +16,11 @@ def render_verdict(shown: Shown) -> RenderableType:
     if mig is None:
         return Text("no migration yet", "dim")
     v = mig.verdict
-    t = Table.grid(padding=(0, 1))
+    t = Table.grid(padding=(0, 1), expand=True)
     t.add_column(style="dim", no_wrap=True)
-    t.add_column()
-    line = verdict_line(mig)
+    t.add_column(ratio=1, overflow="fold")
+    in_flight = mig.outcome == "incomplete" and shown.view.status == "running"
+    line = verdict_line(mig, in_flight)
     line.no_wrap = False
     t.add_row("verdict", line)
     if v.converged_at_check is not None:
@@ -30,10 +31,11 @@ def render_verdict(shown: Shown) -> RenderableType:
     t.add_row("dirty rate", fmt_rate(v.dirty_rate_bytes_per_s))
     t.add_row("bandwidth", fmt_rate(v.bandwidth_bytes_per_s))
     t.add_row("downtime limit", fmt_ms(mig.downtime_limit_ms))
-    if v.needed_downtime_limit_ms is not None:
+    unresolved = v.converged is not True  # once it converged there is no gap left to close
+    if unresolved and v.needed_downtime_limit_ms is not None:
         t.add_row("would close", Text(f"downtime-limit ≥ {fmt_ms(v.needed_downtime_limit_ms)}", "yellow"))
-    if v.needed_bandwidth_bytes_per_s is not None:
-        t.add_row("or", Text(f"bandwidth ≥ {fmt_rate(v.needed_bandwidth_bytes_per_s)}", "yellow"))
+    if unresolved and v.needed_bandwidth_bytes_per_s is not None:
+        t.add_row("or" if unresolved and v.needed_downtime_limit_ms is not None else "would close", Text(f"bandwidth ≥ {fmt_rate(v.needed_bandwidth_bytes_per_s)}", "yellow"))
     if v.dominant_device:
         t.add_row("holds it up", Text(v.dominant_device, "bold"))
     t.add_row("checks/passes", f"{len(mig.checks)} / {mig.dirty_syncs}")
@@ -46,7 +48,7 @@ def render_verdict(shown: Shown) -> RenderableType:
     return t
 
 
-class VerdictPanel(Panel):
+class VerdictPanel(AutoHeightPanel):
     DEFAULT_CSS = """
     VerdictPanel { height: auto; }
     """

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ class Qemu:
         self.args = args
         self.workdir = workdir
         self.rows = rows
-        self.qmp_path = workdir / f"{side}.qmp"
+        # unix sockets cannot live on the 9p results share: keep them in L1's /tmp
+        self.qmp_path = Path(tempfile.gettempdir()) / f"migprof-{os.getpid()}-{side}.qmp"
         self.stderr_path = workdir / f"{side}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
         self.qmp = QMPClient(side)
@@ -191,3 +193,5 @@ class Qemu:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), timeout / 3)
         self.stderr.close()
+        with contextlib.suppress(OSError):
+            self.qmp_path.unlink()

@@ -1,0 +1,129 @@
+"""The lab's own costs, measured on real runs in the same session:
+
+1. time from starting `migprof lab` to the `migrate` command, against the bare floor of
+   starting the two QEMUs until their QMP sockets answer (same binary, same guest);
+2. the profiler's CPU while it follows a migration (`migprof demo --no-tui`: QMP polled at
+   10 Hz on both sides, sock_diag at 10 Hz, both trace logs tailed and parsed, the line view),
+   against the source QEMU's CPU over the same window. Goal: under 5 % of one core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from profiler.lab import qemu as lq  # noqa: E402
+from profiler.lab.guest_build import build_guest  # noqa: E402
+
+MIGPROF = str(ROOT / ".venv/bin/migprof")
+TICK = os.sysconf("SC_CLK_TCK")
+REPS = 3
+
+
+def cpu_s(pid: int) -> float | None:
+    """utime + stime of ``pid`` in seconds (None once it is gone)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+def events(run: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run / "events.jsonl").read_text().splitlines() if ln]
+
+
+def bare_qemu_start(tmp: Path) -> float:
+    """Floor: two QEMUs (source booting the guest, destination -incoming defer) up to QMP."""
+    binary = lq.find_qemu("7.2")
+    kernel = build_guest()
+    t0 = time.monotonic()
+    procs = []
+    for side in ("source", "destination"):
+        spec = lq.VmSpec(side=side, name=f"migprof-lab-bench-{side[:3]}", kernel=kernel,
+                         append="dirty_mb=32 rate_mbps=50", run_dir=tmp / "bare",
+                         incoming=side == "destination")
+        procs.append(lq.QemuProcess(binary, spec).start())
+    try:
+        for p in procs:
+            p.wait_socket()
+        return time.monotonic() - t0
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def lab_start(tmp: Path, i: int, accel: str) -> float:
+    out = tmp / f"start-{accel}-{i}"
+    t0 = time.time_ns()
+    subprocess.run([MIGPROF, "lab", "--scenario", "converges", "--accel", accel, "--out", str(out)],
+                   check=True, capture_output=True)
+    mark = next(e for e in events(out) if e.get("event") == "lab_mark" and e.get("state") == "migrate")
+    return (mark["t_ns"] - t0) / 1e9
+
+
+def follow_cpu(tmp: Path, cmd: str) -> tuple[float, float, float]:
+    """(profiler CPU share, source QEMU CPU share, window s) while a migration runs."""
+    out = tmp / f"cpu-{cmd}"
+    p = subprocess.Popen([MIGPROF, cmd, *(["--no-tui"] if cmd == "demo" else []),
+                          "--scenario", "never-converges", "--timeout", "6", "--accel", "tcg",
+                          "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = []  # (epoch ns, migprof cpu s, source qemu cpu s)
+    qemu_pid = None
+    while p.poll() is None:
+        if qemu_pid is None:
+            tag = lq.owner_tag(p.pid)
+            for d in Path("/proc").iterdir():
+                if d.name.isdigit():
+                    try:
+                        argv = (d / "cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if f"{lq.NAME_PREFIX}{tag}-sou".encode() in argv:
+                        qemu_pid = int(d.name)
+        a, b = cpu_s(p.pid), cpu_s(qemu_pid) if qemu_pid else None
+        if a is not None:
+            samples.append((time.time_ns(), a, b))
+        time.sleep(0.1)
+    ev = events(out)
+    t_start = next(e["t_ns"] for e in ev if e.get("state") == "migrate")
+    t_end = max(e["t_ns"] for e in ev if e.get("event") == "qmp_migration" and e.get("side") == "source")
+    # skip the first half second (sock_diag and tails attach) and stop at the cancel
+    win = [s for s in samples if t_start + 500_000_000 <= s[0] <= t_end]
+    if len(win) < 2 or win[0][2] is None or win[-1][2] is None:
+        raise SystemExit(f"bench_lab: too few samples in the migration window ({len(win)})")
+    dt = (win[-1][0] - win[0][0]) / 1e9
+    return (win[-1][1] - win[0][1]) / dt, (win[-1][2] - win[0][2]) / dt, dt
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-lab-") as d:
+        tmp = Path(d)
+        bare_qemu_start(tmp)  # warm the page cache and the guest build
+        floor = statistics.median(bare_qemu_start(tmp) for _ in range(REPS))
+        tcg = statistics.median(lab_start(tmp, i, "tcg") for i in range(REPS))
+        auto = statistics.median(lab_start(tmp, i, "auto") for i in range(REPS))
+        print(f"start: two bare QEMUs to QMP ready   {floor * 1000:7.0f} ms (baseline)")
+        print(f"start: migprof lab to migrate (tcg)  {tcg * 1000:7.0f} ms  x{tcg / floor:.1f} "
+              "(includes netns set-up and the guest's warm-up of its working set)")
+        print(f"start: migprof lab to migrate (auto) {auto * 1000:7.0f} ms  x{auto / floor:.1f} "
+              "(adds the KVM probe)")
+        for cmd in ("lab", "demo"):
+            prof, qemu, dt = follow_cpu(tmp, cmd)
+            print(f"cpu: migprof {cmd:<5} following a migration: {prof * 100:5.1f} % of a core over "
+                  f"{dt:.1f} s; source QEMU {qemu * 100:5.1f} %; ratio {prof / qemu:.3f} "
+                  f"(goal < 5 % of a core: {'met' if prof < 0.05 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
