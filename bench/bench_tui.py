@@ -184,8 +184,8 @@ def main(argv: list[str]) -> int:
     print(f"          UI thread part (apply view + redraw): median {med_ui * 1000:6.1f} ms "
           f"= {med_ui / base:.3f}x baseline")
 
-    small = ev.sort_timeline(loaded.events)
-    for label, frame in (("one run", small), ("100k events", big)):
+    # 100k events of back-to-back real runs span minutes, so 100x plays for seconds
+    for label, frame in (("100k events", big),):
         rr = asyncio.run(bench_replay(frame, 6.0))
         iv, fr, ui = rr["interval"], rr["frame"], rr["ui"]
         print(f"replay    100x over {label} ({len(frame):,} events): {rr['updates'][0]} updates in 6 s, "

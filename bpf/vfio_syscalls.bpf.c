@@ -8,6 +8,7 @@
  *                fdkind   array [slot * MAX_FDS + fd] -> fd kind: the cheap first test
  *                pending  array [tid & PENDING_MASK] -> tid with a record in inflight
  *                inflight pid_tgid -> inflight: one syscall between enter and exit
+ *                last_dev tid -> device fd of the thread's last MIG_DATA_SIZE query
  *                events   ring buffer (perf buffer when USE_RINGBUF is 0) of vfio_event
  *                drops    per-CPU count of records the buffer refused
  * Event:         struct vfio_event in vfio.h.
@@ -42,6 +43,7 @@ BPF_ARRAY(fdkind, u8, MAX_TARGETS * MAX_FDS);
 BPF_ARRAY(pending, u32, PENDING_MASK + 1);
 BPF_HASH(fds, struct fd_key, struct fd_info, MAX_FDS);
 BPF_HASH(inflight, u64, struct inflight, 4096);
+BPF_HASH(last_dev, u32, s32, 4096); /* tid -> device fd of its last MIG_DATA_SIZE */
 BPF_PERCPU_ARRAY(drops, u64, 1);
 BPF_PERCPU_ARRAY(scratch, struct vfio_event, 1);
 #if USE_RINGBUF
@@ -252,6 +254,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
     if (c.type == EV_IOCTL) {
         u32 feature = c.flags & FEATURE_MASK;
         ev->state = c.req_state;
+        if (feature == FEATURE_MIG_DATA_SIZE) {
+            u32 tid = (u32)pid_tgid;
+            s32 dfd = c.fd;
+            last_dev.update(&tid, &dfd);
+        }
         /* learn (or confirm) the device fd */
         struct fd_info *dev = fds.lookup(&key);
         if (!dev) {
@@ -285,6 +292,16 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
         }
     } else if (c.type == EV_PRECOPY) {
         struct fd_info *di = fds.lookup(&key);
+        if (!di && ret == 0) {
+            /* only a migration data fd answers 0x3b79 (EEH_PE_OP is POWER-only): one
+             * opened before we attached. QEMU asks its device for MIG_DATA_SIZE right
+             * before (vfio_state_pending_exact), so that device is the owner */
+            u32 tid = (u32)pid_tgid;
+            s32 *last = last_dev.lookup(&tid);
+            struct fd_info fresh = {.kind = FD_DATA_SAVE, .owner = last ? *last : -1};
+            fds_put(tgid, c.fd, &fresh);
+            di = fds.lookup(&key);
+        }
         if (di) {
             ev->aux_fd = di->owner;
             ev->kind = di->kind;

@@ -90,11 +90,36 @@ def frame_to_table(df: pd.DataFrame) -> pa.Table:
     return t.replace_schema_metadata(ev.ARROW_SCHEMA.metadata)
 
 
+def _meta_in(df: pd.DataFrame) -> dict[str, Any]:
+    """Metadata the events themselves carry: origins, and migration parameters per side
+    (the last ``qmp_params`` row), so every recorder stores them without being asked."""
+    out: dict[str, Any] = {"origins": [str(o) for o in df["origin"].dropna().unique()]}
+    ev_col = df["event"]
+    hit = (ev_col == ev.QMP_PARAMS).to_numpy(dtype=bool, na_value=False)
+    if hit.any():
+        params: dict[str, Any] = {}
+        for side, detail in zip(df["side"][hit].astype("string"), df["detail"][hit], strict=True):
+            d = _json_meta(detail.encode() if isinstance(detail, str) else None)
+            if d:
+                params[str(side) if side is not pd.NA else "unknown"] = d.get("return", d)
+        if params:
+            out["migration_params"] = params
+    return out
+
+
 def _concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate schema frames fast (pd.concat; categories re-made once at the end)."""
-    if len(frames) == 1:
-        return frames[0]
-    df = pd.concat(frames, ignore_index=True)
+    """Concatenate schema frames fast (pd.concat; categories re-made once at the end).
+
+    Checked once per flush, not per write: a frame that skipped ``conform()`` (missing
+    columns, other dtypes) is conformed here, so one bad source never breaks a flush.
+    """
+    cols = list(ev.COLUMNS)
+    frames = [f if list(f.columns) == cols else ev.conform(f) for f in frames]
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    try:
+        ev.validate(df, "recording")
+    except ValueError:
+        df = ev.conform(df)
     for col in ev.CAT_COLUMNS:
         if not isinstance(df[col].dtype, pd.CategoricalDtype):
             df[col] = df[col].astype("category")
@@ -221,10 +246,6 @@ class RecordingWriter:
         n = len(df)
         if n == 0:
             return
-        try:
-            ev.validate(df, "recording")
-        except ValueError:  # a source that skipped conform(): fix it here, not at flush time
-            df = ev.conform(df)
         with self._lock:
             if self.error is not None or self._closed:
                 self.dropped += n
@@ -258,7 +279,9 @@ class RecordingWriter:
         rows, self._buf_rows = self._buf_rows, 0
         self._buf_since = None
         if frames:
-            table = frame_to_table(_concat_frames(frames)).combine_chunks()
+            df = _concat_frames(frames)
+            self._learn(df)
+            table = frame_to_table(df).combine_chunks()
             batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=ev.ARROW_SCHEMA)]
         else:
             batches = [pa.RecordBatch.from_pylist([], schema=ev.ARROW_SCHEMA)]
@@ -276,6 +299,17 @@ class RecordingWriter:
             return
         self.rows_written += rows
         self.batches_written += len(batches)
+
+    def _learn(self, df: pd.DataFrame) -> None:
+        """Merge what the events say about the recording into its metadata (once a flush)."""
+        for k, v in _meta_in(df).items():
+            if k == "origins":
+                v = sorted(set(self.meta.get("origins", [])) | set(v))
+            elif k == "migration_params":
+                v = {**self.meta.get("migration_params", {}), **v}
+            if self.meta.get(k) != v:
+                self.meta[k] = v
+                self._meta_dirty = True
 
     def _fail(self, e: OSError) -> None:
         self.error = f"{self.partial_path}: {e.strerror or e}"

@@ -76,11 +76,13 @@ class FakeVfioHost:
 class Client:
     """A fake_vfio_client waiting for 'go' (so the collector can attach first)."""
 
-    def __init__(self, binary: Path, mode: str, mnt: Path, log: Path, records: Path | None = None):
+    def __init__(self, binary: Path, mode: str, mnt: Path, log: Path, records: Path | None = None,
+                 env: dict[str, str] | None = None):
         args = [str(binary), mode, str(mnt), f"{MTTY},{MLX5}"] + ([str(records)] if records else [])
         self.log = log
-        self.out = open(log, "w")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=self.out, text=True)
+        self.out = open(log, "w")  # noqa: SIM115 (closed in wait())
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=self.out, text=True,
+                                     env=dict(os.environ, **(env or {})))
         deadline = time.monotonic() + 10
         while not log.read_text().startswith("ready"):
             assert time.monotonic() < deadline and self.proc.poll() is None, "client not ready"
@@ -312,3 +314,38 @@ def test_lost_events_are_counted(fake_vfio_bins, tmp_path, migration):
     assert int(lost_rows["count"].sum()) == h["lost"]
     received = int((df["event"] != ev.BPF_LOST).sum())
     assert received + h["lost"] == int(_counts(migration["df"]).sum())
+
+
+def test_attach_mid_migration(fake_vfio_bins, tmp_path):
+    """Attached after SET PRE_COPY: the data fds are learned from the next precopy-info
+    ioctl, each charged to the device QEMU asked for MIG_DATA_SIZE just before, and the
+    phase is known again from the next state change on."""
+    from profiler.sources.bpf import BpfSource
+
+    host = FakeVfioHost(fake_vfio_bins["server"], tmp_path / "mnt")
+    try:
+        client = Client(fake_vfio_bins["client"], "source", host.mnt, tmp_path / "src.log",
+                        env={"FAKE_VFIO_PAUSE": "1"})
+        client.go()
+        deadline = time.monotonic() + 10
+        while "paused" not in client.log.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        frames: list[pd.DataFrame] = []
+        with BpfSource([client.pid], sides={client.pid: "source"}) as bpf:
+            t = threading.Thread(target=_collect, args=(bpf, threading.Event(), frames))
+            t.start()
+            client.go()
+            log = client.wait()
+            t.join(timeout=30)
+    finally:
+        host.close()
+    df = ev.concat(frames)
+    dev_fd = {r[1]: int(r[2].split("=")[1]) for r in log if r[0] == "device"}
+    for name, fd in dev_fd.items():
+        reads = df[(df["event"] == ev.BPF_DATA_READ) & (df["device"] == f"fd{fd}").fillna(False)]
+        assert int(reads["bytes"].sum()) == TOTAL[name]  # nothing was read before the attach
+        pre = reads[reads["state"].isna()]  # PRE_COPY began before we attached
+        stop = reads[reads["state"] == "STOP_COPY"]
+        assert len(pre) + len(stop) == len(reads)
+        assert int(stop["bytes"].sum()) == {MTTY: 1000, MLX5: 1500000}[name]

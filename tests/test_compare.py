@@ -315,6 +315,18 @@ def test_options_after_the_inputs(recs: dict[str, Path], capsys: pytest.CaptureF
     assert main(["compare", r, "--", r, "--bogus"]) == 2
 
 
+def test_a_directory_of_recordings_is_one_run_each(recs: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    d = tmp_path / "base"
+    d.mkdir()
+    for i in range(3):
+        shutil.copy(recs["7.2-converges"], d / f"r{i}.parquet")
+    (d / "notes.txt").write_text("not a recording")
+    assert main(["compare", str(d), "--", str(recs["7.2-converges"]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["base"]["runs"] == 3 and out["base"]["migrations"] == 3
+
+
 def test_stale_summary_is_not_used(recs: dict[str, Path], tmp_path: Path) -> None:
     """A summary made by other model code is ignored and the report is rebuilt."""
     p = tmp_path / "stale.parquet"

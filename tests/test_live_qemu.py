@@ -164,7 +164,6 @@ def test_live_attach_sigint(pair):
 
 
 def test_live_ends_when_qemu_exits(pair):
-    from profiler.sources.bpf import loaded_prog_ids
 
     live, _ = _start_live(pair["src"].pid, "--no-trace")
     pair["src"].terminate()
@@ -187,6 +186,16 @@ def test_live_sigterm_and_duration(pair):
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - t0 < 30
+    # `migprof record` is live without the TUI, into a file
+    from profiler.store import read_recording
+
+    out = pair["tmp"] / "rec.parquet"
+    r = subprocess.run([*MIGPROF, "record", "-p", str(pair["src"].pid), "--no-trace", "-d", "2", "-o", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    df, meta, warnings = read_recording(out)
+    assert not warnings and meta["attach"] == "tracepoint"
+    assert (df["event"] == "qmp_params").any()
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -543,3 +543,22 @@ def test_tail_without_follow_reads_to_the_end(tmp_path: Path) -> None:
     df = events.concat(out)
     assert list(df["event"]) == ["loadvm_state_setup", "migrate_set_state"]
     assert set(df["side"]) == {"destination"}
+
+
+FIXTURES = sorted(LINES.glob("*.log"))
+
+
+def test_line_fixtures_exist() -> None:
+    assert len(FIXTURES) >= 15
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+def test_synthetic_line_fixtures(path: Path) -> None:
+    text = path.read_text()
+    res = read_log(path)
+    other = sum(1 for ln in text.splitlines() if ln.startswith("qemu-system-x86_64:"))
+    assert res.malformed == 0, res.warnings
+    assert res.skipped == other
+    assert res.events == len(text.splitlines()) - other
+    if "-tid" in path.name or "iso" in path.name or "stap" in path.name:
+        assert res.frame["t_ns"].notna().all()

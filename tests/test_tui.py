@@ -232,16 +232,19 @@ async def test_too_small_terminal_shows_a_notice(converging):
 
 @run_async
 async def test_input_without_timestamps_gets_a_notice_and_still_steps():
+    # QEMU ran without -msg timestamp=on: trace lines untimed, only QMP and lab events timed
     loaded = pipeline.load([str(real_run("no-timestamps", "notime"))])
-    events = loaded.events
-    if events["t_ns"].notna().any():  # the lab run keeps QMP times; drop them all
-        events = events.assign(t_ns=pd.array([pd.NA] * len(events), dtype="Int64"))
-    app = MigprofApp(ReplayFeed(events, build=default_build(), playing=False))
+    assert loaded.events["t_ns"].isna().mean() > 0.5
+    app = MigprofApp(ReplayFeed(loaded.events, build=default_build(), playing=False))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.view is not None)
         assert not app.view.timed
-        await until(pilot, lambda: any("no timestamps" in n.message for n in app._notifications),
+        await until(pilot, lambda: any("no timestamp" in n.message for n in app._notifications),
                     what="the no-timestamps notice")
+        await pilot.press("space")  # plays by event order
+        await until(pilot, lambda: app.view.applied > 0, what="playback by event order")
+        await pilot.press("space", "home")
+        await until(pilot, lambda: app.view.applied == 0 and not app.view.playing)
         await pilot.press("full_stop")
         await until(pilot, lambda: n_checks(app) == 1, what="first check")
         await pilot.press("g")
@@ -342,3 +345,46 @@ def test_tail_model_matches_a_full_rebuild_across_migrations():
     prefix = events.iloc[:pos]
     spliced = splice(frozen, build_report(tail_frame(prefix, cut)), pos)
     assert _summary(spliced) == _summary(build_report(prefix))
+
+
+@run_async
+async def test_several_migrations_can_be_selected():
+    loaded = pipeline.load([str(real_run("cancel-retry"))])
+    app = make_replay(loaded, at="end")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.applied == app.view.total)
+        n = len(app.view.report.migrations)
+        assert n >= 2
+        assert shown_mig(app).index == n - 1  # follows the latest
+        header = lambda: "".join(t.plain for t in app.screen.query_one("#header").render().renderables)  # noqa: E731
+        assert f"mig {n}/{n} (latest)" in header()
+        await pilot.press("m")
+        assert app.selected == 0 and shown_mig(app).index == 0
+        assert shown_mig(app).outcome == "cancelled" and "CANCELLED" in header()
+        await pilot.press("M")
+        assert app.selected is None and shown_mig(app).index == n - 1
+
+
+@run_async
+async def test_a_recording_replays_like_the_run_it_was_made_from(converging, tmp_path):
+    path = write_recording(tmp_path / "run.mpr", converging.events)
+    from_rec = pipeline.load([str(path)])
+    app = make_replay(from_rec, at="end")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.applied == app.view.total)
+        want = report_of(converging).migrations[-1]
+        got = shown_mig(app)
+        assert [c.pending_bytes for c in got.checks] == [c.pending_bytes for c in want.checks]
+        assert got.outcome == want.outcome
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--speed", "0"], "--speed"),
+    (["--at", "soon"], "--at"),
+])
+def test_replay_rejects_bad_options_in_one_line(args, msg, capsys):
+    from profiler.cli import main
+
+    rc = main(["replay", str(real_run("converges")), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and err.count("\n") == 1

@@ -102,3 +102,12 @@ def test_replay_of_a_missing_input_is_one_line_and_exit_2(capsys, tmp_path):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "nope.log" in err and "Traceback" not in err
+
+
+def test_ctrl_c_quits_and_restores_the_terminal(tmux, tmp_path):
+    run = real_run("converges", "converg")
+    tmux.start(_command(run, "--speed 0.1", tmp_path / "pid"))
+    tmux.wait_for(r"REPLAY")
+    tmux("send-keys", "-t", "t", "C-c")
+    after = tmux.wait_for(r"TTY=")
+    assert "MIGPROF_EXIT=0" in after and "TTY=icanon" in after and "Traceback" not in after

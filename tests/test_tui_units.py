@@ -109,3 +109,16 @@ def test_health_items_flag_failures_and_lost_events():
     assert by["bpf failed"].level == "error"
     assert by["lost events"].value == "7" and by["lost events"].level == "error"
     assert "polls=12" in by["qmp"].value
+
+
+def test_an_internal_error_is_one_line_after_the_terminal_is_restored(capsys):
+    from tui.app import MigprofApp
+    from tui.feed import ReplayFeed
+
+    app = MigprofApp(ReplayFeed(ev.empty_frame()))
+    app._last_error = KeyError("chart")
+    app._exit_renderables.append("a rich traceback would be here")
+    app._print_error_renderables()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KeyError" in err and "--debug" in err
+    assert not app._exit_renderables

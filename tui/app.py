@@ -65,6 +65,7 @@ class MigprofApp(App[int]):
 
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),  # bcc tools stop on Ctrl-C
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("space", "toggle", "Play/Pause"),
         Binding("plus,equals_sign,right_square_bracket", "faster", "Faster", key_display="+"),
@@ -108,7 +109,7 @@ class MigprofApp(App[int]):
     def on_mount(self) -> None:
         try:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 loop.add_signal_handler(sig, self._signal_exit)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests): Ctrl-C and q still work

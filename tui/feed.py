@@ -29,6 +29,7 @@ POST_INTERVAL_S = 0.1  # at most 10 ModelUpdated per second
 TICK_S = 0.02  # control latency of the loop
 LOG_ROWS = 200  # event-log lines kept in each view
 UNTIMED_EVENTS_PER_S = 200.0  # replay pace at 1x when the input has no timestamps
+MIN_TIMED_SHARE = 0.9  # below this share of timed events, replay goes by event order
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 CHECK_EVENTS = ("migrate_pending_estimate", "migrate_pending_exact", "migrate_pending")
@@ -464,7 +465,10 @@ class ReplayFeed(Feed):
         self.index.append(self.events)
         self.n = len(self.events)
         t = self.events["t_ns"]
-        self.timed = bool(len(t) and t.notna().any())
+        n_timed = int(t.notna().sum())
+        # mostly untimed (e.g. trace lines without -msg timestamp=on, with a few timed QMP
+        # events): the untimed rows sort last, so pacing by time would hold them to the end
+        self.timed = bool(len(t)) and n_timed >= MIN_TIMED_SHARE * len(t)
         if self.timed:
             # untimed rows sort last; give them the last known time so the clock stays monotonic
             self.t = t.ffill().bfill().to_numpy(dtype="int64")
@@ -488,7 +492,9 @@ class ReplayFeed(Feed):
         self.notices = list(notices or [])
         self._ended_posted = False
         if not self.timed and self.n:
-            self.notices.append("input has no timestamps: replay is paced by event order "
+            what = "input has no timestamps" if not n_timed else \
+                f"{self.n - n_timed:,} of {self.n:,} events have no timestamp"
+            self.notices.append(f"{what}: replay is paced by event order "
                                 f"({UNTIMED_EVENTS_PER_S:.0f} events/s at 1x), times are event numbers")
 
     # --- cursor ---------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def elapsed_ms(view: View, mig: Migration | None) -> float | None:
     c = cursor_ms(view, mig)
     if c is not None:
         return max(c, 0.0)
-    return mig.total_ms
+    return mig.total_ms if mig.outcome in TERMINAL_OUTCOMES else None
 
 
 def phase(mig: Migration | None) -> str:

@@ -70,10 +70,28 @@ def split_sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         if bad:
             raise MigprofError(f"compare: unknown option {bad[0]!r}")
         sides.append(extra)
-    base, cand = sides
+    base, cand = (_expand(x) for x in sides)
     if not base or not cand:
         raise MigprofError("compare: each side needs at least one input: BASE... -- CAND...")
     return base, cand
+
+
+def _expand(paths: list[str]) -> list[str]:
+    """A directory of recordings (not a lab run directory) is one run per recording."""
+    from pathlib import Path
+
+    from profiler import store
+
+    out = []
+    for p in paths:
+        d = Path(p)
+        if d.is_dir() and not (d / "run.json").exists():
+            recs = sorted(str(f) for f in d.iterdir() if f.is_file() and store.is_recording(f))
+            if recs:
+                out += recs
+                continue
+        out.append(p)
+    return out
 
 
 def _load_one(path: str, use_summary: bool = True):

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from profiler import events as ev
@@ -22,7 +23,15 @@ EXAMPLES = """examples:
 """
 
 MiB = 1024 * 1024
-TAIL_S = 0.25  # trace log tail period
+TAIL_S = 0.5  # trace log tail period
+WARM_LINES = (  # both prefix forms the lab writes, and the events the line view reads
+    b"12@1700000000.000001:migrate_set_state new state setup\n"
+    b"12@1700000000.000002:migrate_pending_estimate estimate pending size 1 (pre = 1 post=0)\n"
+    b"12@1700000000.000003:migrate_transferred transferred 1 time_spent 100 bandwidth 1 "
+    b"switchover_bw 0 max_size 1\n",
+    b"migrate_pending pending size 1 max 1 (pre = 1 compat=0 post=0)\n"
+    b"migrate_transferred transferred 1 time_spent 100 bandwidth 1 max_size 1\n",
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -73,14 +82,24 @@ class LineView:
               "migrate_pending_exact", "migrate_transferred")
 
     def _update(self, df: pd.DataFrame) -> None:
-        # most batches carry nothing this view shows: pick the few rows it needs first,
-        # then walk them in order (a handful per second)
-        m = df["event"].isin(self.WANTED).to_numpy(dtype=bool) & (
-            df["side"] == ev.Side.SOURCE).to_numpy(dtype=bool)
+        # most batches carry nothing this view shows: find the few rows it needs on the
+        # category codes (no pandas indexing), then walk them in order
+        evc = df["event"]
+        if isinstance(evc.dtype, pd.CategoricalDtype):
+            want = np.flatnonzero(evc.cat.categories.isin(self.WANTED))
+            if not len(want):
+                return
+            m = np.isin(evc.cat.codes.to_numpy(), want)
+        else:
+            m = evc.isin(self.WANTED).to_numpy(dtype=bool)
         if not m.any():
             return
-        cols = ["event", "state", "bytes", "count", "threshold_bytes", "detail"]
-        for e, state, nbytes, count, thr, detail in df.loc[m, cols].itertuples(index=False):
+        idx = np.flatnonzero(m & (df["side"].to_numpy(dtype=object) == ev.Side.SOURCE))
+        if not len(idx):
+            return
+        cols = [df[c].to_numpy(dtype=object)[idx]
+                for c in ("event", "state", "bytes", "count", "threshold_bytes", "detail")]
+        for e, state, nbytes, count, thr, detail in zip(*cols, strict=True):
             if e == ev.QMP_QUERY_MIGRATE:
                 self.state = state if isinstance(state, str) else self.state
                 if count is not pd.NA:
@@ -125,9 +144,12 @@ def _sources(lab: Any) -> list:
     """What the demo profiles: the lab's QMP/sock_diag rows and both trace logs, tailed."""
     from profiler.sources.qemu_log import QemuLogSource, parse_bytes
 
-    # the log parser builds its tables on first use (about a second): do it now, not
-    # while the first live lines are due
-    parse_bytes(b"migrate_set_state new state none\n", side="source")
+    # the log parser builds its tables and loads its compiled scanners on first use (a
+    # second or more of CPU): do it now, not while the migration is being profiled
+    warm = QemuLogSource(lab.procs["source"].spec.log_file, "source")
+    for sample in WARM_LINES:
+        parse_bytes(sample, side="source")
+        warm._parse(sample)
 
     return [
         lab.stream,
@@ -161,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
 
         merged = MergedSource(_sources(lab))
         worker = threading.Thread(target=drive, name="lab-run", daemon=True)
-        frames: list[pd.DataFrame] = []
         if use_tui:
             tui = _try_tui()
             if tui is not None:
@@ -178,8 +199,6 @@ def run(args: argparse.Namespace) -> int:
         with merged:
             worker.start()
             for batch in merged.batches(stop):
-                if len(batch):
-                    frames.append(batch)
                 if view is not None:
                     view.feed(batch)
                 if not worker.is_alive() and lab.stream.finished.is_set():

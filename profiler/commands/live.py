@@ -46,19 +46,13 @@ exit status: 0 ok, 2 bad target or setup problem."""
 _LOG_LINE = re.compile(rb"^(?:(\d+)@(\d+)\.(\d+):)?([a-z0-9_]+) ?(.*)$")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "live", help="Profile a running QEMU live (BPF on VFIO fds, QEMU trace, QMP)",
-        description="Attach to a running QEMU: BPF on its VFIO ioctls and migration data fds, "
-        "its migration/VFIO trace events and QMP, merged on one clock and fed to the model.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `live` and `record`: which QEMU, which sources, how long."""
     t = p.add_mutually_exclusive_group(required=True)
     t.add_argument("-p", "--pid", type=int, help="QEMU process id")
     t.add_argument("--qmp", metavar="SOCKET", help="QEMU's QMP UNIX socket (the pid is found from it)")
     p.add_argument("--side", choices=["source", "destination"],
                    help="side of this QEMU (default: destination if started with -incoming)")
-    p.add_argument("--record", metavar="FILE", help="record every event to FILE")
-    p.add_argument("--no-tui", action="store_true", help="line view on stdout, no TUI")
     p.add_argument("-d", "--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("-i", "--interval", type=float, default=1.0, metavar="S",
                    help="line view: print data-fd totals every S seconds (default 1)")
@@ -68,6 +62,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-bpf", action="store_true", help="QMP and QEMU trace only")
     p.add_argument("--path", choices=["auto", "tracepoint", "kprobe"], default="auto",
                    help="BPF attach path (default: kprobe where the kernel has it and VFIO)")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "live", help="Profile a running QEMU live (BPF on VFIO fds, QEMU trace, QMP)",
+        description="Attach to a running QEMU: BPF on its VFIO ioctls and migration data fds, "
+        "its migration/VFIO trace events and QMP, merged on one clock and fed to the model.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_target_options(p)
+    p.add_argument("--record", metavar="FILE", help="record every event to FILE")
+    p.add_argument("--no-tui", action="store_true", help="line view on stdout, no TUI")
     p.add_argument("--any-process", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -462,9 +467,10 @@ def print_summary(events: pd.DataFrame, health: dict[str, Any], out=sys.stdout) 
         print(f"bpf: {bpf.get('path')} path, {bpf.get('buffer')} buffer, {bpf.get('events', 0)} events, "
               f"{bpf.get('lost', 0)} lost", file=out)
     try:
+        from rich.console import Console
+
         from profiler.model.build import build_report
         from profiler.views.report import render
-        from rich.console import Console
 
         report = build_report(events, inputs=["live"])
         if report.migrations:

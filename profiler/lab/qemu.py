@@ -7,7 +7,9 @@ namespace (the nested VFIO lab runs the same code inside its L1 guest).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -225,9 +227,38 @@ def select_trace_events(
 
 def kvm_usable(binary: QemuBinary, kernel: Path, timeout: float = 4.0) -> bool:
     """Probe whether a guest actually runs under KVM here (``/dev/kvm`` may exist while
-    guests fail): boot the lab guest with -accel kvm and wait for its ready line."""
+    guests fail): boot the lab guest with -accel kvm and wait for its ready line.
+
+    The answer is cached per boot, binary and kernel in ``$MIGPROF_CACHE/kvm-probe.json``
+    (a failing probe costs its whole timeout)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    key = f"{boot}:{binary.path}:{binary.path.stat().st_mtime_ns}:{kernel}"
+    cache = cache_dir() / "kvm-probe.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), bool):
+        return known[key]
+    ok = _probe_kvm(binary, kernel, timeout)
+    if boot:
+        with contextlib.suppress(OSError):
+            known = known if isinstance(known, dict) else {}
+            known = {k: v for k, v in known.items() if k.startswith(boot)}  # this boot only
+            known[key] = ok
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known))
+            tmp.replace(cache)
+    return ok
+
+
+def _probe_kvm(binary: QemuBinary, kernel: Path, timeout: float) -> bool:
     cmd = [
         str(binary.path),
         *binary.base_args(),

@@ -92,7 +92,7 @@ class LabStream(Source):
         self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.finished = threading.Event()
         self.rows = 0
-        self.gather_s = 0.2
+        self.gather_s = 0.3
 
     def put(self, row: dict[str, Any]) -> None:
         self._q.put(row)
@@ -102,7 +102,7 @@ class LabStream(Source):
             rows: list[dict[str, Any]] = []
             try:
                 rows.append(self._q.get(timeout=0.1))
-                # gather for a fifth of a second: a frame costs a few ms to build, and
+                # gather for 0.3 s: a frame costs a few ms to build, and
                 # live views redraw at most a few times a second
                 end = time.monotonic() + self.gather_s
                 while len(rows) < 5000:
@@ -129,7 +129,8 @@ class Recorder:
 
     def __init__(self, path: Path):
         self.path = path
-        self._fh = path.open("w", encoding="utf-8")
+        # line-buffered: the file is the live record others read (tests, tail -f)
+        self._fh = path.open("w", encoding="utf-8", buffering=1)
         self._lock = threading.Lock()
         self.rows = 0
         self.listeners: list[Any] = []
@@ -552,10 +553,17 @@ def cleanup_leftovers() -> list[str]:
     Only objects named by a lab whose owning process is gone are touched.
     """
     removed = []
-    for pid, name in lq.find_stray_qemus():
+    strays = lq.find_stray_qemus()
+    for pid, name in strays:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         removed.append(f"process {pid} ({name})")
+    # SIGKILL is asynchronous: wait until they are gone (or zombies, whose new parent
+    # reaps them), so their sockets and files are released before we go on
+    end = time.monotonic() + 5
+    while strays and time.monotonic() < end:
+        strays = [(pid, n) for pid, n in strays if _running(pid)]
+        time.sleep(0.02)
     try:
         from profiler.lab.net import cleanup_stale_net
 
@@ -581,6 +589,14 @@ def run_guarded() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def run_scenario(cfg: LabConfig) -> RunResult:

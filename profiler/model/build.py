@@ -1,9 +1,13 @@
-"""Build the report: split into migrations, then checks, passes, devices, times and verdict each."""
+"""Build the report: split into migrations, then checks, passes, devices, times and verdict.
+
+Every module answers its question for all migrations at once over one ordered table; this
+file only slices their results per migration and packs the result dataclasses.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,71 +17,55 @@ import pandas as pd
 from profiler import events as E
 from profiler.model import names as N
 from profiler.model.checks import checks as find_checks
-from profiler.model.devices import devices as find_devices
+from profiler.model.devices import Index, devices
 from profiler.model.migrations import split
-from profiler.model.outcome import Times, dest_outcome, times
+from profiler.model.outcome import dest_outcomes, times_all
+from profiler.model.outcome import rows as status_rows
 from profiler.model.passes import passes as find_passes
 from profiler.model.results import Check, Migration, Pass, Report, StateChange
-from profiler.model.verdict import rates, sync_dirty_rate, verdict
+from profiler.model.table import Table, build_table
+from profiler.model.verdict import increase_dirty_rate, sync_dirty_rate, verdict
 from profiler.model.version import Era, detect
 
 _PARAM_KEYS = ("downtime-limit", "max-bandwidth", "avail-switchover-bandwidth")
 
 
-def _none(v: Any) -> Any:
-    if v is None:
-        return None
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        return v
-    return v.item() if hasattr(v, "item") else v
-
-
-def _plain(s: pd.Series) -> list:
-    """A nullable column as a list of Python scalars, NA -> None."""
-    return s.astype(object).where(s.notna(), None).tolist()
-
-
-def _ms(t: Any, t0: int | None) -> float | None:
-    t = _none(t)
-    return None if t is None or t0 is None else (int(t) - t0) / 1e6
-
-
 def _json(detail: Any) -> dict[str, Any]:
-    if _none(detail) is None:
+    if not isinstance(detail, str):
         return {}
     try:
         d = json.loads(detail)
-    except (TypeError, ValueError):
+    except ValueError:
         return {}
     if isinstance(d, dict) and isinstance(d.get("return"), dict):
         d = d["return"]
     return d if isinstance(d, dict) else {}
 
 
-def _per_check(contrib: pd.DataFrame, n: int) -> dict[int, dict[str, int]]:
-    """check index -> {device: pending bytes}, via one (checks x devices) matrix."""
-    if not len(contrib) or not n:
-        return {}
-    col, devs = pd.factorize(contrib["device"].to_numpy(dtype=object))  # ram first, then as seen
-    mat = np.full((n, len(devs)), -1, dtype=np.int64)
-    mat[contrib["chk"].to_numpy(dtype=np.int64), col] = contrib["bytes"].to_numpy(dtype=np.int64)
-    names = [str(d) for d in devs]
-    return {i: {d: v for d, v in zip(names, row, strict=True) if v >= 0}
-            for i, row in enumerate(mat.tolist())}
+def _ms(t: Any, t0: int | None) -> float | None:
+    if t is None or t0 is None or (isinstance(t, float) and math.isnan(t)):
+        return None
+    return (t - t0) / 1e6
 
 
-def _params(glob: pd.DataFrame, t0: int | None, end_ns: int | None) -> tuple[dict, list[dict]]:
-    """Migration parameters in force at ``end_ns`` and the markers inside the migration."""
+def _nn(v: Any) -> Any:
+    """NaN -> None; integral floats -> int (sizes come through float64 columns)."""
+    if v is None:
+        return None
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        return int(v) if v.is_integer() else v
+    return v
+
+
+def _params(glob: tuple[list, list, list], t0: int | None, end_ns: int | None) -> tuple[dict, list[dict]]:
+    """Migration parameters in force at ``end_ns`` and the markers inside the migration
+    (``glob``: event, t_ns, detail lists of the side's QMP parameter rows and lab marks)."""
     params: dict[str, Any] = {}
     markers: list[dict] = []
-    if not len(glob):
-        return params, markers
-    g = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
-    for ev, t, detail in zip(g["event"].astype(str), g["t_ns"].tolist(), g["detail"].tolist(), strict=True):
-        t = _none(t)
+    for ev, t, detail in zip(*glob, strict=True):
+        t = None if t is None or t is pd.NA or (isinstance(t, float) and math.isnan(t)) else int(t)
         if end_ns is not None and t is not None and t > end_ns:
             break
         inside = t0 is not None and t is not None and t >= t0
@@ -101,155 +89,208 @@ def _params(glob: pd.DataFrame, t0: int | None, end_ns: int | None) -> tuple[dic
     return params, markers
 
 
-def _infer_downtime_limit(win: pd.DataFrame) -> float | None:
-    """downtime-limit = max_size / bandwidth of the same window (bytes / bytes per ms)."""
-    w = win[(win["bw"].fillna(0) > 0) & (win["threshold"].fillna(0) > 0)]
-    if not len(w):
-        return None
-    r = w.iloc[-1]
-    per_ms = float(r["sbw"]) if pd.notna(r["sbw"]) and r["sbw"] > 0 else float(r["bw"])
-    return float(round(float(r["threshold"]) / per_ms))
+def _per_check(contrib: pd.DataFrame, n: int) -> list[dict[str, int]]:
+    """Per check: {device: pending bytes}, via one (checks x devices) matrix."""
+    if not len(contrib) or not n:
+        return [{} for _ in range(n)]
+    col, devs = pd.factorize(contrib["device"].to_numpy(dtype=object))  # ram first, then as seen
+    mat = np.full((n, len(devs)), -1, dtype=np.int64)
+    mat[contrib["chk"].to_numpy(dtype=np.int64), col] = contrib["bytes"].to_numpy(dtype=np.int64)
+    names = [str(d) for d in devs]
+    return [{d: v for d, v in zip(names, row, strict=True) if v >= 0} for row in mat.tolist()]
 
 
-def _statuses(t: Times, dst: pd.DataFrame, t0: int | None) -> tuple[StateChange, ...]:
-    out = [StateChange(t_ms=ms, state=s, side="source", origin="qemu-log" if o == "trace" else "qmp")
-           for ms, s, o in t.statuses]
-    if len(dst):
-        name = dst["event"]
-        d = dst[name.eq(N.STATUS).to_numpy(dtype=bool) & dst["state"].notna().to_numpy(dtype=bool)]
-        out += [StateChange(t_ms=_ms(tt, t0), state=str(s), side="destination")
-                for tt, s in zip(d["t_ns"].tolist(), d["state"].tolist(), strict=True)]
-    if all(s.t_ms is not None for s in out):
-        out.sort(key=lambda s: s.t_ms)
-    return tuple(out)
+def _ints(a: np.ndarray) -> list:
+    """float64 sizes -> Python ints, NaN -> None (vectorised; the loop touches NaNs only)."""
+    a = np.asarray(a, dtype=np.float64)
+    nan = np.isnan(a)
+    out = np.where(nan, 0, a).astype(np.int64).tolist()
+    for i in np.flatnonzero(nan).tolist():
+        out[i] = None
+    return out
 
 
-@functools.lru_cache(maxsize=1)
-def _empty() -> pd.DataFrame:
-    from profiler.model.migrations import KEEP
-
-    cols = [c for c in KEEP if c not in ("side", "origin", "file", "seq")]
-    return E.empty_frame()[cols].assign(side_r=pd.Series(dtype=object), pos=pd.Series(dtype="int64"),
-                                        trace=pd.Series(dtype="bool"), hexsize=pd.Series(dtype="bool"))
-
-
-def _frame(rows: pd.DataFrame | None) -> pd.DataFrame:
-    if rows is None or not len(rows):
-        return _empty().copy()
-    return rows.sort_values("pos", kind="stable").reset_index(drop=True)
+def _floats(a: np.ndarray) -> list:
+    a = np.asarray(a, dtype=np.float64)
+    out = a.tolist()
+    for i in np.flatnonzero(np.isnan(a)).tolist():
+        out[i] = None
+    return out
 
 
-def _migration(index: int, src: pd.DataFrame, aux: pd.DataFrame, dst: pd.DataFrame,
-               daux: pd.DataFrame, glob: pd.DataFrame, t0: int | None, side: str,
-               warn: list[str], era: Era) -> Migration:
-    # a destination-only migration is described by the destination's rows
-    dest_only = side == "destination"
-    t = times(dst if dest_only else src, daux if dest_only else aux, t0)
-    chk, contrib = find_checks(src, era)
-    name = src["event"]
-    low = np.flatnonzero(name.eq(N.LOW_PENDING).fillna(False).to_numpy(dtype=bool))
-    decided_pos = int(low[0]) if len(low) else None
-    trm = name.eq(N.TRANSFERRED).fillna(False).to_numpy(dtype=bool)
-    win = pd.DataFrame({"pos": np.flatnonzero(trm), "bytes": src["bytes"][trm].astype("Float64").to_numpy(),
-                        "dur_ns": src["dur_ns"][trm].astype("Float64").to_numpy(),
-                        "bw": src["bw_bytes_per_ms"][trm].astype("Float64").to_numpy(),
-                        "sbw": src["count"][trm].astype("Float64").to_numpy(),
-                        "threshold": src["threshold_bytes"][trm].astype("Float64").to_numpy()})
-    pas = find_passes(src, t.setup_done_pos, t.switch_pos)
-    sources = dict(t.sources)
-    qmp = t.qmp
-    qram = qmp.get("ram") if isinstance(qmp.get("ram"), dict) else {}
-    if len(pas):
-        dirty_syncs = len(pas)
-        sources["dirty_syncs"] = "trace"
-        q = qram.get("dirty-sync-count")
-        if isinstance(q, int) and q != dirty_syncs and qmp.get("status") == "completed":
-            warn.append(f"migration {index}: trace shows {dirty_syncs} dirty syncs, query-migrate "
-                        f"{q} (sync events missing from the trace?)")
-    elif isinstance(qram.get("dirty-sync-count"), int):
-        dirty_syncs = int(qram["dirty-sync-count"])
-        sources["dirty_syncs"] = "query-migrate"
-    else:
-        mp = aux["count"].where(aux["event"] == E.QMP_MIGRATION_PASS).dropna()
-        dirty_syncs = int(mp.max()) if len(mp) else 0
-        sources["dirty_syncs"] = "MIGRATION_PASS" if len(mp) else "none"
-    end_for_params = t.end_ns
-    mine = glob[(glob["side_r"] == side).to_numpy(dtype=bool)] if len(glob) else glob
-    params, markers = _params(mine, t0, end_for_params)
-    dl = params.get("downtime-limit")
-    dl = float(dl) if isinstance(dl, int | float) else None
-    if dl is not None:
-        sources["downtime_limit_ms"] = "qmp"
-    else:
-        dl = _infer_downtime_limit(win)
+class _Builder:
+    """Holds the whole-table results; ``migration()`` slices and packs one migration."""
+
+    def __init__(self, T: Table, spans: pd.DataFrame, eras: dict[str, Era], glob: pd.DataFrame,
+                 warn: list[str]):
+        self.T, self.warn = T, warn
+        self.t0 = [None if pd.isna(x) else int(x) for x in spans["start_ns"].tolist()]
+        streams = spans["stream"].tolist()
+        self.era = [eras.get(s) or Era(min_version=None) for s in streams]
+        # parameter/lab rows per side, as plain lists (scanned once per migration)
+        self.glob = {s: (g["event"].astype(str).tolist(), g["t_ns"].tolist(), g["detail"].tolist())
+                     for s, g in glob.groupby("side_r", sort=False)} if len(glob) else {}
+        self.R = R = status_rows(T)
+        self.times = times_all(T, R, self.t0)
+        self.dest = dest_outcomes(T, R)
+        self.chk, contrib = find_checks(T, np.array([e.complete_le for e in self.era], dtype=bool))
+        self.per = _per_check(contrib, len(self.chk))
+        self.pas = find_passes(T, R.setup_done, R.switch)
+        self.ix = Index(T)
+        c = self.chk
+        self.c_np = {k: c[k].to_numpy() for k in ("row", "pending", "threshold", "gap", "decisive",
+                                                   "below", "bw", "sbw", "pass_no", "t_ns")}
+        base = np.array([T.rel(x) for x in self.t0])
+        t_ms = (c["t_ns"].to_numpy() - base[c["mig"].to_numpy()]) / 1e6 if len(c) else np.zeros(0)
+        self.c_lists = [_floats(t_ms), c["kind"].tolist()] + [
+            _ints(c[k].to_numpy()) for k in ("pending", "threshold", "pre", "post", "gap")] + [
+            _floats(c["bw"].to_numpy())] + [
+            c["below"].tolist(), c["pass_no"].tolist(), c["decisive"].tolist()]
+        self.c_lo = np.searchsorted(c["mig"].to_numpy(), np.arange(T.n_mig), side="left")
+        self.c_hi = np.searchsorted(c["mig"].to_numpy(), np.arange(T.n_mig), side="right")
+        p = self.pas
+        self.p_np = [p["n"].to_numpy(), p["t_ns"].to_numpy(dtype=np.float64), p["dur_ns"].to_numpy(dtype=np.float64),
+                     p["dirty_pages"].to_numpy(dtype=np.float64), p["phase"].to_numpy()]
+        self.p_lo = np.searchsorted(p["mig"].to_numpy(), np.arange(T.n_mig), side="left")
+        self.p_hi = np.searchsorted(p["mig"].to_numpy(), np.arange(T.n_mig), side="right")
+        self.win = np.flatnonzero(T.trace & (T.name == N.TRANSFERRED))
+        self.w_lo, self.w_hi = np.searchsorted(self.win, T.start), np.searchsorted(self.win, T.end)
+        self.ack = T.first(T.trace & (T.name == N.SWITCHOVER_ACKED))
+        self.approve = T.first(T.trace & (T.name == N.DEST_ACK_APPROVE))
+        self.timed_first = T.first(~T.tna)
+        self.timed_last = T.last(~T.tna)
+        self.dest_end = T.last(R.status | (T.trace & (T.name == N.DEST_END)))
+        self.mpass = T.last(~T.trace & (T.name == E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["count"]))
+
+    def _dest_states(self, dm: int, t0: int | None) -> list[StateChange]:
+        T = self.T
+        S = np.flatnonzero(self.R.status)
+        idx = S[np.searchsorted(S, T.start[dm]):np.searchsorted(S, T.end[dm])]
+        return [StateChange(t_ms=None if T.tna[i] else _ms(int(T.t[i]), t0), state=str(T.state[i]),
+                            side="destination", origin="qemu-log" if T.trace[i] else "qmp") for i in idx]
+
+    def migration(self, index: int, sm: int | None, dm: int | None) -> Migration:
+        T, R = self.T, self.R
+        m = sm if sm is not None else dm
+        side = "source" if sm is not None else "destination"
+        t0 = self.t0[m]
+        tm = self.times[m]
+        era = self.era[m]
+        lo, hi = int(self.c_lo[m]), int(self.c_hi[m])
+        c = {k: v[lo:hi] for k, v in self.c_np.items()}
+        per = self.per[lo:hi]
+        decided = int(R.low[m]) if sm is not None else -1
+        sources = dict(tm.sources)
+        qmp = tm.qmp
+        qram = qmp.get("ram") if isinstance(qmp.get("ram"), dict) else {}
+        # windows (migrate_transferred) of this migration
+        w = self.win[self.w_lo[m]:self.w_hi[m]]
+        wb, wd = T.num["bytes"][w], T.num["dur_ns"][w]
+        pre = w < decided if decided >= 0 else np.ones(len(w), dtype=bool)
+        bw = float(np.nansum(wb[pre]) / (np.nansum(wd[pre]) / 1e9)) if pre.any() and np.nansum(wd[pre]) > 0 else None
+        # passes
+        pl, ph = int(self.p_lo[m]), int(self.p_hi[m])
+        p_n, p_t, p_d, p_pages, p_phase = (a[pl:ph] for a in self.p_np)
+        if ph > pl:
+            dirty_syncs = ph - pl
+            sources["dirty_syncs"] = "trace"
+            q = qram.get("dirty-sync-count")
+            if isinstance(q, int) and q != dirty_syncs and qmp.get("status") == "completed":
+                self.warn.append(f"migration {index}: trace shows {dirty_syncs} dirty syncs, query-migrate "
+                                 f"{q} (sync events missing from the trace?)")
+        elif isinstance(qram.get("dirty-sync-count"), int):
+            dirty_syncs = int(qram["dirty-sync-count"])
+            sources["dirty_syncs"] = "query-migrate"
+        elif self.mpass[m] >= 0:
+            dirty_syncs = int(T.num["count"][self.mpass[m]])
+            sources["dirty_syncs"] = "MIGRATION_PASS"
+        else:
+            dirty_syncs = 0
+            sources["dirty_syncs"] = "none"
+        # parameters and marks of this side in force at the end
+        params, markers = _params(self.glob.get(side, ([], [], [])), t0, tm.end_ns)
+        dl = params.get("downtime-limit")
+        dl = float(dl) if isinstance(dl, int | float) else None
         if dl is not None:
-            sources["downtime_limit_ms"] = "trace (max_size / bandwidth)"
-    mbw = params.get("max-bandwidth")
-    dirty, bw = rates(chk, contrib, win, decided_pos)
-    by_sync = sync_dirty_rate(pas, int(qram.get("page-size") or 4096))
-    if by_sync is not None:
-        dirty = by_sync
-        sources["dirty_rate"] = "sync dirty_pages"
-    elif dirty is not None:
-        sources["dirty_rate"] = "pending increases"
-    if dirty is None and qram.get("dirty-pages-rate") and qram.get("page-size"):
-        dirty = float(qram["dirty-pages-rate"] * qram["page-size"])
-    if bw is None and isinstance(qram.get("mbps"), int | float):
-        bw = float(qram["mbps"]) * 1e6 / 8
-    v = verdict(chk, contrib, decided_pos=decided_pos, outcome=t.outcome, dirty_rate=dirty,
-                bandwidth=bw, downtime_limit_ms=dl)
-    # per-check device dicts
-    per = _per_check(contrib, len(chk))
-    before = chk[chk["pos"] < decided_pos] if decided_pos is not None else chk
-    ram = {"initial_pending_bytes": per.get(0, {}).get("ram") if len(chk) else None,
-           "dirty_pending_bytes": per.get(len(before) - 1, {}).get("ram") if len(before) else None,
-           "precopy_bytes": _none(qram.get("precopy-bytes")),
-           "stopcopy_bytes": _none(qram.get("downtime-bytes"))}
-    devs = find_devices(src, dst, pd.concat([aux, daux]) if len(daux) else aux, t0=t0,
-                        switch_pos=t.switch_pos, era=era, ram=ram)
-    # columns -> plain Python lists once (NA -> None); the per-check loop only packs values
-    t_ms = ((chk["t_ns"].astype("Float64") - t0) / 1e6) if t0 is not None else chk["t_ns"].astype("Float64") * np.nan
-    cols = [_plain(t_ms), chk["kind"].astype(str).tolist(), _plain(chk["pending"])] + [
-        _plain(chk[c]) for c in ("threshold", "pre", "post", "below", "pass_no", "gap", "bw")] + [
-        chk["decisive"].tolist()]
-    check_objs = tuple(
-        Check(t_ms=tm, kind=k, pending_bytes=p, threshold_bytes=th, pre_bytes=pr, post_bytes=po,
-              below_threshold=bl, pass_no=pn, devices=per.get(i, {}), gap_bytes=gp,
-              bandwidth_bytes_per_ms=bwv, decisive=dc)
-        for i, (tm, k, p, th, pr, po, bl, pn, gp, bwv, dc) in enumerate(zip(*cols, strict=True)))
-    pass_objs = tuple(
-        Pass(n=int(n), t_ms=_ms(tn, t0), dur_ms=None if _none(d) is None else int(d) / 1e6,
-             dirty_pages=_none(dp), phase=str(ph))
-        for n, tn, d, dp, ph in zip(pas["n"].tolist(), pas["t_ns"].tolist(), pas["dur_ns"].tolist(),
-                                    pas["dirty_pages"].tolist(), pas["phase"].tolist(), strict=True))
-    transferred = _none(qram.get("transferred"))
-    if transferred is None and len(win):
-        transferred = int(win["bytes"].sum())
-        sources["transferred_bytes"] = "migrate_transferred windows"
-    sw = name.eq(N.SWITCHOVER_ACKED).fillna(False).to_numpy(dtype=bool)
-    ap = dst["event"].eq(N.DEST_ACK_APPROVE).to_numpy(dtype=bool) if len(dst) else np.zeros(0, dtype=bool)
-    dname = dst["event"] if len(dst) else None
-    dest_end = None
-    if dname is not None:
-        fin = dst[(dname.isin([N.STATUS, N.DEST_END])).to_numpy(dtype=bool)]
-        last = fin["t_ns"].dropna()
-        dest_end = _ms(last.iloc[-1] if len(last) else dst["t_ns"].dropna().max() if dst["t_ns"].notna().any() else None, t0)
-    return Migration(
-        index=index, outcome=t.outcome, start_ns=t0, setup_ms=t.setup_ms, total_ms=t.total_ms,
-        downtime_ms=t.downtime_ms, dirty_syncs=dirty_syncs, converged=v.converged, verdict=v,
-        checks=check_objs, passes=pass_objs, devices=devs, states=_statuses(t, dst, t0),
-        switchover_ms=t.switchover_ms, stopcopy_ms=t.stopcopy_ms, downtime_limit_ms=dl,
-        max_bandwidth_bytes_per_s=float(mbw) if isinstance(mbw, int | float) else None,
-        transferred_bytes=transferred, error=t.error, qemu_version=era.label, side=side,
-        dest_outcome=dest_outcome(pd.concat([dst, daux]) if len(daux) else dst) if len(dst) or len(daux) else None,
-        params=params,
-        markers=tuple(markers), end_ns=t.end_ns,
-        dest_start_ms=_ms(dst["t_ns"].dropna().min(), t0) if len(dst) and dst["t_ns"].notna().any() else None,
-        dest_end_ms=dest_end,
-        switchover_ack_ms=_ms(src["t_ns"][sw].iloc[0], t0) if sw.any() else None,
-        switchover_approved_ms=_ms(dst["t_ns"][ap].iloc[0], t0) if ap.any() else None,
-        sources=sources,
-    )
+            sources["downtime_limit_ms"] = "qmp"
+        else:
+            thr, wbw, wsbw = T.num["threshold_bytes"][w], T.num["bw_bytes_per_ms"][w], T.num["count"][w]
+            ok = np.flatnonzero((np.nan_to_num(wbw) > 0) & (np.nan_to_num(thr) > 0))
+            if len(ok):
+                k = ok[-1]
+                per_ms = wsbw[k] if not math.isnan(wsbw[k]) and wsbw[k] > 0 else wbw[k]
+                dl = float(round(thr[k] / per_ms))  # max_size = bandwidth (bytes/ms) x limit
+                sources["downtime_limit_ms"] = "trace (max_size / bandwidth)"
+        mbw = params.get("max-bandwidth")
+        # dirty rate: QEMU's own period rule over the syncs, else RAM's pending increases
+        live = p_phase != "stopcopy"
+        dirty = sync_dirty_rate(p_t[live] + p_d[live], p_pages[live], int(qram.get("page-size") or 4096))
+        if dirty is not None:
+            sources["dirty_rate"] = "sync dirty_pages"
+        else:
+            cb = c["row"] < decided if decided >= 0 else np.ones(len(c["row"]), dtype=bool)
+            ram_p = np.array([p.get("ram", 0) for p in per], dtype=np.float64)[cb]
+            cr = c["row"][cb]
+            wdur = float(np.nansum(wd[(w > cr[0]) & (w <= cr[-1])])) if len(cr) else 0.0
+            dirty = increase_dirty_rate(ram_p, c["pass_no"][cb], c["t_ns"][cb], wdur)
+            if dirty is not None:
+                sources["dirty_rate"] = "pending increases"
+            elif qram.get("dirty-pages-rate") and qram.get("page-size"):
+                dirty = float(qram["dirty-pages-rate"] * qram["page-size"])
+                sources["dirty_rate"] = "query-migrate"
+        if bw is None and isinstance(qram.get("mbps"), int | float):
+            bw = float(qram["mbps"]) * 1e6 / 8
+        v = verdict(c, {i: p for i, p in enumerate(per)}, decided_row=decided, outcome=tm.outcome,
+                    dirty_rate=dirty, bandwidth=bw, downtime_limit_ms=dl)
+        nb = int((c["row"] < decided).sum()) if decided >= 0 else len(c["row"])
+        ram = {"initial_pending_bytes": per[0].get("ram") if per else None,
+               "dirty_pending_bytes": per[nb - 1].get("ram") if nb else None,
+               "precopy_bytes": qram.get("precopy-bytes"), "stopcopy_bytes": qram.get("downtime-bytes")}
+        devs = devices(self.ix, sm, dm, t0=t0, switch=int(R.switch[m]) if sm is not None else -1,
+                       era=era, ram=ram)
+        checks = tuple(
+            Check(t_ms=tms, kind=k, pending_bytes=p, threshold_bytes=th, pre_bytes=pr, post_bytes=po,
+                  below_threshold=bl, pass_no=pn, devices=per[i], gap_bytes=gp,
+                  bandwidth_bytes_per_ms=bwv, decisive=dc)
+            for i, (tms, k, p, th, pr, po, gp, bwv, bl, pn, dc) in enumerate(
+                zip(*(col[lo:hi] for col in self.c_lists), strict=True)))
+        passes = tuple(
+            Pass(n=int(n), t_ms=None if math.isnan(t) else (t - T.rel(t0)) / 1e6 if t0 is not None else None,
+                 dur_ms=None if math.isnan(d) else d / 1e6,
+                 dirty_pages=_nn(dp), phase=str(ph_))
+            for n, t, d, dp, ph_ in zip(p_n.tolist(), p_t.tolist(), p_d.tolist(),
+                                        p_pages.tolist(), p_phase.tolist(), strict=True))
+        transferred = _nn(qram.get("transferred"))
+        if transferred is None and len(w):
+            transferred = int(np.nansum(wb))
+            sources["transferred_bytes"] = "migrate_transferred windows"
+        states = [StateChange(t_ms=ms, state=s, side=side, origin="qemu-log" if o == "trace" else "qmp")
+                  for ms, s, o in tm.statuses]
+        dest_outcome = dest_start = dest_end = approved = None
+        if dm is not None:
+            if sm is not None:
+                states += self._dest_states(dm, t0)
+            dest_outcome = self.dest[dm]
+            dest_start = _ms(int(T.t[self.timed_first[dm]]), t0) if self.timed_first[dm] >= 0 else None
+            e = self.dest_end[dm] if self.dest_end[dm] >= 0 and not T.tna[self.dest_end[dm]] else self.timed_last[dm]
+            dest_end = _ms(int(T.t[e]), t0) if e >= 0 and not T.tna[e] else None
+            if self.approve[dm] >= 0 and not T.tna[self.approve[dm]]:
+                approved = _ms(int(T.t[self.approve[dm]]), t0)
+        if all(s.t_ms is not None for s in states):
+            states.sort(key=lambda s: s.t_ms)
+        ack = self.ack[m] if sm is not None else -1
+        return Migration(
+            index=index, outcome=tm.outcome, start_ns=t0, setup_ms=tm.setup_ms, total_ms=tm.total_ms,
+            downtime_ms=tm.downtime_ms, dirty_syncs=dirty_syncs, converged=v.converged, verdict=v,
+            checks=checks, passes=passes, devices=devs, states=tuple(states),
+            switchover_ms=tm.switchover_ms, stopcopy_ms=tm.stopcopy_ms, downtime_limit_ms=dl,
+            max_bandwidth_bytes_per_s=float(mbw) if isinstance(mbw, int | float) else None,
+            transferred_bytes=transferred, error=tm.error, qemu_version=era.label, side=side,
+            dest_outcome=dest_outcome if sm is not None else None, params=params,
+            markers=tuple(markers), end_ns=tm.end_ns, dest_start_ms=dest_start, dest_end_ms=dest_end,
+            switchover_ack_ms=_ms(int(T.t[ack]), t0) if ack >= 0 and not T.tna[ack] else None,
+            switchover_approved_ms=approved, sources=sources,
+        )
 
 
 def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed: int = 0,
@@ -260,46 +301,24 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     if missing:
         raise ValueError(f"build_report: event table lacks columns {missing}")
     warn = list(warnings)
+    inputs = tuple(str(x) for x in inputs)
     sp = split(events)
     rows, spans = sp.rows, sp.spans
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
-    # per-migration frames carry only what the model modules read (every subset copies them)
-    keep = rows["mig"].notna().to_numpy(dtype=bool)
-    cols = [c for c in rows.columns if c not in ("_i", "stream", "seq", "mig")]
-    groups = {int(k): g for k, g in rows.loc[keep, cols].groupby(rows["mig"][keep].to_numpy(), sort=False)}
-
-    def parts(mig: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        g = groups.get(mig) if mig is not None else None
-        if g is None:
-            return _frame(None), _frame(None)
-        tr = g["trace"].to_numpy(dtype=bool)
-        return _frame(g[tr]), _frame(g[~tr])
-
-    by_src = {s: d for d, s in sp.pairs.items()}
-    src_spans = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")
-    order: list[tuple[int | None, int | None, Any]] = [
-        (int(m), by_src.get(int(m)), s) for m, s in zip(src_spans["mig"], src_spans["start_ns"], strict=True)]
-    paired = set(sp.pairs)
-    for m, s in zip(spans["mig"], spans["start_ns"], strict=True):
-        if spans.loc[spans["mig"] == m, "side"].iloc[0] == "destination" and int(m) not in paired:
-            order.append((None, int(m), s))
-    # the release family is a property of the stream (file), not of one migration in it
+    glob = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
     tr = rows["trace"].to_numpy(dtype=bool)
+    # the release family is a property of the stream (file), not of one migration in it
     eras = {st: detect(g, sp.iso.get(st))
             for st, g in rows.loc[tr, ["event", "detail", "count", "stream"]].groupby("stream", sort=False)}
-    stream_of = dict(zip(spans["mig"], spans["stream"], strict=True))
-    migrations = []
-    for i, (sm, dm, start) in enumerate(order):
-        src, aux = parts(sm)
-        dst, daux = parts(dm)
-        t0 = _none(start)
-        t0 = int(t0) if t0 is not None else None
-        side = "source" if sm is not None else "destination"
-        era = eras.get(stream_of.get(sm if sm is not None else dm)) or detect(src if len(src) else dst)
-        migrations.append(_migration(i, src, aux, dst, daux, glob, t0, side, warn, era))
+    T = build_table(rows, len(spans))
+    b = _Builder(T, spans, eras, glob, warn)
+    by_src = {s: d for d, s in sp.pairs.items()}
+    src = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")
+    order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]
+    order += [(None, int(m)) for m, s in zip(spans["mig"], spans["side"], strict=True)
+              if s == "destination" and int(m) not in sp.pairs]
+    migrations = tuple(b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order))
     if not migrations:
-        where = ", ".join(inputs) if inputs else "input"
-        warn.append(f"{where}: no migration found ({len(events)} events)")
-    return Report(migrations=tuple(migrations), malformed_lines=int(malformed),
-                  skipped_lines=int(skipped), events=len(events), warnings=tuple(warn),
-                  inputs=tuple(str(x) for x in inputs))
+        warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({len(events)} events)")
+    return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),
+                  events=len(events), warnings=tuple(warn), inputs=inputs)

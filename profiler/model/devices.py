@@ -12,6 +12,7 @@ multifd thread event or the ``vfio_save_complete_precopy`` printed just before i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,179 +20,156 @@ import pandas as pd
 
 from profiler import events as E
 from profiler.model import names as N
-from profiler.model.migrations import _in, labels
+from profiler.model.migrations import _in
 from profiler.model.results import Device, StateChange
+from profiler.model.table import Table, notnone
 from profiler.model.version import Era
 
-_VFIO_EVENTS_WITH_NAME = frozenset(
+_NAMED = frozenset(
     [N.VFIO_PENDING_EST, N.VFIO_PENDING_EXACT, N.VFIO_SAVE_PENDING, N.VFIO_UPDATE_PENDING,
      N.VFIO_BLOCK, N.VFIO_BUFFER, N.VFIO_ITERATE, N.VFIO_SETUP, N.VFIO_SET_STATE,
      N.VFIO_SET_DEVICE_STATE, N.VFIO_VMSTATE_CHANGE, N.VFIO_VMSTATE_CHANGE_PREPARE,
      N.VFIO_COMPLETE, N.VFIO_COMPLETE_START, N.VFIO_THREAD_START, N.VFIO_THREAD_END,
      N.VFIO_LOAD_STATE, N.VFIO_LOAD_DATA, "vfio_save_iterate_start",
-     "vfio_save_block_precopy_empty_hit"]
+     "vfio_save_block_precopy_empty_hit", E.QMP_VFIO_MIGRATION, E.BPF_IOCTL]
 )
+_STATE_EVENTS = (N.VFIO_SET_STATE, N.VFIO_SET_DEVICE_STATE, E.QMP_VFIO_MIGRATION, E.BPF_IOCTL)
 
 
-def _opt_int(v: Any) -> int | None:
-    return None if v is None or pd.isna(v) else int(v)
+class Index:
+    """The device rows and downtime rows of every migration, found once for the whole table."""
+
+    def __init__(self, T: Table):
+        self.T = T
+        self.vf = np.flatnonzero(_in(T.name, _NAMED) & notnone(T.device))
+        self.dt = np.flatnonzero(_in(T.name, (N.DOWNTIME_SAVE, N.DOWNTIME_LOAD)) & notnone(T.device))
+        self.vf_lo, self.vf_hi = np.searchsorted(self.vf, T.start), np.searchsorted(self.vf, T.end)
+        self.dt_lo, self.dt_hi = np.searchsorted(self.dt, T.start), np.searchsorted(self.dt, T.end)
+
+    def vfio(self, m: int | None) -> np.ndarray:
+        return self.vf[self.vf_lo[m]:self.vf_hi[m]] if m is not None else self.vf[:0]
+
+    def downtime(self, m: int | None, event: str) -> dict[str, float]:
+        """idstr -> ms, summed over instances (and iterable/non-iterable entries)."""
+        out: dict[str, float] = {}
+        if m is None:
+            return out
+        T = self.T
+        for i in self.dt[self.dt_lo[m]:self.dt_hi[m]]:
+            if T.name[i] == event and not math.isnan(T.num["dur_ns"][i]):
+                out[T.device[i]] = out.get(T.device[i], 0.0) + T.num["dur_ns"][i] / 1e6
+        return out
 
 
-def _t_ms(t: pd.Series, t0: int | None) -> np.ndarray:
-    if t0 is None:
-        return np.full(len(t), np.nan)
-    return (t.astype("Float64") - t0).to_numpy(dtype="float64", na_value=np.nan) / 1e6
+def _opt(v: float | None) -> int | None:
+    return None if v is None or math.isnan(v) else int(v)
 
 
-def idstr_names(src: pd.DataFrame) -> dict[str, str]:
-    """SaveStateEntry idstr (``0000:00:03.0/vfio``) -> VFIO host name (``0000:3b:00.1``)."""
-    name = src["event"]
-    out: dict[str, str] = {}
-    th = src[name.eq(N.VFIO_THREAD_START).to_numpy(dtype=bool)]
-    for idstr, dev in zip(th["detail"].tolist(), th["device"].tolist(), strict=True):
-        if pd.notna(idstr) and pd.notna(dev):
-            out[str(idstr)] = str(dev)
-    # non-multifd: the entry's downtime line follows its own vfio_save_complete_precopy
-    last_dev = src["device"].where(name.isin([N.VFIO_COMPLETE, N.VFIO_COMPLETE_START])).ffill()
-    dsave = name.eq(N.DOWNTIME_SAVE).to_numpy(dtype=bool)
-    for idstr, dev in zip(src["device"][dsave].tolist(), last_dev[dsave].tolist(), strict=True):
-        if isinstance(idstr, str) and idstr.endswith("vfio") and idstr not in out and pd.notna(dev):
-            out[idstr] = str(dev)
+def _states(T: Table, rows: np.ndarray, t0: int | None, era: Era) -> list[tuple[str, StateChange]]:
+    if not len(rows):
+        return []
+    r = rows[_in(T.name[rows], _STATE_EVENTS) & notnone(T.state[rows])]
+    if not len(r):
+        return []
+    names = T.name[r]
+    is_req = bool(era.set_state_is_request or (names == N.VFIO_SET_DEVICE_STATE).any()
+                  or notnone(T.detail[r[names == N.VFIO_SET_STATE]]).any())
+    out = []
+    for i, nm in zip(r.tolist(), names.tolist(), strict=True):
+        if nm == E.QMP_VFIO_MIGRATION:
+            origin, confirmed = "qmp", True
+        elif nm == E.BPF_IOCTL:
+            origin, confirmed = "bpf", T.num["ret"][i] == 0
+        else:
+            origin, confirmed = "qemu-log", not (nm == N.VFIO_SET_STATE and is_req)
+        t_ms = (int(T.t[i]) - t0) / 1e6 if t0 is not None and not T.tna[i] else None
+        out.append((T.device[i], StateChange(t_ms=t_ms, state=str(T.state[i]), side=str(T.side[i]),
+                                             confirmed=bool(confirmed), origin=origin)))
     return out
 
 
-def _state_changes(rows: pd.DataFrame, t0: int | None, era: Era, side: str) -> pd.DataFrame:
-    name = rows["event"]
-    m = name.isin([N.VFIO_SET_STATE, N.VFIO_SET_DEVICE_STATE, E.QMP_VFIO_MIGRATION, E.BPF_IOCTL])
-    if not m.any():
-        return pd.DataFrame(columns=["device", "t_ms", "state", "side", "confirmed", "origin"])
-    m &= rows["state"].notna() & rows["device"].notna()
-    r = rows[m.to_numpy(dtype=bool)]
-    rn = name[m.to_numpy(dtype=bool)]
-    has_confirm = bool(name.eq(N.VFIO_SET_DEVICE_STATE).any())
-    request = rn.eq(N.VFIO_SET_STATE) & (era.set_state_is_request or has_confirm
-                                         or bool(r["detail"].notna().any()))
-    bpf_bad = rn.eq(E.BPF_IOCTL) & ~r["ret"].fillna(-1).eq(0)
-    origin = np.where(rn.eq(E.QMP_VFIO_MIGRATION), "qmp",
-                      np.where(rn.eq(E.BPF_IOCTL), "bpf", "qemu-log"))
-    return pd.DataFrame({
-        "device": r["device"].astype(str).to_numpy(),
-        "t_ms": _t_ms(r["t_ns"], t0),
-        "state": r["state"].astype(str).to_numpy(),
-        "side": r["side_r"].astype(str).to_numpy() if "side_r" in r.columns else side,
-        "confirmed": ~(request | bpf_bad).to_numpy(dtype=bool),
-        "origin": origin,
-    })
+def _idstr_names(T: Table, rows: np.ndarray, dts: np.ndarray) -> dict[str, str]:
+    """SaveStateEntry idstr (``0000:00:03.0/vfio``) -> VFIO host name (``0000:3b:00.1``)."""
+    out: dict[str, str] = {}
+    for i in rows[T.name[rows] == N.VFIO_THREAD_START]:
+        if T.detail[i] is not None:
+            out[str(T.detail[i])] = str(T.device[i])
+    # non-multifd: the entry's downtime line follows its own vfio_save_complete_precopy
+    done = rows[_in(T.name[rows], (N.VFIO_COMPLETE, N.VFIO_COMPLETE_START))]
+    for i in dts:
+        idstr = T.device[i]
+        if T.name[i] == N.DOWNTIME_SAVE and idstr.endswith("vfio") and idstr not in out:
+            j = np.searchsorted(done, i) - 1
+            if j >= 0:
+                out[idstr] = str(T.device[done[j]])
+    return out
 
 
-def _downtime(rows: pd.DataFrame, event: str) -> pd.Series:
-    """idstr -> ms, summed over instances."""
-    d = rows[(rows["event"] == event).to_numpy(dtype=bool)]
-    if not len(d):
-        return pd.Series(dtype="float64")
-    return (d["dur_ns"].astype("Float64") / 1e6).groupby(d["device"].astype(str), sort=False).sum()
-
-
-def _rows(df: pd.DataFrame, events) -> pd.DataFrame:
-    """The (few) rows of ``df`` whose event is in ``events``, keeping their positions as index."""
-    if not len(df):
-        return df
-    return df.take(np.flatnonzero(_in(labels(df["event"], ""), events)))
-
-
-def devices(src: pd.DataFrame, dst: pd.DataFrame, aux: pd.DataFrame, *, t0: int | None,
-            switch_pos: int | None, era: Era, ram: dict[str, Any]) -> tuple[Device, ...]:
-    """All devices of one migration: ``ram`` first, VFIO devices, then other entries.
-
-    ``src``/``dst`` are the trace rows of each side (ordered, indexed by position), ``aux`` the
-    QMP/BPF rows; ``ram`` holds RAM values computed elsewhere (QMP bytes, pending).
-    """
-    # everything below works on the few rows that name a device, never on the whole trace
-    sv = _rows(src, _VFIO_EVENTS_WITH_NAME)
-    sv = sv[sv["device"].notna().to_numpy(dtype=bool)]
-    dv = _rows(dst, _VFIO_EVENTS_WITH_NAME)
-    dv = dv[dv["device"].notna().to_numpy(dtype=bool)] if len(dv) else dv
-    av = _rows(aux, (E.QMP_VFIO_MIGRATION, E.BPF_IOCTL))
-    av = av[av["device"].notna().to_numpy(dtype=bool)] if len(av) else av
-    names: list[str] = []
-    for part in (sv, dv, av):
-        if len(part):
-            names += [n for n in pd.unique(part["device"].astype(str)) if n not in names]
-    cut = switch_pos if switch_pos is not None else np.iinfo(np.int64).max
-    vname = labels(sv["event"], "") if len(sv) else np.array([], dtype=object)
-    pre = sv.index.to_numpy() < cut
-
-    # bytes read from the device, split at the stop-and-copy start
-    blk_m = _in(vname, (N.VFIO_BLOCK, N.VFIO_BUFFER)) & sv["bytes"].notna().to_numpy(dtype=bool)
-    blk = sv[blk_m]
-    sums = blk["bytes"].astype("int64").groupby(
-        [blk["device"].astype(str).to_numpy(), np.where(pre[blk_m], "pre", "stop")]).sum() \
-        if len(blk) else pd.Series(dtype="int64")
-    # pre-copy sizes as the device reports them (GET_PRECOPY_INFO via save_iterate / pending)
-    devcol = sv["device"].astype(str)
-    init_first = sv["init_bytes"].groupby(devcol, sort=False).first() if len(sv) else pd.Series(dtype="Int64")
-    dirty_last = sv["dirty_bytes"][pre].groupby(devcol[pre], sort=False).last() if len(sv) else pd.Series(dtype="Int64")
-    stop_last = sv["stopcopy_bytes"].groupby(devcol, sort=False).last() if len(sv) else pd.Series(dtype="Int64")
-    # multifd stop-copy thread (>=10.0)
-    th: dict[str, dict[str, Any]] = {}
-    for ev_name, key in ((N.VFIO_THREAD_START, "start"), (N.VFIO_THREAD_END, "end")):
-        r = sv[vname == ev_name]
-        for dev, t in zip(r["device"].astype(str).tolist(), r["t_ns"].tolist(), strict=True):
-            th.setdefault(dev, {})[key] = t
-    parts = [x for x in (_state_changes(sv, t0, era, "source"),
-                         _state_changes(dv, t0, era, "destination") if len(dv) else None,
-                         _state_changes(av, t0, era, "source") if len(av) else None)
-             if x is not None and len(x)]
-    by_dev: dict[str, pd.DataFrame] = {}
-    if parts:
-        states = pd.concat(parts, ignore_index=True).sort_values("t_ms", kind="stable", na_position="last")
-        by_dev = {d: g for d, g in states.groupby("device", sort=False)}
-    dsave = _rows(src, (N.DOWNTIME_SAVE,))
-    save = _downtime(dsave, N.DOWNTIME_SAVE)
-    load = _downtime(_rows(dst, (N.DOWNTIME_LOAD,)), N.DOWNTIME_LOAD) if len(dst) else pd.Series(dtype="float64")
-    idmap = idstr_names(pd.concat([sv, dsave]).sort_index()) if len(sv) else {}
-    only = [i for i in list(save.index) + list(load.index) if i.endswith("vfio") and i not in idmap]
-    if len(names) == 1 and len(set(only)) == 1:
-        idmap[only[0]] = names[0]
+def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, switch: int,
+            era: Era, ram: dict[str, Any]) -> tuple[Device, ...]:
+    """All devices of one migration (table ids ``src``/``dst``, either may be None): ``ram``
+    first, VFIO devices, then other entries. ``switch`` is the stop-copy start row (-1)."""
+    T = ix.T
+    sv, dv = ix.vfio(src), ix.vfio(dst)
+    names: list[str] = list(dict.fromkeys([str(x) for x in T.device[sv]] + [str(x) for x in T.device[dv]]))
+    cut = switch if switch >= 0 else np.iinfo(np.int64).max
+    sums: dict[tuple[str, str], int] = {}
+    init_first: dict[str, float] = {}
+    dirty_last: dict[str, float] = {}
+    stop_last: dict[str, float] = {}
+    thread: dict[str, dict[str, int]] = {}
+    r = sv[T.trace[sv]]
+    if len(r):
+        # one small frame of this migration's device rows; pandas groups them per device
+        f = pd.DataFrame({"dev": T.device[r], "name": T.name[r], "pre": r < cut,
+                          **{k: T.num[k][r] for k in ("bytes", "init_bytes", "dirty_bytes", "stopcopy_bytes")}})
+        blk = f[_in(f["name"].to_numpy(), (N.VFIO_BLOCK, N.VFIO_BUFFER)) & f["bytes"].notna().to_numpy()]
+        for (dev, is_pre), b in blk.groupby(["dev", "pre"], sort=False)["bytes"].sum().items():
+            sums[(dev, "pre" if is_pre else "stop")] = int(b)
+        init_first = f.groupby("dev", sort=False)["init_bytes"].first().dropna().to_dict()
+        dirty_last = f[f["pre"]].groupby("dev", sort=False)["dirty_bytes"].last().dropna().to_dict()
+        stop_last = f.groupby("dev", sort=False)["stopcopy_bytes"].last().dropna().to_dict()
+        for i in r[_in(T.name[r], (N.VFIO_THREAD_START, N.VFIO_THREAD_END)) & ~T.tna[r]]:
+            key = "start" if T.name[i] == N.VFIO_THREAD_START else "end"
+            thread.setdefault(T.device[i], {})[key] = int(T.t[i])
+    by_dev: dict[str, list[StateChange]] = {}
+    for dev, sc in sorted(_states(T, sv, t0, era) + _states(T, dv, t0, era),
+                          key=lambda x: (x[1].t_ms is None, x[1].t_ms or 0.0)):
+        by_dev.setdefault(dev, []).append(sc)
+    save = ix.downtime(src, N.DOWNTIME_SAVE)
+    load = ix.downtime(dst, N.DOWNTIME_LOAD)
+    dts = ix.dt[ix.dt_lo[src]:ix.dt_hi[src]] if src is not None else ix.dt[:0]
+    idmap = _idstr_names(T, sv, dts) if len(sv) else {}
+    only = {i for i in list(save) + list(load) if i.endswith("vfio") and i not in idmap}
+    if len(names) == 1 and len(only) == 1:
+        idmap[only.pop()] = names[0]
     rev = {v: k for k, v in idmap.items()}
-
-    def _f(s: pd.Series, k: str | None) -> float | None:
-        if k is None or k not in s.index or pd.isna(s[k]):
-            return None
-        return float(s[k])
-
     out = [Device(
         name="ram", kind="ram", precopy_bytes=ram.get("precopy_bytes"),
         stopcopy_bytes=ram.get("stopcopy_bytes"),
         initial_pending_bytes=ram.get("initial_pending_bytes"),
         dirty_pending_bytes=ram.get("dirty_pending_bytes"),
-        downtime_ms=_f(save, "ram"), load_ms=_f(load, "ram"), idstr="ram",
+        downtime_ms=save.get("ram"), load_ms=load.get("ram"), idstr="ram",
     )]
     for dev in names:
         idstr = rev.get(dev)
-        t = th.get(dev, {})
-        thread_ms = ((t["end"] - t["start"]) / 1e6 if pd.notna(t.get("start")) and pd.notna(t.get("end"))
-                     else None) if t else None
-        sg = by_dev.get(dev)
-        st = tuple(StateChange(t_ms=None if np.isnan(tm) else float(tm), state=s, side=sd,
-                               confirmed=bool(c), origin=o)
-                   for tm, s, sd, c, o in zip(sg["t_ms"], sg["state"], sg["side"], sg["confirmed"],
-                                              sg["origin"], strict=True)) if sg is not None else ()
-        has_pre, has_stop = (dev, "pre") in sums.index, (dev, "stop") in sums.index
+        th = thread.get(dev, {})
+        has_pre, has_stop = (dev, "pre") in sums, (dev, "stop") in sums
         out.append(Device(
             name=dev, kind="vfio",
-            precopy_bytes=_opt_int(sums.get((dev, "pre"))) if has_pre else (0 if has_stop else None),
-            stopcopy_bytes=_opt_int(sums.get((dev, "stop"))) if has_stop else None,
-            initial_pending_bytes=_opt_int(init_first.get(dev)),
-            dirty_pending_bytes=_opt_int(dirty_last.get(dev)),
-            stopcopy_size_bytes=_opt_int(stop_last.get(dev)),
-            downtime_ms=_f(save, idstr), load_ms=_f(load, idstr), idstr=idstr, states=st,
-            stopcopy_thread_ms=thread_ms,
+            precopy_bytes=sums[(dev, "pre")] if has_pre else (0 if has_stop else None),
+            stopcopy_bytes=sums.get((dev, "stop")),
+            initial_pending_bytes=_opt(init_first.get(dev)),
+            dirty_pending_bytes=_opt(dirty_last.get(dev)),
+            stopcopy_size_bytes=_opt(stop_last.get(dev)),
+            downtime_ms=save.get(idstr) if idstr else None,
+            load_ms=load.get(idstr) if idstr else None, idstr=idstr,
+            states=tuple(by_dev.get(dev, ())),
+            stopcopy_thread_ms=(th["end"] - th["start"]) / 1e6 if "start" in th and "end" in th else None,
         ))
     used = set(idmap) | {"ram"}
-    for idstr in list(save.index) + [i for i in load.index if i not in save.index]:
-        if idstr in used:
-            continue
-        out.append(Device(name=idstr, kind="other", downtime_ms=_f(save, idstr),
-                          load_ms=_f(load, idstr), idstr=idstr))
+    for idstr in list(save) + [i for i in load if i not in save]:
+        if idstr not in used:
+            out.append(Device(name=idstr, kind="other", downtime_ms=save.get(idstr),
+                              load_ms=load.get(idstr), idstr=idstr))
     return tuple(out)

@@ -121,6 +121,9 @@ def split(events: pd.DataFrame) -> Split:
 
 def _in(a: np.ndarray, values) -> np.ndarray:
     """Hash-based membership for object arrays (None-safe, O(n))."""
+    if len(a) < 256:  # pandas' per-call overhead dominates small arrays
+        s = values if isinstance(values, set | frozenset | dict) else set(values)
+        return np.fromiter((x in s for x in a), dtype=bool, count=len(a))
     return pd.Index(a, dtype=object).isin(list(values))
 
 
@@ -184,14 +187,14 @@ def _order(a: _Rows, idx: np.ndarray, trace: bool) -> np.ndarray:
 def _segments(names: np.ndarray, states: np.ndarray, trace: bool, side: str) -> np.ndarray:
     """Segment number per row of one ordered stream: 0 before the first start, then 1, 2, ..."""
     st = (names == N.STATUS) if trace else _in(names, N.QMP_STATUS_EVENTS)
-    st &= np.array([x is not None for x in states], dtype=bool) if st.any() else st
+    st &= ~pd.isna(states)
     flag = np.zeros(len(names), dtype=bool)
     if st.any():
         sidx = np.flatnonzero(st)
         sv = states[sidx]
         prev = np.empty(len(sv), dtype=object)
         prev[1:] = sv[:-1]
-        start = _in(sv, N.STARTS) & (np.array([p is None for p in prev], dtype=bool) | _in(prev, N.TERMINAL))
+        start = _in(sv, N.STARTS) & (pd.isna(prev) | _in(prev, N.TERMINAL))
         flag[sidx[start]] = True
     else:
         flag = names == (N.SAVEVM_SETUP if side != "destination" else N.LOADVM_SETUP)

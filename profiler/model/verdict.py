@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
 from profiler.model.results import Verdict
 
@@ -31,21 +30,19 @@ def fmt_rate(n: float | None) -> str:
     return "?" if n is None else fmt_bytes(n) + "/s"
 
 
-def sync_dirty_rate(pas: pd.DataFrame, page_size: int = 4096) -> float | None:
+def sync_dirty_rate(end_ns: np.ndarray, pages: np.ndarray, page_size: int = 4096) -> float | None:
     """RAM dirty rate (bytes/s) the way QEMU computes ``dirty-pages-rate``, from the syncs.
 
+    ``end_ns``/``pages``: end time and ``dirty_pages`` of each sync before stop-copy, in order.
     ``migration_bitmap_sync_end`` prints ``num_dirty_pages_period``, the pages newly dirtied
     since the rate period began; right after printing, a sync that ends more than 1 s after
-    the period's start closes the period (rate = pages / its length) and starts the next.
-    Replaying that rule over the syncs before stop-copy (the setup sync opens the first
-    period): sum of pages over sum of time, the last, still open, period included. Needs
-    timestamps.
+    the period's start closes the period and starts the next. Replaying that rule (the setup
+    sync opens the first period): sum of pages over sum of time, the open last period
+    included. None without timestamps.
     """
-    p = pas[pas["phase"] != "stopcopy"]
-    if len(p) < 2 or p["t_ns"].isna().any() or p["dur_ns"].isna().any() or p["dirty_pages"].isna().any():
+    if len(end_ns) < 2 or np.isnan(end_ns).any() or np.isnan(pages).any():
         return None
-    end = (p["t_ns"] + p["dur_ns"]).to_numpy(dtype="float64") / 1e9
-    pages = p["dirty_pages"].to_numpy(dtype="float64")
+    end = end_ns / 1e9
     start = end[0]
     total_pages = total_s = 0.0
     for k in range(1, len(end)):
@@ -53,88 +50,64 @@ def sync_dirty_rate(pas: pd.DataFrame, page_size: int = 4096) -> float | None:
             total_pages += pages[k]
             total_s += end[k] - start
             start = end[k]
-    if total_s <= 0:
+    return total_pages * page_size / total_s if total_s > 0 else None
+
+
+def increase_dirty_rate(ram: np.ndarray, pass_no: np.ndarray, t_ns: np.ndarray,
+                        win_dur_ns: float) -> float | None:
+    """Fallback dirty rate: RAM's pending only grows at a sync, so the sum of its increases
+    between consecutive checks over their time (``t_ns``, else ``win_dur_ns``, the
+    ``migrate_transferred`` windows' time in between); a lower bound when checks are sparse.
+    None when no sync happened or nothing grew."""
+    if len(ram) < 2 or pass_no[-1] == pass_no[0]:
         return None
-    return total_pages * page_size / total_s
+    grown = float(np.clip(np.diff(ram), 0, None).sum())
+    dur = (t_ns[-1] - t_ns[0]) / 1e9 if not np.isnan(t_ns).any() else win_dur_ns / 1e9
+    return grown / dur if dur > 0 and grown > 0 else None
 
 
-def rates(chk: pd.DataFrame, contrib: pd.DataFrame, win: pd.DataFrame,
-          upto_pos: int | None) -> tuple[float | None, float | None]:
-    """(RAM dirty rate, bandwidth) in bytes/s over the pre-copy phase.
-
-    ``win`` are the ``migrate_transferred`` windows (pos, bytes, dur_ns): bandwidth = bytes sent /
-    time over them. Dirty rate (when ``sync_dirty_rate`` cannot tell): RAM's pending only grows
-    at a dirty-bitmap sync, so the sum of RAM's increases between consecutive checks over the
-    time from the first to the last check (timestamps, else the windows' time_spent, which
-    tile the timeline); a lower bound when checks are sparse. None when no sync happened.
-    """
-    if upto_pos is not None:
-        win = win[win["pos"] < upto_pos]
-        chk = chk[chk["pos"] < upto_pos]
-    bw = None
-    if len(win) and win["dur_ns"].sum() > 0:
-        bw = float(win["bytes"].sum()) / (float(win["dur_ns"].sum()) / 1e9)
-    dirty = None
-    n = len(chk)
-    if n >= 2 and chk["pass_no"].iloc[-1] != chk["pass_no"].iloc[0]:
-        r = contrib[contrib["device"] == "ram"].set_index("chk")["bytes"].reindex(range(n)).ffill()
-        grown = float(np.clip(np.diff(r.to_numpy(dtype="float64")), 0, None).sum())
-        t = chk["t_ns"]
-        if t.notna().all():
-            dur = (float(t.iloc[-1]) - float(t.iloc[0])) / 1e9
-        else:
-            a, b = chk["pos"].iloc[0], chk["pos"].iloc[-1]
-            dur = float(win[(win["pos"] > a) & (win["pos"] <= b)]["dur_ns"].sum()) / 1e9
-        if dur > 0 and grown > 0:  # no increase seen: sparse checks, not a clean guest
-            dirty = grown / dur
-    return dirty, bw
-
-
-def verdict(chk: pd.DataFrame, contrib: pd.DataFrame, *, decided_pos: int | None, outcome: str,
-            dirty_rate: float | None, bandwidth: float | None,
+def verdict(c: dict[str, np.ndarray], per: dict[int, dict[str, int]], *, decided_row: int,
+            outcome: str, dirty_rate: float | None, bandwidth: float | None,
             downtime_limit_ms: float | None) -> Verdict:
-    """The plain-words verdict of one migration; indices refer to ``chk`` rows."""
-    n = len(chk)
-    if decided_pos is not None:
-        before = np.flatnonzero(chk["pos"].to_numpy() < decided_pos)
+    """The plain-words verdict of one migration; ``c`` holds its checks' columns (numpy),
+    ``per`` the pending per device at each check; indices refer to its checks."""
+    n = len(c["row"])
+    if decided_row >= 0:
+        before = np.flatnonzero(c["row"] < decided_row)
         converged, at = True, (int(before[-1]) if len(before) else None)
     elif outcome == "completed":
-        ok = np.flatnonzero(chk["below"].fillna(False).to_numpy(dtype=bool)) if n else []
+        ok = np.flatnonzero(c["below"])
         converged, at = True, (int(ok[-1]) if len(ok) else None)
     elif n == 0:
         converged, at = None, None
     else:
         converged, at = False, None
     # only the figure QEMU compared in each pass counts (not an estimate it then re-queried)
-    gaps = chk["gap"].astype("Float64").where(chk["decisive"].astype(bool)) if n else pd.Series(dtype="Float64")
-    g = None
-    if n and gaps.notna().any():
-        g = int(gaps.fillna(np.inf).to_numpy(dtype="float64").argmin())
+    gaps = np.where(c["decisive"], c["gap"], np.nan) if n else np.zeros(0)
+    g = int(np.nanargmin(gaps)) if n and not np.isnan(gaps).all() else None
     focus = at if at is not None else g
     dominant = None
-    if focus is not None and len(contrib):
-        c = contrib[contrib["chk"] == focus]
-        if len(c) and c["bytes"].max() > 0:
-            dominant = str(c.loc[c["bytes"].idxmax(), "device"])
+    if focus is not None and per.get(focus):
+        d, b = max(per[focus].items(), key=lambda kv: kv[1])
+        dominant = d if b > 0 else None
     need_dl = need_bw = None
     if g is not None:
-        row = chk.iloc[g]
-        pend = float(row["pending"]) if pd.notna(row["pending"]) else None
+        pend = float(c["pending"][g])
         # the bandwidth QEMU used for this threshold: switchover_bw when set, else measured
-        bpm = row["sbw"] if pd.notna(row["sbw"]) and row["sbw"] > 0 else row["bw"]
-        if pend is not None and pd.notna(bpm) and bpm > 0:
+        sbw = c["sbw"][g]
+        bpm = sbw if not math.isnan(sbw) and sbw > 0 else c["bw"][g]
+        if not math.isnan(pend) and not math.isnan(bpm) and bpm > 0:
             need_dl = math.floor(pend / float(bpm)) + 1.0
-        if pend is not None and downtime_limit_ms:
+        if not math.isnan(pend) and downtime_limit_ms:
             need_bw = pend / downtime_limit_ms * 1000.0
     parts = []
     if converged and at is not None:
-        r = chk.iloc[at]
-        if r["pending"] == 0:
+        p, t = c["pending"][at], c["threshold"][at]
+        if p == 0:
             parts.append(f"converged at check {at + 1} of {n}: nothing pending")
         else:
-            rel = "<" if r["pending"] < r["threshold"] else "<="
-            parts.append(f"converged at check {at + 1} of {n}: pending {fmt_bytes(r['pending'])} "
-                         f"{rel} threshold {fmt_bytes(r['threshold'])}")
+            parts.append(f"converged at check {at + 1} of {n}: pending {fmt_bytes(p)} "
+                         f"{'<' if p < t else '<='} threshold {fmt_bytes(t)}")
     elif converged:
         parts.append("converged (switch-over decided)")
     elif converged is None:
@@ -143,14 +116,13 @@ def verdict(chk: pd.DataFrame, contrib: pd.DataFrame, *, decided_pos: int | None
         parts.append(f"not converged yet after {n} checks")
     else:
         parts.append(f"did not converge in {n} checks")
-        if g is not None:
-            r = chk.iloc[g]
-            parts.append(f"closest at check {g + 1}: pending {fmt_bytes(r['pending'])} vs threshold "
-                         f"{fmt_bytes(r['threshold'])} ({fmt_bytes(r['gap'])} above)")
+    if converged is False and g is not None:
+        parts.append(f"closest at check {g + 1}: pending {fmt_bytes(c['pending'][g])} vs threshold "
+                     f"{fmt_bytes(c['threshold'][g])} ({fmt_bytes(c['gap'][g])} above)")
     if dirty_rate is not None and bandwidth is not None:
         rel = "exceeds" if dirty_rate >= bandwidth else "is below"
         parts.append(f"dirty rate {fmt_rate(dirty_rate)} {rel} bandwidth {fmt_rate(bandwidth)}")
-    if not converged and converged is not None:
+    if converged is False:
         opts = []
         if need_dl is not None:
             opts.append(f"downtime-limit >= {need_dl:.0f} ms")
@@ -159,13 +131,12 @@ def verdict(chk: pd.DataFrame, contrib: pd.DataFrame, *, decided_pos: int | None
         if opts:
             parts.append("would have switched over with " + " or ".join(opts))
     if dominant is not None and focus is not None:
-        c = contrib[(contrib["chk"] == focus) & (contrib["device"] == dominant)]
-        parts.append(f"{dominant} holds most of pending ({fmt_bytes(float(c['bytes'].iloc[0]))})")
+        parts.append(f"{dominant} holds most of pending ({fmt_bytes(per[focus][dominant])})")
     if outcome != "completed":
         parts.append(f"outcome {outcome}")
     return Verdict(
         converged=converged, converged_at_check=at, summary="; ".join(parts),
-        min_gap_bytes=int(chk.iloc[g]["gap"]) if g is not None else None, min_gap_check=g,
+        min_gap_bytes=int(c["gap"][g]) if g is not None else None, min_gap_check=g,
         dirty_rate_bytes_per_s=dirty_rate, bandwidth_bytes_per_s=bandwidth,
         needed_downtime_limit_ms=need_dl, needed_bandwidth_bytes_per_s=need_bw,
         dominant_device=dominant,

@@ -16,12 +16,12 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _isdig(c):
     return c >= 48 and c <= 57
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _isname(c):
     return (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 95
 
@@ -47,142 +47,123 @@ def _num(buf, a, b):
 
 
 @njit(cache=True, nogil=True)
-def scan_lines(buf, nbytes, starts, ends, kind, name_start, name_end, valid, tid, tid_ok,
-               pid, t_ns, t_ok, name_hash, progmark, flags):
-    """Split ``buf[:nbytes]`` into lines and read each line's prefix and event name.
+def scan_lines(buf, nl, starts, ends, kind, name_start, name_end, valid, tid, tid_ok,
+               pid, t_ns, t_ok, name_hash, progmark):
+    """Read each line's prefix and event name; ``nl`` = positions of the newlines (the
+    last entry may be ``len(buf)`` for a final line without one).
 
-    Returns the number of lines. A line is a trace candidate (``valid``) when an event
-    name ``[A-Za-z0-9_]+`` follows a recognised prefix and is followed by a space or
-    the line end. ``progmark`` flags lines holding ``"): "`` (the proposed
-    ``prog(tid:thread):`` prefix), parsed by a regex in Python. ``flags[0]`` gets the OR
-    of all bytes, so pure ASCII input needs no UTF-8 check.
+    A line is a trace candidate (``valid``) when an event name ``[A-Za-z0-9_]+``
+    follows a recognised prefix and is followed by a space or the line end. Only the
+    first bytes of a line are read here; bodies are read by ``scan_bodies``.
+    ``progmark`` flags lines holding ``"): "`` (the proposed ``prog(tid:thread):``
+    prefix), parsed by a regex in Python.
     """
-    n = 0
-    i = 0
-    high = np.uint8(0)
-    while i < nbytes:
-        s = i
-        j = i
-        while j < nbytes and buf[j] != 10:
-            high |= buf[j]
-            j += 1
+    n = nl.shape[0]
+    s = 0
+    for li in range(n):
+        j = nl[li]
         e = j
         if e > s and buf[e - 1] == 13:
             e -= 1
-        starts[n] = s
-        ends[n] = e
-        k = s
-        knd = KIND_BARE
-        ns = s
-        tid_ok[n] = False
-        t_ok[n] = False
-        tid[n] = 0
-        pid[n] = 0
-        t_ns[n] = 0
-        # TID@SEC.USEC:  or  PID@NS<space>
-        while k < e and _isdig(buf[k]) and k - s < 20:
-            k += 1
-        if k > s and k < e and buf[k] == 64:
-            at = k
-            k += 1
-            k0 = k
-            while k < e and _isdig(buf[k]) and k - k0 < 20:
-                k += 1
-            if k > k0 and k < e:
-                if buf[k] == 46:
-                    dot = k
-                    k += 1
-                    k1 = k
-                    while k < e and _isdig(buf[k]) and k - k1 < 7:
-                        k += 1
-                    if k - k1 == 6 and k < e and buf[k] == 58 and at - s <= 18 and dot - k0 <= 18:
-                        knd = KIND_TID
-                        ns = k + 1
-                        tid[n] = _num(buf, s, at)
-                        tid_ok[n] = True
-                        t_ns[n] = _num(buf, k0, dot) * 1000000000 + _num(buf, k1, k) * 1000
-                        t_ok[n] = True
-                elif buf[k] == 32 and at - s <= 18 and k - k0 <= 19:
-                    knd = KIND_STAP
-                    ns = k + 1
-                    pid[n] = _num(buf, s, at)
-                    t_ns[n] = _num(buf, k0, k)
-                    t_ok[n] = True
-        # YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z<space>
-        if knd == KIND_BARE and e - s >= 21 and buf[s + 4] == 45 and buf[s + 7] == 45 \
-                and buf[s + 10] == 84 and buf[s + 13] == 58 and buf[s + 16] == 58:
-            okd = True
-            for q in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
-                if not _isdig(buf[s + q]):
-                    okd = False
-            if okd:
-                q = s + 19
-                frac = 0
-                nf = 0
-                if buf[q] == 46:
-                    q += 1
-                    while q < e and _isdig(buf[q]) and nf < 10:
-                        frac = frac * 10 + (buf[q] - 48)
-                        nf += 1
-                        q += 1
-                    if nf == 0 or nf > 9:
-                        okd = False
-                if okd and q + 1 < e and buf[q] == 90 and buf[q + 1] == 32:
-                    y = _num(buf, s, s + 4)
-                    mo = _num(buf, s + 5, s + 7)
-                    d = _num(buf, s + 8, s + 10)
-                    hh = _num(buf, s + 11, s + 13)
-                    mi = _num(buf, s + 14, s + 16)
-                    ss = _num(buf, s + 17, s + 19)
-                    knd = KIND_ISO
-                    ns = q + 2
-                    if 1 <= mo <= 12 and 1 <= d <= 31 and hh <= 23 and mi <= 59 and ss <= 60:
-                        for _ in range(9 - nf):
-                            frac *= 10
-                        t_ns[n] = ((_days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss)
-                                   * 1000000000 + frac)
-                        t_ok[n] = True
-        kind[n] = knd
-        ne = ns
-        h = _FNV_OFFSET
-        while ne < e and _isname(buf[ne]) and ne - ns < 128:
-            h = (h ^ np.uint64(buf[ne])) * _FNV_PRIME
-            ne += 1
-        name_start[n] = ns
-        name_end[n] = ne
-        name_hash[n] = h
-        valid[n] = ne > ns and ne - ns < 128 and (ne == e or buf[ne] == 32)
-        pm = False
-        if not valid[n] or knd == KIND_ISO or knd == KIND_BARE:
-            for q in range(s, e - 2):
-                if buf[q] == 41 and buf[q + 1] == 58 and buf[q + 2] == 32:
-                    pm = True
-                    break
-        progmark[n] = pm
-        n += 1
-        i = j + 1
-    flags[0] = high
+        starts[li] = s
+        ends[li] = e
+        _scan_one(buf, li, s, e, kind, name_start, name_end, valid, tid, tid_ok, pid, t_ns, t_ok,
+                  name_hash, progmark)
+        s = j + 1
     return n
 
 
 @njit(cache=True, nogil=True)
-def names_equal(buf, ns, ne, rep, code):
-    """True where row r's name bytes equal those of its representative row rep[code[r]]."""
-    m = ns.shape[0]
-    out = np.ones(m, np.bool_)
-    for r in range(m):
-        o = rep[code[r]]
-        a = ns[r]
-        b = ns[o]
-        ln = ne[r] - a
-        if ln != ne[o] - b:
-            out[r] = False
-            continue
-        for q in range(ln):
-            if buf[a + q] != buf[b + q]:
-                out[r] = False
+def _scan_one(buf, n, s, e, kind, name_start, name_end, valid, tid, tid_ok, pid, t_ns, t_ok,
+              name_hash, progmark):
+    k = s
+    knd = KIND_BARE
+    ns = s
+    tid_ok[n] = False
+    t_ok[n] = False
+    tid[n] = 0
+    pid[n] = 0
+    t_ns[n] = 0
+    # TID@SEC.USEC:  or  PID@NS<space>
+    while k < e and _isdig(buf[k]) and k - s < 20:
+        k += 1
+    if k > s and k < e and buf[k] == 64:
+        at = k
+        k += 1
+        k0 = k
+        while k < e and _isdig(buf[k]) and k - k0 < 20:
+            k += 1
+        if k > k0 and k < e:
+            if buf[k] == 46:
+                dot = k
+                k += 1
+                k1 = k
+                while k < e and _isdig(buf[k]) and k - k1 < 7:
+                    k += 1
+                if k - k1 == 6 and k < e and buf[k] == 58 and at - s <= 18 and dot - k0 <= 18:
+                    knd = KIND_TID
+                    ns = k + 1
+                    tid[n] = _num(buf, s, at)
+                    tid_ok[n] = True
+                    t_ns[n] = _num(buf, k0, dot) * 1000000000 + _num(buf, k1, k) * 1000
+                    t_ok[n] = True
+            elif buf[k] == 32 and at - s <= 18 and k - k0 <= 19:
+                knd = KIND_STAP
+                ns = k + 1
+                pid[n] = _num(buf, s, at)
+                t_ns[n] = _num(buf, k0, k)
+                t_ok[n] = True
+    # YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z<space>
+    if knd == KIND_BARE and e - s >= 21 and buf[s + 4] == 45 and buf[s + 7] == 45 \
+            and buf[s + 10] == 84 and buf[s + 13] == 58 and buf[s + 16] == 58:
+        okd = True
+        for q in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
+            if not _isdig(buf[s + q]):
+                okd = False
+        if okd:
+            q = s + 19
+            frac = 0
+            nf = 0
+            if buf[q] == 46:
+                q += 1
+                while q < e and _isdig(buf[q]) and nf < 10:
+                    frac = frac * 10 + (buf[q] - 48)
+                    nf += 1
+                    q += 1
+                if nf == 0 or nf > 9:
+                    okd = False
+            if okd and q + 1 < e and buf[q] == 90 and buf[q + 1] == 32:
+                y = _num(buf, s, s + 4)
+                mo = _num(buf, s + 5, s + 7)
+                d = _num(buf, s + 8, s + 10)
+                hh = _num(buf, s + 11, s + 13)
+                mi = _num(buf, s + 14, s + 16)
+                ss = _num(buf, s + 17, s + 19)
+                knd = KIND_ISO
+                ns = q + 2
+                if 1 <= mo <= 12 and 1 <= d <= 31 and hh <= 23 and mi <= 59 and ss <= 60:
+                    for _ in range(9 - nf):
+                        frac *= 10
+                    t_ns[n] = ((_days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss)
+                               * 1000000000 + frac)
+                    t_ok[n] = True
+    kind[n] = knd
+    ne = ns
+    h = _FNV_OFFSET
+    while ne < e and _isname(buf[ne]) and ne - ns < 128:
+        h = (h ^ np.uint64(buf[ne])) * _FNV_PRIME
+        ne += 1
+    name_start[n] = ns
+    name_end[n] = ne
+    name_hash[n] = h
+    valid[n] = ne > ns and ne - ns < 128 and (ne == e or buf[ne] == 32)
+    pm = False
+    if not valid[n] or knd == KIND_ISO or knd == KIND_BARE:
+        for q in range(s, e - 2):
+            if buf[q] == 41 and buf[q + 1] == 58 and buf[q + 2] == 32:
+                pm = True
                 break
-    return out
+    progmark[n] = pm
 
 
 @njit(cache=True, nogil=True)
@@ -315,3 +296,47 @@ def copy_slices(buf, s, e):
         ln = offs[r + 1] - o
         out[o: o + ln] = buf[s[r]: s[r] + ln]
     return offs, out
+
+
+@njit(cache=True, nogil=True)
+def find_newlines(buf):
+    """Positions of every ``\\n`` in buf, plus len(buf) when the last line lacks one;
+    and the OR of all bytes (< 0x80 means pure ASCII)."""
+    n = buf.shape[0]
+    c = 0
+    high = np.uint8(0)
+    for i in range(n):
+        b = buf[i]
+        high |= b
+        if b == 10:
+            c += 1
+    extra = 1 if n > 0 and buf[n - 1] != 10 else 0
+    out = np.empty(c + extra, np.int64)
+    j = 0
+    for i in range(n):
+        if buf[i] == 10:
+            out[j] = i
+            j += 1
+    if extra:
+        out[j] = n
+    return out, high
+
+
+@njit(cache=True, nogil=True)
+def compact_lines(buf, s, e):
+    """Move the spans buf[s[r]:e[r]] (increasing, non-overlapping) to the front of buf,
+    in place; returns their Arrow offsets. The memory is already touched, so this is
+    cheaper than copying into a fresh buffer."""
+    m = s.shape[0]
+    offs = np.empty(m + 1, np.int64)
+    o = 0
+    offs[0] = 0
+    for r in range(m):
+        a = s[r]
+        ln = e[r] - a
+        if o != a:
+            for q in range(ln):
+                buf[o + q] = buf[a + q]
+        o += ln
+        offs[r + 1] = o
+    return offs

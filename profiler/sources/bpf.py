@@ -163,12 +163,8 @@ def check_host() -> HostSupport:
         except Exception:  # older bcc or no BTF
             kfunc = False
         if kprobes:
-            try:
-                found = BPF.get_kprobe_functions(f"^{KPROBE_IOCTL}$".encode())
-                found += BPF.get_kprobe_functions(KPROBE_READ_RE.encode())
-                symbols = tuple(sorted(s.decode() for s in found))
-            except Exception:  # no debugfs blacklist, no kallsyms: treat as no kprobes
-                symbols = ()
+            symbols = tuple(sorted(kernel_symbols([f"^{KPROBE_IOCTL}$", KPROBE_READ_RE, KPROBE_WRITE_RE,
+                                                   KPROBE_PRECOPY_RE])))
     problem = None
     if not have_bcc:
         problem = "bcc is not installed (fix: apt install python3-bpfcc, then bash scripts/run.sh setup)"
@@ -180,6 +176,27 @@ def check_host() -> HostSupport:
         problem = (f"no kernel headers for {rel} (fix: apt install linux-headers-amd64 and "
                    f"bash scripts/run.sh setup, which links /lib/modules/{rel}/build)")
     return HostSupport(have_bcc, priv, tf_problem is None, headers, kprobes, kfunc, symbols, problem)
+
+
+def kernel_symbols(patterns: list[str], kallsyms: str = "/proc/kallsyms") -> set[str]:
+    """Text symbols of the running kernel and its modules matching any of ``patterns``.
+
+    Read from /proc/kallsyms directly: bcc's get_kprobe_functions also needs debugfs
+    (its kprobe blacklist), which hosts often leave unmounted.
+    """
+    import re
+
+    rx = [re.compile(p) for p in patterns]
+    out: set[str] = set()
+    try:
+        with open(kallsyms) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in ("t", "T") and any(r.match(parts[2]) for r in rx):
+                    out.add(parts[2])
+    except OSError:
+        pass
+    return out
 
 
 def choose_path(host: HostSupport, wanted: str = "auto") -> str:
@@ -378,6 +395,7 @@ class BpfSource(Source):
         self.scanned: dict[int, list[FdEntry]] = {}
         self.names: dict[tuple[int, int], str] = {}
         self.programs: list[int] = []
+        self.kprobes: list[str] = []  # kernel functions probed (kprobe path)
         self._b = None
         self._raw: list[bytes] = []
         self._perf_lost = 0
@@ -449,12 +467,15 @@ class BpfSource(Source):
         assert b is not None
         b.attach_kprobe(event=KPROBE_IOCTL, fn_name="ioctl_enter")
         b.attach_kretprobe(event=KPROBE_IOCTL, fn_name="ioctl_exit")
+        self.kprobes = [KPROBE_IOCTL]
         for regex, enter, exit_ in ((KPROBE_READ_RE, "read_enter", "read_exit"),
                                     (KPROBE_WRITE_RE, "write_enter", "write_exit"),
                                     (KPROBE_PRECOPY_RE, "precopy_enter", "precopy_exit")):
-            if b.get_kprobe_functions(regex.encode()):
-                b.attach_kprobe(event_re=regex, fn_name=enter)
-                b.attach_kretprobe(event_re=regex, fn_name=exit_)
+            for sym in sorted(kernel_symbols([regex])):  # one per loaded migration driver
+                b.attach_kprobe(event=sym, fn_name=enter)
+                b.attach_kretprobe(event=sym, fn_name=exit_)
+                self.kprobes.append(sym)
+        log.info("bpf: kprobes on %s", ", ".join(self.kprobes))
         # close() of a data fd: its tracepoint is attached with the program (TRACEPOINT_PROBE)
 
     def _prog_ids(self) -> list[int]:
@@ -604,6 +625,7 @@ class BpfSource(Source):
             "attached_at_ns": self.attached_at_ns,
             "scanned_fds": {p: [(e.fd, e.kind.name.lower(), e.link) for e in es] for p, es in self.scanned.items()},
             "programs": self.programs,
+            "kprobes": self.kprobes,
         }
         if self.host:
             h["host"] = asdict(self.host)

@@ -83,9 +83,11 @@ class ParseResult:
 class _Acc:
     """Per-input accumulator: chunk tables, counts, capped warnings."""
 
-    def __init__(self, file: str | None) -> None:
+    def __init__(self, file: str | None, first_line: int = 1) -> None:
         self.file = file
-        self.tables: list[pa.Table] = []
+        self.first_line = first_line
+        self.tables: list[dict] = []
+        self.line_warnings: list[tuple[int, str]] = []  # (0-based line in the chunk, text)
         self.lines = 0
         self.skipped = 0
         self.malformed = 0
@@ -93,6 +95,14 @@ class _Acc:
         self.names: set[str] = set()
 
     def merge(self, other: _Acc) -> None:
+        """Append a chunk parsed with line numbers counted from 0."""
+        off = self.first_line + self.lines
+        for t in other.tables:
+            for col in ("seq", "line"):
+                kind, vals, valid = t[col]
+                t[col] = (kind, vals + off, valid)
+        for r, msg in other.line_warnings:
+            self.warn(off + r, msg)
         self.tables += other.tables
         self.lines += other.lines
         self.skipped += other.skipped
@@ -266,31 +276,44 @@ def _name_hash(seg: bytes) -> int:
     return h
 
 
-def _scan(data: bytes, cap: int) -> tuple:
-    """Run the line scanner over ``data``; arrays sized for ``cap`` lines."""
+def _scan(data: bytes | bytearray) -> tuple:
+    """Find the newlines and run the prefix scanner over every line (compiled)."""
     buf = np.frombuffer(data, np.uint8)
+    nl, high = NB.find_newlines(buf)
+    cap = len(nl)
     out = [np.empty(cap, t) for t in (np.int64, np.int64, np.int8, np.int64, np.int64, np.bool_,
                                       np.int64, np.bool_, np.int64, np.int64, np.bool_, np.uint64,
                                       np.bool_)]
-    flags = np.zeros(1, np.uint8)
-    n = NB.scan_lines(buf, len(data), *out, flags)
-    return (buf, n, *out, flags)
+    n = NB.scan_lines(buf, nl, *out)
+    return (buf, n, *out, high)
 
 
-def _parse_chunk(data: bytes, first_line: int, acc: _Acc, known: frozenset[str],
-                 newlines: int | None = None) -> None:
-    """Parse whole lines in ``data`` (the last one may lack its newline) into ``acc``."""
+def _raw_column(data: bytes | bytearray, buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
+    """The kept lines as strings. A writable chunk mostly kept is compacted in place and
+    shared (no new memory to fault in); otherwise the lines are copied, so memory follows
+    the events kept, not the lines read."""
+    kept_bytes = int((e - s).sum())
+    if isinstance(data, bytearray) and kept_bytes * 2 >= len(data):
+        offs = NB.compact_lines(buf, s, e)
+        return pa.Array.from_buffers(pa.large_string(), len(s),
+                                     [None, pa.py_buffer(offs), pa.py_buffer(data)])
+    return _slices(buf, s, e)
+
+
+def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
+    """Parse whole lines in ``data`` (the last one may lack its newline) into ``acc``;
+    line numbers count from 0 within the chunk (``_Acc.merge`` shifts them)."""
+    first_line = 0
     if not data:
         return
-    cap = (data.count(b"\n") if newlines is None else newlines) + 1
-    arrays = _scan(data, cap)
-    if arrays[-1][0] & 0x80:  # non-ASCII bytes: check UTF-8, replace what is invalid
-        fixed = _decode_utf8(data)
-        if fixed is not data:
-            data = fixed
-            arrays = _scan(data, data.count(b"\n") + 1)
+    scanned = _scan(data)
+    if scanned[-1] & 0x80:  # non-ASCII bytes: replace invalid UTF-8 (lengths may change)
+        fixed = _decode_utf8(bytes(data))
+        if fixed != data:
+            data = bytearray(fixed)
+            scanned = _scan(data)
     (buf, n, starts, ends, kind, name_start, nend, valid, tid, tid_ok, pid, t_ns, t_ok, nhash,
-     progmark, _) = arrays
+     progmark, _) = scanned
     acc.lines += n
     if not n:
         return
@@ -313,8 +336,11 @@ def _parse_chunk(data: bytes, first_line: int, acc: _Acc, known: frozenset[str],
     cand = np.flatnonzero(valid[:n])
     _, first, inv = np.unique(nhash[cand], return_index=True, return_inverse=True)
     rep = cand[first]
-    same = NB.names_equal(buf, name_start[cand], nend[cand], first, inv) if len(cand) else np.zeros(0, bool)
-    if not same.all():  # a 64-bit hash collision: give the odd rows names of their own
+    # rows share a name when its 64-bit FNV-1a hash and length agree (a collision among
+    # a chunk's few hundred names is out of reach; the length check costs nothing)
+    nlen = (nend[:n] - name_start[:n])[cand]
+    same = nlen == nlen[first][inv]
+    if not same.all():
         inv = inv.copy()
         extra: dict[bytes, int] = {}
         reps = list(rep)
@@ -413,10 +439,11 @@ def _parse_chunk(data: bytes, first_line: int, acc: _Acc, known: frozenset[str],
             n_bad += len(left)
     acc.malformed += n_bad
     if bad:  # warnings in line order
-        for r in np.sort(np.concatenate(bad))[: max(0, MAX_WARNINGS - len(acc.warnings))]:
+        for r in np.sort(np.concatenate(bad))[:MAX_WARNINGS]:
             name = dict_names[inv_of_row(r)]
             text = data[body_start[r]: ends[r]].decode("utf-8", "replace")
-            acc.warn(first_line + int(r), f"malformed {name} line (matches no known format): {text[:160]!r}")
+            acc.line_warnings.append(
+                (int(r), f"malformed {name} line (matches no known format): {text[:160]!r}"))
 
     kt = pick(t_ok)
     tk = pick(t_ns)
@@ -430,7 +457,7 @@ def _parse_chunk(data: bytes, first_line: int, acc: _Acc, known: frozenset[str],
         "tid": ("num", pick(tid), pick(tid_ok)),
         "event": ("cat", kcodes.astype(np.int32), dict_names),
         "line": ("num", line_no, np.ones(k, bool)),
-        "raw": _slices(buf, pick(starts), pick(ends)),
+        "raw": _raw_column(data, buf, pick(starts), pick(ends)),  # last: may move bytes
     }
     tbl.update(cols.arrays())
     acc.tables.append(tbl)
@@ -547,35 +574,36 @@ def _split_chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
         start = stop
 
 
-def iter_chunks(f, size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Read ``f`` in pieces that end at a newline (the last one may not)."""
+def iter_chunks(f, size: int = CHUNK_BYTES) -> Iterator[bytearray]:
+    """Read ``f`` in writable pieces that end at a newline (the last one may not)."""
     carry = b""
     while True:
-        block = f.read(size)
-        if not block:
+        block = bytearray(len(carry) + size)
+        block[: len(carry)] = carry
+        with memoryview(block) as mv, mv[len(carry):] as tail:
+            got = f.readinto(tail)
+        if not got:
             if carry:
-                yield carry
+                yield bytearray(carry)
             return
-        block = carry + block if carry else block
+        del block[len(carry) + got:]
         cut = block.rfind(b"\n")
         if cut < 0:
-            carry = block
+            carry = bytes(block)
             continue
-        carry = block[cut + 1:]
-        yield block[: cut + 1]
+        carry = bytes(block[cut + 1:])
+        del block[cut + 1:]
+        yield block
 
 
-def _parse_pieces(pieces: Iterator[bytes], acc: _Acc, first_line: int = 1) -> None:
+def _parse_pieces(pieces: Iterator[bytes], acc: _Acc) -> None:
     """Parse pieces on two threads (the scanners release the GIL), merging in order."""
     known = known_event_names()
-    line = first_line
     pending: deque[tuple[Future, _Acc]] = deque()
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="qemu-log") as ex:
         for piece in pieces:
-            nl = piece.count(b"\n")
             local = _Acc(acc.file)
-            pending.append((ex.submit(_parse_chunk, piece, line, local, known, nl), local))
-            line += nl
+            pending.append((ex.submit(_parse_chunk, piece, local, known), local))
             while len(pending) > WORKERS:  # bounded: memory stays a few chunks
                 fut, done = pending.popleft()
                 fut.result()
@@ -589,8 +617,8 @@ def _parse_pieces(pieces: Iterator[bytes], acc: _Acc, first_line: int = 1) -> No
 def parse_bytes(data: bytes, *, side: str | None = None, file: str | None = None,
                 first_line: int = 1) -> ParseResult:
     """Parse log text held in memory; ``side`` None = detect from content/file name."""
-    acc = _Acc(file)
-    _parse_pieces(_split_chunks(data), acc, first_line)
+    acc = _Acc(file, first_line)
+    _parse_pieces(_split_chunks(data), acc)
     return _finish(acc, side, file)
 
 
@@ -684,9 +712,11 @@ class QemuLogSource(Source):
             self._carry = b""
 
     def _parse(self, data: bytes) -> pd.DataFrame:
-        acc = _Acc(self.path)
-        _parse_chunk(data, self._line, acc, known_event_names())
-        self._line += data.count(b"\n")
+        acc = _Acc(self.path, self._line)
+        local = _Acc(self.path)
+        _parse_chunk(data, local, known_event_names())
+        acc.merge(local)
+        self._line += acc.lines
         self.lines += acc.lines
         self.skipped += acc.skipped
         self.malformed += acc.malformed

@@ -413,6 +413,7 @@ class QmpSource(Source):
         poll_hz: float = 10.0,
         params_hz: float = 1.0,
         connect_timeout: float = 15.0,
+        buffer: bool = True,
     ):
         if poll_hz and poll_hz < 0:
             raise ValueError("poll_hz must be >= 0")
@@ -420,6 +421,7 @@ class QmpSource(Source):
         self.poll_hz = poll_hz
         self.params_hz = params_hz
         self.connect_timeout = connect_timeout
+        self.buffer = buffer  # False: rows go to taps only (batches() then yields nothing)
         self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -436,7 +438,8 @@ class QmpSource(Source):
             taps = list(self._taps)
         for tap in taps:
             tap(row)
-        self._q.put(row)
+        if self.buffer:
+            self._q.put(row)
 
     def tap(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Also hand every row to ``fn`` (called on the QMP thread; keep it quick)."""

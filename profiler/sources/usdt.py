@@ -13,7 +13,6 @@ import ctypes
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any

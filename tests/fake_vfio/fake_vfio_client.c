@@ -22,7 +22,8 @@
  * Usage: fake_vfio_client source MNT dev[,dev...]
  *        fake_vfio_client dest   MNT dev[,dev...] RECORDS   (lines "dev bytes" from source)
  * Prints "ready PID", waits for a line on stdin (RECORDS is read only then), then runs and
- * prints one line per call.
+ * prints one line per call. With FAKE_VFIO_PAUSE set the source prints "paused" after
+ * save_setup and waits for another line (attaching in the middle of a migration).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -157,6 +158,13 @@ static void *source_thread(void *arg)
         d->buf = malloc(d->bufsz);
         set_state(d, 6); /* PRE_COPY: new data fd */
         precopy_info(d, &init, &dirty);
+    }
+    if (getenv("FAKE_VFIO_PAUSE")) {
+        /* let a profiler attach in the middle of the migration */
+        char line[16];
+        OUT("paused\n");
+        if (!fgets(line, sizeof(line), stdin))
+            exit(1);
     }
     for (int it = 0; it < 200; it++) {
         int drained = 0;

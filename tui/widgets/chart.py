@@ -213,7 +213,7 @@ def _x_axis(plot_w: int, x_min: float, x_max: float, timed: bool,
     for k in range(5):
         f = k / 4
         x = x_min + f * (x_max - x_min)
-        lab = fmt_axis_time(x) if timed else f"#{x:.0f}"
+        lab = fmt_axis_time(x) if timed else f"#{x + 1:.0f}"  # check numbers count from 1
         cx = round(f * (plot_w - 1))
         start = min(max(cx - len(lab) // 2, 0), plot_w - len(lab))
         if all(cells[i][1] == "dim" for i in range(start, start + len(lab))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from profiler.model.results import Device, Migration
@@ -78,6 +79,16 @@ class DevicesTable(DataTable):
     def show(self, shown: Shown) -> None:
         rows = device_rows(shown)
         if rows == self._rows:
+            return
+        same_devices = len(rows) == len(self._rows) and all(
+            a[0] == b[0] for a, b in zip(rows, self._rows, strict=True))
+        if same_devices:
+            # values changed in place: update only those cells (cursor and scroll stay put)
+            for r, (new, old) in enumerate(zip(rows, self._rows, strict=True)):
+                for c, (v, w) in enumerate(zip(new, old, strict=True)):
+                    if v != w:
+                        self.update_cell_at(Coordinate(r, c), v, update_width=True)
+            self._rows = rows
             return
         cursor = self.cursor_row
         self._rows = rows

@@ -93,13 +93,15 @@ class StatusHeader(Panel):
             else:
                 t.append(mig.outcome.upper(), OUTCOME_STYLE.get(mig.outcome, "bold"))
             t.append(" │ elapsed ", "dim")
-            t.append(fmt_ms(elapsed_ms(view, mig)) if view.timed else "-")
+            t.append(fmt_ms(elapsed_ms(view, mig)))
             t.append(" │ downtime ", "dim")
             t.append(fmt_ms(downtime_so_far_ms(view, mig)))
             n = len(view.report.migrations) if view.report else 0
             if n > 1:
                 t.append(f" │ mig {mig.index + 1}/{n}" + ("" if s.selected is not None else " (latest)"),
                          "dim")
+        if not view.timed and view.total:
+            t.append(" │ no timestamps", "bold yellow")
         if view.error:
             t.append(f" │ {view.error}", "bold red")
         t.no_wrap = True

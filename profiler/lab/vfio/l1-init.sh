@@ -31,6 +31,19 @@ for u in "$SRC" "$DST"; do
   [ -e "/sys/bus/mdev/devices/$u" ] || fail mdev "/sys/bus/mdev/devices/$u did not appear"
 done
 
+step diag
+{
+  echo "kernel $(uname -r)"; grep -E 'vfio_device_fops_unl_ioctl|mtty_save_read|mtty_resume_write|mtty_precopy_ioctl' /proc/kallsyms
+  ls /sys/kernel/tracing/kprobe_events /sys/kernel/debug/kprobes/blacklist /sys/kernel/debug/tracing/available_filter_functions 2>&1
+  grep -c . /sys/kernel/debug/kprobes/blacklist
+  grep -E 'vfio_device_fops_unl_ioctl|mtty' /sys/kernel/debug/tracing/available_filter_functions | head
+  mount
+} >"$R/diag.txt" 2>&1
+# an optional probe script the host put in the results directory (development aid)
+if [ -f "$R/diag.py" ]; then
+  PYTHONPATH=/repo PYTHONDONTWRITEBYTECODE=1 timeout 600 /opt/migprof-venv/bin/python "$R/diag.py" >"$R/diag-py.txt" 2>&1
+fi
+
 step runner
 cd /
 PYTHONPATH=/repo PYTHONDONTWRITEBYTECODE=1 timeout "${MIGPROF_L1_RUNNER_TIMEOUT:-1200}" \

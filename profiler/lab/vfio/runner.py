@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ExecuteError
+from qemu.qmp import ExecInterruptedError, ExecuteError
 
 from profiler import events as ev
 from profiler.lab.vfio.driver import Qemu, RowLog
@@ -120,6 +120,7 @@ class BpfRecorder:
                 self.health = src.health()
         except BaseException as e:  # kept for run.json: the tests assert on it
             self.error = f"{type(e).__name__}: {e}"
+            self.load_s = round(time.monotonic() - t0, 2)
         finally:
             self.ready.set()
 
@@ -138,6 +139,16 @@ class BpfRecorder:
         health = {k: v for k, v in self.health.items() if k not in ("host",)}
         return {"path": self.health.get("path", self.path), "error": self.error, "rows": n,
                 "load_s": self.load_s, "health": health}
+
+
+async def _query_alive(q: Qemu) -> dict[str, Any] | None:
+    """query-migrate, or None once that QEMU has gone (a destination exits when loading fails)."""
+    if q.proc is None or q.proc.returncode is not None:
+        return None
+    try:
+        return await q.query_migrate()
+    except (ExecInterruptedError, ConnectionError, OSError):
+        return None
 
 
 async def _wait_dest_running(dst: Qemu, timeout: float) -> None:
@@ -174,7 +185,7 @@ async def run_scenario(sc: Scenario, rd: Path, qemu: str, uuids: tuple[str, str]
         await src.start()
         info["qemu_version"] = (await src.execute("query-version"))["qemu"]
         info["pids"] = {"source": src.pid, "destination": dst.pid}
-        if bpf:
+        if bpf and sc.bpf_path:
             rec = BpfRecorder({"source": src.pid, "destination": dst.pid}, sc.bpf_path)
             rec.start()
             await asyncio.get_running_loop().run_in_executor(None, rec.ready.wait, 240)
@@ -195,7 +206,7 @@ async def run_scenario(sc: Scenario, rd: Path, qemu: str, uuids: tuple[str, str]
             refused = str(e)
         while refused is None:
             qs = await src.query_migrate()
-            await dst.query_migrate()
+            await _query_alive(dst)
             syncs = (qs.get("ram") or {}).get("dirty-sync-count", 0)
             if (sc.raise_downtime_at_sync and raised_at is None
                     and syncs >= sc.raise_downtime_at_sync and qs.get("status") == "active"):
@@ -212,13 +223,20 @@ async def run_scenario(sc: Scenario, rd: Path, qemu: str, uuids: tuple[str, str]
             await _wait_dest_running(dst, 15.0)
         else:
             await asyncio.sleep(0.5)  # let the failure's events arrive
-        final_dst = await dst.query_migrate()
+        final_dst = await _query_alive(dst)
+        if final_dst is None:
+            final_dst = {"migprof": f"destination QEMU exited with {dst.proc.returncode}"}
+            rows.add("destination", ev.LAB_MARK, origin=ev.Origin.LAB, state="exited",
+                     ret=dst.proc.returncode)
         (rd / "query-migrate-source.json").write_text(json.dumps(final_src, indent=1, sort_keys=True) + "\n")
         (rd / "query-migrate-destination.json").write_text(
             json.dumps(final_dst, indent=1, sort_keys=True) + "\n")
         info["outcome"] = "refused" if refused else final_src.get("status")
         info["error"] = refused or final_src.get("error-desc")
-        info["dest_status"] = (await dst.execute("query-status")).get("status")
+        if dst.proc.returncode is None:
+            info["dest_status"] = (await dst.execute("query-status")).get("status")
+        else:
+            info["dest_status"] = f"exited {dst.proc.returncode}"
     finally:
         for q in (src, dst):
             await q.stop()
@@ -291,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             rc = 1
         info["wall_s"] = round(time.monotonic() - t0, 3)
         info["l1"] = _host_facts()
-        info["l1_report"] = _report_in_l1(rd)
+        if job.get("l1_report"):
+            info["l1_report"] = _report_in_l1(rd)
         info["schema"] = "migprof.vfio-run/1"
         (rd / "run.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
         summary.append({"scenario": sc.name, "outcome": info.get("outcome"),

@@ -1,0 +1,205 @@
+"""Checks shared by the nested VFIO lab tests and the tests on its committed captures.
+
+Each check takes one scenario's run directory (see docs/vfio-lab.md) and asserts what
+must hold for the real mtty device, against QEMU's own query-migrate and mtty's exact
+data sizes (vfio-uapi.md §4.1). The trace is read with a plain regex here, on purpose
+independent of migprof's parser, so these are ground truth for the model's tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from profiler.cli import main
+from profiler.lab.vfio.scenarios import (
+    DESTINATION_STATES,
+    MTTY_PRECOPY_BYTES,
+    MTTY_STOPCOPY_BYTES,
+    MTTY_TOTAL_BYTES,
+    MTTY_VFIO_TRANSFERRED_MULTIFD,
+    SCENARIOS,
+    SOURCE_STATES,
+)
+
+COMPLETED = [n for n, s in SCENARIOS.items() if s.expect_outcome == "completed"]
+WITH_BPF = [n for n, s in SCENARIOS.items() if s.bpf_path and s.expect_outcome == "completed"]
+TRACE_LINE = re.compile(r"^(\d+)@(\d+)\.(\d{6}):(\w+) ?(.*)$")
+# Trace timestamps and QEMU's own clock reads for downtime/total-time are taken at
+# slightly different points; under nested TCG those points are tens of ms apart.
+TIME_TOLERANCE_MS = 60
+
+
+def trace(path: Path) -> list[tuple[str, str]]:
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = TRACE_LINE.match(line)
+        if m:
+            rows.append((m.group(4), m.group(5)))
+    return rows
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def run_info(run: Path) -> dict[str, Any]:
+    return json.loads((run / "run.json").read_text())
+
+
+def qm(run: Path, side: str = "source") -> dict[str, Any]:
+    return json.loads((run / f"query-migrate-{side}.json").read_text())
+
+
+def mtty_save_blocks(run: Path) -> tuple[int, int]:
+    """(pre-copy, stop-copy) bytes mtty handed QEMU, split at the source's STOP_COPY."""
+    pre = stop = 0
+    in_stop = False
+    for name, args in trace(run / "source.log"):
+        if name == "vfio_migration_set_device_state" and "state STOP_COPY" in args:
+            in_stop = True
+        if name == "vfio_save_block":
+            size = int(re.search(r"data_size (\d+)", args).group(1))
+            if in_stop:
+                stop += size
+            else:
+                pre += size
+    return pre, stop
+
+
+def check_outcome(run: Path, name: str) -> None:
+    info = run_info(run)
+    want = SCENARIOS[name].expect_outcome
+    got = info["outcome"]
+    assert got == want or (want == "failed" and got == "refused"), info.get("error")
+    for f in ("source.log", "destination.log", "events.jsonl", "run.json",
+              "query-migrate-source.json"):
+        assert (run / f).stat().st_size > 0, f
+
+
+def check_mtty_bytes(run: Path, name: str) -> None:
+    pre, stop = mtty_save_blocks(run)
+    assert (pre, stop) == (MTTY_PRECOPY_BYTES, MTTY_STOPCOPY_BYTES)
+    want = SCENARIOS[name].expect_vfio_transferred
+    assert qm(run)["vfio"]["transferred"] == want
+    if want == MTTY_TOTAL_BYTES:
+        assert pre + stop == qm(run)["vfio"]["transferred"]
+    exact = [a for n, a in trace(run / "source.log") if n == "vfio_state_pending_exact"]
+    assert any(f"precopy initial size {MTTY_PRECOPY_BYTES} " in a for a in exact)
+
+
+def check_multifd_thread(run: Path) -> None:
+    names = {n for n, _ in trace(run / "source.log")}
+    assert "vfio_save_complete_precopy_thread_start" in names
+    assert qm(run)["vfio"]["transferred"] == MTTY_VFIO_TRANSFERRED_MULTIFD
+
+
+def _norm(states: list[str]) -> list[str]:
+    return [s.upper().replace("-", "_") for s in states]
+
+
+def check_device_states(run: Path) -> None:
+    """The migration's states on both sides (the quit afterwards adds more: not checked)."""
+    rows = jsonl(run / "events.jsonl")
+    for side, want in (("source", SOURCE_STATES), ("destination", DESTINATION_STATES)):
+        got = _norm([r["state"] for r in rows
+                     if r["event"] == "qmp_vfio_migration" and r["side"] == side])
+        assert got[: len(want)] == want, (side, got)
+    src = [re.search(r"state (\w+)", a).group(1) for n, a in trace(run / "source.log")
+           if n == "vfio_migration_set_device_state"]
+    # before the migration QEMU brings the device up: RUNNING_P2P, RUNNING
+    start = src.index("PRE_COPY")
+    assert src[start: start + len(SOURCE_STATES)] == SOURCE_STATES
+
+
+def check_switchover_ack(run: Path) -> None:
+    assert "source_return_path_thread_switchover_acked" in {n for n, _ in trace(run / "source.log")}
+    assert "loadvm_approve_switchover" in {n for n, _ in trace(run / "destination.log")}
+
+
+def check_downtime_raise(run: Path) -> None:
+    rows = jsonl(run / "events.jsonl")
+    mark = next(r for r in rows if r["event"] == "lab_mark" and r.get("state") == "raise-downtime-limit")
+    polls = [r for r in rows if r["event"] == "qmp_query_migrate" and r["side"] == "source"]
+    before = [r for r in polls if r["t_ns"] < mark["t_ns"]]
+    assert before and all(r["state"] in ("setup", "active") for r in before)
+    assert max(r.get("count") or 0 for r in before) >= SCENARIOS["downtime-raised"].raise_downtime_at_sync
+    assert qm(run)["status"] == "completed"
+
+
+def check_no_dirty_tracking(run: Path) -> None:
+    info = run_info(run)
+    assert info["outcome"] in ("failed", "refused")
+    assert info["error"], "the failure must carry QEMU's reason"
+    assert "DMA logging" in (run / "source.stderr").read_text()
+
+
+def check_dirty_syncs(run: Path) -> None:
+    syncs = sum(1 for n, _ in trace(run / "source.log") if n == "migration_bitmap_sync_end")
+    assert syncs == (qm(run).get("ram") or {}).get("dirty-sync-count", 0)
+
+
+def report(run: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    rc = main(["report", "--json", str(run / "source.log"), str(run / "destination.log")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out)
+
+
+def check_model(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """migprof's model of the two trace logs against QEMU's query-migrate and mtty's sizes."""
+    q = qm(run)
+    mig = report(run, capsys)["migrations"][-1]
+    assert mig["outcome"] == q["status"]
+    assert mig["dirty_syncs"] == q["ram"]["dirty-sync-count"]
+    assert mig["downtime_ms"] == pytest.approx(q["downtime"], abs=TIME_TOLERANCE_MS)
+    assert mig["total_ms"] == pytest.approx(q["total-time"], abs=TIME_TOLERANCE_MS)
+    mtty = run_info(run)["mtty"]
+    vfio = {d["name"]: d for d in mig["devices"] if d["kind"] == "vfio"}
+    # each side names its mdev by its own UUID; nothing else may become a VFIO device
+    # (vfio_pci_read_config & co. hold more than the name in their parentheses)
+    assert set(vfio) == {mtty["source_uuid"], mtty["destination_uuid"]}
+    src = vfio[mtty["source_uuid"]]
+    assert src["precopy_bytes"] == MTTY_PRECOPY_BYTES
+    assert src["stopcopy_bytes"] == MTTY_STOPCOPY_BYTES
+
+
+def bpf(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    info = run_info(run)["bpf"]
+    assert info["error"] is None, info["error"]
+    return info, jsonl(run / "bpf.jsonl")
+
+
+def check_bpf_bytes(run: Path, name: str) -> None:
+    """The collector's data-fd byte counts inside L1 equal mtty's exact sizes."""
+    info, rows = bpf(run)
+    assert info["path"] == SCENARIOS[name].bpf_path
+    assert info["health"]["lost"] == 0
+    read = sum(r.get("bytes") or 0 for r in rows
+               if r["event"] == "bpf_data_read" and r["side"] == "source")
+    written = sum(r.get("bytes") or 0 for r in rows
+                  if r["event"] == "bpf_data_write" and r["side"] == "destination")
+    assert read == MTTY_TOTAL_BYTES
+    assert written == MTTY_TOTAL_BYTES
+    pre, stop = mtty_save_blocks(run)
+    assert read == pre + stop
+    infos = [r for r in rows if r["event"] == "bpf_precopy_info" and r["side"] == "source"]
+    assert any(r.get("init_bytes") == MTTY_PRECOPY_BYTES for r in infos)
+
+
+def check_bpf_fd_kinds(run: Path) -> None:
+    """0x3b75 is VFIO_DEVICE_FEATURE on the device fd and VFIO_IOMMU_DIRTY_PAGES on the container."""
+    _, rows = bpf(run)
+    hits = [r for r in rows if r["event"] == "bpf_vfio_ioctl" and r.get("cmd") == 0x3B75
+            and r["side"] == "source"]
+    by_fd: dict[int, str] = {}
+    for r in hits:
+        by_fd[r["fd"]] = by_fd.get(r["fd"], "") + " " + (r.get("detail") or "") + " " + (r.get("raw") or "")
+    dev = {fd for fd, t in by_fd.items() if "DIRTY_PAGES" not in t}
+    cont = {fd for fd, t in by_fd.items() if "DIRTY_PAGES" in t}
+    assert dev and cont, by_fd
+    assert not dev & cont
