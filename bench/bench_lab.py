@@ -49,9 +49,14 @@ def bare_qemu_start(tmp: Path) -> float:
     t0 = time.monotonic()
     procs = []
     for side in ("source", "destination"):
-        spec = lq.VmSpec(side=side, name=f"migprof-lab-bench-{side[:3]}", kernel=kernel,
-                         append="dirty_mb=32 rate_mbps=50", run_dir=tmp / "bare",
-                         incoming=side == "destination")
+        spec = lq.VmSpec(
+            side=side,
+            name=f"migprof-lab-bench-{side[:3]}",
+            kernel=kernel,
+            append="dirty_mb=32 rate_mbps=50",
+            run_dir=tmp / "bare",
+            incoming=side == "destination",
+        )
         procs.append(lq.QemuProcess(binary, spec).start())
     try:
         for p in procs:
@@ -65,20 +70,40 @@ def bare_qemu_start(tmp: Path) -> float:
 def lab_start(tmp: Path, i: int, accel: str) -> float:
     out = tmp / f"start-{accel}-{i}"
     t0 = time.time_ns()
-    subprocess.run([MIGPROF, "lab", "--scenario", "converges", "--accel", accel, "--out", str(out)],
-                   check=True, capture_output=True)
-    mark = next(e for e in events(out) if e.get("event") == "lab_mark" and e.get("state") == "migrate")
+    subprocess.run(
+        [MIGPROF, "lab", "--scenario", "converges", "--accel", accel, "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    mark = next(
+        e for e in events(out) if e.get("event") == "lab_mark" and e.get("state") == "migrate"
+    )
     return (mark["t_ns"] - t0) / 1e9
 
 
-def follow_cpu(tmp: Path, cmd: str, timeout_s: float = 6.0, skip_s: float = 0.5
-               ) -> tuple[float, float, float]:
+def follow_cpu(
+    tmp: Path, cmd: str, timeout_s: float = 6.0, skip_s: float = 0.5
+) -> tuple[float, float, float]:
     """(profiler CPU share, source QEMU CPU share, window s) while a migration runs,
     from ``skip_s`` after `migrate` to the cancel at ``timeout_s``."""
     out = tmp / f"cpu-{cmd}"
-    p = subprocess.Popen([MIGPROF, cmd, *(["--no-tui"] if cmd == "demo" else []),
-                          "--scenario", "never-converges", "--timeout", str(timeout_s), "--accel", "tcg",
-                          "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            MIGPROF,
+            cmd,
+            *(["--no-tui"] if cmd == "demo" else []),
+            "--scenario",
+            "never-converges",
+            "--timeout",
+            str(timeout_s),
+            "--accel",
+            "tcg",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     samples = []  # (epoch ns, migprof cpu s, source qemu cpu s)
     qemu_pid = None
     while p.poll() is None:
@@ -101,12 +126,16 @@ def follow_cpu(tmp: Path, cmd: str, timeout_s: float = 6.0, skip_s: float = 0.5
         raise SystemExit(f"bench_lab: migprof {cmd} failed ({p.returncode}): {err.strip()[-500:]}")
     ev = events(out)
     t_start = next(e["t_ns"] for e in ev if e.get("state") == "migrate")
-    t_end = max(e["t_ns"] for e in ev if e.get("event") == "qmp_migration" and e.get("side") == "source")
+    t_end = max(
+        e["t_ns"] for e in ev if e.get("event") == "qmp_migration" and e.get("side") == "source"
+    )
     # skip the first half second (sock_diag and tails attach) and stop at the cancel
     win = [s for s in samples if t_start + int(skip_s * 1e9) <= s[0] <= t_end]
     if len(win) < 2 or win[0][2] is None or win[-1][2] is None:
-        raise SystemExit(f"bench_lab: too few samples in the migration window ({len(win)} of "
-                         f"{len(samples)}; qemu pid {qemu_pid})")
+        raise SystemExit(
+            f"bench_lab: too few samples in the migration window ({len(win)} of "
+            f"{len(samples)}; qemu pid {qemu_pid})"
+        )
     dt = (win[-1][0] - win[0][0]) / 1e9
     return (win[-1][1] - win[0][1]) / dt, (win[-1][2] - win[0][2]) / dt, dt
 
@@ -119,18 +148,25 @@ def main() -> int:
         tcg = statistics.median(lab_start(tmp, i, "tcg") for i in range(REPS))
         auto = statistics.median(lab_start(tmp, i, "auto") for i in range(REPS))
         print(f"start: two bare QEMUs to QMP ready   {floor * 1000:7.0f} ms (baseline)")
-        print(f"start: migprof lab to migrate (tcg)  {tcg * 1000:7.0f} ms  x{tcg / floor:.1f} "
-              "(includes netns set-up and the guest's warm-up of its working set)")
-        print(f"start: migprof lab to migrate (auto) {auto * 1000:7.0f} ms  x{auto / floor:.1f} "
-              "(adds the KVM probe)")
+        print(
+            f"start: migprof lab to migrate (tcg)  {tcg * 1000:7.0f} ms  x{tcg / floor:.1f} "
+            "(includes netns set-up and the guest's warm-up of its working set)"
+        )
+        print(
+            f"start: migprof lab to migrate (auto) {auto * 1000:7.0f} ms  x{auto / floor:.1f} "
+            "(adds the KVM probe)"
+        )
         for cmd, timeout_s, skip_s, what in (
-                ("lab", 6.0, 0.5, "QMP 10 Hz x2, sock_diag 10 Hz, events.jsonl"),
-                ("demo", 6.0, 0.5, "+ both trace logs tailed and parsed, line view; whole run"),
-                ("demo", 12.0, 6.0, "steady state: after the log parser's first-use JIT")):
+            ("lab", 6.0, 0.5, "QMP 10 Hz x2, sock_diag 10 Hz, events.jsonl"),
+            ("demo", 6.0, 0.5, "+ both trace logs tailed and parsed, line view; whole run"),
+            ("demo", 12.0, 6.0, "steady state: after the log parser's first-use JIT"),
+        ):
             prof, qemu, dt = follow_cpu(tmp, cmd, timeout_s, skip_s)
-            print(f"cpu: migprof {cmd:<5} {prof * 100:5.1f} % of a core over {dt:4.1f} s "
-                  f"(source QEMU {qemu * 100:5.1f} %, ratio {prof / qemu:.3f}); goal < 5 %: "
-                  f"{'met' if prof < 0.05 else 'NOT met'}  [{what}]")
+            print(
+                f"cpu: migprof {cmd:<5} {prof * 100:5.1f} % of a core over {dt:4.1f} s "
+                f"(source QEMU {qemu * 100:5.1f} %, ratio {prof / qemu:.3f}); goal < 5 %: "
+                f"{'met' if prof < 0.05 else 'NOT met'}  [{what}]"
+            )
     return 0
 
 

@@ -38,7 +38,7 @@ def pick_run(argv: list[str]) -> Path:
     if argv:
         return Path(argv[0])
     runs = sorted(p for p in (ROOT / "tests" / "data" / "real").iterdir() if (p / "run.json").exists())
-    for word in ("never", "converges"):
+    for word in ("downtime-raise", "never", "converges"):
         for r in runs:
             if word in r.name:
                 return r

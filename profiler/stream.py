@@ -57,7 +57,12 @@ class MergedSource(Source):
 
     def _pump(self, src: Source, stop: threading.Event) -> None:
         try:
+            late = 0  # batches after the stop: a source's last flush, bounded
             for batch in src.batches(stop):
+                if stop.is_set():
+                    late += 1
+                    if late > 10:
+                        break
                 if batch is not None and len(batch):
                     # also after a stop: what a source flushes on its way out is kept
                     while True:

@@ -455,7 +455,13 @@ def test_ctrl_c_cleans_up(tmp_path: Path) -> None:
         os.kill(p.pid, signal.SIGINT)
         assert p.wait(timeout=30) == 130
         _assert_clean(tag)
-        assert not list((tmp_path / "run").glob("*.sock"))
+        run = tmp_path / "run"
+        assert not list(run.glob("*.sock"))
+        # what was captured up to the interrupt is still a readable run
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "interrupted" and info["error"] == "KeyboardInterrupt"
+        assert info["attempts"][-1]["last_counters"]["source"]["status"] == "active"
+        assert main(["report", "--json", str(run)]) == 0
     finally:
         if p.poll() is None:
             p.kill()

@@ -437,7 +437,7 @@ def test_real_binary_formats_parse(binary: str) -> None:
     for ev in ours:
         if fmts[ev].startswith(" (%s)"):
             assert df.loc[ev, "device"] == "dev one", ev
-        for col, args in FIELD_MAP[ev].items():
+        for col in FIELD_MAP[ev]:
             if col in ("bytes", "count", "init_bytes", "dirty_bytes", "stopcopy_bytes", "pre_bytes"):
                 v = df.loc[ev, col]
                 assert pd.isna(v) or v == 31, (ev, col, v)

@@ -78,8 +78,14 @@ class LineView:
             self.print_line(now)
             self.next = now + self.interval
 
-    WANTED = (ev.QMP_QUERY_MIGRATE, ev.QMP_MIGRATION, "migrate_pending", "migrate_pending_estimate",
-              "migrate_pending_exact", "migrate_transferred")
+    WANTED = (
+        ev.QMP_QUERY_MIGRATE,
+        ev.QMP_MIGRATION,
+        "migrate_pending",
+        "migrate_pending_estimate",
+        "migrate_pending_exact",
+        "migrate_transferred",
+    )
 
     def _update(self, df: pd.DataFrame) -> None:
         # most batches carry nothing this view shows: find the few rows it needs on the
@@ -97,8 +103,10 @@ class LineView:
         idx = np.flatnonzero(m & (df["side"].to_numpy(dtype=object) == ev.Side.SOURCE))
         if not len(idx):
             return
-        cols = [df[c].to_numpy(dtype=object)[idx]
-                for c in ("event", "state", "bytes", "count", "threshold_bytes", "detail")]
+        cols = [
+            df[c].to_numpy(dtype=object)[idx]
+            for c in ("event", "state", "bytes", "count", "threshold_bytes", "detail")
+        ]
         for e, state, nbytes, count, thr, detail in zip(*cols, strict=True):
             if e == ev.QMP_QUERY_MIGRATE:
                 self.state = state if isinstance(state, str) else self.state
@@ -188,6 +196,11 @@ def run(args: argparse.Namespace) -> int:
             if tui is not None:
                 worker.start()
                 rc = tui(merged, title=f"migprof demo: {cfg.scenario.name}")
+                if worker.is_alive():
+                    print(
+                        "migprof demo: the lab run goes on to its end (Ctrl-C stops it)...",
+                        file=sys.stderr,
+                    )
                 worker.join()
                 if "error" in result:
                     raise result["error"]

@@ -75,6 +75,12 @@ def add_lab_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bandwidth", type=float, metavar="MIBPS", help="QMP max-bandwidth, MiB/s")
     p.add_argument("--downtime-limit", type=int, metavar="MS", help="QMP downtime-limit, ms")
     p.add_argument(
+        "--avail-switchover-bandwidth",
+        type=float,
+        metavar="MIBPS",
+        help="QMP avail-switchover-bandwidth, MiB/s (QEMU >= 8.2)",
+    )
+    p.add_argument(
         "--timeout", type=float, metavar="S", help="cancel the migration after S seconds"
     )
     p.add_argument("--rate-mbit", type=float, help="tc rate of the veth, Mbit/s")
@@ -100,6 +106,8 @@ def config_from_args(args: argparse.Namespace):
         params["max-bandwidth"] = int(args.max_bandwidth * scenarios.MiB)
     if args.downtime_limit is not None:
         params["downtime-limit"] = args.downtime_limit
+    if args.avail_switchover_bandwidth is not None:
+        params["avail-switchover-bandwidth"] = int(args.avail_switchover_bandwidth * scenarios.MiB)
     shaping = dict(sc.shaping or {})
     for k, v in (
         ("rate_mbit", args.rate_mbit),
@@ -128,6 +136,15 @@ def config_from_args(args: argparse.Namespace):
         poll_hz=args.poll_hz,
         port=args.port,
     )
+
+
+def _throughput_ratio(run_dir: Path) -> float | None:
+    """sock_diag throughput over QEMU's over the same window (None for short runs)."""
+    from profiler.lab.verify import throughput_check
+    from profiler.sources.qmp import read_events_jsonl
+
+    chk = throughput_check(read_events_jsonl(run_dir / "events.jsonl"))
+    return round(chk.ratio, 3) if chk is not None else None
 
 
 def quiet_qmp_logs(args: argparse.Namespace) -> None:
@@ -168,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     ram = src.get("ram") or {}
     summary["dirty_syncs"] = ram.get("dirty-sync-count")
     summary["transferred_bytes"] = ram.get("transferred")
+    summary["sockdiag_vs_qemu"] = _throughput_ratio(res.run_dir)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -182,6 +182,7 @@ class Lab:
         self._retry_logs: list[Path] = []
         self.sockdiag: Any = None
         self.stream = LabStream()
+        self._written = False
 
     # ---------------------------------------------------------------- set-up
     def __enter__(self) -> Lab:
@@ -192,8 +193,24 @@ class Lab:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and os.getpid() == self._owner:
+            with contextlib.suppress(Exception):
+                self._write_unfinished(exc_type, exc)
         self.close()
+
+    def _write_unfinished(self, exc_type: Any, exc: Any) -> None:
+        """An interrupted or failed run still leaves run.json (and what QMP last said), so
+        `migprof report` reads what was captured."""
+        if self._written or self.binary is None or self.t_migrate_ns is None:
+            return
+        status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "error"
+        last = {s: (self.qmp.last_reply(s) if self.qmp else None) for s in SIDES}
+        self.attempts.append({"status": status, "final": last, "last_counters": self._counters()})
+        self._write_final(last, status)
+        info = json.loads((self.run_dir / "run.json").read_text())
+        info["error"] = f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     def _setup(self) -> None:
         sc, cfg = self.sc, self.cfg
@@ -283,7 +300,9 @@ class Lab:
         from profiler.sources.sockdiag import SockDiagSource
 
         ns = self.net.ns["source"] if self.net else None
-        self.sockdiag = SockDiagSource(port=self.port, dst=self.dst_host, netns=ns, hz=self.cfg.sockdiag_hz)
+        self.sockdiag = SockDiagSource(
+            port=self.port, dst=self.dst_host, netns=ns, hz=self.cfg.sockdiag_hz
+        )
         qmp = self.qmp
 
         def emit(rows: list[dict[str, Any]]) -> None:
@@ -462,11 +481,10 @@ class Lab:
                 json.dumps(final.get(side), indent=2, sort_keys=True) + "\n"
             )
         sc = self.sc
-        params = (
-            self.qmp.read_parameters("source")
-            if self.qmp and self.procs["source"].alive()
-            else None
-        )
+        params = None
+        if self.qmp and self.procs["source"].alive():
+            with contextlib.suppress(MigprofError):
+                params = self.qmp.read_parameters("source")
         info = {
             "schema": "migprof.lab-run/1",
             "scenario": sc.name,
@@ -508,6 +526,7 @@ class Lab:
             "host": os.uname().nodename,
         }
         (self.run_dir / "run.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        self._written = True
 
     # ---------------------------------------------------------------- tear-down
     def close(self) -> None:

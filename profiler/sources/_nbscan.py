@@ -117,8 +117,8 @@ def _scan_one(buf, n, s, e, kind, name_start, name_end, valid, tid, tid_ok, pid,
     if knd == KIND_BARE and e - s >= 21 and buf[s + 4] == 45 and buf[s + 7] == 45 \
             and buf[s + 10] == 84 and buf[s + 13] == 58 and buf[s + 16] == 58:
         okd = True
-        for q in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
-            if not _isdig(buf[s + q]):
+        for q in range(19):
+            if q != 4 and q != 7 and q != 10 and q != 13 and q != 16 and not _isdig(buf[s + q]):
                 okd = False
         if okd:
             q = s + 19
@@ -158,7 +158,7 @@ def _scan_one(buf, n, s, e, kind, name_start, name_end, valid, tid, tid_ok, pid,
     name_hash[n] = h
     valid[n] = ne > ns and ne - ns < 128 and (ne == e or buf[ne] == 32)
     pm = False
-    if not valid[n] or knd == KIND_ISO or knd == KIND_BARE:
+    if not valid[n] or knd == KIND_ISO or knd == KIND_BARE:  # noqa: SIM109 (numba)
         for q in range(s, e - 2):
             if buf[q] == 41 and buf[q + 1] == 58 and buf[q + 2] == 32:
                 pm = True
@@ -293,8 +293,9 @@ def copy_slices(buf, s, e):
     out = np.empty(offs[m], np.uint8)
     for r in range(m):
         o = offs[r]
-        ln = offs[r + 1] - o
-        out[o: o + ln] = buf[s[r]: s[r] + ln]
+        a = s[r]
+        for q in range(offs[r + 1] - o):
+            out[o + q] = buf[a + q]
     return offs, out
 
 

@@ -23,8 +23,8 @@ import re
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +38,15 @@ from profiler.errors import InputError
 from profiler.sources import _nbscan as NB
 from profiler.sources.base import Source
 from profiler.sources.qemu_event_names import known_event_names
-from profiler.sources.trace_formats import HEX, INT, STR, Variant, as_signed64, fill_columns, formats
+from profiler.sources.trace_formats import (
+    HEX,
+    INT,
+    STR,
+    Variant,
+    as_signed64,
+    fill_columns,
+    formats,
+)
 
 CHUNK_BYTES = 8 << 20
 WORKERS = 2
@@ -306,10 +314,12 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
     first_line = 0
     if not data:
         return
+    if not isinstance(data, bytearray):  # one (writable) buffer type: one compiled kernel set
+        data = bytearray(data)
     scanned = _scan(data)
     if scanned[-1] & 0x80:  # non-ASCII bytes: replace invalid UTF-8 (lengths may change)
         fixed = _decode_utf8(bytes(data))
-        if fixed != data:
+        if len(fixed) != len(data) or fixed != data:
             data = bytearray(fixed)
             scanned = _scan(data)
     (buf, n, starts, ends, kind, name_start, nend, valid, tid, tid_ok, pid, t_ns, t_ok, nhash,
@@ -627,10 +637,10 @@ def read_log(path: str | os.PathLike, side: str | None = None) -> ParseResult:
     p = str(path)
     acc = _Acc(p)
     try:
-        f = open(p, "rb")
+        f = open(p, "rb")  # noqa: SIM115 (closed by the with below)
         if f.read(2) == b"\x1f\x8b":
             f.close()
-            f = gzip.open(p, "rb")
+            f = gzip.open(p, "rb")  # noqa: SIM115
         else:
             f.seek(0)
     except FileNotFoundError:
@@ -685,7 +695,7 @@ class QemuLogSource(Source):
 
     def _open(self) -> bool:
         try:
-            f = open(self.path, "rb")
+            f = open(self.path, "rb")  # noqa: SIM115 (kept open while tailing; close())
         except FileNotFoundError:
             return False
         self._f = f
