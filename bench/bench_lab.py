@@ -86,7 +86,7 @@ def follow_cpu(
 ) -> tuple[float, float, float]:
     """(profiler CPU share, source QEMU CPU share, window s) while a migration runs,
     from ``skip_s`` after `migrate` to the cancel at ``timeout_s``."""
-    out = tmp / f"cpu-{cmd}"
+    out = tmp / f"cpu-{cmd}-{timeout_s:g}"
     p = subprocess.Popen(
         [
             MIGPROF,

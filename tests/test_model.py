@@ -269,23 +269,52 @@ def test_json_has_the_issue_shape() -> None:
 
 
 def test_qmp_and_bpf_device_states() -> None:
-    """QMP VFIO_MIGRATION events are confirmations; a BPF ioctl is confirmed only when it succeeded."""
+    """QMP VFIO_MIGRATION events are confirmations; a BPF SET is confirmed only when it succeeded,
+    a GET answer is no change. The side traces one VFIO device, so the QMP id and the BPF fd
+    name join it (no device of their own)."""
     lg = make.v92_cancel_retry()
     t = lg.rows[-1]["t_ns"] - 1_000_000
+    bpf = {"side": "source", "origin": "bpf", "event": E.BPF_IOCTL, "device": "fd14"}
     extra = [
         _qmp(t, E.QMP_VFIO_MIGRATION, device="vfio0", state="stop-copy"),
-        {"t_ns": t + 1, "side": "source", "origin": "bpf", "event": E.BPF_IOCTL, "device": make.DEV,
-         "state": "STOP", "ret": 0},
-        {"t_ns": t + 2, "side": "source", "origin": "bpf", "event": E.BPF_IOCTL, "device": make.DEV,
-         "state": "RUNNING", "ret": -22},
+        {**bpf, "t_ns": t + 1, "state": "STOP", "ret": 0, "detail": "SET MIG_DEVICE_STATE"},
+        {**bpf, "t_ns": t + 2, "state": "RUNNING", "ret": -22, "detail": "SET MIG_DEVICE_STATE"},
+        {**bpf, "t_ns": t + 3, "state": "STOP", "ret": 0, "detail": "GET MIG_DEVICE_STATE"},
     ]
     rep = build_report(E.conform(pd.DataFrame(lg.rows + extra)))
     m = rep.migrations[1]
-    qdev = next(d for d in m.devices if d.name == "vfio0")
-    assert [(s.state, s.origin, s.confirmed) for s in qdev.states] == [("stop-copy", "qmp", True)]
-    dev = next(d for d in m.devices if d.name == make.DEV)
-    bpf = [(s.state, s.confirmed) for s in dev.states if s.origin == "bpf"]
-    assert bpf == [("STOP", True), ("RUNNING", False)]
+    assert [d.name for d in m.devices if d.kind == "vfio"] == [make.DEV]
+    dev = m.devices[1]
+    assert set(dev.aliases) == {"vfio0", "fd14"}
+    assert [(s.state, s.confirmed) for s in dev.states if s.origin == "qmp"] == [("stop-copy", True)]
+    bpf_states = [(s.state, s.confirmed) for s in dev.states if s.origin == "bpf"]
+    assert bpf_states == [("STOP", True), ("RUNNING", False)]
+
+
+def test_qmp_device_id_joins_through_the_command_line() -> None:
+    """With two VFIO devices the single-device rule cannot apply: the `-device vfio-pci,host=,id=`
+    options in the run's metadata map each QMP id to its host name; an id without one stays apart."""
+    lg = make.v92_cancel_retry()
+    t = lg.rows[-1]["t_ns"] - 1_000_000
+    other = "0000:5e:00.0"
+    extra = [
+        {**lg.rows[-1], "t_ns": t - 5, "event": "vfio_migration_set_device_state", "device": other,
+         "state": "STOP", "raw": None, "line": None},
+        _qmp(t, E.QMP_VFIO_MIGRATION, device="nic1", state="stop-copy"),
+        _qmp(t + 1, E.QMP_VFIO_MIGRATION, device="gpu0", state="stop-copy"),
+        _qmp(t + 2, E.QMP_VFIO_MIGRATION, device="stray", state="stop"),
+    ]
+    meta = {"run": {"source_cmdline": f"qemu -device vfio-pci,host={make.DEV},id=nic1 "
+                                      f"-device vfio-pci,sysfsdev=/sys/bus/pci/devices/{other},id=gpu0"}}
+    m = build_report(E.conform(pd.DataFrame(lg.rows + extra)), meta=meta).migrations[1]
+    vfio = {d.name: d for d in m.devices if d.kind == "vfio"}
+    assert set(vfio) == {make.DEV, other, "stray"}
+    assert vfio[make.DEV].aliases == ("nic1",)
+    assert vfio[other].aliases == ("gpu0",)
+    assert ("stop-copy", "qmp") in [(s.state, s.origin) for s in vfio[other].states]
+    # without the metadata nothing can be joined: each id is a device of its own
+    m = build_report(E.conform(pd.DataFrame(lg.rows + extra))).migrations[1]
+    assert {"nic1", "gpu0", "stray"} <= {d.name for d in m.devices if d.kind == "vfio"}
 
 
 def test_synthetic_logs_match_their_generator() -> None:

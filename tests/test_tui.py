@@ -21,7 +21,7 @@ from profiler.sources.recording import RecordingSource
 from profiler.store import write_recording
 from tui.app import MigprofApp
 from tui.feed import LiveFeed, ReplayFeed, TailModel, default_build, frozen_at, splice, tail_frame
-from tui.fmt import fmt_bytes
+from tui.fmt import fmt_bytes, short_name
 from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
 from tui.view import cursor_ms
@@ -117,7 +117,7 @@ async def test_replay_at_end_shows_the_models_values(converging):
         others = len(m.devices) - len(main)
         assert table.row_count == len(main) + (1 if others else 0)
         names = [table.get_row_at(i)[0] for i in range(table.row_count)]
-        assert names[: len(main)] == [d.name for d in main]
+        assert names[: len(main)] == [short_name(d.name, 20) for d in main]
         if others:
             assert names[-1] == f"+{others} other"
         for i, d in enumerate(main):
@@ -131,9 +131,13 @@ async def test_play_pause_and_speed(converging):
     app = make_replay(converging, speed=1.0)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.view is not None)
-        assert not app.view.playing and app.view.applied == 0
+        # opens paused just before the migration (the lab's QEMU start-up is skipped)
+        assert not app.view.playing and n_checks(app) == 0
+        first = app.view.migration(None)
+        assert first is None or first.start_ns > app.view.cursor_ns
+        start = app.view.applied
         await pilot.press("space")
-        await until(pilot, lambda: app.view.playing and app.view.applied > 0, what="playing")
+        await until(pilot, lambda: app.view.playing and app.view.applied > start, what="playing")
         await pilot.press("plus")
         await until(pilot, lambda: app.view.speed == 2.0, what="speed 2x")
         await pilot.press("minus", "minus")
@@ -388,3 +392,75 @@ def test_replay_rejects_bad_options_in_one_line(args, msg, capsys):
     rc = main(["replay", str(real_run("converges")), *args])
     err = capsys.readouterr().err
     assert rc == 2 and msg in err and err.count("\n") == 1
+
+
+def test_chart_marks_switchover_parameter_change_and_passes():
+    """On a real run where downtime-limit was raised: P and S on the time axis, pass ticks,
+    the zero row for the threshold before the first bandwidth window."""
+    from tui.view import View
+    from tui.widgets.base import Shown
+    from tui.widgets.chart import render_chart
+
+    loaded = pipeline.load([str(real_run("downtime-raise"))])
+    rep = report_of(loaded)
+    mig = rep.migrations[-1]
+    assert mig.markers and mig.switchover_ms is not None
+    view = View(mode="replay", report=rep, full=rep, cursor_ns=mig.end_ns or mig.start_ns)
+    lines = render_chart(Shown(view, mig, mig), 120, 30).renderables
+    axis = lines[-1].plain
+    assert "S" in axis and "P" in axis and "╵" in axis
+    assert axis.index("P") <= axis.index("S")  # the change came before the switch-over
+    labels = [ln.plain[:8].strip() for ln in lines[1:-1]]
+    assert "0 B" in labels  # threshold 0 before the first 100 ms window has its own row
+    assert lines[0].plain.startswith(f"━ pending {fmt_bytes(mig.checks[-1].pending_bytes)}")
+    log_rows = [ln.plain for ln in lines[1:-1]]
+    lin = render_chart(Shown(view, mig, mig, log_scale=False), 120, 30).renderables
+    assert [ln.plain for ln in lin[1:-1]] != log_rows and "[lin]" in lin[0].plain
+
+
+@run_async
+async def test_live_space_freezes_the_display(converging, tmp_path):
+    path = write_recording(tmp_path / "run.mpr", converging.events)
+    app = MigprofApp(LiveFeed(RecordingSource(path, speed=0.5), title="freeze"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.applied > 0, what="first events")
+        await pilot.press("space")
+        await until(pilot, lambda: not app.view.playing, what="frozen")
+        held = app.view.applied
+        await pilot.pause(1.0)
+        assert app.view.applied == held  # frozen: no redraw of newer data
+        assert app.feed.index.frame is not None and len(app.feed.index) >= held
+        await pilot.press("space")
+        await until(pilot, lambda: app.view.playing, what="unfrozen")
+
+
+REAL_VFIO = REAL.parent / "real-vfio"
+
+
+@run_async
+async def test_vfio_devices_in_chart_table_and_timeline():
+    """A real mtty VFIO migration (nested lab): the device's pending, bytes and states show."""
+    run = REAL_VFIO / "converges"
+    assert (run / "run.json").exists(), f"{run}: the nested VFIO lab (issue 4) records it"
+    loaded = pipeline.load([str(run)])
+    m = report_of(loaded).migrations[-1]
+    vfio = [d for d in m.devices if d.kind == "vfio" and d.precopy_bytes]
+    assert vfio
+    app = make_replay(loaded, at="end")
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.view is not None and app.view.applied == app.view.total)
+        await pilot.pause(0.2)
+        mig = shown_mig(app)
+        text = legend(mig, True).plain
+        for name, value in m.checks[-1].devices.items():
+            assert f"{short_name(name)} {fmt_bytes(value)}" in text
+        table = app.screen.query_one("#devices")
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        for d in vfio:
+            row = rows[short_name(d.name, 20)]
+            assert row[1] == "vfio" and row[3] == fmt_bytes(d.precopy_bytes)
+            assert row[7] == fmt_bytes(d.stopcopy_bytes)
+            assert row[2] == "STOP"  # the source device ends stopped
+        timeline = app.screen.query_one("#timeline").render()
+        lines = [t.plain for t in timeline.renderables]
+        assert any(ln.startswith(short_name(vfio[0].name, 13)) and "PRE_COPY" in ln for ln in lines)

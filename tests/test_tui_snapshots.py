@@ -55,3 +55,11 @@ def test_snapshot_third_check_events_tab(snap_compare, loaded):
 
     press = ("full_stop",) * 3 + ("e",)
     assert snap_compare(app, terminal_size=(100, 30), run_before=_settle(app, at_third, press))
+
+
+def test_snapshot_vfio_end_120x34(snap_compare):
+    """Also the README screenshot (docs/tui.svg) of a real mtty VFIO migration."""
+    from test_tui import REAL_VFIO
+
+    app = make_replay(pipeline.load([str(REAL_VFIO / "converges")]), at="end")
+    assert snap_compare(app, terminal_size=(120, 34), run_before=_settle(app, _at_end))

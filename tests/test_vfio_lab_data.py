@@ -51,7 +51,7 @@ def test_no_dirty_tracking() -> None:
     vc.check_no_dirty_tracking(DATA / "no-dirty-tracking")
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", vc.COMPLETED)
 def test_dirty_syncs(name: str) -> None:
     vc.check_dirty_syncs(DATA / name)
 
@@ -59,3 +59,17 @@ def test_dirty_syncs(name: str) -> None:
 @pytest.mark.parametrize("name", vc.COMPLETED)
 def test_model_matches_query_migrate(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     vc.check_model(DATA / name, capsys)
+
+
+@pytest.mark.parametrize("name", vc.WITH_BPF)
+def test_bpf_bytes(name: str) -> None:
+    vc.check_bpf_bytes(DATA / name, name)
+
+
+@pytest.mark.parametrize("name", vc.WITH_BPF)
+def test_bpf_states(name: str) -> None:
+    vc.check_bpf_states(DATA / name)
+
+
+def test_bpf_fd_kinds() -> None:
+    vc.check_bpf_fd_kinds(DATA / "multifd")

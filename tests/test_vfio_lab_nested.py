@@ -61,7 +61,7 @@ def test_missing_dirty_tracking_fails_with_reason(vfio_runs: Path) -> None:
     vc.check_no_dirty_tracking(vfio_runs / "no-dirty-tracking")
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", vc.COMPLETED)
 def test_dirty_syncs_match_query_migrate(vfio_runs: Path, name: str) -> None:
     vc.check_dirty_syncs(vfio_runs / name)
 
@@ -80,6 +80,11 @@ def test_bpf_data_fd_bytes_equal_mtty_sizes(vfio_runs: Path, name: str) -> None:
 def test_bpf_tells_device_fd_from_container_fd(vfio_runs: Path) -> None:
     # the tracepoint path sees every ioctl syscall, container fd included
     vc.check_bpf_fd_kinds(vfio_runs / "multifd")
+
+
+@pytest.mark.parametrize("name", vc.WITH_BPF)
+def test_bpf_sees_device_states(vfio_runs: Path, name: str) -> None:
+    vc.check_bpf_states(vfio_runs / name)
 
 
 def test_kprobe_path_exercised_in_l1(vfio_runs: Path) -> None:

@@ -29,9 +29,11 @@ from profiler.lab.vfio.scenarios import (
 COMPLETED = [n for n, s in SCENARIOS.items() if s.expect_outcome == "completed"]
 WITH_BPF = [n for n, s in SCENARIOS.items() if s.bpf_path and s.expect_outcome == "completed"]
 TRACE_LINE = re.compile(r"^(\d+)@(\d+)\.(\d{6}):(\w+) ?(.*)$")
-# Trace timestamps and QEMU's own clock reads for downtime/total-time are taken at
-# slightly different points; under nested TCG those points are tens of ms apart.
-TIME_TOLERANCE_MS = 60
+# QEMU's downtime is bracketed by trace events: the model must get it to the ms.
+DOWNTIME_TOLERANCE_MS = 5
+# QEMU starts its total-time clock in qmp_migrate, before the first trace event
+# (migrate_set_state setup); under nested TCG that gap is 10-80 ms of a 2-6 s run.
+TOTAL_TIME_TOLERANCE = 0.02
 
 
 def trace(path: Path) -> list[tuple[str, str]]:
@@ -82,14 +84,20 @@ def check_outcome(run: Path, name: str) -> None:
 
 
 def check_mtty_bytes(run: Path, name: str) -> None:
+    """mtty's 24 + 72 bytes as QEMU's trace shows them, and vfio.transferred."""
     pre, stop = mtty_save_blocks(run)
-    assert (pre, stop) == (MTTY_PRECOPY_BYTES, MTTY_STOPCOPY_BYTES)
     want = SCENARIOS[name].expect_vfio_transferred
     assert qm(run)["vfio"]["transferred"] == want
     if want == MTTY_TOTAL_BYTES:
+        assert (pre, stop) == (MTTY_PRECOPY_BYTES, MTTY_STOPCOPY_BYTES)
         assert pre + stop == qm(run)["vfio"]["transferred"]
-    exact = [a for n, a in trace(run / "source.log") if n == "vfio_state_pending_exact"]
-    assert any(f"precopy initial size {MTTY_PRECOPY_BYTES} " in a for a in exact)
+    else:
+        # multifd: the stop-copy read() happens in vfio_save_complete_precopy_thread,
+        # which has no byte-count trace event; only the BPF collector sees those 72 bytes
+        assert (pre, stop) == (MTTY_PRECOPY_BYTES, 0)
+    # the device's initial-data estimate as QEMU saw it (the first estimate, before the read)
+    pending = [a for n, a in trace(run / "source.log") if n.startswith("vfio_state_pending_")]
+    assert any(f"precopy initial size {MTTY_PRECOPY_BYTES} " in a for a in pending)
 
 
 def check_multifd_thread(run: Path) -> None:
@@ -156,8 +164,8 @@ def check_model(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mig = report(run, capsys)["migrations"][-1]
     assert mig["outcome"] == q["status"]
     assert mig["dirty_syncs"] == q["ram"]["dirty-sync-count"]
-    assert mig["downtime_ms"] == pytest.approx(q["downtime"], abs=TIME_TOLERANCE_MS)
-    assert mig["total_ms"] == pytest.approx(q["total-time"], abs=TIME_TOLERANCE_MS)
+    assert mig["downtime_ms"] == pytest.approx(q["downtime"], abs=DOWNTIME_TOLERANCE_MS)
+    assert mig["total_ms"] == pytest.approx(q["total-time"], rel=TOTAL_TIME_TOLERANCE)
     mtty = run_info(run)["mtty"]
     vfio = {d["name"]: d for d in mig["devices"] if d["kind"] == "vfio"}
     # each side names its mdev by its own UUID; nothing else may become a VFIO device
@@ -165,7 +173,11 @@ def check_model(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert set(vfio) == {mtty["source_uuid"], mtty["destination_uuid"]}
     src = vfio[mtty["source_uuid"]]
     assert src["precopy_bytes"] == MTTY_PRECOPY_BYTES
-    assert src["stopcopy_bytes"] == MTTY_STOPCOPY_BYTES
+    if run_info(run)["scenario"]["caps"].get("multifd"):
+        # no trace event carries the multifd thread's byte count: unknown, never a guess
+        assert src["stopcopy_bytes"] in (None, MTTY_STOPCOPY_BYTES)
+    else:
+        assert src["stopcopy_bytes"] == MTTY_STOPCOPY_BYTES
 
 
 def bpf(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -185,8 +197,9 @@ def check_bpf_bytes(run: Path, name: str) -> None:
                   if r["event"] == "bpf_data_write" and r["side"] == "destination")
     assert read == MTTY_TOTAL_BYTES
     assert written == MTTY_TOTAL_BYTES
-    pre, stop = mtty_save_blocks(run)
-    assert read == pre + stop
+    if name != "multifd":  # see check_mtty_bytes
+        pre, stop = mtty_save_blocks(run)
+        assert read == pre + stop
     infos = [r for r in rows if r["event"] == "bpf_precopy_info" and r["side"] == "source"]
     assert any(r.get("init_bytes") == MTTY_PRECOPY_BYTES for r in infos)
 
@@ -199,7 +212,16 @@ def check_bpf_fd_kinds(run: Path) -> None:
     by_fd: dict[int, str] = {}
     for r in hits:
         by_fd[r["fd"]] = by_fd.get(r["fd"], "") + " " + (r.get("detail") or "") + " " + (r.get("raw") or "")
-    dev = {fd for fd, t in by_fd.items() if "DIRTY_PAGES" not in t}
-    cont = {fd for fd, t in by_fd.items() if "DIRTY_PAGES" in t}
+    dev = {fd for fd, t in by_fd.items() if "MIG_DEVICE_STATE" in t}
+    cont = {fd for fd, t in by_fd.items() if "VFIO_IOMMU_DIRTY_PAGES" in t}
     assert dev and cont, by_fd
-    assert not dev & cont
+    assert not dev & cont, by_fd
+
+
+def check_bpf_states(run: Path) -> None:
+    """The device states the collector saw requested on the device fd, both sides."""
+    _, rows = bpf(run)
+    for side, want in (("source", SOURCE_STATES), ("destination", DESTINATION_STATES)):
+        got = [r["state"] for r in rows if r["event"] == "bpf_vfio_ioctl" and r["side"] == side
+               and "MIG_DEVICE_STATE" in (r.get("detail") or "") and r.get("state")]
+        assert got[: len(want)] == want, (side, got)

@@ -30,6 +30,8 @@ TICK_S = 0.02  # control latency of the loop
 LOG_ROWS = 200  # event-log lines kept in each view
 UNTIMED_EVENTS_PER_S = 200.0  # replay pace at 1x when the input has no timestamps
 MIN_TIMED_SHARE = 0.9  # below this share of timed events, replay goes by event order
+IDLE_SKIP_NS = 2_000_000_000  # replay jumps over stretches of input with no event this long
+LEAD_NS = 500_000_000  # ... landing this much before the next event (and before a migration)
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 CHECK_EVENTS = ("migrate_pending_estimate", "migrate_pending_exact", "migrate_pending")
@@ -373,6 +375,8 @@ class LiveFeed(Feed):
         self.record = record
         self.health: dict[str, Any] = {}
         self.tail = TailModel()
+        self._last_t: int | None = None
+        self._last_arrival = 0.0
         self.status = "running"
         self.error: str | None = None
 
@@ -394,11 +398,21 @@ class LiveFeed(Feed):
             # seeking and stepping have no meaning on a live source: ignored
         return changed
 
+    def _clock(self, batch: pd.DataFrame) -> None:
+        """Track the newest event time and when it arrived (the live cursor runs from it)."""
+        t = batch["t_ns"]
+        if len(t) and t.notna().any():
+            newest = int(t.max())
+            if self._last_t is None or newest > self._last_t:
+                self._last_t, self._last_arrival = newest, time.monotonic()
+
     def _view(self) -> View:
         rows, n = self.index.rows(len(self.index))
-        t = self.index.frame["t_ns"]
-        last = int(t.max()) if len(t) and t.notna().any() else None
-        now = time.time_ns()
+        last = self._last_t
+        # "now" on the events' own clock: the newest event time plus the wall time since it
+        # arrived, so elapsed ticks between events and a source with an old or skewed clock
+        # (a recording played live) still lines up with its events
+        now = last + int((time.monotonic() - self._last_arrival) * 1e9) if last is not None else None
         items = self._own_health() + health_items(self.health)
         self._seq += 1
         return View(
@@ -414,6 +428,7 @@ class LiveFeed(Feed):
     def _refresh(self, post: Post, pending: list[pd.DataFrame]) -> None:
         for b in pending:
             self.index.append(b)
+            self._clock(b)
         if pending:
             self.report = self.build(self.index.frame, post,
                                      lambda f: self.tail.report(f, self._build))
@@ -422,19 +437,21 @@ class LiveFeed(Feed):
 
     def run(self, post: Post, stop: threading.Event) -> None:
         pending: list[pd.DataFrame] = []
+        changed = False  # a command (filter, freeze) waits for the next due refresh
         try:
             with self.source:
                 for batch in self.source.batches(stop):
                     if batch is not None and len(batch):
                         self._record(batch)
                         pending.append(batch)
-                    changed = self._handle(self._drain())
+                    changed |= self._handle(self._drain())
                     self.health = self.source.health()
                     if stop.is_set():
                         break
                     due = time.monotonic() - self._last_post >= POST_INTERVAL_S
                     if due and (self.playing or changed):
                         self._refresh(post, pending)
+                        changed = False
                 self.health = self.source.health()
             self.status = "ended"
             self._refresh(post, pending)
@@ -491,6 +508,10 @@ class ReplayFeed(Feed):
         self.extra_health = health or []
         self.notices = list(notices or [])
         self._ended_posted = False
+        self.quiet_notices: list[str] = []  # shown in the Health tab only, no pop-up
+        if self.timed and self.n > 1 and (np.diff(self.t) > IDLE_SKIP_NS).any():
+            self.quiet_notices.append(f"replay skips stretches without events longer than "
+                                      f"{IDLE_SKIP_NS / 1e9:.0f} s of input time")
         if not self.timed and self.n:
             what = "input has no timestamps" if not n_timed else \
                 f"{self.n - n_timed:,} of {self.n:,} events have no timestamp"
@@ -573,6 +594,9 @@ class ReplayFeed(Feed):
         before = self.pos
         if self.timed:
             self._seek_ns(self.cursor_ns + int(dt * self.speed * 1e9))
+            if self.pos < self.n and int(self.t[self.pos]) - self.cursor_ns > IDLE_SKIP_NS:
+                # nothing happens for a while (guest boot, between attempts): skip ahead
+                self.cursor_ns = int(self.t[self.pos]) - LEAD_NS
         else:
             self._upos = min(float(self.n), self._upos + dt * self.speed * UNTIMED_EVENTS_PER_S)
             self.pos = int(self._upos)
@@ -600,13 +624,17 @@ class ReplayFeed(Feed):
             speed=self.speed, full=self.full, log_rows=rows, log_matches=n,
             log_filter=self.index.filter,
             health=tuple(self._own_health() + list(self.extra_health)),
-            status="ended" if self.pos >= self.n else "running", notices=tuple(self.notices),
+            status="ended" if self.pos >= self.n else "running",
+            notices=tuple(self.notices + self.quiet_notices),
         )
 
     def _initial_position(self) -> None:
         at = self._at
+        starts = [m.start_ns for m in (self.full.migrations if self.full else ()) if m.start_ns]
         if at is None or at == "start":
             self._set_pos(0)
+            if self.timed and starts:  # open just before the first migration, not at boot
+                self._seek_ns(max(self.first_ns, min(starts) - LEAD_NS))
         elif at == "end":
             self._set_pos(self.n)
             self.playing = False

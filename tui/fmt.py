@@ -91,3 +91,12 @@ def fmt_bytes_axis(n: float) -> str:
     if "." in num:
         num = num.rstrip("0").rstrip(".")
     return f"{num} {unit}"
+
+
+def short_name(name: str, width: int = 16) -> str:
+    """A device name cut in the middle when long: mdev UUIDs differ at both ends
+    (``797f810c…c676``); PCI addresses (12 characters) stay whole."""
+    if len(name) <= width:
+        return name
+    head = width - 5
+    return f"{name[:head]}…{name[-4:]}"

@@ -258,7 +258,14 @@ def kvm_usable(binary: QemuBinary, kernel: Path, timeout: float = 4.0) -> bool:
     return ok
 
 
+def cpu_model(accel: str) -> str:
+    """The -cpu the lab runs with: the host's CPU under KVM, a fixed model under TCG."""
+    return "host" if accel == "kvm" else "qemu64"
+
+
 def _probe_kvm(binary: QemuBinary, kernel: Path, timeout: float) -> bool:
+    # the same machine and CPU the lab would run: on some hosts KVM boots a default CPU
+    # but aborts on -cpu host (an MSR the host KVM refuses)
     cmd = [
         str(binary.path),
         *binary.base_args(),
@@ -266,6 +273,8 @@ def _probe_kvm(binary: QemuBinary, kernel: Path, timeout: float) -> bool:
         "pc",
         "-accel",
         "kvm",
+        "-cpu",
+        cpu_model("kvm"),
         "-m",
         "32",
         "-nodefaults",
@@ -361,7 +370,7 @@ def build_command(binary: QemuBinary, spec: VmSpec) -> list[str]:
         "-accel",
         spec.accel,
         "-cpu",
-        "qemu64" if spec.accel == "tcg" else "host",
+        cpu_model(spec.accel),
         "-m",
         str(spec.mem_mb),
         "-smp",

@@ -34,13 +34,23 @@ class ThroughputCheck:
         )
 
 
-def throughput_check(df: pd.DataFrame, min_window_s: float = 0.5) -> ThroughputCheck | None:
+def throughput_check(
+    df: pd.DataFrame, min_window_s: float = 0.5, steady: bool = True
+) -> ThroughputCheck | None:
     """Compare sock_diag and QMP throughput over their common window (source side).
 
     Uses the sock_diag connection with the most samples (a retry opens a second one) and
-    the source's query-migrate polls inside that connection's lifetime. None when either
-    view has fewer than two samples or the window is shorter than ``min_window_s``.
+    the source's query-migrate polls inside that connection's lifetime. With ``steady``
+    the window ends at the first lab ``shape`` action: across a step in the link rate
+    each view's few-ms timing jitter weighs as much as the whole shaped phase. None when
+    either view has fewer than two samples or the window is shorter than ``min_window_s``.
     """
+    end = None
+    if steady:
+        shape = df[(df["event"] == ev.LAB_MARK) & (df["state"] == "shape")]
+        end = int(shape["t_ns"].min()) if len(shape) else None
+    if end is not None:
+        df = df[df["t_ns"] < end]
     sd = df[df["event"] == ev.SOCKDIAG_SAMPLE]
     q = df[
         (df["event"] == ev.QMP_QUERY_MIGRATE) & (df["side"] == ev.Side.SOURCE) & df["bytes"].notna()

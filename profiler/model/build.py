@@ -16,6 +16,8 @@ import pandas as pd
 
 from profiler import events as E
 from profiler.model import names as N
+from profiler.model import reuse
+from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
 from profiler.model.devices import Index, devices
 from profiler.model.migrations import split
@@ -89,14 +91,20 @@ def _params(glob: tuple[list, list, list], t0: int | None, end_ns: int | None) -
     return params, markers
 
 
-def _per_check(contrib: pd.DataFrame, n: int) -> list[dict[str, int]]:
-    """Per check: {device: pending bytes}, via one (checks x devices) matrix."""
-    if not len(contrib) or not n:
-        return [{} for _ in range(n)]
-    col, devs = pd.factorize(contrib["device"].to_numpy(dtype=object))  # ram first, then as seen
-    mat = np.full((n, len(devs)), -1, dtype=np.int64)
-    mat[contrib["chk"].to_numpy(dtype=np.int64), col] = contrib["bytes"].to_numpy(dtype=np.int64)
-    names = [str(d) for d in devs]
+def _per_check(chk: np.ndarray, dev: np.ndarray, val: np.ndarray, lo: int, hi: int
+               ) -> tuple[list[str], np.ndarray]:
+    """Device names and the (checks lo..hi-1 x devices) pending matrix, -1 = not reported.
+
+    ``chk``/``dev``/``val``: the contributions (sorted by check), RAM first in each check, so
+    the columns are ``ram`` then the devices in order of appearance."""
+    a, b = np.searchsorted(chk, lo, side="left"), np.searchsorted(chk, hi, side="left")
+    col, devs = pd.factorize(dev[a:b])
+    mat = np.full((hi - lo, len(devs)), -1, dtype=np.int64)
+    mat[chk[a:b] - lo, col] = val[a:b]
+    return [str(d) for d in devs], mat
+
+
+def _dicts(names: list[str], mat: np.ndarray) -> list[dict[str, int]]:
     return [{d: v for d, v in zip(names, row, strict=True) if v >= 0} for row in mat.tolist()]
 
 
@@ -122,8 +130,8 @@ class _Builder:
     """Holds the whole-table results; ``migration()`` slices and packs one migration."""
 
     def __init__(self, T: Table, spans: pd.DataFrame, eras: dict[str, Era], glob: pd.DataFrame,
-                 warn: list[str]):
-        self.T, self.warn = T, warn
+                 warn: list[str], aliases: dict[tuple[str, str], str] | None = None):
+        self.T, self.warn, self.aliases = T, warn, aliases or {}
         self.t0 = [None if pd.isna(x) else int(x) for x in spans["start_ns"].tolist()]
         streams = spans["stream"].tolist()
         self.era = [eras.get(s) or Era(min_version=None) for s in streams]
@@ -134,7 +142,7 @@ class _Builder:
         self.times = times_all(T, R, self.t0)
         self.dest = dest_outcomes(T, R)
         self.chk, contrib = find_checks(T, np.array([e.complete_le for e in self.era], dtype=bool))
-        self.per = _per_check(contrib, len(self.chk))
+        self.k_chk, self.k_dev, self.k_val = contrib
         self.pas = find_passes(T, R.setup_done, R.switch)
         self.ix = Index(T)
         c = self.chk
@@ -142,10 +150,13 @@ class _Builder:
                                                    "below", "bw", "sbw", "pass_no", "t_ns")}
         base = np.array([T.rel(x) for x in self.t0])
         t_ms = (c["t_ns"].to_numpy() - base[c["mig"].to_numpy()]) / 1e6 if len(c) else np.zeros(0)
-        self.c_lists = [_floats(t_ms), c["kind"].tolist()] + [
-            _ints(c[k].to_numpy()) for k in ("pending", "threshold", "pre", "post", "gap")] + [
-            _floats(c["bw"].to_numpy())] + [
-            c["below"].tolist(), c["pass_no"].tolist(), c["decisive"].tolist()]
+        # the columns Check objects are made of, in Check's field order (reuse compares them)
+        self.c_cols = [t_ms, c["kind"].to_numpy(dtype=object)] + [
+            c[k].to_numpy(dtype=np.float64) for k in ("pending", "threshold", "pre", "post", "gap", "bw")] + [
+            c["below"].to_numpy(dtype=bool), c["pass_no"].to_numpy(dtype=np.int64),
+            c["decisive"].to_numpy(dtype=bool)]
+        self.streams = streams
+        self.sides = spans["side"].tolist()
         self.c_lo = np.searchsorted(c["mig"].to_numpy(), np.arange(T.n_mig), side="left")
         self.c_hi = np.searchsorted(c["mig"].to_numpy(), np.arange(T.n_mig), side="right")
         p = self.pas
@@ -160,6 +171,9 @@ class _Builder:
         self.timed_first = T.first(~T.tna)
         self.timed_last = T.last(~T.tna)
         self.dest_end = T.last(R.status | (T.trace & (T.name == N.DEST_END)))
+        lost_rows = ~T.trace & (T.name == E.BPF_LOST)
+        self.lost = np.bincount(T.mig[lost_rows], weights=np.nan_to_num(T.num["count"][lost_rows]),
+                                minlength=T.n_mig).astype(np.int64) if lost_rows.any() else np.zeros(T.n_mig, np.int64)
         self.mpass = T.last(~T.trace & (T.name == E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["count"]))
 
     def _dest_states(self, dm: int, t0: int | None) -> list[StateChange]:
@@ -178,7 +192,9 @@ class _Builder:
         era = self.era[m]
         lo, hi = int(self.c_lo[m]), int(self.c_hi[m])
         c = {k: v[lo:hi] for k, v in self.c_np.items()}
-        per = self.per[lo:hi]
+        dnames, dmat = _per_check(self.k_chk, self.k_dev, self.k_val, lo, hi)
+        key = (self.sides[m], self.streams[m], t0)
+        per = reuse.objects(("per", *key, tuple(dnames)), [dmat], lambda a, b: _dicts(dnames, dmat[a:b]))
         decided = int(R.low[m]) if sm is not None else -1
         sources = dict(tm.sources)
         qmp = tm.qmp
@@ -229,7 +245,8 @@ class _Builder:
             sources["dirty_rate"] = "sync dirty_pages"
         else:
             cb = c["row"] < decided if decided >= 0 else np.ones(len(c["row"]), dtype=bool)
-            ram_p = np.array([p.get("ram", 0) for p in per], dtype=np.float64)[cb]
+            ram_p = (np.maximum(dmat[:, dnames.index("ram")], 0).astype(np.float64) if "ram" in dnames
+                     else np.zeros(len(per)))[cb]
             cr = c["row"][cb]
             wdur = float(np.nansum(wd[(w > cr[0]) & (w <= cr[-1])])) if len(cr) else 0.0
             dirty = increase_dirty_rate(ram_p, c["pass_no"][cb], c["t_ns"][cb], wdur)
@@ -240,26 +257,41 @@ class _Builder:
                 sources["dirty_rate"] = "query-migrate"
         if bw is None and isinstance(qram.get("mbps"), int | float):
             bw = float(qram["mbps"]) * 1e6 / 8
-        v = verdict(c, {i: p for i, p in enumerate(per)}, decided_row=decided, outcome=tm.outcome,
+        v = verdict(c, per, decided_row=decided, outcome=tm.outcome,
                     dirty_rate=dirty, bandwidth=bw, downtime_limit_ms=dl)
         nb = int((c["row"] < decided).sum()) if decided >= 0 else len(c["row"])
         ram = {"initial_pending_bytes": per[0].get("ram") if per else None,
                "dirty_pending_bytes": per[nb - 1].get("ram") if nb else None,
                "precopy_bytes": qram.get("precopy-bytes"), "stopcopy_bytes": qram.get("downtime-bytes")}
         devs = devices(self.ix, sm, dm, t0=t0, switch=int(R.switch[m]) if sm is not None else -1,
-                       era=era, ram=ram)
-        checks = tuple(
-            Check(t_ms=tms, kind=k, pending_bytes=p, threshold_bytes=th, pre_bytes=pr, post_bytes=po,
-                  below_threshold=bl, pass_no=pn, devices=per[i], gap_bytes=gp,
-                  bandwidth_bytes_per_ms=bwv, decisive=dc)
-            for i, (tms, k, p, th, pr, po, gp, bwv, bl, pn, dc) in enumerate(
-                zip(*(col[lo:hi] for col in self.c_lists), strict=True)))
-        passes = tuple(
-            Pass(n=int(n), t_ms=None if math.isnan(t) else (t - T.rel(t0)) / 1e6 if t0 is not None else None,
-                 dur_ms=None if math.isnan(d) else d / 1e6,
-                 dirty_pages=_nn(dp), phase=str(ph_))
-            for n, t, d, dp, ph_ in zip(p_n.tolist(), p_t.tolist(), p_d.tolist(),
-                                        p_pages.tolist(), p_phase.tolist(), strict=True))
+                       era=era, ram=ram, aliases=self.aliases, warn=self.warn, label=f"migration {index + 1}")
+        lost = self.lost[sm] if sm is not None else 0
+        lost += self.lost[dm] if dm is not None else 0
+        if lost:
+            self.warn.append(f"migration {index + 1}: BPF lost {lost} events: data-fd counts and "
+                             "device states may be incomplete")
+        qvfio = qmp.get("vfio") if isinstance(qmp.get("vfio"), dict) else {}
+        base_ms = T.rel(t0)
+
+        def make_checks(a: int, b: int) -> list[Check]:
+            cols = [x[lo + a:lo + b] for x in self.c_cols]
+            lists = [_floats(cols[0]), cols[1].tolist()] + [_ints(x) for x in cols[2:7]] + [
+                _floats(cols[7])] + [x.tolist() for x in cols[8:]]
+            return [Check(t_ms=tms, kind=k, pending_bytes=p, threshold_bytes=th, pre_bytes=pr, post_bytes=po,
+                          below_threshold=bl, pass_no=pn, devices=per[a + i], gap_bytes=gp,
+                          bandwidth_bytes_per_ms=bwv, decisive=dc)
+                    for i, (tms, k, p, th, pr, po, gp, bwv, bl, pn, dc) in enumerate(zip(*lists, strict=True))]
+
+        checks = tuple(reuse.objects(("chk", *key), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
+
+        def make_passes(a: int, b: int) -> list[Pass]:
+            return [Pass(n=int(n), t_ms=None if math.isnan(t) else (t - base_ms) / 1e6 if t0 is not None else None,
+                         dur_ms=None if math.isnan(d) else d / 1e6,
+                         dirty_pages=_nn(dp), phase=str(ph_))
+                    for n, t, d, dp, ph_ in zip(p_n[a:b].tolist(), p_t[a:b].tolist(), p_d[a:b].tolist(),
+                                                p_pages[a:b].tolist(), p_phase[a:b].tolist(), strict=True)]
+
+        passes = tuple(reuse.objects(("pass", *key), [p_n, p_t - base_ms, p_d, p_pages, p_phase], make_passes))
         transferred = _nn(qram.get("transferred"))
         if transferred is None and len(w):
             transferred = int(np.nansum(wb))
@@ -290,6 +322,7 @@ class _Builder:
             markers=tuple(markers), end_ns=tm.end_ns, dest_start_ms=dest_start, dest_end_ms=dest_end,
             switchover_ack_ms=_ms(int(T.t[ack]), t0) if ack >= 0 and not T.tna[ack] else None,
             switchover_approved_ms=approved, sources=sources,
+            vfio_transferred_bytes=_nn(qvfio.get("transferred")),
         )
 
 
@@ -311,7 +344,7 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     eras = {st: detect(g, sp.iso.get(st))
             for st, g in rows.loc[tr, ["event", "detail", "count", "stream"]].groupby("stream", sort=False)}
     T = build_table(rows, len(spans))
-    b = _Builder(T, spans, eras, glob, warn)
+    b = _Builder(T, spans, eras, glob, warn, device_aliases(meta))
     by_src = {s: d for d, s in sp.pairs.items()}
     src = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]

@@ -24,16 +24,20 @@ _EXPECT = {N.VFIO_PENDING_EST: "estimate", N.VFIO_PENDING_EXACT: "exact",
            N.VFIO_UPDATE_PENDING: "pending"}
 
 
-def checks(T: Table, complete_le: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def checks(T: Table, complete_le: np.ndarray
+           ) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(checks, contributions) of every migration, in table (= log) order.
 
     ``checks``: row, mig, k (index within its migration), t_ns (float, NaN unknown), kind,
     pending, pre, post, threshold, gap (bytes, float), below, pass_no, bw, sbw (bytes/ms),
-    decisive. ``contributions``: chk (row of ``checks``), device, bytes (int), RAM as the
-    remainder under ``ram``. ``complete_le`` per migration: v10.1+ compares with <=.
+    decisive. ``contributions``: arrays chk (row of ``checks``), device, bytes (int), RAM
+    as the remainder under ``ram``, first in each check. ``complete_le`` per migration: v10.1+ compares with <=.
     """
     at = np.flatnonzero(T.trace & _in(T.name, N.CHECK_KINDS))
-    kind = np.array([N.CHECK_KINDS[x] for x in T.name[at]], dtype=object)
+    nm = T.name[at]
+    kind = np.full(len(at), "pending", dtype=object)
+    for ev_name, k in N.CHECK_KINDS.items():
+        kind[nm == ev_name] = k
     cm = T.mig[at]
     win = np.flatnonzero(T.trace & (T.name == N.TRANSFERRED))
     if len(win):
@@ -67,11 +71,10 @@ def checks(T: Table, complete_le: np.ndarray) -> tuple[pd.DataFrame, pd.DataFram
     return out, _contributions(T, at, kind, pending)
 
 
-def _contributions(T: Table, at: np.ndarray, kind: np.ndarray, pending: np.ndarray) -> pd.DataFrame:
-    cols = ["chk", "device", "bytes"]
+def _contributions(T: Table, at: np.ndarray, kind: np.ndarray, pending: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not len(at):
-        return pd.DataFrame({"chk": np.zeros(0, np.int64), "device": np.zeros(0, object),
-                             "bytes": np.zeros(0, np.int64)})[cols]
+        return np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64)
     vf = np.flatnonzero(T.trace & _in(T.name, _EXPECT))
     vname = T.name[vf]
     init = np.nan_to_num(T.num["init_bytes"][vf])
@@ -84,15 +87,22 @@ def _contributions(T: Table, at: np.ndarray, kind: np.ndarray, pending: np.ndarr
     # a device line belongs to the next check of its migration (same pending call)
     idx = np.searchsorted(at, vf, side="left")
     c = np.minimum(idx, len(at) - 1)
-    expect = np.array([_EXPECT[v] for v in vname], dtype=object)
+    is_est, is_ex = vname == N.VFIO_PENDING_EST, vname == N.VFIO_PENDING_EXACT
+    k_est, k_ex = kind == "estimate", kind == "exact"
+    match = np.where(is_est, k_est[c], np.where(is_ex, k_ex[c], ~k_est[c] & ~k_ex[c]))
     dev = T.device[vf]
-    ok = (idx < len(at)) & (T.mig[at[c]] == T.mig[vf]) & (kind[c] == expect) & notnone(dev)
-    d = pd.DataFrame({"chk": idx[ok], "device": dev[ok], "bytes": val[ok]})
-    d = d.drop_duplicates(["chk", "device"], keep="last")
-    taken = np.bincount(d["chk"].to_numpy(dtype=np.int64), weights=d["bytes"].to_numpy(dtype=np.float64),
-                        minlength=len(at))
-    ram = pd.DataFrame({"chk": np.arange(len(at)), "device": "ram",
-                        "bytes": np.clip(np.nan_to_num(pending) - taken, 0, None)})
-    out = pd.concat([ram, d], ignore_index=True).sort_values("chk", kind="stable")
-    out["bytes"] = out["bytes"].round().astype(np.int64)
-    return out[cols].reset_index(drop=True)
+    ok = (idx < len(at)) & (T.mig[at[c]] == T.mig[vf]) & match & notnone(dev)
+    chk, dev, val = idx[ok], dev[ok], val[ok]
+    # one value per (check, device): the last line printed (numpy, not drop_duplicates)
+    code, _ = pd.factorize(dev)
+    key = chk.astype(np.int64) * (int(code.max(initial=0)) + 1) + code
+    _, last = np.unique(key[::-1], return_index=True)
+    keep = np.sort(len(key) - 1 - last)
+    chk, dev, val = chk[keep], dev[keep], val[keep]
+    taken = np.bincount(chk, weights=val, minlength=len(at))
+    ram = np.clip(np.nan_to_num(pending) - taken, 0, None)
+    # RAM first in each check, then its devices in print order (a stable merge by check)
+    all_chk = np.concatenate([np.arange(len(at)), chk])
+    order = np.argsort(all_chk, kind="stable")
+    return (all_chk[order], np.concatenate([np.full(len(at), "ram", dtype=object), dev])[order],
+            np.round(np.concatenate([ram, val])[order]).astype(np.int64))

@@ -69,6 +69,17 @@ class Device:
     idstr: str | None = None
     states: tuple[StateChange, ...] = ()
     stopcopy_thread_ms: float | None = None  # multifd stop-copy thread start..end (>=10.0)
+    # BPF on the migration data fd (source reads, destination writes); None without BPF
+    read_p50_us: float | None = None  # median data_fd read() latency
+    read_max_us: float | None = None
+    write_ms: float | None = None  # time in data_fd write() (destination)
+    write_calls: int | None = None
+    write_p50_us: float | None = None
+    write_max_us: float | None = None
+    bytes_by_phase: dict[str, int] = field(default_factory=dict)  # data-fd bytes per device state
+    side: str | None = None  # source | destination | both (None: not known)
+    aliases: tuple[str, ...] = ()  # other names joined into this one (QMP device-id, BPF fdN)
+    sources: dict[str, str] = field(default_factory=dict)  # field -> trace | bpf | qmp | trace+bpf
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,7 @@ class Migration:
     switchover_ack_ms: float | None = None  # source saw the switchover ACK (>=8.1)
     switchover_approved_ms: float | None = None  # destination approved switch-over (loadvm_approve_switchover)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
+    vfio_transferred_bytes: int | None = None  # query-migrate vfio.transferred (>=8.1)
 
 
 @dataclass(frozen=True, slots=True)

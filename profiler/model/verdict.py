@@ -9,6 +9,7 @@ downtime-limit) that would have made that check pass, and the device holding pen
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def increase_dirty_rate(ram: np.ndarray, pass_no: np.ndarray, t_ns: np.ndarray,
     return grown / dur if dur > 0 and grown > 0 else None
 
 
-def verdict(c: dict[str, np.ndarray], per: dict[int, dict[str, int]], *, decided_row: int,
+def verdict(c: dict[str, np.ndarray], per: Sequence[dict[str, int]], *, decided_row: int,
             outcome: str, dirty_rate: float | None, bandwidth: float | None,
             downtime_limit_ms: float | None) -> Verdict:
     """The plain-words verdict of one migration; ``c`` holds its checks' columns (numpy),
@@ -87,7 +88,7 @@ def verdict(c: dict[str, np.ndarray], per: dict[int, dict[str, int]], *, decided
     g = int(np.nanargmin(gaps)) if n and not np.isnan(gaps).all() else None
     focus = at if at is not None else g
     dominant = None
-    if focus is not None and per.get(focus):
+    if focus is not None and focus < len(per) and per[focus]:
         d, b = max(per[focus].items(), key=lambda kv: kv[1])
         dominant = d if b > 0 else None
     need_dl = need_bw = None

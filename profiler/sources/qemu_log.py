@@ -189,12 +189,14 @@ def _scan_variant(buf: np.ndarray, v: Variant, pos: np.ndarray, end: np.ndarray
         return None
     ok, ival, ivalid, sst, sen = NB.scan_bodies(buf, pos, end, prog.ops, prog.slot, prog.lit,
                                                 prog.litoff, prog.litlen, len(prog.ints), len(prog.strs))
-    rows = np.flatnonzero(ok)
+    rows = slice(None) if ok.all() else np.flatnonzero(ok)  # all match: no gathers
     args: dict[str, pa.Array] = {}
     for k, name in enumerate(prog.ints):
-        args[name] = pa.array(ival[rows, k], type=pa.int64(), mask=~ivalid[rows, k])
+        valid = ivalid[rows, k]
+        args[name] = pa.array(np.ascontiguousarray(ival[rows, k]), type=pa.int64(),
+                              mask=None if valid.all() else ~valid)
     for k, name in enumerate(prog.strs):
-        args[name] = _slices(buf, sst[rows, k], sen[rows, k])
+        args[name] = _slices(buf, np.ascontiguousarray(sst[rows, k]), np.ascontiguousarray(sen[rows, k]))
     return ok, args
 
 
@@ -409,7 +411,8 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
         for v in variants:
             if not len(left):
                 break
-            got = _scan_variant(buf, v, pos[left], end[left])
+            everyone = len(left) == len(rows)  # nothing matched yet: no gathers
+            got = _scan_variant(buf, v, pos if everyone else pos[left], end if everyone else end[left])
             if got is None:  # a grammar only the regex reads
                 hits, rest = [], []
                 for j in left:
@@ -425,7 +428,8 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
                 continue
             ok, args = got
             if ok.any():
-                cols.put(kidx_of[rows[left[ok]]], fill_columns(name, args))
+                hit = rows[left[ok]]
+                cols.put(hit if k == n else kidx_of[hit], fill_columns(name, args))
                 left = left[~ok]
         if len(left):
             # the scanner takes the first place a string's next literal matches; a name

@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from profiler.model.results import Migration
-from tui.fmt import fmt_axis_time, fmt_bytes, fmt_bytes_axis
+from tui.fmt import fmt_axis_time, fmt_bytes, fmt_bytes_axis, short_name
 from tui.view import check_x, cursor_ms, last_check
 from tui.widgets.base import Panel, Shown
 from tui.widgets.braille import Canvas
@@ -57,7 +57,7 @@ def legend(mig: Migration | None, log_scale: bool) -> Text:
     order = device_names(mig)
     for name in order:
         if name in c.devices:
-            t.append(f"  ━ {name} ", device_style(name, order))
+            t.append(f"  ━ {short_name(name)} ", device_style(name, order))
             t.append(fmt_bytes(c.devices[name]), device_style(name, order))
     t.append("   [log]" if log_scale else "   [lin]", "dim")
     return t

@@ -6,7 +6,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from profiler.model.results import Device, Migration
-from tui.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_rate
+from tui.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, short_name
 from tui.view import View, elapsed_ms
 from tui.widgets.base import Shown
 
@@ -26,7 +26,10 @@ def device_rate(dev: Device, mig: Migration, view: View) -> float | None:
 
 
 def device_row(dev: Device, mig: Migration, view: View) -> tuple[str, ...]:
-    state = dev.states[-1].state if dev.states else "-"
+    # the newest state by time, in one spelling (QMP "stop-copy", traces "STOP_COPY")
+    timed = [st for st in dev.states if st.t_ms is not None]
+    last = max(timed, key=lambda st: st.t_ms) if timed else (dev.states[-1] if dev.states else None)
+    state = last.state.upper().replace("-", "_") if last is not None else "-"
     if dev.stopcopy_bytes is not None:
         stop = fmt_bytes(dev.stopcopy_bytes)
     elif dev.stopcopy_size_bytes is not None:
@@ -39,7 +42,7 @@ def device_row(dev: Device, mig: Migration, view: View) -> tuple[str, ...]:
     else:
         down = "-"
     lat = fmt_ms(dev.read_ms / dev.read_calls) if dev.read_ms is not None and dev.read_calls else "-"
-    return (dev.name, dev.kind, state, fmt_bytes(dev.precopy_bytes),
+    return (short_name(dev.name, 20), dev.kind, state, fmt_bytes(dev.precopy_bytes),
             fmt_bytes(dev.initial_pending_bytes), fmt_bytes(dev.dirty_pending_bytes),
             fmt_rate(device_rate(dev, mig, view)), stop, down, lat)
 

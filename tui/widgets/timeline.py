@@ -6,6 +6,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from profiler.model.results import Migration, StateChange
+from tui.fmt import short_name
 from tui.view import cursor_ms
 from tui.widgets.base import Panel, Shown
 
@@ -16,6 +17,11 @@ STATE_STYLE = {"RUNNING": "black on green", "PRE_COPY": "black on yellow",
                "PRE_COPY_P2P": "black on dark_orange", "RUNNING_P2P": "black on bright_green",
                "STOP_COPY": "white on red", "STOP": "white on grey35", "RESUMING": "white on blue",
                "ERROR": "white on dark_red"}
+
+
+def _norm(state: str) -> str:
+    """QMP says ``pre-copy``, traces ``PRE_COPY``: one spelling."""
+    return state.upper().replace("-", "_")
 
 
 def timeline_height(mig: Migration | None) -> int:
@@ -71,13 +77,25 @@ def phase_segments(mig: Migration, end_ms: float) -> list[tuple[float, float, st
 def state_segments(states: tuple[StateChange, ...], end_ms: float) -> list[tuple[float, float, str, str]]:
     known = [s for s in states if s.t_ms is not None and s.side == "source"] or \
         [s for s in states if s.t_ms is not None]
+    # the same change reported twice (trace request and confirmation, QMP event) is one
+    # segment: keep the first report of each run of equal states
+    merged: list[StateChange] = []
+    for s in sorted(known, key=lambda s: s.t_ms):
+        if merged and _norm(merged[-1].state) == _norm(s.state):
+            if s.confirmed and not merged[-1].confirmed:
+                merged[-1] = StateChange(merged[-1].t_ms, merged[-1].state, merged[-1].side, True,
+                                         merged[-1].origin)
+            continue
+        merged.append(s)
+    known = merged
     segs = []
     for a, b in zip(known, known[1:] + [None], strict=False):
         stop = b.t_ms if b is not None else end_ms
-        style = STATE_STYLE.get(a.state, "black on white")
+        # QMP VFIO_MIGRATION says "pre-copy", traces say "PRE_COPY": one colour for both
+        style = STATE_STYLE.get(_norm(a.state), "black on white")
         if not a.confirmed:
             style += " italic"
-        segs.append((a.t_ms, max(stop, a.t_ms), a.state, style))
+        segs.append((a.t_ms, max(stop, a.t_ms), _norm(a.state), style))
     return segs
 
 
@@ -96,7 +114,8 @@ def render_timeline(shown: Shown, width: int) -> RenderableType:
     x_max = max(full.total_ms or 0.0, end, 1.0) if shown.view.mode == "replay" and full else max(end, 1.0)
     rows = [_segments_row("phase", phase_segments(mig, end), x_max, bar_w)]
     for dev in [d for d in mig.devices if d.states][:4]:
-        rows.append(_segments_row(dev.name, state_segments(dev.states, end), x_max, bar_w))
+        rows.append(_segments_row(short_name(dev.name, LABEL_W - 1), state_segments(dev.states, end),
+                                  x_max, bar_w))
     return Group(*rows)
 
 

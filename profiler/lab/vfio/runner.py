@@ -32,6 +32,7 @@ from profiler.lab.vfio.scenarios import MTTY_TYPE, Scenario, select
 log = logging.getLogger("migprof.vfio.runner")
 
 GUEST_RAM_MB = 64
+DIRTY_START = 0x200000  # first page the guest dirties (guest.dirty_guest's default)
 BASE_PORT = 4410
 FINAL_STATES = {"completed", "failed", "cancelled"}
 
@@ -141,6 +142,22 @@ class BpfRecorder:
                 "load_s": self.load_s, "health": health}
 
 
+async def _wait_guest_dirtying(src: Qemu, rows: RowLog, timeout: float = 120.0) -> float:
+    """Wait until the guest's loop runs (its first page changes): SeaBIOS alone takes
+    seconds under nested TCG, and a migration started before would see no dirtying."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        out = await src.execute("human-monitor-command",
+                                {"command-line": f"xp /1wx {DIRTY_START:#x}"})
+        if int(out.split(":")[1].split()[0], 16) > 0:
+            waited = round(time.monotonic() - t0, 2)
+            rows.add("source", ev.LAB_MARK, origin=ev.Origin.LAB, state="guest-running",
+                     dur_ns=int(waited * 1e9))
+            return waited
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the L2 guest did not start dirtying memory within {timeout:.0f}s")
+
+
 async def _query_alive(q: Qemu) -> dict[str, Any] | None:
     """query-migrate, or None once that QEMU has gone (a destination exits when loading fails)."""
     if q.proc is None or q.proc.returncode is not None:
@@ -196,7 +213,8 @@ async def run_scenario(sc: Scenario, rd: Path, qemu: str, uuids: tuple[str, str]
             await q.set_caps(caps)
             await q.set_params(params)
         await dst.execute("migrate-incoming", {"uri": uri})
-        # let the guest run and dirty its range before the migration starts
+        info["guest_boot_s"] = await _wait_guest_dirtying(src, rows)
+        # let it sweep its range a few times before the migration starts
         await asyncio.sleep(0.5)
         rows.add("source", ev.LAB_MARK, origin=ev.Origin.LAB, state="migrate",
                  detail=json.dumps({"uri": uri}))
