@@ -37,7 +37,9 @@ SIZE = (120, 40)
 def pick_run(argv: list[str]) -> Path:
     if argv:
         return Path(argv[0])
-    runs = sorted(p for p in (ROOT / "tests" / "data" / "real").iterdir() if (p / "run.json").exists())
+    runs = sorted(
+        p for p in (ROOT / "tests" / "data" / "real").iterdir() if (p / "run.json").exists()
+    )
     for word in ("downtime-raise", "never", "converges"):
         for r in runs:
             if word in r.name:
@@ -118,15 +120,17 @@ class BenchSource(Source):
 
 
 async def bench_apply(big: pd.DataFrame, extra: pd.DataFrame, n: int) -> dict[str, list[float]]:
-    batches = [extra.iloc[i * BATCH:(i + 1) * BATCH].reset_index(drop=True) for i in range(n)]
+    batches = [extra.iloc[i * BATCH : (i + 1) * BATCH].reset_index(drop=True) for i in range(n)]
     src = BenchSource(big, batches)
     feed = LiveFeed(src, title="bench")
     app = TimedApp(feed)
     e2e, ui = [], []
     async with app.run_test(size=SIZE) as pilot:
+
         async def wait_applied(k: int) -> None:
             while not app.applies or app.applies[-1][2] < k:
                 await pilot.pause(0.005)
+
         await wait_applied(len(big))
         await pilot.pause(0.3)
         for i in range(n):
@@ -154,12 +158,17 @@ async def bench_replay(big: pd.DataFrame, seconds: float) -> dict[str, list[floa
         n0 = len(app.applies)
         await pilot.press("space")
         await pilot.pause(seconds)
-        applies = app.applies[n0 + 1:]
+        applies = app.applies[n0 + 1 :]
         frames = [s for t, s in app.frames if applies and t >= applies[0][0]]
         await pilot.press("q")
     starts = [a[0] for a in applies]
-    return {"interval": list(np.diff(starts)), "ui": [a[1] for a in applies], "frame": frames,
-            "updates": [len(applies)], "applied": [applies[-1][2] if applies else 0]}
+    return {
+        "interval": list(np.diff(starts)),
+        "ui": [a[1] for a in applies],
+        "frame": frames,
+        "updates": [len(applies)],
+        "applied": [applies[-1][2] if applies else 0],
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -179,24 +188,34 @@ def main(argv: list[str]) -> int:
 
     r = asyncio.run(bench_apply(big, extra, 5))
     med_e2e, med_ui = statistics.median(r["e2e"]), statistics.median(r["ui"])
-    print(f"apply     batch of {BATCH:,} new events + refresh, end to end: median {med_e2e * 1000:8.1f} ms "
-          f"= {med_e2e / base:.2f}x baseline (includes up to 100 ms of update pacing)")
-    print(f"          UI thread part (apply view + redraw): median {med_ui * 1000:6.1f} ms "
-          f"= {med_ui / base:.3f}x baseline")
+    print(
+        f"apply     batch of {BATCH:,} new events + refresh, end to end: median {med_e2e * 1000:8.1f} ms "
+        f"= {med_e2e / base:.2f}x baseline (includes up to 100 ms of update pacing)"
+    )
+    print(
+        f"          UI thread part (apply view + redraw): median {med_ui * 1000:6.1f} ms "
+        f"= {med_ui / base:.3f}x baseline"
+    )
 
     # 100k events of back-to-back real runs span minutes, so 100x plays for seconds
     for label, frame in (("100k events", big),):
         rr = asyncio.run(bench_replay(frame, 6.0))
         iv, fr, ui = rr["interval"], rr["frame"], rr["ui"]
-        print(f"replay    100x over {label} ({len(frame):,} events): {rr['updates'][0]} updates in 6 s, "
-              f"{rr['applied'][0]:,} events reached")
+        print(
+            f"replay    100x over {label} ({len(frame):,} events): {rr['updates'][0]} updates in 6 s, "
+            f"{rr['applied'][0]:,} events reached"
+        )
         if iv:
-            print(f"          update interval p50 {pct(iv, 50) * 1000:.0f} ms p95 {pct(iv, 95) * 1000:.0f} ms "
-                  f"max {max(iv) * 1000:.0f} ms (target 100 ms)")
+            print(
+                f"          update interval p50 {pct(iv, 50) * 1000:.0f} ms p95 {pct(iv, 95) * 1000:.0f} ms "
+                f"max {max(iv) * 1000:.0f} ms (target 100 ms)"
+            )
         if fr:
-            print(f"          UI frame (apply+redraw) p50 {pct(ui, 50) * 1000 + pct(fr, 50) * 1000:.1f} ms "
-                  f"p95 {pct(ui, 95) * 1000 + pct(fr, 95) * 1000:.1f} ms, redraw max {max(fr) * 1000:.1f} ms; "
-                  f"p95 frame = {(pct(ui, 95) + pct(fr, 95)) / base:.3f}x baseline")
+            print(
+                f"          UI frame (apply+redraw) p50 {pct(ui, 50) * 1000 + pct(fr, 50) * 1000:.1f} ms "
+                f"p95 {pct(ui, 95) * 1000 + pct(fr, 95) * 1000:.1f} ms, redraw max {max(fr) * 1000:.1f} ms; "
+                f"p95 frame = {(pct(ui, 95) + pct(fr, 95)) / base:.3f}x baseline"
+            )
     return 0
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from profiler import events
 from profiler.errors import InputError
@@ -230,45 +229,20 @@ def _load_one(path: str, side: str | None, out: Loaded) -> list[pd.DataFrame]:
     return [_load_log(path, side, out)]
 
 
-def _take_strings(arr: pd.api.extensions.ExtensionArray, order: np.ndarray) -> object:
-    """Reorder an Arrow-backed string column with a compiled gather (pyarrow's take of
-    large strings is several times slower)."""
-    from profiler.sources import _nbscan as NB
-
-    chunked = arr._pa_array if hasattr(arr, "_pa_array") else pa.chunked_array([pa.array(arr)])
-    col = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
-    if col.type != pa.large_string():
-        col = col.cast(pa.large_string())
-    if col.null_count:  # nulls: let Arrow do it
-        return pd.arrays.ArrowStringArray(col.take(pa.array(order)))
-    _, offs_buf, data_buf = col.buffers()
-    offs = np.frombuffer(offs_buf, np.int64)[col.offset: col.offset + len(col) + 1]
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    new_offs, new_data = NB.take_spans(data, offs, order.astype(np.int64))
-    return pd.arrays.ArrowStringArray(pa.Array.from_buffers(
-        pa.large_string(), len(order), [None, pa.py_buffer(new_offs), pa.py_buffer(new_data)]))
-
-
 def sort_timeline(df: pd.DataFrame) -> pd.DataFrame:
-    """The order of ``events.sort_timeline`` (t_ns where known, NA last, stable in seq),
-    computed with numpy and applied without copying when the rows are already in order."""
-    if df["t_ns"].isna().all():
+    """``events.sort_timeline``, skipping the full reorder (a copy of every column) when
+    the rows are already in timeline order, as a single log's rows usually are."""
+    t = df["t_ns"]
+    if t.isna().all():
         return df.reset_index(drop=True)
-    t = df["t_ns"].array
-    key = np.where(np.asarray(t.isna()), np.iinfo(np.int64).max, np.asarray(t.fillna(0), np.int64))
-    seq = df["seq"].array
-    seqk = np.where(np.asarray(seq.isna()), np.iinfo(np.int64).max, np.asarray(seq.fillna(0), np.int64))
-    order = np.lexsort((seqk, key))  # stable: equal keys keep input order
-    if (order == np.arange(len(order))).all():
-        return df.reset_index(drop=True)
-    cols = {}
-    for c in df.columns:
-        s = df[c]
-        if events.COLUMNS.get(c) == "string" and hasattr(s.array, "_pa_array"):
-            cols[c] = _take_strings(s.array, order)
-        else:
-            cols[c] = s.array.take(order)
-    return pd.DataFrame(cols, copy=False)
+    seq = df["seq"]
+    if not t.hasnans and not seq.hasnans and t.is_monotonic_increasing:
+        tv = t.to_numpy(np.int64)
+        sv = seq.to_numpy(np.int64)
+        ties = tv[1:] == tv[:-1]
+        if not ties.any() or (sv[1:][ties] >= sv[:-1][ties]).all():
+            return df.reset_index(drop=True)
+    return events.sort_timeline(df)
 
 
 def load(paths: list[str], sides: list[str] | None = None) -> Loaded:

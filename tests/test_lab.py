@@ -440,7 +440,14 @@ def _wait_running(p: subprocess.Popen, out: Path, timeout: float = 30) -> str:
         if p.poll() is not None:
             raise AssertionError(f"lab exited early: {p.stderr.read().decode()}")
         ev_file = out / "events.jsonl"
-        if ev_file.exists() and b'"migrate"' in ev_file.read_bytes() and len(_lab_qemus(tag)) == 2:
+        data = ev_file.read_bytes() if ev_file.exists() else b""
+        # pre-copy is under way: a query-migrate reply with counters has been recorded
+        if (
+            b'"qmp_query_migrate"' in data
+            and b'"state": "active"' in data
+            and len(_lab_qemus(tag)) == 2
+        ):
+            time.sleep(0.3)  # a poll or two more, so 'active' has its counters
             return tag
         time.sleep(0.1)
     raise AssertionError("lab did not start migrating")

@@ -152,3 +152,15 @@ def test_frame_types_survive_concat_with_other_sources() -> None:
     events.validate(df)
     assert isinstance(df["event"].dtype, pd.CategoricalDtype)
     assert df["event"].isin(["qmp_migration", "migrate_set_state"]).any()
+
+
+@pytest.mark.parametrize("run", ["7.2-cancel-retry", "10.0-downtime-raise", "10.0-no-timestamps"])
+def test_timeline_order_is_events_sort_timeline(run: str) -> None:
+    from profiler.pipeline import sort_timeline
+    from profiler.sources.qemu_log import read_log
+
+    d = REAL / run
+    src = read_log(d / "source.log").frame
+    dst = read_log(d / "destination.log").frame
+    for frame in (src, dst, events.concat([src, dst]), events.concat([dst, src])):
+        pd.testing.assert_frame_equal(sort_timeline(frame), events.sort_timeline(frame))

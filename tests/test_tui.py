@@ -33,7 +33,11 @@ SIZE = (80, 24)
 
 def real_run(*prefer: str) -> Path:
     """A lab run directory from tests/data/real, the first whose name contains a preferred word."""
-    runs = sorted(d for d in REAL.iterdir() if d.is_dir() and (d / "run.json").exists()) if REAL.is_dir() else []
+    runs = (
+        sorted(d for d in REAL.iterdir() if d.is_dir() and (d / "run.json").exists())
+        if REAL.is_dir()
+        else []
+    )
     assert runs, f"no real lab run in {REAL}: the lab (issue 3) records them there"
     for word in prefer:
         for d in runs:
@@ -53,13 +57,24 @@ def input_paths(loaded: pipeline.Loaded) -> tuple[str, ...]:
 
 def report_of(loaded: pipeline.Loaded):
     """The model over the whole input, as ``migprof report`` builds it."""
-    return build_report(loaded.events, inputs=input_paths(loaded), malformed=loaded.malformed,
-                        skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
+    return build_report(
+        loaded.events,
+        inputs=input_paths(loaded),
+        malformed=loaded.malformed,
+        skipped=loaded.skipped,
+        warnings=tuple(loaded.warnings),
+        meta=loaded.meta,
+    )
 
 
 def make_replay(loaded: pipeline.Loaded, **kw) -> MigprofApp:
-    build = default_build(inputs=input_paths(loaded), malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
+    build = default_build(
+        inputs=input_paths(loaded),
+        malformed=loaded.malformed,
+        skipped=loaded.skipped,
+        warnings=tuple(loaded.warnings),
+        meta=loaded.meta,
+    )
     kw.setdefault("playing", False)
     return MigprofApp(ReplayFeed(loaded.events, build=build, **kw))
 
@@ -89,6 +104,11 @@ async def until(pilot, cond: Callable[[], bool], timeout: float = 20.0, what: st
 
 def shown_mig(app: MigprofApp):
     return app.view.migration(app.selected)
+
+
+def header_text(app: MigprofApp) -> str:
+    """The two header lines as plain text."""
+    return "".join(t.plain for t in app.screen.query_one("#header").render().renderables)
 
 
 def n_checks(app: MigprofApp) -> int:
@@ -122,8 +142,7 @@ async def test_replay_at_end_shows_the_models_values(converging):
             assert names[-1] == f"+{others} other"
         for i, d in enumerate(main):
             assert table.get_row_at(i)[3] == fmt_bytes(d.precopy_bytes)
-        header = app.screen.query_one("#header").render()
-        assert "COMPLETED" in "".join(t.plain for t in header.renderables)
+        assert "COMPLETED" in header_text(app)
 
 
 @run_async
@@ -181,11 +200,17 @@ async def test_jump_to_a_time_and_click_the_seek_bar(converging):
         await until(pilot, lambda: isinstance(app.screen, JumpScreen), what="the jump prompt")
         await pilot.press(*f"{target}ms")
         await pilot.press("enter")
-        await until(pilot, lambda: shown_mig(app) is not None
-                    and abs(cursor_ms(app.view, shown_mig(app)) - target) < 0.001,
-                    what=f"jump to {target} ms")
+        await until(
+            pilot,
+            lambda: (
+                shown_mig(app) is not None
+                and abs(cursor_ms(app.view, shown_mig(app)) - target) < 0.001
+            ),
+            what=f"jump to {target} ms",
+        )
         # a click at the start of the seek bar's track goes back to the beginning
         from tui.widgets.seekbar import PREFIX_W
+
         await pilot.click("#seek", offset=(PREFIX_W, 0))
         await until(pilot, lambda: app.view.applied <= 1, what="seek to start")
         # a bad time is a notice, not a crash
@@ -207,7 +232,9 @@ async def test_log_scale_filter_help_and_palette(converging):
         await pilot.press("slash")
         await pilot.press(*"pending")
         await until(pilot, lambda: app.view.log_filter == "pending", what="filter")
-        assert app.view.log_rows and all("pending" in (r.event + r.text).lower() for r in app.view.log_rows)
+        assert app.view.log_rows and all(
+            "pending" in (r.event + r.text).lower() for r in app.view.log_rows
+        )
         assert 0 < app.view.log_matches < app.view.applied
         await pilot.press("escape")
         await pilot.press("question_mark")
@@ -243,8 +270,11 @@ async def test_input_without_timestamps_gets_a_notice_and_still_steps():
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.view is not None)
         assert not app.view.timed
-        await until(pilot, lambda: any("no timestamp" in n.message for n in app._notifications),
-                    what="the no-timestamps notice")
+        await until(
+            pilot,
+            lambda: any("no timestamp" in n.message for n in app._notifications),
+            what="the no-timestamps notice",
+        )
         await pilot.press("space")  # plays by event order
         await until(pilot, lambda: app.view.applied > 0, what="playback by event order")
         await pilot.press("space", "home")
@@ -279,7 +309,7 @@ class FakeDyingSource(Source):
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
         step = max(len(self.frame) // (self.good + 1), 1)
         for i in range(self.good):
-            yield self.frame.iloc[i * step:(i + 1) * step].reset_index(drop=True)
+            yield self.frame.iloc[i * step : (i + 1) * step].reset_index(drop=True)
             stop.wait(0.05)
         raise ConnectionResetError("QMP socket closed by peer")
 
@@ -300,7 +330,7 @@ async def test_live_recording_source_fills_the_model_and_records(converging, tmp
         assert sum(len(b) for b in recorded) == len(converging.events)
         # the feed posts at most 10 updates a second (+2: the first and the final one)
         assert 1 < app.updates <= app.feed.posted <= 10 * elapsed + 2
-        header = "".join(t.plain for t in app.screen.query_one("#header").render().renderables)
+        header = header_text(app)
         assert "LIVE: ENDED" in header
         await pilot.press("q")
     assert app.return_code == 0
@@ -316,7 +346,7 @@ async def test_live_source_dying_mid_run_keeps_the_screen(converging):
         assert "ConnectionResetError" in app.source_failed
         assert src.entered and src.exited  # detached in the worker, also on error
         assert app.view.applied > 0  # what arrived before the crash is kept
-        header = "".join(t.plain for t in app.screen.query_one("#header").render().renderables)
+        header = header_text(app)
         assert "SOURCE FAILED" in header
         assert app.is_running
         await pilot.press("q")
@@ -324,8 +354,15 @@ async def test_live_source_dying_mid_run_keeps_the_screen(converging):
 
 
 def _summary(rep):
-    return [(m.outcome, m.start_ns, m.total_ms, [(c.t_ms, c.pending_bytes, c.threshold_bytes)
-                                                 for c in m.checks]) for m in rep.migrations]
+    return [
+        (
+            m.outcome,
+            m.start_ns,
+            m.total_ms,
+            [(c.t_ms, c.pending_bytes, c.threshold_bytes) for c in m.checks],
+        )
+        for m in rep.migrations
+    ]
 
 
 def test_tail_model_matches_a_full_rebuild_across_migrations():
@@ -360,11 +397,10 @@ async def test_several_migrations_can_be_selected():
         n = len(app.view.report.migrations)
         assert n >= 2
         assert shown_mig(app).index == n - 1  # follows the latest
-        header = lambda: "".join(t.plain for t in app.screen.query_one("#header").render().renderables)  # noqa: E731
-        assert f"mig {n}/{n} (latest)" in header()
+        assert f"mig {n}/{n} (latest)" in header_text(app)
         await pilot.press("m")
         assert app.selected == 0 and shown_mig(app).index == 0
-        assert shown_mig(app).outcome == "cancelled" and "CANCELLED" in header()
+        assert shown_mig(app).outcome == "cancelled" and "CANCELLED" in header_text(app)
         await pilot.press("M")
         assert app.selected is None and shown_mig(app).index == n - 1
 
@@ -382,10 +418,13 @@ async def test_a_recording_replays_like_the_run_it_was_made_from(converging, tmp
         assert got.outcome == want.outcome
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--speed", "0"], "--speed"),
-    (["--at", "soon"], "--at"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--speed", "0"], "--speed"),
+        (["--at", "soon"], "--at"),
+    ],
+)
 def test_replay_rejects_bad_options_in_one_line(args, msg, capsys):
     from profiler.cli import main
 
@@ -423,7 +462,9 @@ async def test_live_space_freezes_the_display(converging, tmp_path):
     path = write_recording(tmp_path / "run.mpr", converging.events)
     app = MigprofApp(LiveFeed(RecordingSource(path, speed=0.5), title="freeze"))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.view is not None and app.view.applied > 0, what="first events")
+        await until(
+            pilot, lambda: app.view is not None and app.view.applied > 0, what="first events"
+        )
         await pilot.press("space")
         await until(pilot, lambda: not app.view.playing, what="frozen")
         held = app.view.applied

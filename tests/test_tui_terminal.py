@@ -28,12 +28,24 @@ class Tmux:
         self.sock = f"migprof-test-{name}-{os.getpid()}"
 
     def __call__(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.sock, *args], check=True, capture_output=True,
-                              text=True, timeout=20).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.sock, *args], check=True, capture_output=True, text=True, timeout=20
+        ).stdout
 
     def start(self, command: str) -> None:
-        self("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", "-e", "TERM=xterm-256color",
-             command)
+        self(
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-e",
+            "TERM=xterm-256color",
+            command,
+        )
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "t")
@@ -61,8 +73,10 @@ def tmux(request):
 
 def _command(run: Path, extra: str, pidfile: Path) -> str:
     # the shell stays after migprof exits so the test can read the exit code and tty state
-    return (f"cd {ROOT} && sh -c 'echo $$ > {pidfile}; exec {MIGPROF} replay {run} {extra}'; "
-            "echo MIGPROF_EXIT=$?; stty -a | grep -o -- '-\\?icanon' | sed 's/^/TTY=/'; sleep 60")
+    return (
+        f"cd {ROOT} && sh -c 'echo $$ > {pidfile}; exec {MIGPROF} replay {run} {extra}'; "
+        "echo MIGPROF_EXIT=$?; stty -a | grep -o -- '-\\?icanon' | sed 's/^/TTY=/'; sleep 60"
+    )
 
 
 def test_replay_screen_shows_the_models_threshold_and_pending(tmux, tmp_path):

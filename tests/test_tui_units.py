@@ -11,10 +11,19 @@ from tui.fmt import fmt_bytes, fmt_bytes_axis, fmt_ms, parse_time
 from tui.widgets.braille import Canvas
 
 
-@pytest.mark.parametrize("n,text", [
-    (None, "-"), (0, "0 B"), (1023, "1023 B"), (1024, "1.00 KiB"), (12_345_678, "11.8 MiB"),
-    (3 << 30, "3.00 GiB"), (150 << 20, "150 MiB"), (-(2 << 20), "-2.00 MiB"),
-])
+@pytest.mark.parametrize(
+    "n,text",
+    [
+        (None, "-"),
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.00 KiB"),
+        (12_345_678, "11.8 MiB"),
+        (3 << 30, "3.00 GiB"),
+        (150 << 20, "150 MiB"),
+        (-(2 << 20), "-2.00 MiB"),
+    ],
+)
 def test_fmt_bytes(n, text):
     assert fmt_bytes(n) == text
 
@@ -24,14 +33,24 @@ def test_fmt_bytes_axis_drops_trailing_zeros():
     assert fmt_bytes_axis(1.5 * (1 << 30)) == "1.5 GiB"
 
 
-@pytest.mark.parametrize("ms,text", [(None, "-"), (0.25, "250 µs"), (42.04, "42.0 ms"),
-                                     (320, "320 ms"), (3210, "3.21 s"), (125_000, "2m05s")])
+@pytest.mark.parametrize(
+    "ms,text",
+    [
+        (None, "-"),
+        (0.25, "250 µs"),
+        (42.04, "42.0 ms"),
+        (320, "320 ms"),
+        (3210, "3.21 s"),
+        (125_000, "2m05s"),
+    ],
+)
 def test_fmt_ms(ms, text):
     assert fmt_ms(ms) == text
 
 
-@pytest.mark.parametrize("text,ms", [("1.5", 1500), ("1.5s", 1500), ("250ms", 250),
-                                     ("1m30s", 90_000), (" 2 ", 2000)])
+@pytest.mark.parametrize(
+    "text,ms", [("1.5", 1500), ("1.5s", 1500), ("250ms", 250), ("1m30s", 90_000), (" 2 ", 2000)]
+)
 def test_parse_time(text, ms):
     assert parse_time(text) == pytest.approx(ms)
 
@@ -77,12 +96,30 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def test_event_index_filters_with_and_and_exclusion():
     idx = EventIndex()
-    idx.append(_frame([
-        {"t_ns": 1_000_000_000, "event": "migrate_pending_estimate", "side": "source", "raw": "a"},
-        {"t_ns": 1_100_000_000, "event": "vfio_state_pending_exact", "device": "0000:00:03.0",
-         "side": "source"},
-        {"t_ns": 1_200_000_000, "event": "migrate_set_state", "state": "active", "side": "destination"},
-    ]))
+    idx.append(
+        _frame(
+            [
+                {
+                    "t_ns": 1_000_000_000,
+                    "event": "migrate_pending_estimate",
+                    "side": "source",
+                    "raw": "a",
+                },
+                {
+                    "t_ns": 1_100_000_000,
+                    "event": "vfio_state_pending_exact",
+                    "device": "0000:00:03.0",
+                    "side": "source",
+                },
+                {
+                    "t_ns": 1_200_000_000,
+                    "event": "migrate_set_state",
+                    "state": "active",
+                    "side": "destination",
+                },
+            ]
+        )
+    )
     rows, n = idx.rows(3)
     assert n == 3 and [r.event for r in rows][-1] == "migrate_set_state"
     assert rows[0].t.strip() == "0.000" and rows[1].t.strip() == "0.100"
@@ -90,7 +127,9 @@ def test_event_index_filters_with_and_and_exclusion():
     rows, n = idx.rows(3)
     assert n == 1 and rows[0].event == "migrate_pending_estimate"
     # the filter keeps applying to events that arrive later
-    idx.append(_frame([{"t_ns": 1_300_000_000, "event": "migrate_pending_exact", "side": "source"}]))
+    idx.append(
+        _frame([{"t_ns": 1_300_000_000, "event": "migrate_pending_exact", "side": "source"}])
+    )
     rows, n = idx.rows(4)
     assert n == 2 and rows[-1].event == "migrate_pending_exact"
     # a prefix (the replay cursor) only sees what came before it
@@ -101,9 +140,14 @@ def test_event_index_filters_with_and_and_exclusion():
 
 
 def test_health_items_flag_failures_and_lost_events():
-    items = health_items({"source": "merged", "failed": {"bpf": "ring buffer gone"},
-                          "bpf": {"source": "bpf", "lost": 7, "events": 100},
-                          "qmp": {"source": "qmp", "polls": 12}})
+    items = health_items(
+        {
+            "source": "merged",
+            "failed": {"bpf": "ring buffer gone"},
+            "bpf": {"source": "bpf", "lost": 7, "events": 100},
+            "qmp": {"source": "qmp", "polls": 12},
+        }
+    )
     by = {i.label: i for i in items}
     assert by["sources active"].value.startswith("1/2")
     assert by["bpf failed"].level == "error"

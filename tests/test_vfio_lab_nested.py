@@ -91,3 +91,27 @@ def test_kprobe_path_exercised_in_l1(vfio_runs: Path) -> None:
     info, rows = vc.bpf(vfio_runs / "converges")
     assert info["path"] == "kprobe"
     assert any(r["event"] == "bpf_data_read" for r in rows)
+
+
+def test_module_that_will_not_load_names_the_step(tmp_path: Path, vfio_runs: Path) -> None:
+    """Real L1, a module modprobe cannot load: one line naming the step, L1 gone.
+
+    Runs after the scenarios (it asks for ``vfio_runs``) so the image is built once.
+    """
+    from profiler.errors import SetupError
+    from profiler.lab.vfio import image, l1
+
+    img = image.find_image()
+    assert img is not None, "the session fixture built the image"
+    results = tmp_path / "results"
+    with pytest.raises(SetupError, match=r"L1 failed modules: modprobe mtty_not_here: .*not found"):
+        l1.run_job(img, results, ["converges"], modules=["vfio", "mtty_not_here"])
+    leftover = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and str(results) in (p / "cmdline").read_bytes().decode(errors="replace"):
+                leftover.append(p.name)
+        except OSError:  # exited while we looked
+            pass
+    assert leftover == [], "the L1 QEMU is still running"
+    assert (results / "dmesg.txt").exists()

@@ -29,11 +29,14 @@ from profiler.lab.vfio.scenarios import (
 COMPLETED = [n for n, s in SCENARIOS.items() if s.expect_outcome == "completed"]
 WITH_BPF = [n for n, s in SCENARIOS.items() if s.bpf_path and s.expect_outcome == "completed"]
 TRACE_LINE = re.compile(r"^(\d+)@(\d+)\.(\d{6}):(\w+) ?(.*)$")
-# QEMU's downtime is bracketed by trace events: the model must get it to the ms.
-DOWNTIME_TOLERANCE_MS = 5
-# QEMU starts its total-time clock in qmp_migrate, before the first trace event
-# (migrate_set_state setup); under nested TCG that gap is 10-80 ms of a 2-6 s run.
-TOTAL_TIME_TOLERANCE = 0.02
+# Time tolerances, nested TCG on a shared 2-core host: QEMU reads its clock and the
+# trace line's gettimeofday() a few instructions apart, but L1's vCPUs are preempted by
+# the host for tens of ms at a time, and L1's clock keeps running meanwhile. A quiet
+# capture matched query-migrate to 1 ms; under load the gap reached 20 ms (downtime) and
+# 107 ms of 4.3 s (total-time, whose clock also starts in qmp_migrate, before the first
+# trace event). Counters (dirty syncs, bytes) are exact whatever the load.
+DOWNTIME_TOL = {"abs": 30, "rel": 0.05}
+TOTAL_TIME_TOL = {"abs": 30, "rel": 0.03}
 
 
 def trace(path: Path) -> list[tuple[str, str]]:
@@ -164,8 +167,8 @@ def check_model(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mig = report(run, capsys)["migrations"][-1]
     assert mig["outcome"] == q["status"]
     assert mig["dirty_syncs"] == q["ram"]["dirty-sync-count"]
-    assert mig["downtime_ms"] == pytest.approx(q["downtime"], abs=DOWNTIME_TOLERANCE_MS)
-    assert mig["total_ms"] == pytest.approx(q["total-time"], rel=TOTAL_TIME_TOLERANCE)
+    assert mig["downtime_ms"] == pytest.approx(q["downtime"], **DOWNTIME_TOL)
+    assert mig["total_ms"] == pytest.approx(q["total-time"], **TOTAL_TIME_TOL)
     mtty = run_info(run)["mtty"]
     vfio = {d["name"]: d for d in mig["devices"] if d["kind"] == "vfio"}
     # each side names its mdev by its own UUID; nothing else may become a VFIO device

@@ -135,8 +135,11 @@ class MigprofApp(App[int]):
             super()._print_error_renderables()
             return
         e = self._last_error
-        print(f"migprof: error: the TUI stopped: {type(e).__name__}: {e} (run with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"migprof: error: the TUI stopped: {type(e).__name__}: {e} (run with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
         self._exit_renderables.clear()
 
     async def action_quit(self) -> None:
@@ -175,8 +178,12 @@ class MigprofApp(App[int]):
 
     def on_source_failed(self, message: SourceFailed) -> None:
         self.source_failed = message.error
-        self.notify(f"{message.error}\nThe screen keeps the data received so far; q quits.",
-                    title="source failed", severity="error", timeout=30)
+        self.notify(
+            f"{message.error}\nThe screen keeps the data received so far; q quits.",
+            title="source failed",
+            severity="error",
+            timeout=30,
+        )
 
     def on_notice(self, message: Notice) -> None:
         self.notify(message.text, severity=message.severity, timeout=8)
@@ -201,9 +208,20 @@ class MigprofApp(App[int]):
         if v is not None and v.full is not None and v.full.migrations:
             # replay: the migration as the whole input has it (the cursor may be before it)
             migs = v.full.migrations
-            mig = v.full_migration(mig) if mig is not None else (
-                migs[self.selected] if self.selected is not None and self.selected < len(migs) else migs[-1])
-        base = mig.start_ns if mig is not None and mig.start_ns is not None else (v.first_ns if v else 0)
+            mig = (
+                v.full_migration(mig)
+                if mig is not None
+                else (
+                    migs[self.selected]
+                    if self.selected is not None and self.selected < len(migs)
+                    else migs[-1]
+                )
+            )
+        base = (
+            mig.start_ns
+            if mig is not None and mig.start_ns is not None
+            else (v.first_ns if v else 0)
+        )
         return int((base or 0) + t_ms * 1e6)
 
     # --- actions ---------------------------------------------------------------------------
@@ -279,30 +297,61 @@ class MigprofApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Play / pause", "Start or stop the replay (live: freeze the display)",
-                            self.action_toggle)
-        yield SystemCommand("Toggle log scale", "Log or linear y axis of the convergence chart",
-                            self.action_log_scale)
-        yield SystemCommand("Filter events", "Type words to filter the event log", self.action_filter)
-        yield SystemCommand("Help: keys and panels", "What each key and panel does", self.action_help)
-        for tab, label in (("tab-devices", "Devices"), ("tab-events", "Events"),
-                           ("tab-verdict", "Verdict"), ("tab-health", "Health")):
-            yield SystemCommand(f"Show {label}", f"Switch the bottom tabs to {label}",
-                                lambda t=tab: self.action_tab(t))
+        yield SystemCommand(
+            "Play / pause",
+            "Start or stop the replay (live: freeze the display)",
+            self.action_toggle,
+        )
+        yield SystemCommand(
+            "Toggle log scale",
+            "Log or linear y axis of the convergence chart",
+            self.action_log_scale,
+        )
+        yield SystemCommand(
+            "Filter events", "Type words to filter the event log", self.action_filter
+        )
+        yield SystemCommand(
+            "Help: keys and panels", "What each key and panel does", self.action_help
+        )
+        for tab, label in (
+            ("tab-devices", "Devices"),
+            ("tab-events", "Events"),
+            ("tab-verdict", "Verdict"),
+            ("tab-health", "Health"),
+        ):
+            yield SystemCommand(
+                f"Show {label}",
+                f"Switch the bottom tabs to {label}",
+                lambda t=tab: self.action_tab(t),
+            )
         if self.feed.mode == "replay":
             yield SystemCommand("Replay faster", "Double the replay speed", self.action_faster)
             yield SystemCommand("Replay slower", "Halve the replay speed", self.action_slower)
-            yield SystemCommand("Next check", "Step to the next convergence check",
-                                lambda: self.action_step_check(1))
-            yield SystemCommand("Previous check", "Step back one convergence check",
-                                lambda: self.action_step_check(-1))
-            yield SystemCommand("Next pass", "Step to the next dirty-bitmap pass",
-                                lambda: self.action_step_pass(1))
-            yield SystemCommand("Previous pass", "Step back one dirty-bitmap pass",
-                                lambda: self.action_step_pass(-1))
+            yield SystemCommand(
+                "Next check",
+                "Step to the next convergence check",
+                lambda: self.action_step_check(1),
+            )
+            yield SystemCommand(
+                "Previous check",
+                "Step back one convergence check",
+                lambda: self.action_step_check(-1),
+            )
+            yield SystemCommand(
+                "Next pass", "Step to the next dirty-bitmap pass", lambda: self.action_step_pass(1)
+            )
+            yield SystemCommand(
+                "Previous pass",
+                "Step back one dirty-bitmap pass",
+                lambda: self.action_step_pass(-1),
+            )
             yield SystemCommand("Jump to time", "Move the cursor to a time", self.action_jump)
-            yield SystemCommand("Go to start", "Move the cursor to the first event", self.action_seek_start)
-            yield SystemCommand("Go to end", "Move the cursor to the last event", self.action_seek_end)
+            yield SystemCommand(
+                "Go to start", "Move the cursor to the first event", self.action_seek_start
+            )
+            yield SystemCommand(
+                "Go to end", "Move the cursor to the last event", self.action_seek_end
+            )
 
 
 def _run(app: MigprofApp) -> int:
@@ -318,8 +367,14 @@ def _run(app: MigprofApp) -> int:
     return int(rc or 0)
 
 
-def run_live(source: Any, *, title: str, record: Any = None, debug: bool = False,
-             build: feeds.Build | None = None) -> int:
+def run_live(
+    source: Any,
+    *,
+    title: str,
+    record: Any = None,
+    debug: bool = False,
+    build: feeds.Build | None = None,
+) -> int:
     """Show a live ``Source`` until the user quits; 0, or 2 if the source failed.
 
     ``record``: an optional sink for every batch as it arrives (an object with

@@ -75,7 +75,9 @@ class EventIndex:
     def append(self, batch: pd.DataFrame) -> None:
         if not len(batch):
             return
-        self.frame = ev.concat([self.frame, batch]) if len(self.frame) else batch.reset_index(drop=True)
+        self.frame = (
+            ev.concat([self.frame, batch]) if len(self.frame) else batch.reset_index(drop=True)
+        )
         hay = self._haystack(batch)
         self._hay.append(hay)
         self._hay_all = None
@@ -129,9 +131,16 @@ class EventIndex:
 
 
 _SUMMARY_COLS = (
-    ("bytes", "bytes"), ("pre_bytes", "pre"), ("threshold_bytes", "threshold"),
-    ("init_bytes", "init"), ("dirty_bytes", "dirty"), ("stopcopy_bytes", "stopcopy"),
-    ("count", "count"), ("dur_ns", "dur_ns"), ("state", "state"), ("detail", "detail"),
+    ("bytes", "bytes"),
+    ("pre_bytes", "pre"),
+    ("threshold_bytes", "threshold"),
+    ("init_bytes", "init"),
+    ("dirty_bytes", "dirty"),
+    ("stopcopy_bytes", "stopcopy"),
+    ("count", "count"),
+    ("dur_ns", "dur_ns"),
+    ("state", "state"),
+    ("detail", "detail"),
 )
 
 
@@ -157,7 +166,7 @@ def _log_row(r: dict[str, Any], first_ns: int | None) -> LogRow:
         name = str(r.get("event") or "")
         at = text.find(name) if name else -1
         if at >= 0:  # drop the trace prefix (pid@time:) and the name shown in its own column
-            text = text[at + len(name):].strip()
+            text = text[at + len(name) :].strip()
     dev = r.get("device")
     return LogRow(
         t=ts,
@@ -175,18 +184,29 @@ def health_items(h: dict[str, Any]) -> list[HealthItem]:
     subs = {k: v for k, v in h.items() if isinstance(v, dict) and k != "failed"}
     if subs:
         active = [k for k in subs if k not in failed]
-        items.append(HealthItem("sources active", f"{len(active)}/{len(subs)} " + " ".join(active),
-                                "ok" if not failed else "warn"))
+        items.append(
+            HealthItem(
+                "sources active",
+                f"{len(active)}/{len(subs)} " + " ".join(active),
+                "ok" if not failed else "warn",
+            )
+        )
     for name, err in failed.items():
         items.append(HealthItem(f"{name} failed", str(err), "error"))
     lost = _sum_keys(h, ("lost", "drops", "dropped"))
     items.append(HealthItem("lost events", str(lost), "error" if lost else "ok"))
     for name, sub in subs.items():
-        flat = ", ".join(f"{k}={v}" for k, v in sub.items() if k != "source" and not isinstance(v, dict))
+        flat = ", ".join(
+            f"{k}={v}" for k, v in sub.items() if k != "source" and not isinstance(v, dict)
+        )
         if flat:
             items.append(HealthItem(name, flat))
     if not subs:
-        flat = ", ".join(f"{k}={v}" for k, v in h.items() if k not in ("source", "failed") and not isinstance(v, dict))
+        flat = ", ".join(
+            f"{k}={v}"
+            for k, v in h.items()
+            if k not in ("source", "failed") and not isinstance(v, dict)
+        )
         if flat:
             items.append(HealthItem(str(h.get("source", "source")), flat))
     return items
@@ -199,10 +219,13 @@ def _sum_keys(h: Any, keys: tuple[str, ...]) -> int:
     for k, v in h.items():
         if isinstance(v, dict):
             total += _sum_keys(v, keys)
-        elif any(key in str(k).lower() for key in keys) and isinstance(v, int | float) and not isinstance(v, bool):
+        elif (
+            any(key in str(k).lower() for key in keys)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+        ):
             total += int(v)
     return total
-
 
 
 GLOBAL_EVENTS = (ev.QMP_PARAMS, ev.LAB_MARK)  # the model reads these from before a migration
@@ -226,8 +249,9 @@ def tail_frame(frame: pd.DataFrame, cut_ns: int | None) -> pd.DataFrame:
 
 def splice(frozen: list[Migration], rep: Report, events: int) -> Report:
     """Finished migrations kept from earlier builds, then the tail's, numbered in order."""
-    migs = list(frozen) + [dataclasses.replace(m, index=len(frozen) + i)
-                           for i, m in enumerate(rep.migrations)]
+    migs = list(frozen) + [
+        dataclasses.replace(m, index=len(frozen) + i) for i, m in enumerate(rep.migrations)
+    ]
     return dataclasses.replace(rep, migrations=tuple(migs), events=events)
 
 
@@ -253,11 +277,14 @@ class TailModel:
             still = [m for m in migs if m not in ended]
             # freeze only migrations that started before every open one, so the cut (the
             # oldest open start) leaves all their events behind
-            keep = sorted((m for m in ended if all(m.start_ns < o.start_ns for o in still)),
-                          key=lambda m: m.start_ns)
+            keep = sorted(
+                (m for m in ended if all(m.start_ns < o.start_ns for o in still)),
+                key=lambda m: m.start_ns,
+            )
             if keep:
-                self.frozen += [dataclasses.replace(m, index=len(self.frozen) + i)
-                                for i, m in enumerate(keep)]
+                self.frozen += [
+                    dataclasses.replace(m, index=len(self.frozen) + i) for i, m in enumerate(keep)
+                ]
                 rest = [m for m in migs if m not in keep]
                 self.cut_ns = min(m.start_ns for m in rest)
                 rep = dataclasses.replace(rep, migrations=tuple(rest))
@@ -314,8 +341,12 @@ class Feed:
         self._cmds.put((cmd, args))
 
     # --- worker side ---------------------------------------------------------------------
-    def build(self, frame: pd.DataFrame, post: Post | None = None,
-              how: Callable[[pd.DataFrame], Report] | None = None) -> Report | None:
+    def build(
+        self,
+        frame: pd.DataFrame,
+        post: Post | None = None,
+        how: Callable[[pd.DataFrame], Report] | None = None,
+    ) -> Report | None:
         """The model over ``frame`` (through ``how``, default the whole build); on a model
         error keep the last report and say so once."""
         if self._build is None:
@@ -346,8 +377,13 @@ class Feed:
         self._posts = [t for t in self._posts if now - t < 2.0]
         items = [HealthItem("events", f"{len(self.index):,}")]
         if self._build_ms is not None:
-            items.append(HealthItem("model update", f"{self._build_ms:.1f} ms",
-                                    "warn" if self._build_ms > 100 else "ok"))
+            items.append(
+                HealthItem(
+                    "model update",
+                    f"{self._build_ms:.1f} ms",
+                    "warn" if self._build_ms > 100 else "ok",
+                )
+            )
         items.append(HealthItem("UI updates", f"{len(self._posts) / 2:.0f}/s"))
         if self.model_error:
             items.append(HealthItem("model", self.model_error, "error"))
@@ -368,8 +404,14 @@ class LiveFeed(Feed):
 
     mode = "live"
 
-    def __init__(self, source: Any, *, title: str = "migprof live", build: Build | None = None,
-                 record: Any = None) -> None:
+    def __init__(
+        self,
+        source: Any,
+        *,
+        title: str = "migprof live",
+        build: Build | None = None,
+        record: Any = None,
+    ) -> None:
         super().__init__(title=title, build=build)
         self.source = source
         self.record = record
@@ -383,7 +425,11 @@ class LiveFeed(Feed):
     def _record(self, batch: pd.DataFrame) -> None:
         if self.record is None:
             return
-        write = getattr(self.record, "write", None) or getattr(self.record, "append", None) or self.record
+        write = (
+            getattr(self.record, "write", None)
+            or getattr(self.record, "append", None)
+            or self.record
+        )
         write(batch)
 
     def _handle(self, cmds: list[tuple[str, tuple[Any, ...]]]) -> bool:
@@ -412,17 +458,31 @@ class LiveFeed(Feed):
         # "now" on the events' own clock: the newest event time plus the wall time since it
         # arrived, so elapsed ticks between events and a source with an old or skewed clock
         # (a recording played live) still lines up with its events
-        now = last + int((time.monotonic() - self._last_arrival) * 1e9) if last is not None else None
+        now = (
+            last + int((time.monotonic() - self._last_arrival) * 1e9) if last is not None else None
+        )
         items = self._own_health() + health_items(self.health)
         self._seq += 1
         return View(
-            mode="live", report=self.report, title=self.title, seq=self._seq,
+            mode="live",
+            report=self.report,
+            title=self.title,
+            seq=self._seq,
             cursor_ns=now if self.status == "running" else last,
-            first_ns=self.index.first_ns, last_ns=last, applied=len(self.index),
-            total=len(self.index), timed=last is not None or not len(self.index),
-            playing=self.playing, speed=1.0, log_rows=rows, log_matches=n,
-            log_filter=self.index.filter, health=tuple(items), status=self.status,
-            error=self.error, notices=tuple(self.notices),
+            first_ns=self.index.first_ns,
+            last_ns=last,
+            applied=len(self.index),
+            total=len(self.index),
+            timed=last is not None or not len(self.index),
+            playing=self.playing,
+            speed=1.0,
+            log_rows=rows,
+            log_matches=n,
+            log_filter=self.index.filter,
+            health=tuple(items),
+            status=self.status,
+            error=self.error,
+            notices=tuple(self.notices),
         )
 
     def _refresh(self, post: Post, pending: list[pd.DataFrame]) -> None:
@@ -430,8 +490,9 @@ class LiveFeed(Feed):
             self.index.append(b)
             self._clock(b)
         if pending:
-            self.report = self.build(self.index.frame, post,
-                                     lambda f: self.tail.report(f, self._build))
+            self.report = self.build(
+                self.index.frame, post, lambda f: self.tail.report(f, self._build)
+            )
         pending.clear()
         self._post_view(post, self._view())
 
@@ -473,10 +534,18 @@ class ReplayFeed(Feed):
 
     mode = "replay"
 
-    def __init__(self, events: pd.DataFrame, *, title: str = "migprof replay",
-                 build: Build | None = None, speed: float = 1.0, playing: bool = True,
-                 at: str | float | None = None, health: list[HealthItem] | None = None,
-                 notices: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        events: pd.DataFrame,
+        *,
+        title: str = "migprof replay",
+        build: Build | None = None,
+        speed: float = 1.0,
+        playing: bool = True,
+        at: str | float | None = None,
+        health: list[HealthItem] | None = None,
+        notices: list[str] | None = None,
+    ) -> None:
         super().__init__(title=title, build=build)
         self.events = ev.sort_timeline(events)
         self.index.append(self.events)
@@ -510,13 +579,20 @@ class ReplayFeed(Feed):
         self._ended_posted = False
         self.quiet_notices: list[str] = []  # shown in the Health tab only, no pop-up
         if self.timed and self.n > 1 and (np.diff(self.t) > IDLE_SKIP_NS).any():
-            self.quiet_notices.append(f"replay skips stretches without events longer than "
-                                      f"{IDLE_SKIP_NS / 1e9:.0f} s of input time")
+            self.quiet_notices.append(
+                f"replay skips stretches without events longer than "
+                f"{IDLE_SKIP_NS / 1e9:.0f} s of input time"
+            )
         if not self.timed and self.n:
-            what = "input has no timestamps" if not n_timed else \
-                f"{self.n - n_timed:,} of {self.n:,} events have no timestamp"
-            self.notices.append(f"{what}: replay is paced by event order "
-                                f"({UNTIMED_EVENTS_PER_S:.0f} events/s at 1x), times are event numbers")
+            what = (
+                "input has no timestamps"
+                if not n_timed
+                else f"{self.n - n_timed:,} of {self.n:,} events have no timestamp"
+            )
+            self.notices.append(
+                f"{what}: replay is paced by event order "
+                f"({UNTIMED_EVENTS_PER_S:.0f} events/s at 1x), times are event numbers"
+            )
 
     # --- cursor ---------------------------------------------------------------------------
     def _set_pos(self, pos: int) -> None:
@@ -612,16 +688,29 @@ class ReplayFeed(Feed):
             else:
                 frozen, cut = frozen_at(self.full, self.cursor_ns if self.timed else None)
                 self.report = self.build(
-                    self.events.iloc[: self.pos], self._post,
-                    lambda f: splice(frozen, self._build(tail_frame(f, cut)), len(f)))
+                    self.events.iloc[: self.pos],
+                    self._post,
+                    lambda f: splice(frozen, self._build(tail_frame(f, cut)), len(f)),
+                )
             self._built_pos = self.pos
         rows, n = self.index.rows(self.pos)
         self._seq += 1
         return View(
-            mode="replay", report=self.report, title=self.title, seq=self._seq,
-            cursor_ns=self.cursor_ns, first_ns=self.first_ns, last_ns=self.last_ns,
-            applied=self.pos, total=self.n, timed=self.timed, playing=self.playing,
-            speed=self.speed, full=self.full, log_rows=rows, log_matches=n,
+            mode="replay",
+            report=self.report,
+            title=self.title,
+            seq=self._seq,
+            cursor_ns=self.cursor_ns,
+            first_ns=self.first_ns,
+            last_ns=self.last_ns,
+            applied=self.pos,
+            total=self.n,
+            timed=self.timed,
+            playing=self.playing,
+            speed=self.speed,
+            full=self.full,
+            log_rows=rows,
+            log_matches=n,
             log_filter=self.index.filter,
             health=tuple(self._own_health() + list(self.extra_health)),
             status="ended" if self.pos >= self.n else "running",
@@ -682,5 +771,9 @@ def start(app: Any, feed: Feed, stop: threading.Event) -> Any:
     """Run ``feed`` in the app's one exclusive thread worker (group ``feed``)."""
     return app.run_worker(
         lambda: feed.run(app.post_message, stop),
-        name="feed", group="feed", thread=True, exclusive=True, exit_on_error=False,
+        name="feed",
+        group="feed",
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
     )

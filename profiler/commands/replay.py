@@ -20,18 +20,31 @@ keys: space play/pause, +/- speed, . , step by check, > < step by pass,
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "replay", help="Replay a recording or traces in the TUI",
+        "replay",
+        help="Replay a recording or traces in the TUI",
         description="Replay a recording, QEMU trace logs or lab run directories in the TUI: "
         "the same panels as 'migprof live', with play/pause, speed, step by check or pass "
         "and a seek bar.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="recording, QEMU trace log, or lab run directory")
-    p.add_argument("-s", "--speed", type=float, default=1.0,
-                   help="replay speed factor (default 1; 0.1 to 1000)")
-    p.add_argument("--at", default="start", metavar="TIME",
-                   help="open at 'start' (default), 'end', or a time from the first event "
-                   "(1.5, 250ms); opening elsewhere than the start pauses")
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="recording, QEMU trace log, or lab run directory"
+    )
+    p.add_argument(
+        "-s",
+        "--speed",
+        type=float,
+        default=1.0,
+        help="replay speed factor (default 1; 0.1 to 1000)",
+    )
+    p.add_argument(
+        "--at",
+        default="start",
+        metavar="TIME",
+        help="open at 'start' (default), 'end', or a time from the first event "
+        "(1.5, 250ms); opening elsewhere than the start pauses",
+    )
     p.add_argument("--paused", action="store_true", help="open paused")
     return p
 
@@ -60,14 +73,31 @@ def run(args: argparse.Namespace) -> int:
     if not len(loaded.events):
         raise InputError(args.inputs[0], "no events found in the input")
     paths = [str(i.get("path", i)) if isinstance(i, dict) else str(i) for i in loaded.inputs]
-    build = default_build(inputs=tuple(paths), malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
+    build = default_build(
+        inputs=tuple(paths),
+        malformed=loaded.malformed,
+        skipped=loaded.skipped,
+        warnings=tuple(loaded.warnings),
+        meta=loaded.meta,
+    )
     health = [HealthItem("inputs", ", ".join(Path(p).name for p in paths))]
     if loaded.malformed or loaded.skipped:
-        health.append(HealthItem("input lines", f"{loaded.malformed} malformed, {loaded.skipped} skipped",
-                                 "warn" if loaded.malformed else "ok"))
+        health.append(
+            HealthItem(
+                "input lines",
+                f"{loaded.malformed} malformed, {loaded.skipped} skipped",
+                "warn" if loaded.malformed else "ok",
+            )
+        )
     names = " ".join(Path(str(i)).name for i in args.inputs)
-    feed = ReplayFeed(loaded.events, title=f"migprof replay {names}", build=build,
-                      speed=args.speed, playing=not args.paused and at == "start", at=at,
-                      health=health, notices=list(loaded.warnings)[:3])
+    feed = ReplayFeed(
+        loaded.events,
+        title=f"migprof replay {names}",
+        build=build,
+        speed=args.speed,
+        playing=not args.paused and at == "start",
+        at=at,
+        health=health,
+        notices=list(loaded.warnings)[:3],
+    )
     return run_replay(feed, debug=getattr(args, "debug", False))

@@ -271,6 +271,14 @@ class _Builder:
             self.warn.append(f"migration {index + 1}: BPF lost {lost} events: data-fd counts and "
                              "device states may be incomplete")
         qvfio = qmp.get("vfio") if isinstance(qmp.get("vfio"), dict) else {}
+        vt = _nn(qvfio.get("transferred"))
+        sent = [(d.precopy_bytes or 0) + (d.stopcopy_bytes or 0) for d in devs
+                if d.kind == "vfio" and d.side != "destination" and (d.precopy_bytes is not None or d.stopcopy_bytes is not None)]
+        multifd = any(d.stopcopy_thread_ms is not None for d in devs)
+        # with multifd, vfio.transferred also counts the device-state packets' headers
+        if vt is not None and sent and not multifd and tm.outcome == "completed" and sum(sent) != vt:
+            self.warn.append(f"migration {index + 1}: query-migrate vfio.transferred is {vt} bytes, the "
+                             f"VFIO devices' pre-copy + stop-copy bytes add up to {sum(sent)}")
         base_ms = T.rel(t0)
 
         def make_checks(a: int, b: int) -> list[Check]:
@@ -322,7 +330,7 @@ class _Builder:
             markers=tuple(markers), end_ns=tm.end_ns, dest_start_ms=dest_start, dest_end_ms=dest_end,
             switchover_ack_ms=_ms(int(T.t[ack]), t0) if ack >= 0 and not T.tna[ack] else None,
             switchover_approved_ms=approved, sources=sources,
-            vfio_transferred_bytes=_nn(qvfio.get("transferred")),
+            vfio_transferred_bytes=vt,
         )
 
 

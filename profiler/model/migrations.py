@@ -100,9 +100,11 @@ def split(events: pd.DataFrame) -> Split:
     side0 = labels(ev["side"], "unknown")
     nofile = files == ""
     files[nofile] = [f"{o}:{s}" for o, s in zip(origin[nofile], side0[nofile], strict=True)]
-    ev["stream"] = files
-    ev["trace"] = np.isin(origin, list(N.TRACE_ORIGINS))
-    ev["side_r"] = resolve_sides(ev).to_numpy()
+    # object columns stay object: pandas 3 would infer Arrow strings, and every later
+    # to_numpy(dtype=object) would convert them back
+    ev["stream"] = pd.Series(files, index=ev.index, dtype=object)
+    ev["trace"] = ev["origin"].isin(N.TRACE_ORIGINS).to_numpy(dtype=bool)
+    ev["side_r"] = pd.Series(resolve_sides(ev).to_numpy(dtype=object), index=ev.index, dtype=object)
     # what follows takes many row subsets: plain object/numpy columns take far faster than
     # pyarrow strings, and the side/origin/file columns are folded into side_r/stream/trace
     ev = ev.drop(columns=["side", "origin", "file"])

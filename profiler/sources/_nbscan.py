@@ -342,20 +342,3 @@ def compact_lines(buf, s, e):
         offs[r + 1] = o
     return offs
 
-
-@njit(cache=True, nogil=True)
-def take_spans(data, offs, order):
-    """Gather strings: row r of the result is data[offs[order[r]]:offs[order[r] + 1]]."""
-    m = order.shape[0]
-    out_offs = np.empty(m + 1, np.int64)
-    out_offs[0] = 0
-    for r in range(m):
-        i = order[r]
-        out_offs[r + 1] = out_offs[r] + (offs[i + 1] - offs[i])
-    out = np.empty(out_offs[m], np.uint8)
-    for r in range(m):
-        a = offs[order[r]]
-        o = out_offs[r]
-        for q in range(out_offs[r + 1] - o):
-            out[o + q] = data[a + q]
-    return out_offs, out

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -125,11 +126,17 @@ def devices_table(m: Migration) -> Table:
     others = sorted((d for d in m.devices if d.kind == "other"), key=lambda d: -(d.downtime_ms or 0))
     for d in [d for d in m.devices if d.kind != "other"] + others[:MAX_OTHER]:
         name = d.name + (f" [{d.idstr}]" if d.idstr and d.idstr not in (d.name, "ram") else "")
-        stop = _mib(d.stopcopy_bytes)
+        if d.side in ("source", "destination") and d.kind == "vfio":
+            name += " (dst)" if d.side == "destination" else " (src)"
+        # sizes of a few bytes (mtty) would all print as 0.0 MiB
+        small = d.kind == "vfio" and max(d.precopy_bytes or 0, d.stopcopy_bytes or 0,
+                                         d.stopcopy_size_bytes or 0, d.initial_pending_bytes or 0) < (1 << 16)
+        fmt = (lambda v: "-" if v is None else f"{v} B") if small else _mib
+        stop = fmt(d.stopcopy_bytes)
         if d.stopcopy_bytes is None and d.stopcopy_thread_ms is not None:
             stop = "multifd"  # no blocks traced; the thread's time is in the JSON
-        tb.add_row(name, d.kind, _mib(d.precopy_bytes), stop, _mib(d.initial_pending_bytes),
-                   _mib(d.dirty_pending_bytes), _mib(d.stopcopy_size_bytes), _ms(d.downtime_ms, 2),
+        tb.add_row(escape(name), d.kind, fmt(d.precopy_bytes), stop, fmt(d.initial_pending_bytes),
+                   fmt(d.dirty_pending_bytes), fmt(d.stopcopy_size_bytes), _ms(d.downtime_ms, 2),
                    _ms(d.load_ms, 2))
     rest = others[MAX_OTHER:]
     if rest:
@@ -139,15 +146,51 @@ def devices_table(m: Migration) -> Table:
     return tb
 
 
+def data_fd_table(m: Migration) -> Table | None:
+    """BPF on each VFIO device's migration data fd: reads on the source, writes on the
+    destination, bytes per device state, latency; None when no BPF data was recorded."""
+    devs = [d for d in m.devices if d.read_calls or d.write_calls]
+    if not devs:
+        return None
+    tb = Table(title="VFIO data fd (BPF): calls, bytes per device state, time in the call (ms), "
+               "latency p50 / max (µs)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    tb.add_column("DEVICE", overflow="fold", min_width=12)
+    for col, just in (("OP", "left"), ("CALLS", "right"), ("BYTES BY STATE", "left"), ("MS", "right"),
+                      ("P50", "right"), ("MAX", "right")):
+        tb.add_column(col, justify=just, no_wrap=col != "BYTES BY STATE")
+    for d in devs:
+        name = d.name + (" = " + ", ".join(d.aliases) if d.aliases else "")
+        phases = " ".join(f"{k} {v}" for k, v in d.bytes_by_phase.items())
+        for op, calls, ms, p50, mx in (("read", d.read_calls, d.read_ms, d.read_p50_us, d.read_max_us),
+                                       ("write", d.write_calls, d.write_ms, d.write_p50_us, d.write_max_us)):
+            if calls:
+                tb.add_row(escape(name), op, str(calls), phases, _ms(ms, 2), _ms(p50), _ms(mx))
+    return tb
+
+
+def _norm_state(s: str) -> str:
+    return s.upper().replace("-", "_")
+
+
 def timeline(m: Migration) -> Table:
     rows: list[tuple[float | None, str, str]] = []
     for s in m.states:
         rows.append((s.t_ms, s.side, f"migration {s.state}"))
     for d in m.devices:
         confirmed = [s for s in d.states if s.confirmed] or list(d.states)
+        # the same change seen by the trace, BPF and QMP is one line naming its witnesses
+        merged: list[tuple[Any, list[str]]] = []
         for s in confirmed:
+            prev = merged[-1][0] if merged else None
+            if (prev is not None and _norm_state(prev.state) == _norm_state(s.state) and prev.side == s.side
+                    and s.origin not in merged[-1][1]):
+                merged[-1][1].append(s.origin)
+            else:
+                merged.append((s, [s.origin]))
+        for s, origins in merged:
             tag = "" if s.confirmed else " (requested)"
-            rows.append((s.t_ms, s.side, f"{d.name} -> {s.state}{tag}" + (f" [{s.origin}]" if s.origin != "qemu-log" else "")))
+            seen = "" if origins == ["qemu-log"] else " [" + ", ".join(origins) + "]"
+            rows.append((s.t_ms, s.side, f"{d.name} -> {s.state}{tag}{seen}"))
     for mk in m.markers:
         rows.append((mk.get("t_ms"), "lab", str(mk.get("label"))))
     if m.switchover_ms is not None:
@@ -163,7 +206,7 @@ def timeline(m: Migration) -> Table:
     tb.add_column("SIDE")
     tb.add_column("EVENT")
     for t, side, what in rows:
-        tb.add_row(_ms(t), side, what)
+        tb.add_row(_ms(t), side, escape(what))  # "[bpf, qmp]" is text, not rich markup
     return tb
 
 
@@ -172,6 +215,9 @@ def render_migration(m: Migration, all_checks: bool = False) -> Group:
     if m.checks:
         parts.append(checks_table(m, all_checks))
     parts.append(devices_table(m))
+    io = data_fd_table(m)
+    if io is not None:
+        parts.append(io)
     parts.append(timeline(m))
     v = Text("Verdict: ", style="bold")
     v.append(m.verdict.summary)

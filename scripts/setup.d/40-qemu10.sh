@@ -20,10 +20,13 @@ if [ ! -x "$Q10_PREFIX/usr/bin/qemu-system-x86_64" ] || [ ! -f "$Q10_STAMP" ]; t
   # apt's sandbox user cannot write to a root-only directory; download from a
   # directory it can see, which also keeps the W: message away
   chmod 755 "$Q10_DEBS"
-  (cd "$Q10_DEBS" && apt-get -q download \
+  if ! (cd "$Q10_DEBS" && apt-get -q download \
       qemu-system-x86/bookworm-backports \
       qemu-system-common/bookworm-backports \
-      qemu-system-data/bookworm-backports >/dev/null 2>&1)
+      qemu-system-data/bookworm-backports >/dev/null 2>&1); then
+    log "apt-get download of QEMU 10.0 from bookworm-backports failed (is the backports source reachable?)"
+    exit 2
+  fi
   for deb in "$Q10_DEBS"/*.deb; do
     dpkg-deb -x "$deb" "$Q10_PREFIX.tmp"
   done

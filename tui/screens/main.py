@@ -69,16 +69,29 @@ class MainScreen(Screen):
         if small:
             self.query_one("#too-small", Static).update(
                 f"Terminal too small: {w}x{h}.\nmigprof needs at least {MIN_W}x{MIN_H} "
-                f"(80x24 or larger reads best).\nEnlarge the window, or press q to quit.")
+                f"(80x24 or larger reads best).\nEnlarge the window, or press q to quit."
+            )
 
     def apply(self, view: View, selected: int | None, log_scale: bool) -> Shown:
         """Hand one view to every panel (attributes down)."""
         mig = view.migration(selected)
-        shown = Shown(view=view, mig=mig, full_mig=view.full_migration(mig),
-                      log_scale=log_scale, selected=selected)
+        shown = Shown(
+            view=view,
+            mig=mig,
+            full_mig=view.full_migration(mig),
+            log_scale=log_scale,
+            selected=selected,
+        )
         self.shown = shown
-        for sel in ("#header", "#seek", "#chart", "#timeline", "#verdict", "#verdict-side",
-                    "#health"):
+        for sel in (
+            "#header",
+            "#seek",
+            "#chart",
+            "#timeline",
+            "#verdict",
+            "#verdict-side",
+            "#health",
+        ):
             self.query_one(sel).shown = shown
         self.query_one("#log-lines", EventLines).shown = shown
         self.query_one("#devices", DevicesTable).show(shown)

@@ -18,7 +18,9 @@ class Canvas:
         self.bits = [[0] * self.width for _ in range(self.height)]
         self.color: list[list[str | None]] = [[None] * self.width for _ in range(self.height)]
         self.prio = [[-1] * self.width for _ in range(self.height)]
-        self.chars: list[list[tuple[str, str] | None]] = [[None] * self.width for _ in range(self.height)]
+        self.chars: list[list[tuple[str, str] | None]] = [
+            [None] * self.width for _ in range(self.height)
+        ]
 
     @property
     def dots_x(self) -> int:
@@ -37,8 +39,9 @@ class Canvas:
             self.prio[cy][cx] = prio
             self.color[cy][cx] = color
 
-    def line(self, x0: int, y0: int, x1: int, y1: int, color: str, prio: int = 0,
-             dash: int = 0) -> None:
+    def line(
+        self, x0: int, y0: int, x1: int, y1: int, color: str, prio: int = 0, dash: int = 0
+    ) -> None:
         """Bresenham line; ``dash`` > 0 draws ``dash`` dots on, ``dash`` off."""
         dx, dy = abs(x1 - x0), -abs(y1 - y0)
         sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
@@ -58,8 +61,14 @@ class Canvas:
                 err += dx
                 y0 += sy
 
-    def polyline(self, pts: list[tuple[int, int]], color: str, prio: int = 0, dash: int = 0,
-                 step: bool = False) -> None:
+    def polyline(
+        self,
+        pts: list[tuple[int, int]],
+        color: str,
+        prio: int = 0,
+        dash: int = 0,
+        step: bool = False,
+    ) -> None:
         """Connect points; ``step`` holds each value until the next x (a step function)."""
         if len(pts) == 1:
             self.dot(*pts[0], color, prio)

@@ -106,7 +106,7 @@ class _YScale:
         if self.log:
             span = self.hi - self.lo
             step = max(1, math.ceil(span / want))
-            return [2.0 ** e for e in range(self.hi, self.lo - 1, -step)]
+            return [2.0**e for e in range(self.hi, self.lo - 1, -step)]
         raw = (self.hi - self.lo) / want
         mag = 1024 ** max(0, int(math.log(max(raw, 1), 1024)))
         unit = raw / mag
@@ -122,7 +122,11 @@ def render_chart(shown: Shown, width: int, height: int) -> RenderableType:
     lines: list[Text] = [legend(mig, shown.log_scale)]
     plot_w, plot_h = width - Y_LABEL_W, height - 2
     if mig is None or not mig.checks or plot_w < 10 or plot_h < 2:
-        msg = "no migration in the input yet" if mig is None else "waiting for the first convergence check"
+        msg = (
+            "no migration in the input yet"
+            if mig is None
+            else "waiting for the first convergence check"
+        )
         if mig is not None and mig.checks:
             msg = "chart needs more room"
         for i in range(max(height - 1, 0)):
@@ -178,11 +182,17 @@ def render_chart(shown: Shown, width: int, height: int) -> RenderableType:
             axis_marks[cx] = ("S", "bold " + SWITCHOVER_STYLE)
 
     for name in names:
-        pts = [(px(x), ys.y(float(c.devices[name]))) for x, c in zip(xs, checks, strict=False)
-               if c.devices.get(name) is not None]
+        pts = [
+            (px(x), ys.y(float(c.devices[name])))
+            for x, c in zip(xs, checks, strict=False)
+            if c.devices.get(name) is not None
+        ]
         canvas.polyline(pts, device_style(name, names), prio=1)
-    thr = [(px(x), ys.y(float(c.threshold_bytes))) for x, c in zip(xs, checks, strict=False)
-           if c.threshold_bytes is not None]
+    thr = [
+        (px(x), ys.y(float(c.threshold_bytes)))
+        for x, c in zip(xs, checks, strict=False)
+        if c.threshold_bytes is not None
+    ]
     canvas.polyline(thr, THRESHOLD_STYLE, prio=3, dash=2, step=True)
     tot = [(px(x), ys.y(float(c.pending_bytes))) for x, c in zip(xs, checks, strict=False)]
     canvas.polyline(tot, TOTAL_STYLE, prio=2)
@@ -195,16 +205,21 @@ def render_chart(shown: Shown, width: int, height: int) -> RenderableType:
             labels[cy] = fmt_bytes_axis(v)
     for cy in range(plot_h):
         lab = labels.get(cy, "")
-        row = Text(f"{lab:>{Y_LABEL_W - 1}}┤" if lab else " " * (Y_LABEL_W - 1) + "│", "dim",
-                   no_wrap=True, overflow="crop")
+        row = Text(
+            f"{lab:>{Y_LABEL_W - 1}}┤" if lab else " " * (Y_LABEL_W - 1) + "│",
+            "dim",
+            no_wrap=True,
+            overflow="crop",
+        )
         row.append_text(canvas.row_text(cy))
         lines.append(row)
     lines.append(_x_axis(plot_w, x_min, x_max, timed, axis_marks))
     return Group(*lines)
 
 
-def _x_axis(plot_w: int, x_min: float, x_max: float, timed: bool,
-            marks: dict[int, tuple[str, str]]) -> Text:
+def _x_axis(
+    plot_w: int, x_min: float, x_max: float, timed: bool, marks: dict[int, tuple[str, str]]
+) -> Text:
     cells: list[tuple[str, str]] = [("─", "dim")] * plot_w
     for cx, m in marks.items():
         if 0 <= cx < plot_w:

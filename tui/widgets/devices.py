@@ -10,8 +10,18 @@ from tui.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, short_name
 from tui.view import View, elapsed_ms
 from tui.widgets.base import Shown
 
-COLUMNS = ("DEVICE", "KIND", "STATE", "PRE-COPY", "INIT PEND", "DIRTY PEND", "RATE",
-           "STOP-COPY", "DOWNTIME", "READ LAT")
+COLUMNS = (
+    "DEVICE",
+    "KIND",
+    "STATE",
+    "PRE-COPY",
+    "INIT PEND",
+    "DIRTY PEND",
+    "RATE",
+    "STOP-COPY",
+    "DOWNTIME",
+    "READ LAT",
+)
 
 
 def device_rate(dev: Device, mig: Migration, view: View) -> float | None:
@@ -41,10 +51,21 @@ def device_row(dev: Device, mig: Migration, view: View) -> tuple[str, ...]:
         down = fmt_ms(dev.downtime_ms) + (f" {fmt_pct(share)}" if share is not None else "")
     else:
         down = "-"
-    lat = fmt_ms(dev.read_ms / dev.read_calls) if dev.read_ms is not None and dev.read_calls else "-"
-    return (short_name(dev.name, 20), dev.kind, state, fmt_bytes(dev.precopy_bytes),
-            fmt_bytes(dev.initial_pending_bytes), fmt_bytes(dev.dirty_pending_bytes),
-            fmt_rate(device_rate(dev, mig, view)), stop, down, lat)
+    lat = (
+        fmt_ms(dev.read_ms / dev.read_calls) if dev.read_ms is not None and dev.read_calls else "-"
+    )
+    return (
+        short_name(dev.name, 20),
+        dev.kind,
+        state,
+        fmt_bytes(dev.precopy_bytes),
+        fmt_bytes(dev.initial_pending_bytes),
+        fmt_bytes(dev.dirty_pending_bytes),
+        fmt_rate(device_rate(dev, mig, view)),
+        stop,
+        down,
+        lat,
+    )
 
 
 def device_rows(shown: Shown) -> list[tuple[str, ...]]:
@@ -59,9 +80,22 @@ def device_rows(shown: Shown) -> list[tuple[str, ...]]:
         down = [d.downtime_ms for d in other if d.downtime_ms is not None]
         total = sum(down) if down else None
         share = total / mig.downtime_ms if total is not None and mig.downtime_ms else None
-        rows.append((f"+{len(other)} other", "vmstate", "-", "-", "-", "-", "-", "-",
-                     fmt_ms(total) + (f" {fmt_pct(share)}" if share is not None else "") if total is not None else "-",
-                     "-"))
+        rows.append(
+            (
+                f"+{len(other)} other",
+                "vmstate",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                fmt_ms(total) + (f" {fmt_pct(share)}" if share is not None else "")
+                if total is not None
+                else "-",
+                "-",
+            )
+        )
     return rows
 
 
@@ -84,7 +118,8 @@ class DevicesTable(DataTable):
         if rows == self._rows:
             return
         same_devices = len(rows) == len(self._rows) and all(
-            a[0] == b[0] for a, b in zip(rows, self._rows, strict=True))
+            a[0] == b[0] for a, b in zip(rows, self._rows, strict=True)
+        )
         if same_devices:
             # values changed in place: update only those cells (cursor and scroll stay put)
             for r, (new, old) in enumerate(zip(rows, self._rows, strict=True)):

@@ -34,7 +34,7 @@ class EventLines(Panel):
             head.append(repr(v.log_filter), "bold")
         else:
             head.append(f"{v.applied:,} events", "dim")
-        rows = v.log_rows[-(h - 1):] if h > 1 else ()
+        rows = v.log_rows[-(h - 1) :] if h > 1 else ()
         lines = [head]
         for r in rows:
             t = Text(no_wrap=True, overflow="ellipsis")

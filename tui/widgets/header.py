@@ -10,8 +10,12 @@ from tui.fmt import fmt_bytes, fmt_ms, fmt_rate
 from tui.view import View, downtime_so_far_ms, elapsed_ms, phase
 from tui.widgets.base import Panel
 
-OUTCOME_STYLE = {"completed": "bold green", "failed": "bold red", "cancelled": "bold yellow",
-                 "incomplete": "bold cyan"}
+OUTCOME_STYLE = {
+    "completed": "bold green",
+    "failed": "bold red",
+    "cancelled": "bold yellow",
+    "incomplete": "bold cyan",
+}
 
 
 def mode_text(view: View) -> Text:
@@ -98,8 +102,10 @@ class StatusHeader(Panel):
             t.append(fmt_ms(downtime_so_far_ms(view, mig)))
             n = len(view.report.migrations) if view.report else 0
             if n > 1:
-                t.append(f" │ mig {mig.index + 1}/{n}" + ("" if s.selected is not None else " (latest)"),
-                         "dim")
+                t.append(
+                    f" │ mig {mig.index + 1}/{n}" + ("" if s.selected is not None else " (latest)"),
+                    "dim",
+                )
         if not view.timed and view.total:
             t.append(" │ no timestamps", "bold yellow")
         if view.error:

@@ -30,8 +30,13 @@ class HealthPanel(AutoHeightPanel):
         if v.report is not None:
             r = v.report
             if r.malformed_lines or r.skipped_lines:
-                t.add_row("input lines", Text(f"{r.malformed_lines} malformed, {r.skipped_lines} skipped",
-                                              "yellow" if r.malformed_lines else ""))
+                t.add_row(
+                    "input lines",
+                    Text(
+                        f"{r.malformed_lines} malformed, {r.skipped_lines} skipped",
+                        "yellow" if r.malformed_lines else "",
+                    ),
+                )
             for w in r.warnings[-5:]:
                 t.add_row("warning", Text(w, "yellow"))
         for n in v.notices:

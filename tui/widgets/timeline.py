@@ -11,12 +11,22 @@ from tui.view import cursor_ms
 from tui.widgets.base import Panel, Shown
 
 LABEL_W = 14
-PHASE_STYLE = {"setup": "black on bright_blue", "pre-copy": "black on green",
-               "stop-and-copy": "white on red", "complete": "black on bright_white"}
-STATE_STYLE = {"RUNNING": "black on green", "PRE_COPY": "black on yellow",
-               "PRE_COPY_P2P": "black on dark_orange", "RUNNING_P2P": "black on bright_green",
-               "STOP_COPY": "white on red", "STOP": "white on grey35", "RESUMING": "white on blue",
-               "ERROR": "white on dark_red"}
+PHASE_STYLE = {
+    "setup": "black on bright_blue",
+    "pre-copy": "black on green",
+    "stop-and-copy": "white on red",
+    "complete": "black on bright_white",
+}
+STATE_STYLE = {
+    "RUNNING": "black on green",
+    "PRE_COPY": "black on yellow",
+    "PRE_COPY_P2P": "black on dark_orange",
+    "RUNNING_P2P": "black on bright_green",
+    "STOP_COPY": "white on red",
+    "STOP": "white on grey35",
+    "RESUMING": "white on blue",
+    "ERROR": "white on dark_red",
+}
 
 
 def _norm(state: str) -> str:
@@ -29,10 +39,11 @@ def timeline_height(mig: Migration | None) -> int:
     return 1 + min(n, 4)
 
 
-def _segments_row(label: str, segs: list[tuple[float, float, str, str]], x_max: float,
-                  width: int) -> Text:
+def _segments_row(
+    label: str, segs: list[tuple[float, float, str, str]], x_max: float, width: int
+) -> Text:
     """``segs``: (start_ms, end_ms, name, style) drawn on ``width`` cells for 0..x_max."""
-    t = Text(f"{label[:LABEL_W - 1]:<{LABEL_W}}", "bold", no_wrap=True, overflow="crop")
+    t = Text(f"{label[: LABEL_W - 1]:<{LABEL_W}}", "bold", no_wrap=True, overflow="crop")
     cells: list[tuple[str, str]] = [(" ", "")] * width
     for a, b, name, style in segs:
         ca = int(a / x_max * width) if x_max > 0 else 0
@@ -64,8 +75,14 @@ def phase_segments(mig: Migration, end_ms: float) -> list[tuple[float, float, st
     start = setup or 0.0
     if pre_end > start:
         n = sum(1 for p in mig.passes if p.phase == "precopy")
-        segs.append((start, pre_end, f"pre-copy {n} pass" + ("es" if n != 1 else ""),
-                     PHASE_STYLE["pre-copy"]))
+        segs.append(
+            (
+                start,
+                pre_end,
+                f"pre-copy {n} pass" + ("es" if n != 1 else ""),
+                PHASE_STYLE["pre-copy"],
+            )
+        )
     if sw is not None:
         stop_end = sw + mig.stopcopy_ms if mig.stopcopy_ms is not None else end_ms
         segs.append((sw, max(stop_end, sw), "stop-and-copy", PHASE_STYLE["stop-and-copy"]))
@@ -74,17 +91,21 @@ def phase_segments(mig: Migration, end_ms: float) -> list[tuple[float, float, st
     return segs
 
 
-def state_segments(states: tuple[StateChange, ...], end_ms: float) -> list[tuple[float, float, str, str]]:
-    known = [s for s in states if s.t_ms is not None and s.side == "source"] or \
-        [s for s in states if s.t_ms is not None]
+def state_segments(
+    states: tuple[StateChange, ...], end_ms: float
+) -> list[tuple[float, float, str, str]]:
+    known = [s for s in states if s.t_ms is not None and s.side == "source"] or [
+        s for s in states if s.t_ms is not None
+    ]
     # the same change reported twice (trace request and confirmation, QMP event) is one
     # segment: keep the first report of each run of equal states
     merged: list[StateChange] = []
     for s in sorted(known, key=lambda s: s.t_ms):
         if merged and _norm(merged[-1].state) == _norm(s.state):
             if s.confirmed and not merged[-1].confirmed:
-                merged[-1] = StateChange(merged[-1].t_ms, merged[-1].state, merged[-1].side, True,
-                                         merged[-1].origin)
+                merged[-1] = StateChange(
+                    merged[-1].t_ms, merged[-1].state, merged[-1].side, True, merged[-1].origin
+                )
             continue
         merged.append(s)
     known = merged
@@ -107,15 +128,30 @@ def render_timeline(shown: Shown, width: int) -> RenderableType:
     cur = cursor_ms(shown.view, mig)
     if cur is None or not shown.view.timed:
         n = sum(1 for p in mig.passes if p.phase == "precopy")
-        return Text(f"{'phase':<{LABEL_W}}setup → pre-copy ({n} passes) → "
-                    f"{'stop-and-copy → ' if mig.switchover_ms is not None else ''}{mig.outcome}"
-                    "  (no timestamps)", no_wrap=True, overflow="ellipsis")
-    end = mig.total_ms if mig.outcome in ("completed", "failed", "cancelled") and mig.total_ms else cur
-    x_max = max(full.total_ms or 0.0, end, 1.0) if shown.view.mode == "replay" and full else max(end, 1.0)
+        return Text(
+            f"{'phase':<{LABEL_W}}setup → pre-copy ({n} passes) → "
+            f"{'stop-and-copy → ' if mig.switchover_ms is not None else ''}{mig.outcome}"
+            "  (no timestamps)",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    end = (
+        mig.total_ms
+        if mig.outcome in ("completed", "failed", "cancelled") and mig.total_ms
+        else cur
+    )
+    x_max = (
+        max(full.total_ms or 0.0, end, 1.0)
+        if shown.view.mode == "replay" and full
+        else max(end, 1.0)
+    )
     rows = [_segments_row("phase", phase_segments(mig, end), x_max, bar_w)]
     for dev in [d for d in mig.devices if d.states][:4]:
-        rows.append(_segments_row(short_name(dev.name, LABEL_W - 1), state_segments(dev.states, end),
-                                  x_max, bar_w))
+        rows.append(
+            _segments_row(
+                short_name(dev.name, LABEL_W - 1), state_segments(dev.states, end), x_max, bar_w
+            )
+        )
     return Group(*rows)
 
 

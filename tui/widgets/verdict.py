@@ -33,9 +33,14 @@ def render_verdict(shown: Shown) -> RenderableType:
     t.add_row("downtime limit", fmt_ms(mig.downtime_limit_ms))
     unresolved = v.converged is not True  # once it converged there is no gap left to close
     if unresolved and v.needed_downtime_limit_ms is not None:
-        t.add_row("would close", Text(f"downtime-limit ≥ {fmt_ms(v.needed_downtime_limit_ms)}", "yellow"))
+        t.add_row(
+            "would close", Text(f"downtime-limit ≥ {fmt_ms(v.needed_downtime_limit_ms)}", "yellow")
+        )
     if unresolved and v.needed_bandwidth_bytes_per_s is not None:
-        t.add_row("or" if unresolved and v.needed_downtime_limit_ms is not None else "would close", Text(f"bandwidth ≥ {fmt_rate(v.needed_bandwidth_bytes_per_s)}", "yellow"))
+        t.add_row(
+            "or" if unresolved and v.needed_downtime_limit_ms is not None else "would close",
+            Text(f"bandwidth ≥ {fmt_rate(v.needed_bandwidth_bytes_per_s)}", "yellow"),
+        )
     if v.dominant_device:
         t.add_row("holds it up", Text(v.dominant_device, "bold"))
     t.add_row("checks/passes", f"{len(mig.checks)} / {mig.dirty_syncs}")

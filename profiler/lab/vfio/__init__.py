@@ -35,6 +35,9 @@ def add_vfio_arguments(parser: argparse.ArgumentParser) -> None:
                         + ", ".join([*_scenario_names(), "all"]))
     g.add_argument("--vfio-rebuild", action="store_true",
                    help="rebuild the cached L1 image even if its inputs did not change")
+    g.add_argument("--vfio-report-in-l1", action="store_true",
+                   help="also run 'migprof report --json' inside L1 on each run (minutes: "
+                        "numba compiles under nested TCG)")
     g.add_argument("--vfio-keep", action="store_true",
                    help="keep the L1 results directory (console log, dmesg, runner log)")
     have = parser._option_string_actions  # argparse offers no public lookup
@@ -91,7 +94,12 @@ def run_vfio_lab(args: argparse.Namespace) -> int:
     """``migprof lab --vfio mtty``: build/reuse the image, boot L1, run, copy run dirs back."""
     from profiler.lab.vfio.image import ensure_image
     from profiler.lab.vfio.l1 import run_job
+    from profiler.lab.vfio.scenarios import SCENARIOS
 
+    if getattr(args, "list", False):
+        for name, sc in SCENARIOS.items():
+            print(f"{name:18} {sc.description}")
+        return EXIT_OK
     scenarios = _scenarios_from_args(args)
     out = Path(getattr(args, "out", None) or f"migprof-vfio-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
@@ -106,7 +114,8 @@ def run_vfio_lab(args: argparse.Namespace) -> int:
     work = image.dir.parent.parent / "vfio-runs" / time.strftime("%Y%m%d-%H%M%S")
     print(f"vfio lab: booting L1 (TCG) for {', '.join(scenarios)}", file=sys.stderr)
     try:
-        res = run_job(image, work, scenarios)
+        res = run_job(image, work, scenarios,
+                      report_in_l1=bool(getattr(args, "vfio_report_in_l1", False)))
     except MigprofError as e:
         raise MigprofError(f"{e} (L1 console and logs kept in {work})") from e
     try:
@@ -119,7 +128,7 @@ def run_vfio_lab(args: argparse.Namespace) -> int:
                                    f"see {work / 'runner.log'}")
             shutil.copytree(src, out / name, dirs_exist_ok=True)
             rows.append(summarize(out / name))
-        for extra in ("runner.log", "dmesg.txt", "console.log", "l1-kernel"):
+        for extra in ("runner.log", "dmesg.txt", "console.log", "l1-kernel", "diag.txt"):
             if (work / extra).exists():
                 shutil.copy2(work / extra, out / extra)
     finally:
