@@ -562,3 +562,17 @@ def test_synthetic_line_fixtures(path: Path) -> None:
     assert res.events == len(text.splitlines()) - other
     if "-tid" in path.name or "iso" in path.name or "stap" in path.name:
         assert res.frame["t_ns"].notna().all()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_read_log_small_chunks_equal_one_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               chunk: int) -> None:
+    src = next(p for p in REAL_LOGS if p.suffix == ".log" and "cancel-retry" in p.parent.name)
+    text = src.read_bytes() + b"qemu-system-x86_64: not a trace line\n" + src.read_bytes()[:500]
+    p = tmp_path / "x.log"
+    p.write_bytes(text)
+    whole = read_log(p)
+    monkeypatch.setattr(qemu_log, "CHUNK_BYTES", chunk)
+    cut = read_log(p)
+    assert (cut.lines, cut.skipped, cut.malformed) == (whole.lines, whole.skipped, whole.malformed)
+    pd.testing.assert_frame_equal(cut.frame, whole.frame)

@@ -171,3 +171,45 @@ def test_qmp_source_missing_socket(tmp_path: Path) -> None:
         QmpSource({"source": str(tmp_path / "none.sock")}, connect_timeout=0.3),
     ):
         pass
+
+
+def _paused_qemu(sock: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(lq.SYSTEM_QEMU), "-machine", "pc", "-accel", "tcg", "-m", "32", "-nodefaults",
+         "-display", "none", "-S", "-qmp", f"unix:{sock},server=on,wait=off"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
+    """A live source follows QEMU through a restart on the same socket (runstate_changed):
+    rows say when it dropped and came back, and the capabilities it set are restored."""
+    proc, sock = qemu_qmp
+    frames = []
+    with QmpSource({"source": str(sock)}, poll_hz=10, params_hz=0) as q:
+        q.enable_migration_events("source")
+        proc.kill()
+        proc.wait()
+        sock.unlink()
+        second = _paused_qemu(sock)
+        try:
+            end = time.monotonic() + 20
+            while q.sides["source"].reconnects < 1 and time.monotonic() < end:
+                time.sleep(0.05)
+            assert q.sides["source"].reconnects == 1 and q.sides["source"].gone is None
+            assert q.health()["source_reconnects"] == 1
+            caps = q.execute("source", "query-migrate-capabilities")
+            assert {c["capability"]: c["state"] for c in caps}["events"] is True
+            assert "status" not in q.query_migrate("source")  # the new QEMU: no migration yet
+            stop = threading.Event()
+            stop.set()
+            frames = [b for b in q.batches(stop) if len(b)]
+        finally:
+            second.kill()
+            second.wait()
+    df = ev.concat(frames)
+    conn = df.loc[df["event"] == ev.QMP_EVENT, "state"].astype(str).tolist()
+    assert conn == ["qmp-disconnected", "qmp-reconnected"]
+

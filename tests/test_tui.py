@@ -26,6 +26,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
 from tui.view import cursor_ms
 from tui.widgets.chart import legend
+from tui.widgets.timeline import LABEL_W
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
 SIZE = (80, 24)
@@ -438,7 +439,7 @@ def test_chart_marks_switchover_parameter_change_and_passes():
     the zero row for the threshold before the first bandwidth window."""
     from tui.view import View
     from tui.widgets.base import Shown
-    from tui.widgets.chart import render_chart
+    from tui.widgets.chart import Y_LABEL_W, render_chart
 
     loaded = pipeline.load([str(real_run("downtime-raise"))])
     rep = report_of(loaded)
@@ -449,7 +450,7 @@ def test_chart_marks_switchover_parameter_change_and_passes():
     axis = lines[-1].plain
     assert "S" in axis and "P" in axis and "╵" in axis
     assert axis.index("P") <= axis.index("S")  # the change came before the switch-over
-    labels = [ln.plain[:8].strip() for ln in lines[1:-1]]
+    labels = [ln.plain[: Y_LABEL_W - 1].strip() for ln in lines[1:-1]]
     assert "0 B" in labels  # threshold 0 before the first 100 ms window has its own row
     assert lines[0].plain.startswith(f"━ pending {fmt_bytes(mig.checks[-1].pending_bytes)}")
     log_rows = [ln.plain for ln in lines[1:-1]]
@@ -504,4 +505,5 @@ async def test_vfio_devices_in_chart_table_and_timeline():
             assert row[2] == "STOP"  # the source device ends stopped
         timeline = app.screen.query_one("#timeline").render()
         lines = [t.plain for t in timeline.renderables]
-        assert any(ln.startswith(short_name(vfio[0].name, 13)) and "PRE_COPY" in ln for ln in lines)
+        label = short_name(vfio[0].name, LABEL_W - 1)
+        assert any(ln.startswith(label) and "PRE_COPY" in ln for ln in lines), lines

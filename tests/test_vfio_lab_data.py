@@ -61,6 +61,11 @@ def test_model_matches_query_migrate(name: str, capsys: pytest.CaptureFixture[st
     vc.check_model(DATA / name, capsys)
 
 
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_report_reads_run_directory(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    vc.check_report_rundir(DATA / name, capsys)
+
+
 @pytest.mark.parametrize("name", vc.WITH_BPF)
 def test_bpf_bytes(name: str) -> None:
     vc.check_bpf_bytes(DATA / name, name)

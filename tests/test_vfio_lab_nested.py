@@ -72,6 +72,12 @@ def test_model_matches_query_migrate(vfio_runs: Path, name: str,
     vc.check_model(vfio_runs / name, capsys)
 
 
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_report_reads_run_directory(vfio_runs: Path, name: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    vc.check_report_rundir(vfio_runs / name, capsys)
+
+
 @pytest.mark.parametrize("name", vc.WITH_BPF)
 def test_bpf_data_fd_bytes_equal_mtty_sizes(vfio_runs: Path, name: str) -> None:
     vc.check_bpf_bytes(vfio_runs / name, name)

@@ -228,3 +228,14 @@ def check_bpf_states(run: Path) -> None:
         got = [r["state"] for r in rows if r["event"] == "bpf_vfio_ioctl" and r["side"] == side
                and "MIG_DEVICE_STATE" in (r.get("detail") or "") and r.get("state")]
         assert got[: len(want)] == want, (side, got)
+
+
+def check_report_rundir(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`migprof report RUNDIR` reads the whole run directory the lab brought back."""
+    rc = main(["report", "--json", str(run)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    migs = json.loads(out)["migrations"]
+    assert migs, "no migration found in the run directory"
+    want = run_info(run)["outcome"]
+    assert migs[-1]["outcome"] == ("failed" if want == "refused" else want)

@@ -518,6 +518,7 @@ class LiveFeed(Feed):
             self._refresh(post, pending)
             if not stop.is_set():
                 post(SourceEnded("the live source ended"))
+            self._serve(post, stop)
         except Exception as e:  # the screen stays up with a notice; never a traceback
             log.debug("live source failed", exc_info=True)
             self.status = "failed"
@@ -527,6 +528,18 @@ class LiveFeed(Feed):
             except Exception:
                 log.debug("final refresh failed", exc_info=True)
             post(SourceFailed(self.error))
+            self._serve(post, stop)
+
+    def _serve(self, post: Post, stop: threading.Event) -> None:
+        """After the source is gone the screen stays: keep answering filter and freeze."""
+        while not stop.is_set():
+            try:
+                cmds = [self._cmds.get(timeout=TICK_S * 5)] + self._drain()
+            except queue.Empty:
+                continue
+            if self._handle(cmds):
+                self.playing = True  # nothing arrives any more: a freeze would only hide the filter
+                self._post_view(post, self._view())
 
 
 class ReplayFeed(Feed):

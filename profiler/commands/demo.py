@@ -23,15 +23,6 @@ EXAMPLES = """examples:
 """
 
 MiB = 1024 * 1024
-TAIL_S = 0.5  # trace log tail period
-WARM_LINES = (  # both prefix forms the lab writes, and the events the line view reads
-    b"12@1700000000.000001:migrate_set_state new state setup\n"
-    b"12@1700000000.000002:migrate_pending_estimate estimate pending size 1 (pre = 1 post=0)\n"
-    b"12@1700000000.000003:migrate_transferred transferred 1 time_spent 100 bandwidth 1 "
-    b"switchover_bw 0 max_size 1\n",
-    b"migrate_pending pending size 1 max 1 (pre = 1 compat=0 post=0)\n"
-    b"migrate_transferred transferred 1 time_spent 100 bandwidth 1 max_size 1\n",
-)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -71,8 +62,16 @@ class LineView:
         self.printed = False
 
     def feed(self, df: pd.DataFrame) -> None:
+        """Take a batch and print a line when one is due."""
+        self.feed_events(df)
+        self.tick()
+
+    def feed_events(self, df: pd.DataFrame) -> None:
         if len(df):
             self._update(df)
+
+    def tick(self) -> None:
+        """Print a line if one is due (called on every heartbeat)."""
         now = time.monotonic()
         if now >= self.next and self.t0 is not None:
             self.print_line(now)
@@ -148,27 +147,9 @@ class LineView:
         )
 
 
-def _sources(lab: Any) -> list:
-    """What the demo profiles: the lab's QMP/sock_diag rows and both trace logs, tailed."""
-    from profiler.sources.qemu_log import QemuLogSource, parse_bytes
-
-    # the log parser builds its tables and loads its compiled scanners on first use (a
-    # second or more of CPU): do it now, not while the migration is being profiled
-    warm = QemuLogSource(lab.procs["source"].spec.log_file, "source")
-    for sample in WARM_LINES:
-        parse_bytes(sample, side="source")
-        warm._parse(sample)
-
-    return [
-        lab.stream,
-        QemuLogSource(lab.procs["source"].spec.log_file, "source", follow=True),
-        QemuLogSource(lab.procs["destination"].spec.log_file, "destination", follow=True),
-    ]
-
-
 def run(args: argparse.Namespace) -> int:
+    from profiler.lab.follow import finish_recording, follow_run, recording_meta
     from profiler.lab.run import Lab, run_guarded
-    from profiler.stream import MergedSource
 
     quiet_qmp_logs(args)
     cfg = config_from_args(args)
@@ -178,54 +159,70 @@ def run(args: argparse.Namespace) -> int:
         f"run directory {cfg.out}",
         file=sys.stderr,
     )
-    with run_guarded(), Lab(cfg) as lab:
-        result: dict[str, Any] = {}
-
-        def drive() -> None:
-            try:
-                result["run"] = lab.run()
-            except BaseException as e:  # reported by the main thread
-                result["error"] = e
-            finally:
-                lab.close()  # stops QEMU; the stream ends once drained
-
-        merged = MergedSource(_sources(lab))
-        worker = threading.Thread(target=drive, name="lab-run", daemon=True)
-        if use_tui:
-            tui = _try_tui()
+    writer = None
+    try:
+        with run_guarded(), Lab(cfg) as lab:
+            if args.record:
+                writer = open_recording(args.record, recording_meta(lab, "demo"))
+            tui = _try_tui() if use_tui else None
             if tui is not None:
-                worker.start()
-                rc = tui(merged, title=f"migprof demo: {cfg.scenario.name}")
-                if worker.is_alive():
-                    print(
-                        "migprof demo: the lab run goes on to its end (Ctrl-C stops it)...",
-                        file=sys.stderr,
-                    )
-                worker.join()
+                rc = _run_tui(lab, tui, writer, f"migprof demo: {cfg.scenario.name}")
+            else:
+                view = LineView(sys.stdout, args.interval) if not args.json else None
+                sinks = [f for f in (view and view.feed_events, writer and writer.write) if f]
+
+                def on_batch(batch: pd.DataFrame) -> None:
+                    for sink in sinks:
+                        sink(batch)
+
+                result = follow_run(lab, on_batch, view.tick if view is not None else None)
+                if view is not None and view.t0 is not None and time.monotonic() - view.last > 0.3:
+                    view.print_line()
                 if "error" in result:
                     raise result["error"]
-                _final_report(cfg.out, args)
-                return rc
-        stop = threading.Event()
-        done_at = 0.0
-        view = LineView(sys.stdout, args.interval) if not args.json else None
-        with merged:
-            worker.start()
-            for batch in merged.batches(stop):
-                if view is not None:
-                    view.feed(batch)
-                if not worker.is_alive() and lab.stream.finished.is_set():
-                    # QEMU has exited, so the logs are complete: give the tails half a
-                    # second to read their ends, then stop
-                    done_at = done_at or time.monotonic()
-                    if time.monotonic() - done_at > 0.5:
-                        stop.set()
-        worker.join()
-        if view is not None and view.t0 is not None and time.monotonic() - view.last > 0.3:
-            view.print_line()
-        if "error" in result:
-            raise result["error"]
-    return _final_report(cfg.out, args)
+                rc = 0
+        if writer is not None:
+            finish_recording(writer, cfg.out)
+    finally:
+        if writer is not None:
+            path = writer.close()
+            print(f"migprof demo: recording {path} ({writer.rows_written} events)", file=sys.stderr)
+    rep_rc = _final_report(cfg.out, args)
+    return rc or rep_rc
+
+
+def _run_tui(lab: Any, tui: Any, writer: Any, title: str) -> int:
+    """The TUI on the live stream while the lab runs in a worker thread."""
+    from profiler.lab.follow import HEARTBEAT_S, lab_sources
+    from profiler.stream import MergedSource
+
+    result: dict[str, Any] = {}
+
+    def drive() -> None:
+        try:
+            result["run"] = lab.run()
+        except BaseException as e:  # reported by the main thread
+            result["error"] = e
+        finally:
+            lab.close()  # stops QEMU; the stream ends once drained
+
+    merged = MergedSource(lab_sources(lab), poll_s=HEARTBEAT_S)
+    worker = threading.Thread(target=drive, name="lab-run", daemon=True)
+    worker.start()
+    rc = tui(merged, title=title, record=writer)
+    if worker.is_alive():
+        print("migprof demo: the lab run goes on to its end (Ctrl-C stops it)...", file=sys.stderr)
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return rc
+
+
+def open_recording(path: Any, meta: dict[str, Any]) -> Any:
+    """A ``RecordingWriter`` for ``--record`` (shared by `lab` and `demo`)."""
+    from profiler.store import RecordingWriter
+
+    return RecordingWriter(path, meta=meta)
 
 
 def _try_tui():

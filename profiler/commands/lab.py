@@ -89,6 +89,12 @@ def add_lab_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poll-hz", type=float, default=10.0, help="query-migrate rate (default 10)")
     p.add_argument("--no-timestamps", action="store_true", help="log without -msg timestamp=on")
     p.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also write every event of the run (QMP, sock_diag, lab marks, both trace "
+        "logs) to a recording (Parquet; see docs/recordings.md)",
+    )
+    p.add_argument(
         "--transferred-bytes",
         action="store_true",
         help="also enable the migration_transferred_bytes trace flood",
@@ -156,6 +162,28 @@ def quiet_qmp_logs(args: argparse.Namespace) -> None:
         logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
+def _run_recorded(cfg, path: str):
+    """The run, with every event also written to the recording ``path`` as it happens
+    (the trace logs tailed like `migprof demo` does)."""
+    from profiler.commands.demo import open_recording
+    from profiler.lab.follow import finish_recording, follow_run, recording_meta
+    from profiler.lab.run import Lab, run_guarded
+
+    writer = None
+    try:
+        with run_guarded(), Lab(cfg) as lab:
+            writer = open_recording(path, recording_meta(lab, "lab"))
+            result = follow_run(lab, writer.write)
+            if "error" in result:
+                raise result["error"]
+        finish_recording(writer, cfg.out)
+    finally:
+        if writer is not None:
+            final = writer.close()
+            print(f"migprof lab: recording {final} ({writer.rows_written} events)", file=sys.stderr)
+    return result["run"]
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "vfio", None):
         from profiler.lab.vfio import run_vfio_lab
@@ -172,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_qmp_logs(args)
     cfg = config_from_args(args)
     print(f"migprof lab: scenario {cfg.scenario.name}, run directory {cfg.out}", file=sys.stderr)
-    res = run_scenario(cfg)
+    res = run_scenario(cfg) if not args.record else _run_recorded(cfg, args.record)
     summary = {
         "run_dir": str(res.run_dir),
         "status": res.status,

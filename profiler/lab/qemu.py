@@ -336,6 +336,9 @@ class VmSpec:
     netns: str | None = None
     extra_args: list[str] = field(default_factory=list)
     log_name: str | None = None  # trace log file name in run_dir; default <side>.log
+    # a second QMP monitor left free for other clients (`migprof live --qmp`): QEMU
+    # serves one client per monitor, and the lab holds the first one
+    attach_qmp: bool = False
 
     @property
     def log_file(self) -> Path:
@@ -344,6 +347,11 @@ class VmSpec:
     @property
     def qmp_socket(self) -> Path:
         return self.run_dir / f"qmp-{self.side}.sock"
+
+    @property
+    def attach_socket(self) -> Path:
+        """The spare QMP monitor (``attach_qmp``) for other clients to attach to."""
+        return self.run_dir / f"qmp-{self.side}-attach.sock"
 
     @property
     def serial_file(self) -> Path:
@@ -385,6 +393,9 @@ def build_command(binary: QemuBinary, spec: VmSpec) -> list[str]:
         str(spec.kernel),
         "-append",
         spec.append,
+        *(  # first, so tools that take the first -qmp of a command line find the free one
+            ["-qmp", f"unix:{spec.attach_socket},server=on,wait=off"] if spec.attach_qmp else []
+        ),
         "-qmp",
         f"unix:{spec.qmp_socket},server=on,wait=off",
         "-D",
@@ -415,7 +426,7 @@ class QemuProcess:
     def start(self) -> QemuProcess:
         s = self.spec
         s.run_dir.mkdir(parents=True, exist_ok=True)
-        for f in (s.log_file, s.qmp_socket, s.serial_file):
+        for f in (s.log_file, s.qmp_socket, s.attach_socket, s.serial_file):
             f.unlink(missing_ok=True)
         if s.trace_events:
             s.events_file.write_text("\n".join(s.trace_events) + "\n")
@@ -481,7 +492,9 @@ class QemuProcess:
                 self.proc.wait(timeout=10)
             except ProcessLookupError:
                 pass
+        # the sockets stay while QEMU runs (others may attach); gone with it
         self.spec.qmp_socket.unlink(missing_ok=True)
+        self.spec.attach_socket.unlink(missing_ok=True)
         return self.proc.returncode
 
 

@@ -92,7 +92,10 @@ class LabStream(Source):
         self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.finished = threading.Event()
         self.rows = 0
-        self.gather_s = 0.3
+        # gather for half a second: a frame costs a few ms to build, the trace tails
+        # deliver at the same pace, and live views redraw at most a few times a second
+        self.gather_s = 0.5
+        self.idle_s = 0.25  # how soon an idle stream notices it is finished
 
     def put(self, row: dict[str, Any]) -> None:
         self._q.put(row)
@@ -101,9 +104,7 @@ class LabStream(Source):
         while not stop.is_set():
             rows: list[dict[str, Any]] = []
             try:
-                rows.append(self._q.get(timeout=0.1))
-                # gather for 0.3 s: a frame costs a few ms to build, and
-                # live views redraw at most a few times a second
+                rows.append(self._q.get(timeout=self.idle_s))
                 end = time.monotonic() + self.gather_s
                 while len(rows) < 5000:
                     left = end - time.monotonic()
@@ -267,6 +268,7 @@ class Lab:
             ),
             incoming=side == "destination",
             netns=self.net.ns[side] if self.net else None,
+            attach_qmp=True,  # qmp-<side>-attach.sock: for `migprof live --qmp` (docs/lab.md)
         )
         return spec
 
@@ -280,6 +282,7 @@ class Lab:
             {s: str(self.procs[s].spec.qmp_socket) for s in SIDES},
             poll_hz=self.cfg.poll_hz,
             params_hz=1.0,
+            reconnect=False,  # a lab QEMU that drops QMP has exited (or was killed)
         )
         self.qmp.tap(self.recorder.add)
         self.qmp.__enter__()
@@ -404,7 +407,9 @@ class Lab:
                 cancelled = True
             if el >= timeout_s + 15:
                 raise MigprofError(f"migration still {st!r} 15 s after migrate_cancel")
-            time.sleep(0.02)
+            # 20 Hz: actions are scheduled in tenths of seconds, and the end is also
+            # seen by the QMP event and polls, stamped when they arrive
+            time.sleep(0.05 if not pending else min(0.05, max(0.0, pending[0].at_s - el)))
 
     def _final(self, side: str) -> dict[str, Any] | None:
         proc = self.procs.get(side)

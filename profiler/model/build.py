@@ -27,7 +27,7 @@ from profiler.model.passes import passes as find_passes
 from profiler.model.results import Check, Migration, Pass, Report, StateChange
 from profiler.model.table import Table, build_table
 from profiler.model.verdict import increase_dirty_rate, sync_dirty_rate, verdict
-from profiler.model.version import Era, detect
+from profiler.model.version import Era, detect_from
 
 _PARAM_KEYS = ("downtime-limit", "max-bandwidth", "avail-switchover-bandwidth")
 
@@ -126,6 +126,41 @@ def _floats(a: np.ndarray) -> list:
     return out
 
 
+def _eras(rows: pd.DataFrame, iso: dict[str, bool]) -> dict[str, Era]:
+    """The release family of each trace stream (a property of the file, not of one migration
+    in it), from integer codes: which events each stream has, and two argument tests."""
+    tr = rows["trace"].to_numpy(dtype=bool)
+    ev = rows["event"]
+    if not isinstance(ev.dtype, pd.CategoricalDtype):
+        ev = ev.astype("category")
+    cats = [str(c) for c in ev.cat.categories]
+    code = ev.cat.codes.to_numpy().astype(np.int64)
+    sc = rows["_sc"].to_numpy(dtype=np.int64)
+    stream = rows["stream"].to_numpy(dtype=object)
+    names = {}
+    for k in np.unique(sc[tr]).tolist():
+        names[k] = str(stream[np.flatnonzero(sc == k)[0]])
+    n = len(cats) + 1
+    pairs = np.unique(sc[tr] * n + code[tr])
+    present: dict[int, set[str]] = {}
+    for p in pairs.tolist():
+        if p % n < len(cats):
+            present.setdefault(p // n, set()).add(cats[p % n])
+    ids = {c: i for i, c in enumerate(cats)}
+
+    def streams_with(event: str, col: str) -> set[int]:
+        if event not in ids:
+            return set()
+        m = tr & (code == ids[event]) & rows[col].notna().to_numpy(dtype=bool)
+        return set(np.unique(sc[m]).tolist())
+
+    rec = streams_with(N.VFIO_SET_STATE, "detail")
+    sbw = streams_with(N.TRANSFERRED, "count")
+    return {names[k]: detect_from(present.get(k, set()), recover_state=k in rec, switchover_bw=k in sbw,
+                                  iso=iso.get(names[k]))
+            for k in names}
+
+
 class _Builder:
     """Holds the whole-table results; ``migration()`` slices and packs one migration."""
 
@@ -148,6 +183,7 @@ class _Builder:
         c = self.chk
         self.c_np = {k: c[k].to_numpy() for k in ("row", "pending", "threshold", "gap", "decisive",
                                                    "below", "bw", "sbw", "pass_no", "t_ns")}
+        self.c_np["kind"] = c["kind"].to_numpy(dtype=object)
         base = np.array([T.rel(x) for x in self.t0])
         t_ms = (c["t_ns"].to_numpy() - base[c["mig"].to_numpy()]) / 1e6 if len(c) else np.zeros(0)
         # the columns Check objects are made of, in Check's field order (reuse compares them)
@@ -164,17 +200,17 @@ class _Builder:
                      p["dirty_pages"].to_numpy(dtype=np.float64), p["phase"].to_numpy()]
         self.p_lo = np.searchsorted(p["mig"].to_numpy(), np.arange(T.n_mig), side="left")
         self.p_hi = np.searchsorted(p["mig"].to_numpy(), np.arange(T.n_mig), side="right")
-        self.win = np.flatnonzero(T.trace & (T.name == N.TRANSFERRED))
+        self.win = np.flatnonzero(T.trace & T.is_(N.TRANSFERRED))
         self.w_lo, self.w_hi = np.searchsorted(self.win, T.start), np.searchsorted(self.win, T.end)
-        self.ack = T.first(T.trace & (T.name == N.SWITCHOVER_ACKED))
-        self.approve = T.first(T.trace & (T.name == N.DEST_ACK_APPROVE))
+        self.ack = T.first(T.trace & T.is_(N.SWITCHOVER_ACKED))
+        self.approve = T.first(T.trace & T.is_(N.DEST_ACK_APPROVE))
         self.timed_first = T.first(~T.tna)
         self.timed_last = T.last(~T.tna)
-        self.dest_end = T.last(R.status | (T.trace & (T.name == N.DEST_END)))
-        lost_rows = ~T.trace & (T.name == E.BPF_LOST)
+        self.dest_end = T.last(R.status | (T.trace & T.is_(N.DEST_END)))
+        lost_rows = ~T.trace & T.is_(E.BPF_LOST)
         self.lost = np.bincount(T.mig[lost_rows], weights=np.nan_to_num(T.num["count"][lost_rows]),
                                 minlength=T.n_mig).astype(np.int64) if lost_rows.any() else np.zeros(T.n_mig, np.int64)
-        self.mpass = T.last(~T.trace & (T.name == E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["count"]))
+        self.mpass = T.last(~T.trace & T.is_(E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["count"]))
 
     def _dest_states(self, dm: int, t0: int | None) -> list[StateChange]:
         T = self.T
@@ -347,11 +383,8 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     rows, spans = sp.rows, sp.spans
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
     glob = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
-    tr = rows["trace"].to_numpy(dtype=bool)
-    # the release family is a property of the stream (file), not of one migration in it
-    eras = {st: detect(g, sp.iso.get(st))
-            for st, g in rows.loc[tr, ["event", "detail", "count", "stream"]].groupby("stream", sort=False)}
     T = build_table(rows, len(spans))
+    eras = _eras(rows, sp.iso)
     b = _Builder(T, spans, eras, glob, warn, device_aliases(meta))
     by_src = {s: d for d, s in sp.pairs.items()}
     src = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")

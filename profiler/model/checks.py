@@ -33,13 +33,13 @@ def checks(T: Table, complete_le: np.ndarray
     decisive. ``contributions``: arrays chk (row of ``checks``), device, bytes (int), RAM
     as the remainder under ``ram``, first in each check. ``complete_le`` per migration: v10.1+ compares with <=.
     """
-    at = np.flatnonzero(T.trace & _in(T.name, N.CHECK_KINDS))
+    at = np.flatnonzero(T.trace & T.is_(*N.CHECK_KINDS))
     nm = T.name[at]
     kind = np.full(len(at), "pending", dtype=object)
     for ev_name, k in N.CHECK_KINDS.items():
         kind[nm == ev_name] = k
     cm = T.mig[at]
-    win = np.flatnonzero(T.trace & (T.name == N.TRANSFERRED))
+    win = np.flatnonzero(T.trace & T.is_(N.TRANSFERRED))
     if len(win):
         j = np.searchsorted(win, at, side="right") - 1
         jw = win[np.maximum(j, 0)]
@@ -53,12 +53,13 @@ def checks(T: Table, complete_le: np.ndarray
     pending = num["bytes"][at]
     le = complete_le[cm] if len(cm) else np.zeros(0, dtype=bool)
     below = (pending == 0) | np.where(le, pending <= threshold, pending < threshold)
-    syncs = np.flatnonzero(T.trace & (T.name == N.SYNC_END))
+    syncs = np.flatnonzero(T.trace & T.is_(N.SYNC_END))
     first = np.searchsorted(at, T.start[cm], side="left")
     nxt = np.append(kind[1:], None)
     same = np.append(cm[1:] == cm[:-1], False) if len(cm) else np.zeros(0, dtype=bool)
     out = pd.DataFrame({
-        "row": at, "mig": cm, "k": np.arange(len(at)) - first, "t_ns": T.t_at(at), "kind": kind,
+        "row": at, "mig": cm, "k": np.arange(len(at)) - first, "t_ns": T.t_at(at),
+        "kind": pd.Series(kind, dtype=object),  # object: pandas 3 would infer (slow) Arrow strings
         "pending": pending, "pre": num["pre_bytes"][at], "post": num["post_bytes"][at],
         "threshold": threshold, "gap": pending - threshold, "below": below,
         "pass_no": np.searchsorted(syncs, at, side="right") - np.searchsorted(syncs, T.start[cm], side="left"),
@@ -75,7 +76,7 @@ def _contributions(T: Table, at: np.ndarray, kind: np.ndarray, pending: np.ndarr
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not len(at):
         return np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64)
-    vf = np.flatnonzero(T.trace & _in(T.name, _EXPECT))
+    vf = np.flatnonzero(T.trace & T.is_(*_EXPECT))
     vname = T.name[vf]
     init = np.nan_to_num(T.num["init_bytes"][vf])
     dirty = np.nan_to_num(T.num["dirty_bytes"][vf])

@@ -44,8 +44,8 @@ class Index:
 
     def __init__(self, T: Table):
         self.T = T
-        self.vf = np.flatnonzero(_in(T.name, _NAMED) & notnone(T.device))
-        self.dt = np.flatnonzero(_in(T.name, (N.DOWNTIME_SAVE, N.DOWNTIME_LOAD)) & notnone(T.device))
+        self.vf = np.flatnonzero(T.is_(*_NAMED) & notnone(T.device))
+        self.dt = np.flatnonzero(T.is_(N.DOWNTIME_SAVE, N.DOWNTIME_LOAD) & notnone(T.device))
         self.vf_lo, self.vf_hi = np.searchsorted(self.vf, T.start), np.searchsorted(self.vf, T.end)
         self.dt_lo, self.dt_hi = np.searchsorted(self.dt, T.start), np.searchsorted(self.dt, T.end)
 
@@ -73,7 +73,7 @@ def _states(T: Table, rows: np.ndarray, names_: np.ndarray, t0: int | None, era:
     """State changes of ``rows`` (``names_``: their canonical device names)."""
     if not len(rows):
         return []
-    sel = _in(T.name[rows], _STATE_EVENTS) & notnone(T.state[rows])
+    sel = T.is_(*_STATE_EVENTS)[rows] & notnone(T.state[rows])
     r, rn = rows[sel], names_[sel]
     if not len(r):
         return []
@@ -109,7 +109,7 @@ def canonical(T: Table, rows: np.ndarray, side: str, aliases: dict[tuple[str, st
     if not len(rows):
         return dev, {}
     tr = T.trace[rows]
-    traced = list(dict.fromkeys(str(x) for x in dev[tr]))
+    traced = [str(x) for x in pd.unique(dev[tr])]
     known = set(traced)
     out = dev.copy()
     joined: dict[str, set[str]] = {}
@@ -137,7 +137,7 @@ def _bpf_io(T: Table, rows: np.ndarray, names_: np.ndarray, cut_t: float) -> dic
     """Per device: data-fd reads/writes (calls, ms, latency), bytes per phase, and the BPF
     pre-copy/stop-copy bytes (reads by the phase BPF charged them to; writes, and reads of
     unknown phase, by time against the source's stop-copy start ``cut_t``, ns on t_at's scale)."""
-    io = _in(T.name[rows], (E.BPF_DATA_READ, E.BPF_DATA_WRITE))
+    io = T.is_(E.BPF_DATA_READ, E.BPF_DATA_WRITE)[rows]
     r, rn = rows[io], names_[io]
     out: dict[str, dict[str, Any]] = {}
     if not len(r):
@@ -179,15 +179,15 @@ def _bpf_io(T: Table, rows: np.ndarray, names_: np.ndarray, cut_t: float) -> dic
 def _pick(code: np.ndarray, uniq: list[str], v: np.ndarray, where: np.ndarray, first: bool) -> dict[str, float]:
     """Per device: the first (or last) non-NaN value of ``v`` among rows ``where``."""
     idx = np.flatnonzero(where & ~np.isnan(v))
+    out: dict[str, float] = {}
     if not len(idx):
-        return {}
+        return out
     c = code[idx]
-    if first:
-        _, at = np.unique(c, return_index=True)
-    else:
-        _, at = np.unique(c[::-1], return_index=True)
-        at = len(c) - 1 - at
-    return {uniq[int(c[a])]: float(v[idx[a]]) for a in at.tolist()}
+    for k, name in enumerate(uniq):  # a handful of devices: one vectorised scan each
+        hit = np.flatnonzero(c == k)
+        if len(hit):
+            out[name] = float(v[idx[hit[0] if first else hit[-1]]])
+    return out
 
 
 def _idstr_names(T: Table, rows: np.ndarray, dts: np.ndarray) -> dict[str, str]:
@@ -197,7 +197,7 @@ def _idstr_names(T: Table, rows: np.ndarray, dts: np.ndarray) -> dict[str, str]:
         if T.detail[i] is not None:
             out[str(T.detail[i])] = str(T.device[i])
     # non-multifd: the entry's downtime line follows its own vfio_save_complete_precopy
-    done = rows[_in(T.name[rows], (N.VFIO_COMPLETE, N.VFIO_COMPLETE_START))]
+    done = rows[T.is_(N.VFIO_COMPLETE, N.VFIO_COMPLETE_START)[rows]]
     for i in dts:
         idstr = T.device[i]
         if T.name[i] == N.DOWNTIME_SAVE and idstr.endswith("vfio") and idstr not in out:
@@ -219,9 +219,11 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
     sv, dv = ix.vfio(src), ix.vfio(dst)
     s_names, s_join = canonical(T, sv, "source", aliases)
     d_names, d_join = canonical(T, dv, "destination", aliases)
-    names: list[str] = list(dict.fromkeys([str(x) for x in s_names] + [str(x) for x in d_names]))
-    sides = {n: "source" for n in dict.fromkeys(str(x) for x in s_names)}
-    for n in dict.fromkeys(str(x) for x in d_names):
+    s_uniq = [str(x) for x in pd.unique(s_names)]
+    d_uniq = [str(x) for x in pd.unique(d_names)]
+    names: list[str] = list(dict.fromkeys(s_uniq + d_uniq))
+    sides = {n: "source" for n in s_uniq}
+    for n in d_uniq:
         sides[n] = "both" if sides.get(n) == "source" else "destination"
     joined = {k: s_join.get(k, set()) | d_join.get(k, set()) for k in set(s_join) | set(d_join)}
     cut = switch if switch >= 0 else np.iinfo(np.int64).max
@@ -238,7 +240,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         uniq = [str(u) for u in uniq]
         pre = r < cut
         b = T.num["bytes"][r]
-        blk = _in(T.name[r], (N.VFIO_BLOCK, N.VFIO_BUFFER)) & ~np.isnan(b)
+        blk = T.is_(N.VFIO_BLOCK, N.VFIO_BUFFER)[r] & ~np.isnan(b)
         for flag, tag in ((pre, "pre"), (~pre, "stop")):
             sel = blk & flag
             if sel.any():
@@ -249,7 +251,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         init_first = _pick(code, uniq, T.num["init_bytes"][r], np.ones(len(r), dtype=bool), first=True)
         dirty_last = _pick(code, uniq, T.num["dirty_bytes"][r], pre, first=False)
         stop_last = _pick(code, uniq, T.num["stopcopy_bytes"][r], np.ones(len(r), dtype=bool), first=False)
-        for i in r[_in(T.name[r], (N.VFIO_THREAD_START, N.VFIO_THREAD_END)) & ~T.tna[r]]:
+        for i in r[T.is_(N.VFIO_THREAD_START, N.VFIO_THREAD_END)[r] & ~T.tna[r]]:
             key = "start" if T.name[i] == N.VFIO_THREAD_START else "end"
             thread.setdefault(T.device[i], {})[key] = int(T.t[i])
     # BPF: data-fd I/O of both sides, pre-copy info and data size on the source
@@ -259,7 +261,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
     b_init: dict[str, float] = {}
     b_dirty: dict[str, float] = {}
     b_size: dict[str, float] = {}
-    bp = ~T.trace[sv] & _in(T.name[sv], (E.BPF_PRECOPY_INFO, E.BPF_IOCTL))
+    bp = ~T.trace[sv] & T.is_(E.BPF_PRECOPY_INFO, E.BPF_IOCTL)[sv]
     if bp.any():
         br, bn = sv[bp], s_names[bp]
         code, uniq = pd.factorize(bn)

@@ -87,38 +87,82 @@ def _segments(g: pd.DataFrame, trace: bool, side: str) -> np.ndarray:
 def split(events: pd.DataFrame) -> Split:
     """Assign every used row to a migration (``mig``), or NA when it belongs to none."""
     used = events["event"].isin(N.USED).to_numpy(dtype=bool)
-    ev = events.loc[used, KEEP].reset_index(drop=True)
-    # what the model needs from the raw text, so the (large) raw column is dropped here
-    raw = events["raw"][used].reset_index(drop=True)
-    ev["hexsize"] = False
+    at = np.flatnonzero(used)
+    ev = _take(events, at)
+    # what the model needs from the raw text: read at the few rows that need it (filtering
+    # the whole, large, raw column costs more than the rest of split)
+    raw_all = events["raw"]
+    hexsize = np.zeros(len(ev), dtype=bool)
     ex = (ev["event"] == N.VFIO_PENDING_EXACT).to_numpy(dtype=bool)
     if ex.any():
-        ev.loc[ex, "hexsize"] = raw[ex].str.contains(" stopcopy size 0x", regex=False).fillna(False).to_numpy(dtype=bool)
+        txt = raw_all.iloc[at[ex]]
+        hexsize[ex] = txt.str.contains(" stopcopy size 0x", regex=False).fillna(False).to_numpy(dtype=bool)
+    ev["hexsize"] = hexsize
     ev["_i"] = np.arange(len(ev))
-    origin = labels(ev["origin"], "?")
-    files = labels(ev["file"], "")
-    side0 = labels(ev["side"], "unknown")
-    nofile = files == ""
-    files[nofile] = [f"{o}:{s}" for o, s in zip(origin[nofile], side0[nofile], strict=True)]
+    # stream = the input file, else origin:side; built from integer codes (the file column is
+    # Arrow strings: factorising it is cheap, turning it into Python strings is not)
+    fcode, funiq = pd.factorize(ev["file"])
+    funiq = [str(f) for f in funiq]
+    nofile = (fcode < 0) | np.isin(fcode, [i for i, f in enumerate(funiq) if f == ""])
+    if nofile.any():
+        oc = ev["origin"].cat.codes.to_numpy().astype(np.int64)
+        sc = ev["side"].cat.codes.to_numpy().astype(np.int64)
+        ocat = [str(c) for c in ev["origin"].cat.categories] + ["?"]
+        scat = [str(c) for c in ev["side"].cat.categories] + ["unknown"]
+        combo = np.where(oc < 0, len(ocat) - 1, oc) * len(scat) + np.where(sc < 0, len(scat) - 1, sc)
+        extra = {int(k): f"{ocat[k // len(scat)]}:{scat[k % len(scat)]}" for k in np.unique(combo[nofile])}
+        base = len(funiq)
+        order = sorted(extra)
+        funiq += [extra[k] for k in order]
+        remap = np.zeros(int(combo.max()) + 1, dtype=np.int64)
+        remap[order] = np.arange(base, base + len(order))
+        fcode = np.where(nofile, remap[combo], fcode)
+    fcode = fcode.astype(np.int64)
     # object columns stay object: pandas 3 would infer Arrow strings, and every later
     # to_numpy(dtype=object) would convert them back
-    ev["stream"] = pd.Series(files, index=ev.index, dtype=object)
+    ev["stream"] = pd.Series(np.array(funiq, dtype=object)[fcode] if len(funiq) else
+                             np.zeros(0, dtype=object), index=ev.index, dtype=object)
+    ev["_sc"] = fcode
     ev["trace"] = ev["origin"].isin(N.TRACE_ORIGINS).to_numpy(dtype=bool)
     ev["side_r"] = pd.Series(resolve_sides(ev).to_numpy(dtype=object), index=ev.index, dtype=object)
     # what follows takes many row subsets: plain object/numpy columns take far faster than
     # pyarrow strings, and the side/origin/file columns are folded into side_r/stream/trace
     ev = ev.drop(columns=["side", "origin", "file"])
-    for c in ("device", "state", "detail"):
-        ev[c] = pd.Series(ev[c].to_numpy(dtype=object, na_value=None), index=ev.index, dtype=object)
+    sv = ev["side_r"].to_numpy(dtype=object)
+    ev["_dc"] = np.where(sv == "source", 0, np.where(sv == "destination", 1, 2))
     iso = {}
-    for stream in pd.unique(ev["stream"][ev["trace"]]):
-        first = raw[(ev["stream"] == stream).to_numpy()].dropna().head(20)
-        iso[stream] = bool(first.str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
+    tr_a = ev["trace"].to_numpy(dtype=bool)
+    for code in np.unique(fcode[tr_a]).tolist():
+        first = raw_all.iloc[at[np.flatnonzero(fcode == code)[:40]]].dropna().head(20)
+        iso[funiq[code]] = bool(first.str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
     mig, pos, spans = _assign(ev)
     ev["mig"] = pd.arrays.IntegerArray(mig, mask=mig < 0)
     ev["pos"] = pos
     span_df = pd.DataFrame(spans, columns=["mig", "side", "stream", "start_ns", "end_ns", "trace"])
     return Split(rows=ev, spans=span_df, pairs=_pair(spans), iso=iso)
+
+
+_OBJ = ("device", "state", "detail")  # taken as object arrays (None = NA)
+
+
+def _take(events: pd.DataFrame, at: np.ndarray) -> pd.DataFrame:
+    """The KEEP columns at rows ``at``. The string columns the model subsets many times
+    become object arrays in the same step (Arrow take, then one conversion of the taken
+    rows only); the rest keep their dtype."""
+    cols: dict[str, object] = {}
+    for c in KEEP:
+        a = events[c].array
+        if c in _OBJ:
+            pa_arr = getattr(a, "_pa_array", None)
+            if pa_arr is not None:
+                vals = pa_arr.take(at).to_numpy(zero_copy_only=False)
+            else:
+                vals = np.asarray(a.to_numpy(dtype=object, na_value=None))[at]
+            # object, not inferred: pandas 3 would make Arrow strings of it again
+            cols[c] = pd.Series(np.asarray(vals, dtype=object), dtype=object, copy=False)
+        else:
+            cols[c] = pd.Series(a.take(at), copy=False)
+    return pd.DataFrame(cols, copy=False)
 
 
 def _in(a: np.ndarray, values) -> np.ndarray:
@@ -146,9 +190,9 @@ def _assign(ev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     mig = np.full(n, -1, dtype=np.int64)
     pos = np.zeros(n, dtype=np.int64)
     spans: list[dict] = []
-    c_side, u_side = pd.factorize(side)
-    c_stream, _ = pd.factorize(stream)
-    key = c_side.astype(np.int64) * (int(c_stream.max(initial=0)) + 1) + c_stream
+    c_side = ev["_dc"].to_numpy(dtype=np.int64)
+    c_stream = ev["_sc"].to_numpy(dtype=np.int64)
+    key = c_side * (int(c_stream.max(initial=0)) + 1) + c_stream
     key[glob] = -1
     groups = [k for k in pd.unique(key) if k >= 0]
     aux = []

@@ -75,8 +75,8 @@ class Rows:
 
 def rows(T: Table) -> Rows:
     has = notnone(T.state)
-    st_tr = T.trace & (T.name == N.STATUS) & has
-    st_q = ~T.trace & _in(T.name, N.QMP_STATUS_EVENTS) & has
+    st_tr = T.trace & T.is_(N.STATUS) & has
+    st_q = ~T.trace & T.is_(*N.QMP_STATUS_EVENTS) & has
     traced = T.last(st_tr) >= 0
     st = np.where(traced[T.mig], st_tr, st_q) if len(T.mig) else st_tr
     S = np.flatnonzero(st)
@@ -88,24 +88,24 @@ def rows(T: Table) -> Rows:
     ok = (final >= 0) & fin_rows[np.maximum(final, 0)]
     nxt = S[np.minimum(np.searchsorted(S, last_live, side="right"), max(len(S) - 1, 0))] if len(S) else final
     term = np.where(ok, np.where(last_live >= 0, nxt, T.first(st)), -1)
-    cp = T.trace & (T.name == N.CHECKPOINT)
+    cp = T.trace & T.is_(N.CHECKPOINT)
     cpi = np.flatnonzero(cp)
     cps = {}
     for label in _CHECKPOINTS:
         m = np.zeros(len(T.mig), dtype=bool)
         m[cpi[T.state[cpi] == label]] = True
         cps[label] = T.last(m)
-    low = T.first(T.trace & (T.name == N.LOW_PENDING))
-    return Rows(status=st, setup_done=T.first(T.trace & (T.name == N.SETUP_COMPLETE)),
-                thread0=T.first(T.trace & _in(T.name, (N.SAVEVM_HEADER, N.SAVEVM_SETUP))),
+    low = T.first(T.trace & T.is_(N.LOW_PENDING))
+    return Rows(status=st, setup_done=T.first(T.trace & T.is_(N.SETUP_COMPLETE)),
+                thread0=T.first(T.trace & T.is_(N.SAVEVM_HEADER, N.SAVEVM_SETUP)),
                 low=low, switch=np.where(cps["src-downtime-start"] >= 0, cps["src-downtime-start"], low),
                 term=term, final=final, cps=cps)
 
 
 def times_all(T: Table, R: Rows, t0: list[int | None]) -> list[Times]:
     """Outcome and times of every migration (``t0``: its start, epoch ns, or None)."""
-    err = T.last(T.trace & _in(T.name, N.ERRORS) & notnone(T.detail))
-    polls = T.last(~T.trace & (T.name == E.QMP_QUERY_MIGRATE) & notnone(T.detail))
+    err = T.last(T.trace & T.is_(*N.ERRORS) & notnone(T.detail))
+    polls = T.last(~T.trace & T.is_(E.QMP_QUERY_MIGRATE) & notnone(T.detail))
     S = np.flatnonzero(R.status)
     s_lo = np.searchsorted(S, T.start)
     s_hi = np.searchsorted(S, T.end)
@@ -167,7 +167,7 @@ def times_all(T: Table, R: Rows, t0: list[int | None]) -> list[Times]:
 def dest_outcomes(T: Table, R: Rows) -> list[str | None]:
     """Per migration read as a destination: completed / failed / incomplete (its log ends
     mid-load: the destination died)."""
-    end = T.last(T.trace & (T.name == N.DEST_END))
+    end = T.last(T.trace & T.is_(N.DEST_END))
     out: list[str | None] = []
     for m in range(T.n_mig):
         f = R.final[m]

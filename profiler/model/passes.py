@@ -21,8 +21,8 @@ def passes(T: Table, setup_done: np.ndarray, switch: np.ndarray) -> pd.DataFrame
     dirty_pages, phase: setup (before ``migration_thread_setup_complete``; else the first sync),
     stopcopy (after the switch-over row ``switch``), else precopy. Per-migration arrays use -1
     for "none"."""
-    starts = np.flatnonzero(T.trace & (T.name == N.SYNC_START))
-    ends = np.flatnonzero(T.trace & (T.name == N.SYNC_END))
+    starts = np.flatnonzero(T.trace & T.is_(N.SYNC_START))
+    ends = np.flatnonzero(T.trace & T.is_(N.SYNC_END))
     if len(ends):
         # each end pairs with the last start before it in its migration (a log may begin mid-sync)
         if len(starts):
@@ -50,4 +50,5 @@ def passes(T: Table, setup_done: np.ndarray, switch: np.ndarray) -> pd.DataFrame
                      np.where(np.where(sd >= 0, row < sd, n == 1), "setup", "precopy"))
     return pd.DataFrame({"mig": m, "n": n, "row": row,
                          "t_ns": np.where(np.isnan(t_start), t_end, t_start),
-                         "dur_ns": t_end - t_start, "dirty_pages": dirty, "phase": phase})[PASS_COLUMNS]
+                         "dur_ns": t_end - t_start, "dirty_pages": dirty,
+                         "phase": pd.Series(phase.astype(object), dtype=object)})[PASS_COLUMNS]

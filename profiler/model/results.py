@@ -94,6 +94,11 @@ class Verdict:
     needed_downtime_limit_ms: float | None = None  # would have let it switch over
     needed_bandwidth_bytes_per_s: float | None = None
     dominant_device: str | None = None  # the device that holds pending up the most
+    # steady state: pending right after each dirty sync (the only figure QEMU can switch over on)
+    post_sync_pending_bytes: int | None = None  # recent pending after a sync (dirty working set)
+    precopy_stuck: bool | None = None  # True: pending after sync no longer shrinks (dirty rate ~ bandwidth)
+    suggested_downtime_limit_ms: float | None = None  # needed with the margin stated in the summary
+    suggested_bandwidth_bytes_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,19 +61,28 @@ class Era:
 def detect(rows: pd.DataFrame, iso: bool | None = None) -> Era:
     """Guess the release family from which events appear and how lines are prefixed."""
     present = set(rows["event"].dropna().unique().tolist())
+    st = rows["event"] == N.VFIO_SET_STATE
+    tr = rows["event"] == N.TRANSFERRED
+    if iso is None and "raw" in rows.columns:
+        raw = rows["raw"].dropna()
+        iso = bool(len(raw)) and bool(raw.iloc[:50].str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
+    return detect_from(present, recover_state=bool(st.any() and rows.loc[st, "detail"].notna().any()),
+                       switchover_bw=bool(tr.any() and rows.loc[tr, "count"].notna().any()), iso=iso)
+
+
+def detect_from(present: set[str], *, recover_state: bool, switchover_bw: bool,
+                iso: bool | None) -> Era:
+    """``detect`` from what it looks at: the event names present in a stream, whether
+    ``vfio_migration_set_state`` printed a recover state and ``migrate_transferred`` a
+    switchover_bw, and whether lines carry the ISO-8601 prefix."""
     if "migrate_pending" in present:
         return Era(min_version=(7, 2), v72=True)
     best = None
     for ev, v in _INTRODUCED:
         if ev in present and (best is None or v > best):
             best = v
-    st = rows["event"] == N.VFIO_SET_STATE
-    if st.any() and rows.loc[st, "detail"].notna().any():  # `recover state` argument: >=9.1
+    if recover_state:  # `recover state` argument: >=9.1
         best = max(best or (9, 1), (9, 1))
-    tr = rows["event"] == N.TRANSFERRED
-    if tr.any() and rows.loc[tr, "count"].notna().any():  # switchover_bw argument: >=8.2
+    if switchover_bw:  # switchover_bw argument: >=8.2
         best = max(best or (8, 2), (8, 2))
-    if iso is None and "raw" in rows.columns:
-        raw = rows["raw"].dropna()
-        iso = bool(len(raw)) and bool(raw.iloc[:50].str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
     return Era(min_version=best, iso_prefix=bool(iso))

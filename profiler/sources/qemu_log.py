@@ -42,13 +42,14 @@ from profiler.sources.trace_formats import (
     HEX,
     INT,
     STR,
+    Spans,
     Variant,
     as_signed64,
     fill_columns,
     formats,
 )
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 16 << 20  # bigger chunks: less per-chunk work; 3 in flight at most
 WORKERS = 2
 MAX_WARNINGS = 50
 
@@ -195,8 +196,8 @@ def _scan_variant(buf: np.ndarray, v: Variant, pos: np.ndarray, end: np.ndarray
         valid = ivalid[rows, k]
         args[name] = pa.array(np.ascontiguousarray(ival[rows, k]), type=pa.int64(),
                               mask=None if valid.all() else ~valid)
-    for k, name in enumerate(prog.strs):
-        args[name] = _slices(buf, np.ascontiguousarray(sst[rows, k]), np.ascontiguousarray(sen[rows, k]))
+    for k, name in enumerate(prog.strs):  # copied later, once per column (``_Cols.arrays``)
+        args[name] = Spans(np.ascontiguousarray(sst[rows, k]), np.ascontiguousarray(sen[rows, k]))
     return ok, args
 
 
@@ -227,6 +228,20 @@ def _regex_args(v: Variant, body: str) -> dict[str, object] | None:
 class _Cols:
     """Column builder for the kept rows of one chunk (scatter by row)."""
 
+    def _spans_column(self, buf: np.ndarray, pieces: list) -> pa.Array:
+        """One string column from byte ranges: a single compiled copy, nulls elsewhere."""
+        s = np.zeros(self.k, np.int64)
+        e = np.zeros(self.k, np.int64)
+        valid = np.zeros(self.k, bool)
+        for rows, sp in pieces:
+            s[rows] = sp.start
+            e[rows] = sp.end
+            valid[rows] = True
+        offs, data = NB.copy_slices(buf, s, e)
+        bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.Array.from_buffers(pa.large_string(), self.k,
+                                     [bitmap, pa.py_buffer(offs), pa.py_buffer(data)])
+
     def __init__(self, k: int) -> None:
         self.k = k
         self.num: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -251,14 +266,19 @@ class _Cols:
                 vals[rows] = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
             mask[rows] = valid
 
-    def arrays(self) -> dict[str, object]:
-        """Chunk columns: ("num", values, valid) for numbers, Arrow arrays for strings."""
+    def arrays(self, buf: np.ndarray | None = None) -> dict[str, object]:
+        """Chunk columns: ("num", values, valid) for numbers, Arrow arrays for strings
+        (``Spans`` are read from ``buf``, so call this before the buffer is reused)."""
         out: dict[str, object] = {}
         for c, (vals, mask) in self.num.items():
             out[c] = ("num", vals, mask)
         if self.bw is not None:
             out["bw_bytes_per_ms"] = ("num", self.bw[0], self.bw[1])
         for c, pieces in self.strs.items():
+            if buf is not None and all(isinstance(a, Spans) for _, a in pieces):
+                out[c] = self._spans_column(buf, pieces)
+                continue
+            pieces = [(r, _slices(buf, a.start, a.end) if isinstance(a, Spans) else a) for r, a in pieces]
             idx = np.full(self.k, -1, np.int64)
             off = 0
             arrs = []
@@ -459,6 +479,7 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
             acc.line_warnings.append(
                 (int(r), f"malformed {name} line (matches no known format): {text[:160]!r}"))
 
+    colarrays = cols.arrays(buf)  # before _raw_column may move the buffer's bytes
     kt = pick(t_ok)
     tk = pick(t_ns)
     tbl: dict[str, object] = {
@@ -473,7 +494,7 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
         "line": ("num", line_no, np.ones(k, bool)),
         "raw": _raw_column(data, buf, pick(starts), pick(ends)),  # last: may move bytes
     }
-    tbl.update(cols.arrays())
+    tbl.update(colarrays)
     acc.tables.append(tbl)
 
 
@@ -497,8 +518,14 @@ def _category(parts: list[tuple[np.ndarray, list[str]]]) -> pd.Categorical:
         remap = np.array([cats.setdefault(x, len(cats)) for x in names] + [-1], np.int32)
         out.append(remap[codes] if len(names) else np.full(len(codes), -1, np.int32))
     codes = np.concatenate(out) if out else np.zeros(0, np.int32)
+    # sorted categories: the same input gives the same frame however it was chunked
+    names = sorted(cats)
+    rank = np.empty(len(names) + 1, np.int32)
+    rank[[cats[x] for x in names]] = np.arange(len(names), dtype=np.int32)
+    rank[-1] = -1
+    codes = rank[codes]
     dt = np.int8 if len(cats) < 127 else np.int16 if len(cats) < 32000 else np.int32
-    return pd.Categorical.from_codes(codes.astype(dt), categories=pd.Index(list(cats), dtype="str"))
+    return pd.Categorical.from_codes(codes.astype(dt), categories=pd.Index(names, dtype="str"))
 
 
 def _na_column(dtype: str, n: int) -> object:
@@ -575,8 +602,9 @@ def _finish(acc: _Acc, side: str | None, path: str | None) -> ParseResult:
                        warnings=warnings, side=str(s), file=acc.file, event_names=set(acc.names))
 
 
-def _split_chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+def _split_chunks(data: bytes, size: int | None = None) -> Iterator[bytes]:
     """Pieces of ``data`` cut after a newline."""
+    size = size or CHUNK_BYTES
     start = 0
     n = len(data)
     while start < n:
@@ -588,8 +616,9 @@ def _split_chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
         start = stop
 
 
-def iter_chunks(f, size: int = CHUNK_BYTES) -> Iterator[bytearray]:
+def iter_chunks(f, size: int | None = None) -> Iterator[bytearray]:
     """Read ``f`` in writable pieces that end at a newline (the last one may not)."""
+    size = size or CHUNK_BYTES
     carry = b""
     while True:
         block = bytearray(len(carry) + size)

@@ -8,7 +8,11 @@ spoke) runs on a private asyncio loop in a background thread. Each side:
 * polls ``query-migrate`` at ``poll_hz`` (10 Hz by default) and records a row per reply
   once a migration has been seen (idle ``none`` replies are not recorded),
 * reads ``query-migrate-parameters`` at ``params_hz`` and records a ``qmp_params`` row
-  when the parameters changed (and immediately after ``set_parameters``).
+  when the parameters changed (and immediately after ``set_parameters``),
+* with ``reconnect`` (the default; the lab turns it off), watches qemu.qmp's
+  ``runstate_changed()`` and reconnects when QEMU drops the connection, recording
+  ``qmp_event`` rows ``qmp-disconnected`` / ``qmp-reconnected`` and restoring the
+  capabilities it set.
 
 Rows follow ``profiler.events`` (see the QMP_* constants). ``execute()`` lets a lab or a
 test drive the same connection from any thread; a refusal from QEMU becomes
@@ -245,10 +249,16 @@ class _Side:
         emit: Callable[[dict], None],
         poll_hz: float,
         params_hz: float,
+        reconnect: bool = False,
     ):
         from qemu.qmp import QMPClient
 
         self.side = side
+        self.reconnect = reconnect
+        self.closing = False
+        self.reconnects = 0
+        self.watcher: asyncio.Task | None = None
+        self.capabilities: dict[str, bool] = {}  # set through this side: restored on reconnect
         self.address = address
         self.emit = emit
         self.poll_s = 1.0 / poll_hz if poll_hz > 0 else 0.0
@@ -278,9 +288,15 @@ class _Side:
                 break
             except Exception as e:  # socket not there yet; QEMU still starting
                 last = e
+                await self._reset()
                 await asyncio.sleep(0.05)
         else:
             raise QmpGone(f"{self.side}: cannot connect to QMP at {self.address}: {last}")
+        self._start_tasks()
+        if self.reconnect:
+            self.watcher = asyncio.create_task(self._watch(), name=f"{self.side}-watch")
+
+    def _start_tasks(self) -> None:
         greeting = self.qmp.greeting
         if greeting is not None:
             v = greeting.QMP.version.get("qemu", {})
@@ -290,6 +306,78 @@ class _Side:
             self.tasks.append(asyncio.create_task(self._poll(), name=f"{self.side}-poll"))
         if self.params_s:
             self.tasks.append(asyncio.create_task(self._params(), name=f"{self.side}-params"))
+
+    async def _stop_tasks(self) -> None:
+        tasks, self.tasks = self.tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _reset(self) -> None:
+        """Back to IDLE after a failed or dropped connection (qemu.qmp requires it)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.qmp.disconnect(), timeout=2)
+
+    async def _watch(self) -> None:
+        """Reconnect when QEMU drops the connection (``runstate_changed``): a QEMU that
+        restarts on the same socket, or a monitor another client held for a while.
+        Polls and the event listener stop while disconnected and resume after."""
+        from qemu.qmp.protocol import Runstate
+
+        while not self.closing:
+            state = self.qmp.runstate
+            if state != Runstate.DISCONNECTING:
+                state = await self.qmp.runstate_changed()
+            if self.closing or state != Runstate.DISCONNECTING:
+                continue
+            reason = self.gone or "QEMU closed the QMP connection"
+            self.gone = reason
+            self.emit(self._conn_row("qmp-disconnected", reason=reason))
+            await self._stop_tasks()
+            await self._reset()
+            delay = 0.1
+            while not self.closing:
+                await asyncio.sleep(delay)
+                try:
+                    await asyncio.wait_for(self.qmp.connect(self.address), timeout=5)
+                except Exception as e:  # not back yet: retry with backoff, up to 2 s apart
+                    log.debug("%s: reconnect to %s: %s", self.side, self.address, e)
+                    await self._reset()
+                    delay = min(2.0, delay * 2)
+                    continue
+                self.reconnects += 1
+                self.gone = None
+                self.seen_migration = False  # maybe a new QEMU: idle replies are not rows
+                self.status = "none"
+                self.status_changed.set()
+                self._start_tasks()
+                self.emit(self._conn_row("qmp-reconnected", version=self.version))
+                if self.capabilities:
+                    with contextlib.suppress(MigprofError):
+                        await self.set_capabilities(self.capabilities)
+                break
+
+    def _conn_row(self, what: str, **detail: Any) -> dict[str, Any]:
+        t = time.time_ns()
+        return {
+            "t_ns": t,
+            "clock_ns": t,
+            "clock": ev.Clock.REALTIME,
+            "side": self.side,
+            "origin": ev.Origin.QMP,
+            "event": ev.QMP_EVENT,
+            "state": what,
+            "detail": json.dumps({"address": str(self.address), **detail}, sort_keys=True),
+        }
+
+    async def set_capabilities(self, caps: Mapping[str, bool]) -> None:
+        await self.execute(
+            "migrate-set-capabilities",
+            {"capabilities": [{"capability": k, "state": v} for k, v in caps.items()]},
+        )
+        self.capabilities.update(caps)
 
     async def execute(self, cmd: str, args: Mapping[str, Any] | None = None) -> Any:
         from qemu.qmp import ExecInterruptedError, ExecuteError
@@ -383,11 +471,12 @@ class _Side:
             await asyncio.sleep(self.params_s)
 
     async def close(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
+        self.closing = True
+        if self.watcher is not None:
+            self.watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+                await self.watcher
+        await self._stop_tasks()
         try:
             await asyncio.wait_for(self.qmp.disconnect(), timeout=2)
         except Exception as e:  # QEMU already gone: nothing left to close
@@ -414,6 +503,7 @@ class QmpSource(Source):
         params_hz: float = 1.0,
         connect_timeout: float = 15.0,
         buffer: bool = True,
+        reconnect: bool = True,
     ):
         if poll_hz and poll_hz < 0:
             raise ValueError("poll_hz must be >= 0")
@@ -422,6 +512,9 @@ class QmpSource(Source):
         self.params_hz = params_hz
         self.connect_timeout = connect_timeout
         self.buffer = buffer  # False: rows go to taps only (batches() then yields nothing)
+        # reconnect when QEMU drops the connection (live attach); the lab turns it off:
+        # there a dropped connection means that QEMU is gone for good
+        self.reconnect = reconnect
         self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -466,7 +559,7 @@ class QmpSource(Source):
         self._thread.start()
         try:
             for side, addr in self.addresses.items():
-                s = _Side(side, addr, self._emit, self.poll_hz, self.params_hz)
+                s = _Side(side, addr, self._emit, self.poll_hz, self.params_hz, self.reconnect)
                 self.sides[side] = s
 
                 async def _connect(s: _Side = s) -> None:
@@ -508,11 +601,7 @@ class QmpSource(Source):
     def enable_migration_events(self, side: str, extra: Mapping[str, bool] | None = None) -> None:
         """Turn on the ``events`` capability (MIGRATION/MIGRATION_PASS) and any ``extra``."""
         caps = {"events": True, **(extra or {})}
-        self.execute(
-            side,
-            "migrate-set-capabilities",
-            {"capabilities": [{"capability": k, "state": v} for k, v in caps.items()]},
-        )
+        self._run(self.sides[side].set_capabilities(caps))
 
     def set_parameters(self, side: str, **params: Any) -> dict[str, Any]:
         """``migrate-set-parameters`` (keys with ``-`` or ``_``), then record the new set."""
@@ -591,4 +680,5 @@ class QmpSource(Source):
             **{f"{k}_polls": s.polls for k, s in self.sides.items()},
             **{f"{k}_events": s.events for k, s in self.sides.items()},
             **{f"{k}_gone": s.gone for k, s in self.sides.items() if s.gone},
+            **{f"{k}_reconnects": s.reconnects for k, s in self.sides.items() if s.reconnects},
         }

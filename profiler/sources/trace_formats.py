@@ -451,8 +451,20 @@ _COL_TYPES = {
 }
 
 
-def fill_columns(event: str, args: dict[str, pa.Array]) -> dict[str, pa.Array]:
-    """Schema columns of one event from its decoded arguments (ints as int64, strings).
+@dataclass(frozen=True)
+class Spans:
+    """A string argument not copied yet: byte ranges [start, end) of the parser's buffer."""
+
+    start: np.ndarray
+    end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def fill_columns(event: str, args: dict[str, pa.Array | Spans]) -> dict[str, pa.Array | Spans]:
+    """Schema columns of one event from its decoded arguments (ints as int64, strings as
+    Arrow strings or ``Spans``).
 
     Shared by every parser so a field means the same whatever the input format.
     """
@@ -468,6 +480,10 @@ def fill_columns(event: str, args: dict[str, pa.Array]) -> dict[str, pa.Array]:
             continue
         arr = args[name]
         typ = _COL_TYPES[col]
+        if isinstance(arr, Spans):  # a string argument: only string columns take it
+            if pa.types.is_large_string(typ):
+                out[col] = arr
+            continue
         if pa.types.is_large_string(typ):
             if pa.types.is_integer(arr.type):
                 arr = _int_to_state(event, arr) if col == "state" else pc.cast(arr, typ)

@@ -39,10 +39,12 @@ class MainScreen(Screen):
             seek.display = self.mode == "replay"
             yield seek
             with Horizontal(id="top"):
-                yield ConvergenceChart(id="chart")
+                # the timeline sits under the chart at the same width: their time axes line up
+                with Vertical(id="left"):
+                    yield ConvergenceChart(id="chart")
+                    yield PhaseTimeline(id="timeline")
                 with Vertical(id="side"):
                     yield VerdictPanel(id="verdict-side")
-            yield PhaseTimeline(id="timeline")
             with TabbedContent(id="tabs", initial="tab-devices"):
                 with TabPane("Devices", id="tab-devices"):
                     yield DevicesTable(id="devices")

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from profiler.model.results import Migration
 from tui.fmt import fmt_axis_time, fmt_bytes, fmt_bytes_axis, short_name
-from tui.view import check_x, cursor_ms, last_check
+from tui.view import TERMINAL_OUTCOMES, check_x, cursor_ms, last_check
 from tui.widgets.base import Panel, Shown
 from tui.widgets.braille import Canvas
 
@@ -20,7 +20,7 @@ DEVICE_STYLES = ("cyan", "yellow", "bright_blue", "bright_magenta", "bright_gree
 SWITCHOVER_STYLE = "magenta"
 PARAM_STYLE = "yellow"
 PASS_STYLE = "blue"
-Y_LABEL_W = 9
+Y_LABEL_W = 10  # y labels and the axis; the timeline's labels take the same width
 
 
 def device_style(name: str, order: list[str]) -> str:
@@ -144,7 +144,8 @@ def render_chart(shown: Shown, width: int, height: int) -> RenderableType:
             x_max = max(x_max, full.total_ms)
         elif full_checks and full_checks[-1].t_ms is not None:
             x_max = max(x_max, full_checks[-1].t_ms)
-        if cur is not None and shown.view.mode == "live":
+        # live: the axis grows with the clock while the migration runs, and stops at its end
+        if cur is not None and shown.view.mode == "live" and mig.outcome not in TERMINAL_OUTCOMES:
             x_max = max(x_max, cur)
     else:
         x_max = max(len(full_checks) - 1, 1)

@@ -10,6 +10,8 @@ from tui.widgets.base import AutoHeightPanel
 
 LEVEL_STYLE = {"ok": "", "warn": "yellow", "error": "bold red"}
 
+LABEL_W = 16  # a fixed label column (with its gap): long values wrap, never squeeze it
+
 
 class HealthPanel(AutoHeightPanel):
     DEFAULT_CSS = """
@@ -21,8 +23,8 @@ class HealthPanel(AutoHeightPanel):
         if s is None:
             return Text("")
         v = s.view
-        t = Table.grid(padding=(0, 1), expand=True)
-        t.add_column(style="dim", no_wrap=True)
+        t = Table.grid(expand=True)
+        t.add_column(style="dim", no_wrap=True, width=LABEL_W, overflow="ellipsis")
         t.add_column(ratio=1, overflow="fold")
         t.add_row("mode", f"{v.mode} ({v.status})")
         for item in v.health:

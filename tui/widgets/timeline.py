@@ -9,8 +9,9 @@ from profiler.model.results import Migration, StateChange
 from tui.fmt import short_name
 from tui.view import cursor_ms
 from tui.widgets.base import Panel, Shown
+from tui.widgets.chart import Y_LABEL_W
 
-LABEL_W = 14
+LABEL_W = Y_LABEL_W  # the bars start in the chart's first plot column, so times line up
 PHASE_STYLE = {
     "setup": "black on bright_blue",
     "pre-copy": "black on green",

@@ -10,14 +10,16 @@ from tui.fmt import fmt_bytes, fmt_ms, fmt_rate
 from tui.widgets.base import AutoHeightPanel, Shown
 from tui.widgets.header import verdict_line
 
+LABEL_W = 16  # a fixed label column (with its gap): long values wrap, never squeeze it
+
 
 def render_verdict(shown: Shown) -> RenderableType:
     mig = shown.mig
     if mig is None:
         return Text("no migration yet", "dim")
     v = mig.verdict
-    t = Table.grid(padding=(0, 1), expand=True)
-    t.add_column(style="dim", no_wrap=True)
+    t = Table.grid(expand=True)
+    t.add_column(style="dim", no_wrap=True, width=LABEL_W, overflow="ellipsis")
     t.add_column(ratio=1, overflow="fold")
     in_flight = mig.outcome == "incomplete" and shown.view.status == "running"
     line = verdict_line(mig, in_flight)

@@ -36,7 +36,7 @@ class Scenario:
     raised_downtime_ms: int = 0  # ... set downtime-limit to this
     expect_outcome: str = "completed"
     expect_vfio_transferred: int | None = MTTY_TOTAL_BYTES
-    timeout_s: float = 240.0  # includes compiling the BPF programs under nested TCG
+    timeout_s: float = 180.0  # the runner adds its BPF load budget when bpf_path is set
     # the BPF collector's attach path inside L1 (L1 has kprobes), None = no collector:
     # loading it costs about a minute under nested TCG, so only some scenarios carry it
     bpf_path: str | None = None
