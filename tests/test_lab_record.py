@@ -38,8 +38,19 @@ def _same_migrations(capsys, rec: Path, run_dir: Path) -> list[dict]:
 def test_lab_record_reads_back_like_the_run_directory(tmp_path: Path, capsys) -> None:
     run_dir, rec = tmp_path / "run", tmp_path / "run.parquet"
     rc = main(
-        ["lab", "--scenario", "converges", "--accel", "tcg", "--net", "loopback",
-         "--out", str(run_dir), "--record", str(rec)]
+        [
+            "lab",
+            "--scenario",
+            "converges",
+            "--accel",
+            "tcg",
+            "--net",
+            "loopback",
+            "--out",
+            str(run_dir),
+            "--record",
+            str(rec),
+        ]
     )
     assert rc == 0, capsys.readouterr().err
     assert rec.exists() and not Path(str(rec) + ".partial").exists()
@@ -77,8 +88,21 @@ def test_demo_record_holds_both_migrations_of_a_retry(tmp_path: Path, capsys) ->
     lab closes; the recording must still hold its lines (the tails read to the end)."""
     run_dir, rec = tmp_path / "run", tmp_path / "demo.parquet"
     rc = main(
-        ["demo", "--no-tui", "--json", "--scenario", "cancel-retry", "--accel", "tcg",
-         "--net", "loopback", "--out", str(run_dir), "--record", str(rec)]
+        [
+            "demo",
+            "--no-tui",
+            "--json",
+            "--scenario",
+            "cancel-retry",
+            "--accel",
+            "tcg",
+            "--net",
+            "loopback",
+            "--out",
+            str(run_dir),
+            "--record",
+            str(rec),
+        ]
     )
     assert rc == 0, capsys.readouterr().err
     migs = _same_migrations(capsys, rec, run_dir)
@@ -97,8 +121,20 @@ def test_live_record_attaches_to_a_lab_qemu(tmp_path: Path) -> None:
     runs; `migprof record --qmp` attaches there and records the migration."""
     out = tmp_path / "run"
     lab = subprocess.Popen(
-        [str(MIGPROF), "lab", "--scenario", "never-converges", "--timeout", "6",
-         "--accel", "tcg", "--net", "loopback", "--out", str(out)],
+        [
+            str(MIGPROF),
+            "lab",
+            "--scenario",
+            "never-converges",
+            "--timeout",
+            "6",
+            "--accel",
+            "tcg",
+            "--net",
+            "loopback",
+            "--out",
+            str(out),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -114,8 +150,18 @@ def test_live_record_attaches_to_a_lab_qemu(tmp_path: Path) -> None:
         assert sock.exists() and (out / "qmp-source.sock").exists()
         rec = tmp_path / "attached.parquet"
         r = subprocess.run(
-            [str(MIGPROF), "record", "--qmp", str(sock), "--no-bpf", "--no-trace", "-d", "2",
-             "-o", str(rec)],
+            [
+                str(MIGPROF),
+                "record",
+                "--qmp",
+                str(sock),
+                "--no-bpf",
+                "--no-trace",
+                "-d",
+                "2",
+                "-o",
+                str(rec),
+            ],
             capture_output=True,
             timeout=60,
         )

@@ -320,3 +320,74 @@ def test_qmp_device_id_joins_through_the_command_line() -> None:
 def test_synthetic_logs_match_their_generator() -> None:
     for lg in make.all_logs():
         assert (SYN / lg.name).read_text() == lg.text(), f"rerun {SYN / 'make.py'}"
+
+
+def test_live_refresh_on_a_growing_frame_equals_a_fresh_build() -> None:
+    """The TUI rebuilds the open migration on a growing frame; objects reused from the last
+    build (profiler/model/reuse.py) must give exactly what a build from nothing gives."""
+    from profiler.model import reuse
+
+    src, dst = make.v100_multifd()
+    full = frame([src, dst], "text")
+    full = E.sort_timeline(full)
+    reuse.clear()
+    fresh = [to_json(build_report(full.iloc[:n].reset_index(drop=True)))
+             for n in (len(full) // 3, 2 * len(full) // 3, len(full))]
+    reuse.clear()
+    for n, want in zip((len(full) // 3, 2 * len(full) // 3, len(full)), fresh, strict=True):
+        got = to_json(build_report(full.iloc[:n].reset_index(drop=True)))  # reuses the previous build
+        assert got == want
+    # a changed value inside the reused prefix is seen (the prefix is compared, not trusted)
+    bumped = full.copy()
+    i = int(np.flatnonzero((bumped["event"] == "migrate_pending_exact").to_numpy())[0])
+    bumped.loc[i, "bytes"] = bumped.loc[i, "bytes"] + 4096
+    m = build_report(bumped).migrations[0]
+    k = next(j for j, c in enumerate(m.checks) if c.kind == "exact")
+    assert m.checks[k].pending_bytes == int(full.loc[i, "bytes"]) + 4096
+
+
+def test_streams_with_and_without_a_file_on_both_sides() -> None:
+    """Parsed logs (a file each) with QMP and BPF rows that have none, on both sides: each
+    non-file stream joins its side's migration."""
+    src, dst = make.v100_multifd()
+    logs = frame([src, dst], "text")
+    t = int(logs["t_ns"].dropna().iloc[len(logs) // 2])
+    extra = E.conform(pd.DataFrame([
+        {**_qmp(t, E.QMP_VFIO_MIGRATION, device="dev0", state="stop-copy")},
+        {"t_ns": t + 1, "side": "destination", "origin": "bpf", "event": E.BPF_DATA_WRITE,
+         "device": "fd9", "bytes": 4096, "ret": 4096, "dur_ns": 2000, "state": "RESUMING"},
+        {"t_ns": t + 2, "side": "source", "origin": "bpf", "event": E.BPF_DATA_READ,
+         "device": "fd7", "bytes": 4096, "ret": 4096, "dur_ns": 1000, "state": "STOP_COPY"},
+    ]))
+    m = build_report(E.concat([logs, extra])).migrations[0]
+    vfio = [d for d in m.devices if d.kind == "vfio"]
+    assert [d.name for d in vfio] == [make.DEV]  # one device per side here: every alias joins it
+    d = vfio[0]
+    assert set(d.aliases) == {"dev0", "fd7", "fd9"}
+    assert (d.read_calls, d.write_calls) == (1, 1)
+    assert d.bytes_by_phase == {"RESUMING": 4096, "STOP_COPY": 4096}
+    assert d.read_p50_us == 1.0 and d.write_max_us == 2.0
+
+
+def test_bpf_bytes_disagreeing_with_the_trace_are_a_warning_and_both_stay_visible() -> None:
+    """A SYNTHETIC BPF read charged to PRE_COPY that the trace did not see: the trace's figure
+    stays the device's, BPF's is in bytes_by_phase, and the warning names both; lost BPF
+    events are a warning too."""
+    lg = make.v81_converging()
+    base = build_report(E.conform(pd.DataFrame(lg.rows))).migrations[0].devices[1]
+    t0 = lg.rows[0]["t_ns"]
+    bpf = {"side": "source", "origin": "bpf", "device": "fd14"}
+    extra = [
+        {**bpf, "t_ns": t0 + 1_000, "event": E.BPF_DATA_READ, "bytes": 999, "ret": 999, "dur_ns": 500,
+         "state": "PRE_COPY"},
+        {**bpf, "t_ns": t0 + 2_000, "event": E.BPF_PRECOPY_INFO, "init_bytes": 7, "dirty_bytes": 3, "ret": 0},
+        {**bpf, "t_ns": t0 + 3_000, "event": E.BPF_LOST, "count": 5, "device": None},
+    ]
+    rep = build_report(E.conform(pd.DataFrame(lg.rows + extra)))
+    d = rep.migrations[0].devices[1]
+    assert d.name == base.name and d.precopy_bytes == base.precopy_bytes
+    assert d.sources["precopy_bytes"] == "trace+bpf"
+    assert d.bytes_by_phase == {"PRE_COPY": 999}
+    assert d.initial_pending_bytes == base.initial_pending_bytes  # the trace's, when it has one
+    assert any(f"trace says {base.precopy_bytes}, BPF data-fd reads 999" in w for w in rep.warnings)
+    assert any("BPF lost 5 events" in w for w in rep.warnings)

@@ -175,8 +175,21 @@ def test_qmp_source_missing_socket(tmp_path: Path) -> None:
 
 def _paused_qemu(sock: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(lq.SYSTEM_QEMU), "-machine", "pc", "-accel", "tcg", "-m", "32", "-nodefaults",
-         "-display", "none", "-S", "-qmp", f"unix:{sock},server=on,wait=off"],
+        [
+            str(lq.SYSTEM_QEMU),
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-m",
+            "32",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -212,4 +225,3 @@ def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
     df = ev.concat(frames)
     conn = df.loc[df["event"] == ev.QMP_EVENT, "state"].astype(str).tolist()
     assert conn == ["qmp-disconnected", "qmp-reconnected"]
-

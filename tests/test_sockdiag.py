@@ -142,3 +142,56 @@ def test_samples_inside_a_lab_namespace() -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def test_direct_decoder_matches_pyroute2_on_the_same_reply() -> None:
+    """The sampler's own struct decoder and pyroute2's, on one kernel reply: same
+    header fields, same tcp_info, same rows."""
+    from pyroute2.netlink.diag import MarshalDiag
+
+    from profiler.sources.sockdiag import RawDiag, _diag_socket, parse_diag_reply, sample_rows
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    peer, _ = srv.accept()
+    ds = _diag_socket(None)
+    raw = RawDiag(ds)
+    try:
+        cli.sendall(b"\x5a" * 300_000)
+        n = 0
+        while n < 300_000:
+            n += len(peer.recv(1 << 20))
+        raw.request()
+        replies = []
+        while True:  # the whole dump, as the kernel sent it
+            data = raw.read()
+            replies.append(data)
+            if parse_diag_reply(data, None, raw.seq)[1]:
+                break
+        ours = [m for d in replies for m in parse_diag_reply(d, port, raw.seq)[0]]
+        theirs = [
+            m for d in replies for m in MarshalDiag().parse(d) if m.get("header")["type"] == 20
+        ]
+        mine = [m for m in ours if m["idiag_dport"] == port]
+        ref = [m for m in theirs if m.get("idiag_dport") == port]
+        assert len(mine) == len(ref) == 1
+        m, r = mine[0], ref[0]
+        for k, v in m.items():
+            assert r.get(k) == v, k
+        info, rinfo = m.get_attr("INET_DIAG_INFO"), r.get_attr("INET_DIAG_INFO")
+        assert info["tcpi_bytes_acked"] == 300_001 and info["tcpi_bytes_sent"] >= 300_000
+        for k, v in info.items():
+            assert rinfo.get(k) == v, k
+        assert sample_rows([m], port, "127.0.0.1", "source", 1) == sample_rows(
+            [r], port, "127.0.0.1", "source", 1
+        )
+        # sockets on other ports are listed, their tcp_info is not decoded
+        assert all(o.get_attr("INET_DIAG_INFO") is None for o in ours if o["idiag_dport"] != port)
+    finally:
+        raw.close()
+        ds.close()
+        for s in (cli, peer, srv):
+            s.close()

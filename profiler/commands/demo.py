@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as ev
-from profiler.commands.lab import add_lab_args, config_from_args, quiet_qmp_logs
+from profiler.commands.lab import add_lab_args, attach_hint, config_from_args, quiet_qmp_logs
 
 EXAMPLES = """examples:
   migprof demo                              # 'converges' on QEMU 7.2, TUI on a terminal
   migprof demo --no-tui                     # a line per second, then the report
   migprof demo --scenario never-converges   # watch pending stay above the threshold
   migprof demo --scenario bandwidth-change --qemu 10.0
+  migprof demo --no-tui --record run.parquet  # also keep every event in a recording
 """
 
 MiB = 1024 * 1024
@@ -159,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         f"run directory {cfg.out}",
         file=sys.stderr,
     )
+    if not use_tui:
+        print(attach_hint(cfg.out), file=sys.stderr)
     writer = None
     try:
         with run_guarded(), Lab(cfg) as lab:

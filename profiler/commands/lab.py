@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   migprof lab --scenario downtime-raise --qemu 10.0 --out /tmp/run1
   migprof lab --scenario bandwidth-change --rate-mbit 40
   migprof lab --scenario converges --net loopback --dirty-mb 16 --rate-mbps 20
+  migprof lab --record run.parquet              # also write every event to a recording
   migprof lab --list                            # the scenarios and what they do
   migprof report /tmp/run1                      # the report of a finished run
 """
@@ -153,6 +154,14 @@ def _throughput_ratio(run_dir: Path) -> float | None:
     return round(chk.ratio, 3) if chk is not None else None
 
 
+def attach_hint(run_dir: Path) -> str:
+    """How to attach another migprof to the lab's QEMUs while the run lasts."""
+    return (
+        f"migprof lab: while it runs, attach with: migprof live --qmp "
+        f"{run_dir}/qmp-source-attach.sock (or qmp-destination-attach.sock)"
+    )
+
+
 def quiet_qmp_logs(args: argparse.Namespace) -> None:
     """qemu.qmp warns when a peer drops the connection; in the lab that is expected
     (a cancelled destination exits, a killed one vanishes), so keep it to --debug."""
@@ -200,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_qmp_logs(args)
     cfg = config_from_args(args)
     print(f"migprof lab: scenario {cfg.scenario.name}, run directory {cfg.out}", file=sys.stderr)
+    print(attach_hint(cfg.out), file=sys.stderr)
     res = run_scenario(cfg) if not args.record else _run_recorded(cfg, args.record)
     summary = {
         "run_dir": str(res.run_dir),

@@ -16,6 +16,7 @@ examples:
   migprof report src.log dst.log              # source and destination merged on one timeline
   migprof report --side source --side destination a.log b.log   # say which side each file is
   migprof report --all-checks src.log         # do not trim the pre-copy check table
+  migprof report tests/data/real-vfio/converges   # a lab run: traces, QMP, BPF (bpf.jsonl), command lines
   migprof report --json src.log | jq '.migrations[] | {outcome, downtime_ms, verdict}'
 
 QEMU must log the migration trace events, with timestamps, e.g.

@@ -326,7 +326,7 @@ class _Builder:
                           bandwidth_bytes_per_ms=bwv, decisive=dc)
                     for i, (tms, k, p, th, pr, po, gp, bwv, bl, pn, dc) in enumerate(zip(*lists, strict=True))]
 
-        checks = tuple(reuse.objects(("chk", *key), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
+        checks = tuple(reuse.objects(("chk", *key, tuple(dnames)), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
 
         def make_passes(a: int, b: int) -> list[Pass]:
             return [Pass(n=int(n), t_ms=None if math.isnan(t) else (t - base_ms) / 1e6 if t0 is not None else None,
