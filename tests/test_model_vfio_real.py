@@ -232,3 +232,28 @@ def test_terminal_report_shows_the_data_fd(name: str) -> None:
     assert f"RESUMING {MTTY_TOTAL_BYTES}" in text
     assert f"STOP_COPY {MTTY_STOPCOPY_BYTES}" in text
     assert "[bpf, qemu-log, qmp]" in text  # one timeline line per state change, with its witnesses
+
+
+def test_downtime_raise_is_a_marker_and_the_limit_in_force() -> None:
+    """The lab raised downtime-limit 300 -> 2000 ms at the 4th sync; switch-over came after."""
+    m = migration("downtime-raised")
+    mark = next(mk for mk in m["markers"] if mk["label"].startswith("raise-downtime-limit"))
+    assert "downtime-limit=2000" in mark["label"]
+    assert m["downtime_limit_ms"] == SCENARIOS["downtime-raised"].raised_downtime_ms
+    assert m["converged"] is True
+    assert m["switchover_ms"] > mark["t_ms"]
+    at = m["verdict_detail"]["converged_at_check"]
+    assert m["checks"][at]["t_ms"] > mark["t_ms"]
+
+
+def test_multifd_ram_bytes_are_not_the_main_channel_figure() -> None:
+    """With multifd, query-migrate's precopy-bytes / downtime-bytes count the main channel
+    only (80 and 0 here while 3.8 MB of pages went over multifd): the model does not pass
+    them off as RAM's pre-copy / stop-copy bytes, and says why."""
+    ram = migration("multifd")["devices"][0]
+    assert qm("multifd")["ram"]["multifd-bytes"] > 0
+    assert ram["precopy_bytes"] is None and ram["stopcopy_bytes"] is None
+    assert "multifd" in ram["sources"]["precopy_bytes"]
+    ram = migration("converges")["devices"][0]
+    assert ram["precopy_bytes"] == qm("converges")["ram"]["precopy-bytes"]
+    assert ram["sources"]["precopy_bytes"] == "query-migrate"

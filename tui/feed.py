@@ -486,9 +486,11 @@ class LiveFeed(Feed):
         )
 
     def _refresh(self, post: Post, pending: list[pd.DataFrame]) -> None:
-        for b in pending:
-            self.index.append(b)
-            self._clock(b)
+        if pending:
+            # one append of all that arrived: each append copies the whole table once
+            batch = ev.concat(pending) if len(pending) > 1 else pending[0]
+            self.index.append(batch)
+            self._clock(batch)
         if pending:
             self.report = self.build(
                 self.index.frame, post, lambda f: self.tail.report(f, self._build)

@@ -61,12 +61,12 @@ def _nn(v: Any) -> Any:
     return v
 
 
-def _params(glob: tuple[list, list, list], t0: int | None, end_ns: int | None) -> tuple[dict, list[dict]]:
+def _params(glob: tuple[list, ...], t0: int | None, end_ns: int | None) -> tuple[dict, list[dict]]:
     """Migration parameters in force at ``end_ns`` and the markers inside the migration
-    (``glob``: event, t_ns, detail lists of the side's QMP parameter rows and lab marks)."""
+    (``glob``: event, t_ns, detail, state lists of the side's QMP parameter rows and lab marks)."""
     params: dict[str, Any] = {}
     markers: list[dict] = []
-    for ev, t, detail in zip(*glob, strict=True):
+    for ev, t, detail, state in zip(*glob, strict=True):
         t = None if t is None or t is pd.NA or (isinstance(t, float) and math.isnan(t)) else int(t)
         if end_ns is not None and t is not None and t > end_ns:
             break
@@ -84,7 +84,9 @@ def _params(glob: tuple[list, list, list], t0: int | None, end_ns: int | None) -
             setp = {k: sub[k] for k in _PARAM_KEYS if k in sub}
             params.update(setp)
             if inside:
-                label = str(d.get("label") or d.get("action") or detail)
+                # the lab names its mark in ``state`` (raise-downtime-limit, kill-destination...)
+                named = state if isinstance(state, str) and state else None
+                label = str(d.get("label") or d.get("action") or named or detail)
                 if setp:
                     label += " " + ", ".join(f"{k}={v}" for k, v in setp.items())
                 markers.append({"t_ms": _ms(t, t0), "label": label})
@@ -171,7 +173,8 @@ class _Builder:
         streams = spans["stream"].tolist()
         self.era = [eras.get(s) or Era(min_version=None) for s in streams]
         # parameter/lab rows per side, as plain lists (scanned once per migration)
-        self.glob = {s: (g["event"].astype(str).tolist(), g["t_ns"].tolist(), g["detail"].tolist())
+        self.glob = {s: (g["event"].astype(str).tolist(), g["t_ns"].tolist(), g["detail"].tolist(),
+                         g["state"].tolist())
                      for s, g in glob.groupby("side_r", sort=False)} if len(glob) else {}
         self.R = R = status_rows(T)
         self.times = times_all(T, R, self.t0)
@@ -260,7 +263,7 @@ class _Builder:
             dirty_syncs = 0
             sources["dirty_syncs"] = "none"
         # parameters and marks of this side in force at the end
-        params, markers = _params(self.glob.get(side, ([], [], [])), t0, tm.end_ns)
+        params, markers = _params(self.glob.get(side, ([], [], [], [])), t0, tm.end_ns)
         dl = params.get("downtime-limit")
         dl = float(dl) if isinstance(dl, int | float) else None
         if dl is not None:
@@ -299,6 +302,13 @@ class _Builder:
         ram = {"initial_pending_bytes": per[0].get("ram") if per else None,
                "dirty_pending_bytes": per[nb - 1].get("ram") if nb else None,
                "precopy_bytes": qram.get("precopy-bytes"), "stopcopy_bytes": qram.get("downtime-bytes")}
+        ram["sources"] = {k: "query-migrate" for k in ("precopy_bytes", "stopcopy_bytes") if ram[k] is not None}
+        if isinstance(qram.get("multifd-bytes"), int) and qram["multifd-bytes"] > 0:
+            # precopy-/downtime-bytes count the main channel only; the pages went over the
+            # multifd channels (multifd-bytes), which query-migrate does not split by phase
+            ram["precopy_bytes"] = ram["stopcopy_bytes"] = None
+            ram["sources"] = {k: f"unknown: multifd ({qram['multifd-bytes']} bytes over multifd channels, "
+                                 "not split by phase)" for k in ("precopy_bytes", "stopcopy_bytes")}
         devs = devices(self.ix, sm, dm, t0=t0, switch=int(R.switch[m]) if sm is not None else -1,
                        era=era, ram=ram, aliases=self.aliases, warn=self.warn, label=f"migration {index + 1}")
         lost = self.lost[sm] if sm is not None else 0

@@ -302,6 +302,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         initial_pending_bytes=ram.get("initial_pending_bytes"),
         dirty_pending_bytes=ram.get("dirty_pending_bytes"),
         downtime_ms=save.get("ram"), load_ms=load.get("ram"), idstr="ram",
+        sources=dict(ram.get("sources") or {}),
     )]
     for dev in names:
         idstr = rev.get(dev)
