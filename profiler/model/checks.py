@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from profiler.model import names as N
-from profiler.model.migrations import _in
 from profiler.model.table import Table, notnone
 
 _EXPECT = {N.VFIO_PENDING_EST: "estimate", N.VFIO_PENDING_EXACT: "exact",
