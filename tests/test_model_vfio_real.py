@@ -90,8 +90,11 @@ def test_outcome_and_times_match_query_migrate(name: str) -> None:
     assert m["outcome"] == q["status"] == "completed"
     assert m["dest_outcome"] == "completed"
     assert m["dirty_syncs"] == q["ram"]["dirty-sync-count"]
-    assert m["downtime_ms"] == q["downtime"]  # the final query-migrate reply is in events.jsonl
-    assert m["total_ms"] == q["total-time"]
+    for key, qkey in (("downtime_ms", "downtime"), ("total_ms", "total-time")):
+        if m["sources"].get(key) == "query-migrate":  # the final reply is in events.jsonl
+            assert m[key] == q[qkey]
+        else:  # from the trace: nested TCG puts QEMU's clock reads tens of ms from the lines
+            assert m[key] == pytest.approx(q[qkey], abs=60)
 
 
 @pytest.mark.parametrize("name", COMPLETED)

@@ -87,46 +87,61 @@ class LineView:
         "migrate_transferred",
     )
 
+    PENDING = ("migrate_pending", "migrate_pending_estimate", "migrate_pending_exact")
+
     def _update(self, df: pd.DataFrame) -> None:
-        # most batches carry nothing this view shows: find the few rows it needs on the
-        # category codes (no pandas indexing), then walk them in order
-        evc = df["event"]
-        if isinstance(evc.dtype, pd.CategoricalDtype):
-            want = np.flatnonzero(evc.cat.categories.isin(self.WANTED))
-            if not len(want):
-                return
-            m = np.isin(evc.cat.codes.to_numpy(), want)
-        else:
-            m = evc.isin(self.WANTED).to_numpy(dtype=bool)
-        if not m.any():
+        # the view shows only the latest values: find, on the category codes, the last
+        # source row of each kind it reads, and read those few cells (no column copies)
+        evc, side = df["event"], df["side"]
+        if not isinstance(evc.dtype, pd.CategoricalDtype) or not isinstance(
+            side.dtype, pd.CategoricalDtype
+        ):
+            df = ev.conform(df)
+            evc, side = df["event"], df["side"]
+        scats = side.cat.categories
+        if ev.Side.SOURCE not in scats:
             return
-        idx = np.flatnonzero(m & (df["side"].to_numpy(dtype=object) == ev.Side.SOURCE))
-        if not len(idx):
-            return
-        cols = [
-            df[c].to_numpy(dtype=object)[idx]
-            for c in ("event", "state", "bytes", "count", "threshold_bytes", "detail")
-        ]
-        for e, state, nbytes, count, thr, detail in zip(*cols, strict=True):
-            if e == ev.QMP_QUERY_MIGRATE:
-                self.state = state if isinstance(state, str) else self.state
-                if count is not pd.NA:
-                    self.passes = int(count)
-                if nbytes is not pd.NA:
-                    self.xfer = int(nbytes)
-                if isinstance(detail, str):
-                    ram = json.loads(detail).get("ram") or {}
-                    if "mbps" in ram:
-                        self.mibps = ram["mbps"] * 1e6 / 8 / MiB
-            elif e == ev.QMP_MIGRATION:
-                self.state = state if isinstance(state, str) else self.state
-            else:
-                if e != "migrate_transferred" and nbytes is not pd.NA:
-                    self.pending = int(nbytes)
-                if thr is not pd.NA:
-                    self.threshold = int(thr)
-            if self.t0 is None and self.state != "none":
-                self.t0 = time.monotonic()
+        src = side.cat.codes.to_numpy() == scats.get_loc(ev.Side.SOURCE)
+        cats, codes = evc.cat.categories, evc.cat.codes.to_numpy()
+
+        def rows(names: tuple[str, ...]) -> np.ndarray:
+            want = [cats.get_loc(n) for n in names if n in cats]
+            if not want:
+                return np.empty(0, np.intp)
+            return np.flatnonzero(np.isin(codes, want) & src)
+
+        qm, mig = rows((ev.QMP_QUERY_MIGRATE,)), rows((ev.QMP_MIGRATION,))
+        with_ram = qm[df["bytes"].notna().to_numpy()[qm]] if len(qm) else qm
+        if len(with_ram):  # the last reply with counters (a cancelled one has none)
+            i = with_ram[-1]
+            count, nbytes, detail = (df[c].iat[i] for c in ("count", "bytes", "detail"))
+            if count is not pd.NA:
+                self.passes = int(count)
+            if nbytes is not pd.NA:
+                self.xfer = int(nbytes)
+            if isinstance(detail, str):
+                ram = json.loads(detail).get("ram") or {}
+                if "mbps" in ram:
+                    self.mibps = ram["mbps"] * 1e6 / 8 / MiB
+        last_state = max((a[-1] for a in (qm, mig) if len(a)), default=None)
+        if last_state is not None:
+            state = df["state"].iat[last_state]
+            self.state = state if isinstance(state, str) else self.state
+        pend = rows(self.PENDING)
+        if len(pend):
+            have = pend[df["bytes"].notna().to_numpy()[pend]]
+            if len(have):
+                self.pending = int(df["bytes"].iat[have[-1]])
+            trace = rows((*self.PENDING, "migrate_transferred"))
+            have = trace[df["threshold_bytes"].notna().to_numpy()[trace]]
+            if len(have):
+                self.threshold = int(df["threshold_bytes"].iat[have[-1]])
+        elif len(tr := rows(("migrate_transferred",))):
+            have = tr[df["threshold_bytes"].notna().to_numpy()[tr]]
+            if len(have):
+                self.threshold = int(df["threshold_bytes"].iat[have[-1]])
+        if self.t0 is None and self.state != "none":
+            self.t0 = time.monotonic()
 
     def print_line(self, now: float | None = None) -> None:
         now = now or time.monotonic()

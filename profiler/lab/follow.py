@@ -21,10 +21,10 @@ import pandas as pd
 
 from profiler.sources.qemu_log import QemuLogSource
 
-# The trace logs are tailed in big, infrequent batches: one parse of half a second of
-# log costs about what one of a few lines does (the scanner's per-call set-up dominates),
-# and the live views refresh at most once a second.
-TAIL_S = 0.5
+# The trace logs are tailed in big, infrequent batches: a parse costs ~1 ms however few
+# lines it gets (building the frame dominates), a second of lab log is a few hundred
+# lines, and the live views refresh once a second.
+TAIL_S = 1.0
 # the merged stream's heartbeat when no events come (the line view's clock)
 HEARTBEAT_S = 0.2
 # after QEMU exits, how long the stream may still deliver before it is stopped

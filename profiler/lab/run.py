@@ -92,9 +92,9 @@ class LabStream(Source):
         self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.finished = threading.Event()
         self.rows = 0
-        # gather for half a second: a frame costs a few ms to build, the trace tails
-        # deliver at the same pace, and live views redraw at most a few times a second
-        self.gather_s = 0.5
+        # gather for a second: a frame costs a few ms to build, the trace tails deliver
+        # at the same pace (profiler.lab.follow.TAIL_S), and the line view is 1 Hz
+        self.gather_s = 1.0
         self.idle_s = 0.25  # how soon an idle stream notices it is finished
 
     def put(self, row: dict[str, Any]) -> None:

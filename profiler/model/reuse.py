@@ -10,6 +10,7 @@ or on the frame object; a mismatch simply rebuilds.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -54,7 +55,19 @@ def objects(key: Hashable, cols: list[np.ndarray], make: Callable[[int, int], li
     k = 0
     if hit is not None:
         k = min(common_prefix(hit[0], cols), len(hit[1]))
-    out = (hit[1][:k] if k else []) + (make(k, n) if k < n else [])
+    if k < n:
+        # tens of thousands of new dicts/dataclasses would set off the cyclic GC many times,
+        # each pass scanning everything alive (it found nothing to free: no cycles here)
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            new = make(k, n)
+        finally:
+            if was:
+                gc.enable()
+    else:
+        new = []
+    out = (hit[1][:k] if k else []) + new
     with _lock:
         _store[key] = (cols, out)
         _store.move_to_end(key)
