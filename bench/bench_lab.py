@@ -82,11 +82,18 @@ def lab_start(tmp: Path, i: int, accel: str) -> float:
 
 
 def follow_cpu(
-    tmp: Path, cmd: str, timeout_s: float = 6.0, skip_s: float = 0.5, i: int = 0
+    tmp: Path,
+    cmd: str,
+    timeout_s: float = 6.0,
+    skip_s: float = 0.5,
+    i: int = 0,
+    code: str | None = None,
 ) -> tuple[float, float, float]:
     """(profiler CPU share, source QEMU CPU share, window s) while a migration runs,
-    from ``skip_s`` after `migrate` to the cancel at ``timeout_s``."""
-    out = tmp / f"cpu-{cmd}-{timeout_s:g}-{i}"
+    from ``skip_s`` after `migrate` to the cancel at ``timeout_s``. ``code``: run the
+    migprof package found in that directory instead (a copy of an older tree)."""
+    out = tmp / f"cpu-{cmd}-{timeout_s:g}-{i}-{'base' if code else 'now'}"
+    env = dict(os.environ, PYTHONPATH=code) if code else None
     p = subprocess.Popen(
         [
             MIGPROF,
@@ -103,6 +110,7 @@ def follow_cpu(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=env,
     )
     samples = []  # (epoch ns, migprof cpu s, source qemu cpu s)
     qemu_pid = None
@@ -146,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-only", action="store_true", help="skip the start-time part")
     ap.add_argument("--reps", type=int, default=1, help="runs per CPU measurement (median)")
+    ap.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the migprof package in DIR (e.g. a copy of the tree before a "
+        "change: cp -r profiler tui DIR/), interleaved with this one, and print the ratio",
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-lab-") as d:
         tmp = Path(d)
@@ -156,18 +170,30 @@ def main(argv: list[str] | None = None) -> int:
             ("demo", 6.0, 0.5, "+ both trace logs tailed and parsed, line view; whole run"),
             ("demo", 12.0, 6.0, "steady state: after the log parser's first-use JIT"),
         ):
-            runs = [follow_cpu(tmp, cmd, timeout_s, skip_s, i) for i in range(args.reps)]
-            prof = statistics.median(r[0] for r in runs)
-            qemu = statistics.median(r[1] for r in runs)
-            dt = statistics.median(r[2] for r in runs)
-            spread = " ".join(f"{r[0] * 100:.1f}" for r in runs)
-            print(
-                f"cpu: migprof {cmd:<5} {prof * 100:5.1f} % of a core over {dt:4.1f} s "
-                f"(source QEMU {qemu * 100:5.1f} %, ratio {prof / qemu:.3f}); goal < 5 %: "
-                f"{'met' if prof < 0.05 else 'NOT met'}  [{what}; runs: {spread}]",
-                flush=True,
-            )
+            runs, base = [], []
+            for i in range(args.reps):  # interleaved: both see the same host load
+                if args.baseline:
+                    base.append(follow_cpu(tmp, cmd, timeout_s, skip_s, i, args.baseline))
+                runs.append(follow_cpu(tmp, cmd, timeout_s, skip_s, i))
+            prof = _report(cmd, what, runs)
+            if base:
+                old = _report(cmd, what + "; BASELINE " + args.baseline, base)
+                print(f"cpu: migprof {cmd:<5} now / baseline = {prof / old:.2f}", flush=True)
     return 0
+
+
+def _report(cmd: str, what: str, runs: list[tuple[float, float, float]]) -> float:
+    prof = statistics.median(r[0] for r in runs)
+    qemu = statistics.median(r[1] for r in runs)
+    dt = statistics.median(r[2] for r in runs)
+    spread = " ".join(f"{r[0] * 100:.1f}" for r in runs)
+    print(
+        f"cpu: migprof {cmd:<5} {prof * 100:5.1f} % of a core over {dt:4.1f} s "
+        f"(source QEMU {qemu * 100:5.1f} %, ratio {prof / qemu:.3f}); goal < 5 %: "
+        f"{'met' if prof < 0.05 else 'NOT met'}  [{what}; runs: {spread}]",
+        flush=True,
+    )
+    return prof
 
 
 def _start_times(tmp: Path) -> None:

@@ -50,7 +50,10 @@ def fake_vfio_bins(tmp_path_factory) -> dict[str, Path]:
 
 
 class FakeVfioHost:
-    """One mounted fake_vfio_fuse (a 'host' with two VFIO devices)."""
+    """One mounted fake_vfio_fuse (a 'host' with two VFIO devices).
+
+    Why a fake: this host has no VFIO hardware and no kernel VFIO (see fake_vfio_fuse.c).
+    """
 
     def __init__(self, server: Path, mnt: Path):
         self.mnt = mnt
@@ -73,8 +76,12 @@ class FakeVfioHost:
             self.proc.wait()
 
 
-class Client:
-    """A fake_vfio_client waiting for 'go' (so the collector can attach first)."""
+class FakeVfioClient:
+    """A fake_vfio_client waiting for 'go' (so the collector can attach first).
+
+    Why a fake: it stands in for QEMU's VFIO migration syscalls because no VFIO device or
+    kernel VFIO exists on this host (see fake_vfio_client.c); the syscalls are real.
+    """
 
     def __init__(self, binary: Path, mode: str, mnt: Path, log: Path, records: Path | None = None,
                  env: dict[str, str] | None = None):
@@ -116,8 +123,8 @@ def run_fake_migration(bins: dict[str, Path], tmp: Path, live_drain: bool = True
     dst_host = FakeVfioHost(bins["server"], tmp / "dst_mnt")
     records = tmp / "records.txt"
     try:
-        src = Client(bins["client"], "source", src_host.mnt, tmp / "src.log")
-        dst = Client(bins["client"], "dest", dst_host.mnt, tmp / "dst.log", records)
+        src = FakeVfioClient(bins["client"], "source", src_host.mnt, tmp / "src.log")
+        dst = FakeVfioClient(bins["client"], "dest", dst_host.mnt, tmp / "dst.log", records)
         frames: list[pd.DataFrame] = []
         stop = threading.Event()
         with BpfSource([src.pid, dst.pid], sides={src.pid: "source", dst.pid: "destination"},
@@ -324,7 +331,7 @@ def test_attach_mid_migration(fake_vfio_bins, tmp_path):
 
     host = FakeVfioHost(fake_vfio_bins["server"], tmp_path / "mnt")
     try:
-        client = Client(fake_vfio_bins["client"], "source", host.mnt, tmp_path / "src.log",
+        client = FakeVfioClient(fake_vfio_bins["client"], "source", host.mnt, tmp_path / "src.log",
                         env={"FAKE_VFIO_PAUSE": "1"})
         client.go()
         deadline = time.monotonic() + 10

@@ -59,13 +59,25 @@ def test_kprobe_program_verifies():
         b.cleanup()
 
 
-def test_every_program_compiles_as_it_stands():
-    """The .bpf.c files compile with their #ifndef defaults (no -D at all)."""
-    from bcc import BPF
+TRACEPOINT_FUNCTIONS = [f"tracepoint__syscalls__sys_{d}_{c}" for c in ("ioctl", "read", "write")
+                        for d in ("enter", "exit")] + ["tracepoint__syscalls__sys_enter_close"]
 
-    for path in ("tracepoint", "kprobe", "usdt"):
+
+def test_every_program_compiles_as_it_stands():
+    """The .bpf.c files compile with their #ifndef defaults (no -D at all), with all their hooks."""
+    from bcc import BPF, lib
+
+    want = {"tracepoint": TRACEPOINT_FUNCTIONS,
+            "kprobe": [*KPROBE_FUNCTIONS, "tracepoint__syscalls__sys_enter_close"],
+            "usdt": []}  # the loader appends one function per probe (qemu_usdt.bpf.c)
+    for path, funcs in want.items():
         b = BPF(text=B.bpf_source_text(path).encode(), cflags=[f"-I{B.bpf_include_dir()}"])
-        b.cleanup()
+        try:
+            got = {lib.bpf_function_name(b.module, i).decode() for i in range(lib.bpf_num_functions(b.module))}
+            assert got == set(funcs), path
+            assert b.get_table("events") is not None, path
+        finally:
+            b.cleanup()
 
 
 def test_kprobe_regexes_match_driver_symbols():

@@ -63,3 +63,30 @@ def test_tui_hook_is_the_tui_entry_point() -> None:
     from tui.app import run_live
 
     assert demo._try_tui() is run_live
+
+
+def test_line_view_same_values_whatever_the_batching() -> None:
+    """The line view reads only the last row of each kind per batch: the values it shows
+    must not depend on how the stream was cut into batches (real lab run data)."""
+    import io
+
+    from profiler import events as ev
+    from profiler.sources.qemu_log import read_log
+    from profiler.sources.qmp import read_events_jsonl
+
+    run = Path(__file__).parent / "data/real/7.2-downtime-raise"
+    log = next(p for p in (run / "source.log", run / "source.log.gz") if p.exists())
+    rows = ev.sort_timeline(
+        ev.concat([read_events_jsonl(run / "events.jsonl"), read_log(log, side="source").frame])
+    )
+    seen = set()
+    for step in (1, 3, 50, len(rows)):
+        v = demo.LineView(io.StringIO())
+        for k in range(0, len(rows), step):
+            v.feed_events(rows.iloc[k : k + step].reset_index(drop=True))
+        seen.add((v.state, v.passes, v.pending, v.threshold, v.xfer, v.mibps))
+    (state,) = seen
+    fin = json.loads((run / "query-migrate-source.json").read_text())
+    assert state[0] == "completed"
+    assert state[1] == fin["ram"]["dirty-sync-count"] and state[4] == fin["ram"]["transferred"]
+    assert state[2] is not None and state[3] is not None  # pending and threshold from the log

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bpf_fake_vfio import MLX5, MTTY, TOTAL, Client, FakeVfioHost, fake_vfio_bins  # noqa: F401
+from test_bpf_fake_vfio import MLX5, MTTY, TOTAL, FakeVfioClient, FakeVfioHost, fake_vfio_bins  # noqa: F401
 
 pytestmark = [pytest.mark.bpf]
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def test_live_on_fake_vfio(fake_vfio_bins, tmp_path):  # noqa: F811
     host = FakeVfioHost(fake_vfio_bins["server"], tmp_path / "mnt")
     rec = tmp_path / "live.parquet"
     try:
-        client = Client(fake_vfio_bins["client"], "source", host.mnt, tmp_path / "src.log")
+        client = FakeVfioClient(fake_vfio_bins["client"], "source", host.mnt, tmp_path / "src.log")
         live = subprocess.Popen([sys.executable, "-m", "profiler.cli", "live", "-p", str(client.pid),
                                  "--any-process", "--no-tui", "--record", str(rec)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -181,11 +181,10 @@ def test_live_sigterm_and_duration(pair):
     out, err = live.communicate(timeout=30)
     assert live.returncode == 0, err
     assert "TIME(s)" in out
-    t0 = time.monotonic()
+    # -d 1 ends it by itself (QEMU stays up): without -d this would run into the timeout and fail
     r = subprocess.run([*MIGPROF, "live", "-p", str(pair["src"].pid), "--no-tui", "--no-trace", "-d", "1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    assert time.monotonic() - t0 < 30
     # `migprof record` is live without the TUI, into a file
     from profiler.store import read_recording
 

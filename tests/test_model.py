@@ -389,5 +389,23 @@ def test_bpf_bytes_disagreeing_with_the_trace_are_a_warning_and_both_stay_visibl
     assert d.sources["precopy_bytes"] == "trace+bpf"
     assert d.bytes_by_phase == {"PRE_COPY": 999}
     assert d.initial_pending_bytes == base.initial_pending_bytes  # the trace's, when it has one
+    assert d.sources["initial_pending_bytes"] == "trace+bpf"
+    assert any(f"initial bytes: trace says {base.initial_pending_bytes}, BPF VFIO_MIG_GET_PRECOPY_INFO 7" in w
+               for w in rep.warnings)
     assert any(f"trace says {base.precopy_bytes}, BPF data-fd reads 999" in w for w in rep.warnings)
     assert any("BPF lost 5 events" in w for w in rep.warnings)
+
+
+def test_a_real_device_name_from_bpf_is_not_folded_into_another() -> None:
+    """BPF knows a device's name from the group ioctl or fdinfo; one that differs from the
+    side's only traced device is another device (only fdN names and QMP ids are guessed)."""
+    lg = make.v81_converging()
+    t = lg.rows[0]["t_ns"] + 1_000
+    bpf = {"side": "source", "origin": "bpf", "event": E.BPF_DATA_READ, "ret": 10, "bytes": 10,
+           "dur_ns": 100, "state": "PRE_COPY"}
+    extra = [{**bpf, "t_ns": t, "device": "0000:5e:00.0"}, {**bpf, "t_ns": t + 1, "device": "fd20"}]
+    m = build_report(E.conform(pd.DataFrame(lg.rows + extra))).migrations[0]
+    vfio = {d.name: d for d in m.devices if d.kind == "vfio"}
+    assert set(vfio) == {make.DEV, "0000:5e:00.0"}
+    assert vfio[make.DEV].aliases == ("fd20",)
+    assert vfio["0000:5e:00.0"].read_calls == 1 and vfio["0000:5e:00.0"].side == "source"

@@ -174,6 +174,7 @@ def test_bpf_data_fd(name: str) -> None:
     assert src["read_max_us"] == pytest.approx(max(r["dur_ns"] for r in reads) / 1e3)
     assert 0 < src["read_p50_us"] <= src["read_max_us"]
     assert src["sources"]["precopy_bytes"] == "trace+bpf"
+    assert src["sources"]["initial_pending_bytes"] == "trace+bpf"  # and they agree: no warning
     multifd = src["stopcopy_thread_ms"] is not None
     assert src["sources"]["stopcopy_bytes"] == ("bpf" if multifd else "trace+bpf")
     assert dst["sources"]["precopy_bytes"] == "bpf"

@@ -420,6 +420,17 @@ def _render(fmt: str) -> tuple[str, list]:
 QEMU10 = Path(os.environ.get("MIGPROF_CACHE", "/var/cache/migprof")) / "qemu-10.0/usr/bin/qemu-system-x86_64"
 
 
+ABSENT_IN = {
+    # 7.2: migrate_transferred has no avail_bw, vfio_save_setup no data_buffer_size,
+    # vfio_save_iterate only data_size, vfio_get_dirty_bitmap no dirty_pages
+    "/usr/bin/qemu-system-x86_64": {("migrate_transferred", "count"), ("vfio_save_setup", "bytes"),
+                                    ("vfio_save_iterate", "init_bytes"), ("vfio_save_iterate", "dirty_bytes"),
+                                    ("vfio_get_dirty_bitmap", "count")},
+    # 10.0: vfio_save_iterate prints the precopy sizes, no data_size
+    str(QEMU10): {("vfio_save_iterate", "bytes")},
+}
+
+
 @pytest.mark.parametrize("binary", ["/usr/bin/qemu-system-x86_64", str(QEMU10)], ids=["7.2", "10.0"])
 def test_real_binary_formats_parse(binary: str) -> None:
     """Every migration/VFIO event compiled into the real binary parses with its fields."""
@@ -434,13 +445,19 @@ def test_real_binary_formats_parse(binary: str) -> None:
     assert res.malformed == 0, res.warnings
     assert res.events == len(ours)
     df = res.frame.set_index("event")
+    absent = set()
     for ev in ours:
         if fmts[ev].startswith(" (%s)"):
             assert df.loc[ev, "device"] == "dev one", ev
         for col in FIELD_MAP[ev]:
             if col in ("bytes", "count", "init_bytes", "dirty_bytes", "stopcopy_bytes", "pre_bytes"):
                 v = df.loc[ev, col]
-                assert pd.isna(v) or v == 31, (ev, col, v)
+                if pd.isna(v):
+                    absent.add((ev, col))
+                else:
+                    assert v == 31, (ev, col, v)
+    # NA only where this version's format has no such argument (FIELD_MAP covers all versions)
+    assert absent == ABSENT_IN[binary], sorted(absent)
 
 
 # ---------------------------------------------------------------------------
@@ -467,7 +484,7 @@ def test_real_logs_parse_without_malformed_lines(path: Path) -> None:
         assert df["t_ns"].isna().all()
     else:
         assert df["t_ns"].notna().all() and df["tid"].notna().all()
-        assert df["t_ns"].is_monotonic_increasing or df["t_ns"].diff().min() > -10_000_000
+        assert df["t_ns"].is_monotonic_increasing
     ev = set(df["event"])
     if res.side == "source":
         assert ev & {"migrate_pending", "migrate_pending_estimate"}
@@ -576,3 +593,58 @@ def test_read_log_small_chunks_equal_one_chunk(tmp_path: Path, monkeypatch: pyte
     cut = read_log(p)
     assert (cut.lines, cut.skipped, cut.malformed) == (whole.lines, whole.skipped, whole.malformed)
     pd.testing.assert_frame_equal(cut.frame, whole.frame)
+
+
+# ---------------------------------------------------------------------------
+# the compiled scanners' on-disk cache may fail without failing a report
+
+REPORT_RUN = REAL / "10.0-converges"
+FSIZE_LIMIT = 4096  # numba's index files fit, its compiled code does not
+
+
+def _report_json(env: dict[str, str], prefix: list[str] | None = None, fsize: int | None = None) -> str:
+    """`migprof report --json` of a real run in a fresh process; stdout is a pipe (no FSIZE)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    r = subprocess.run([*(prefix or []), sys.executable, "-m", "profiler.cli", "report", "--json",
+                        str(REPORT_RUN / "source.log"), str(REPORT_RUN / "destination.log")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit if fsize is not None else None)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    return r.stdout
+
+
+@pytest.mark.slow
+def test_report_under_tiny_rlimit_fsize_with_a_cold_cache(tmp_path: Path) -> None:
+    """Disk full for numba's cache (RLIMIT_FSIZE): the report is the normal one, twice.
+
+    The second run, limit lifted, finds index files naming code files that were never
+    written, and must recompile rather than fail.
+    """
+    want = _report_json(dict(os.environ))
+    cold = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    assert _report_json(cold, fsize=FSIZE_LIMIT) == want
+    written = sorted(p.name for p in (tmp_path / "numba").rglob("*") if p.is_file())
+    assert written and all(n.endswith(".nbi") for n in written), written  # only what fitted
+    assert _report_json(cold) == want
+
+
+@pytest.mark.slow
+def test_report_with_read_only_package_and_no_writable_cache_dir(tmp_path: Path) -> None:
+    """As in the nested lab (repo on a read-only 9p share) with no writable home either:
+    numba has nowhere to cache, so the scanners compile in memory and the report is normal."""
+    want = _report_json(dict(os.environ))
+    ro = ROOT / "tests" / "data"  # read-only inside the mount namespace below
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(HOME=str(ro), XDG_CACHE_HOME=str(ro / "no-cache-here"))
+    # a private mount namespace where the whole checkout (and so the package) is read-only
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              f'mount --bind -o ro "{ROOT}" "{ROOT}" && exec "$0" "$@"']
+    assert _report_json(env, prefix=prefix) == want
+    assert not (ro / "no-cache-here").exists()

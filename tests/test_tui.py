@@ -93,14 +93,15 @@ def run_async(fn):
 async def until(pilot, cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
     """Let the app run until ``cond()`` holds (the feed works in its own thread)."""
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while time.monotonic() < deadline:
         await pilot.pause(0.05)
         try:
             if cond():
                 return
-        except (AttributeError, IndexError, TypeError):
-            pass
-    raise AssertionError(f"timed out waiting for {what or cond}")
+        except (AttributeError, IndexError, TypeError) as e:  # the view is not built yet
+            last = e
+    raise AssertionError(f"timed out waiting for {what or cond}" + (f" (last error: {last!r})" if last else ""))
 
 
 def shown_mig(app: MigprofApp):
@@ -153,8 +154,8 @@ async def test_play_pause_and_speed(converging):
         await until(pilot, lambda: app.view is not None)
         # opens paused just before the migration (the lab's QEMU start-up is skipped)
         assert not app.view.playing and n_checks(app) == 0
-        first = app.view.migration(None)
-        assert first is None or first.start_ns > app.view.cursor_ns
+        assert app.view.migration(None) is None
+        assert app.view.full.migrations[0].start_ns > app.view.cursor_ns
         start = app.view.applied
         await pilot.press("space")
         await until(pilot, lambda: app.view.playing and app.view.applied > start, what="playing")
@@ -256,7 +257,7 @@ async def test_too_small_terminal_shows_a_notice(converging):
         await until(pilot, lambda: app.view is not None)
         notice = app.screen.query_one("#too-small")
         assert notice.display and "too small" in str(notice.render())
-        assert not app.screen.query_one("#body").display or app.screen.has_class("-too-small")
+        assert not app.screen.query_one("#body").display and app.screen.has_class("-too-small")
         await pilot.resize_terminal(80, 24)
         await pilot.pause(0.2)
         assert not app.screen.has_class("-too-small")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -98,11 +97,16 @@ def test_missing_host_tools_name_the_packages(tmp_path: Path, monkeypatch: pytes
         image.check_host(tmp_path / "cache")
 
 
-def test_too_little_disk_names_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    free = shutil.disk_usage(tmp_path).free
-    monkeypatch.setattr(image, "MIN_FREE_BYTES", free + (1 << 30))
-    with pytest.raises(SetupError, match=r"step disk-space: .* GiB free; the L1 image build needs"):
-        image.check_host(tmp_path / "cache")
+def test_too_little_disk_names_the_step(tmp_path: Path) -> None:
+    """A real 16 MiB tmpfs as the image cache: the disk-space step refuses it."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(SetupError, match=r"step disk-space: .* GiB free; the L1 image build needs"):
+            image.check_host(small / "cache")
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 @pytest.mark.slow
@@ -143,10 +147,9 @@ def test_l1_that_hangs_is_killed(tmp_path: Path) -> None:
     (d / "manifest.env").write_text("KVER=none\n")
     img = image.L1Image.load(d)
     results = tmp_path / "results"
-    t0 = time.monotonic()
+    # the message proves the 3 s boot timeout fired (no wall-clock assertion: that is bench work)
     with pytest.raises(SetupError, match=r"step boot: L1 did not reach its init within 3s"):
         l1.run_job(img, results, ["converges"], boot_timeout_s=3)
-    assert time.monotonic() - t0 < 20
     assert _processes_mentioning(str(results)) == []
 
 
@@ -190,7 +193,17 @@ def test_cli_rejects_unknown_vfio_scenario(capsys: pytest.CaptureFixture[str]) -
     assert f"unknown VFIO scenario '{host_only}'" in capsys.readouterr().err
 
 
-def test_root_required_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(SetupError, match="needs root"):
-        image.check_host(tmp_path)
+def test_root_required_message(tmp_path: Path) -> None:
+    """Run as nobody with no capabilities (a real unprivileged user, not a patched geteuid)."""
+    probe = ("import sys, pathlib\n"
+             "from profiler.errors import SetupError\n"
+             "from profiler.lab.vfio import image\n"
+             "try:\n"
+             "    image.check_host(pathlib.Path(sys.argv[1]))\n"
+             "except SetupError as e:\n"
+             "    print(e)\n")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                        sys.executable, "-c", probe, str(tmp_path / "cache")],
+                       cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "step host-check: building the L1 image needs root" in r.stdout

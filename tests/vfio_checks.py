@@ -80,7 +80,7 @@ def check_outcome(run: Path, name: str) -> None:
     info = run_info(run)
     want = SCENARIOS[name].expect_outcome
     got = info["outcome"]
-    assert got == want or (want == "failed" and got == "refused"), info.get("error")
+    assert got == want, info.get("error")
     for f in ("source.log", "destination.log", "events.jsonl", "run.json",
               "query-migrate-source.json"):
         assert (run / f).stat().st_size > 0, f
@@ -144,7 +144,8 @@ def check_downtime_raise(run: Path) -> None:
 
 def check_no_dirty_tracking(run: Path) -> None:
     info = run_info(run)
-    assert info["outcome"] in ("failed", "refused")
+    # QEMU 10.0 accepts the migrate and fails it in ram_save_setup (not a refused command)
+    assert info["outcome"] == "failed"
     assert info["error"], "the failure must carry QEMU's reason"
     assert "DMA logging" in (run / "source.stderr").read_text()
 
@@ -178,7 +179,7 @@ def check_model(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert src["precopy_bytes"] == MTTY_PRECOPY_BYTES
     if run_info(run)["scenario"]["caps"].get("multifd"):
         # no trace event carries the multifd thread's byte count: unknown, never a guess
-        assert src["stopcopy_bytes"] in (None, MTTY_STOPCOPY_BYTES)
+        assert src["stopcopy_bytes"] is None
     else:
         assert src["stopcopy_bytes"] == MTTY_STOPCOPY_BYTES
 

@@ -13,6 +13,7 @@ multifd thread event or the ``vfio_save_complete_precopy`` printed just before i
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -86,8 +87,8 @@ def _states(T: Table, rows: np.ndarray, names_: np.ndarray, t0: int | None, era:
             origin, confirmed = "qmp", True
         elif nm == E.BPF_IOCTL:
             d = T.detail[i]
-            if d is not None and "SET" not in str(d):
-                continue  # a GET MIG_DEVICE_STATE answer, not a change
+            if d is not None and ("SET" not in str(d) or "PROBE" in str(d)):
+                continue  # a GET answer or a PROBE, not a change
             origin, confirmed = "bpf", T.num["ret"][i] == 0  # the kernel accepted the SET
         else:
             origin, confirmed = "qemu-log", not (nm == N.VFIO_SET_STATE and is_req)
@@ -118,12 +119,24 @@ def canonical(T: Table, rows: np.ndarray, side: str, aliases: dict[tuple[str, st
         name = str(name)
         if name in known:
             continue
-        to = aliases.get((side, name)) or (traced[0] if len(traced) == 1 else None)
+        # a QMP id or a BPF fd name can only be the one traced device; a real device name BPF
+        # learnt (group ioctl, fdinfo) that differs from it is another device
+        guess = traced[0] if len(traced) == 1 and (_FD_NAME.match(name) or not _is_bpf(T, rows, dev, name)) else None
+        to = aliases.get((side, name)) or guess
         if to is None or to == name:
             continue
         out[other[dev[other] == name]] = to
         joined.setdefault(to, set()).add(name)
     return out, joined
+
+
+_FD_NAME = re.compile(r"fd\d+$")
+_BPF_EVENTS = (E.BPF_IOCTL, E.BPF_DATA_READ, E.BPF_DATA_WRITE, E.BPF_PRECOPY_INFO)
+
+
+def _is_bpf(T: Table, rows: np.ndarray, dev: np.ndarray, name: str) -> bool:
+    """Whether ``name`` comes from BPF rows (else QMP) among ``rows``."""
+    return bool(T.is_(*_BPF_EVENTS)[rows[dev == name]].any())
 
 
 def _us(v: np.ndarray, q: float | None) -> float | None:
@@ -315,7 +328,8 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         what = "data-fd reads" if "read_calls" in io else "data-fd writes"
         pre_b = _both(t_pre, io.get("pre"), "precopy_bytes", srcs, warn, f"{label}: {dev} pre-copy bytes", what)
         stop_b = _both(t_stop, io.get("stop"), "stopcopy_bytes", srcs, warn, f"{label}: {dev} stop-copy bytes", what)
-        init = _first_of(_opt(init_first.get(dev)), _opt(b_init.get(dev)), "initial_pending_bytes", srcs)
+        init = _both(_opt(init_first.get(dev)), _opt(b_init.get(dev)), "initial_pending_bytes", srcs, warn,
+                     f"{label}: {dev} pre-copy initial bytes", "VFIO_MIG_GET_PRECOPY_INFO")
         dirty = _first_of(_opt(dirty_last.get(dev)), _opt(b_dirty.get(dev)), "dirty_pending_bytes", srcs)
         size = _first_of(_opt(stop_last.get(dev)), _opt(b_size.get(dev)), "stopcopy_size_bytes", srcs)
         if "read_calls" in io or "write_calls" in io:

@@ -1,13 +1,47 @@
 """Compiled (numba) byte scanners behind the QEMU log parser: line prefixes, names, bodies.
 
 Each kernel walks a whole chunk of bytes once and fills numpy arrays, so no Python runs
-per line. Compiled on first use and cached next to this file (``cache=True``).
+per line. Compiled on first use and cached on disk (``cache=True``): next to this file, or
+numba's user cache dir when this package is read-only (the nested lab's 9p share), or
+``NUMBA_CACHE_DIR``. The cache is only a speed-up: see ``_jit``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numba import njit
+
+log = logging.getLogger(__name__)
+
+
+def _jit(fn: Callable[..., Any]) -> Any:
+    """``njit(cache=True, nogil=True)`` whose cache can fail without failing the parse.
+
+    numba raises when it cannot write a compiled function to its cache (disk full,
+    RLIMIT_FSIZE, a cache dir gone read-only), though the function is already compiled in
+    memory; and it refuses ``cache=True`` outright when no cache dir is writable at all.
+    Both only cost a recompile on the next run, so neither may end the parse.
+    """
+    try:
+        disp = njit(cache=True, nogil=True)(fn)
+    except RuntimeError as e:  # "no locator available": nowhere to cache, compile each run
+        log.debug("numba cache unavailable for %s: %s", fn.__name__, e)
+        return njit(nogil=True)(fn)
+    cache = getattr(disp, "_cache", None)  # numba's FunctionCache (no public hook for this)
+    save = getattr(cache, "save_overload", None)
+    if save is not None:
+        def save_overload(sig: Any, data: Any) -> None:
+            try:
+                save(sig, data)
+            except OSError as e:
+                log.debug("numba cache not written for %s: %s", fn.__name__, e)
+
+        cache.save_overload = save_overload
+    return disp
 
 KIND_BARE, KIND_TID, KIND_STAP, KIND_ISO = 0, 1, 2, 3
 OP_LIT, OP_INT, OP_HEX, OP_STR = 0, 1, 2, 3
@@ -16,17 +50,17 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def _isdig(c):
     return c >= 48 and c <= 57
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def _isname(c):
     return (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 95
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def _days_from_civil(y, m, d):
     if m <= 2:
         y -= 1
@@ -38,7 +72,7 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def _num(buf, a, b):
     v = 0
     for i in range(a, b):
@@ -46,7 +80,7 @@ def _num(buf, a, b):
     return v
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def scan_lines(buf, nl, starts, ends, kind, name_start, name_end, valid, tid, tid_ok,
                pid, t_ns, t_ok, name_hash, progmark):
     """Read each line's prefix and event name; ``nl`` = positions of the newlines (the
@@ -73,7 +107,7 @@ def scan_lines(buf, nl, starts, ends, kind, name_start, name_end, valid, tid, ti
     return n
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def _scan_one(buf, n, s, e, kind, name_start, name_end, valid, tid, tid_ok, pid, t_ns, t_ok,
               name_hash, progmark):
     k = s
@@ -166,7 +200,7 @@ def _scan_one(buf, n, s, e, kind, name_start, name_end, valid, tid, tid_ok, pid,
     progmark[n] = pm
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def scan_bodies(buf, bstart, bend, ops, slot, lit, litoff, litlen, nint, nstr):
     """Match each body [bstart, bend) against one token program (a variant's grammar).
 
@@ -280,7 +314,7 @@ def scan_bodies(buf, bstart, bend, ops, slot, lit, litoff, litlen, nint, nstr):
     return ok, ival, ivalid, sst, sen
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def copy_slices(buf, s, e):
     """(offsets, bytes) of buf[s[r]:e[r]] for every row, for an Arrow string array."""
     m = s.shape[0]
@@ -299,7 +333,7 @@ def copy_slices(buf, s, e):
     return offs, out
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def find_newlines(buf):
     """Positions of every ``\\n`` in buf, plus len(buf) when the last line lacks one;
     and the OR of all bytes (< 0x80 means pure ASCII)."""
@@ -323,7 +357,7 @@ def find_newlines(buf):
     return out, high
 
 
-@njit(cache=True, nogil=True)
+@_jit
 def compact_lines(buf, s, e):
     """Move the spans buf[s[r]:e[r]] (increasing, non-overlapping) to the front of buf,
     in place; returns their Arrow offsets. The memory is already touched, so this is

@@ -152,7 +152,8 @@ def check_host() -> HostSupport:
     kdir = Path(f"/lib/modules/{rel}")
     headers = (any((kdir / d / "include/linux/kconfig.h").exists() for d in ("build", "source"))
                or Path("/sys/kernel/kheaders.tar.xz").exists())
-    kprobes = (TRACEFS / "kprobe_events").exists()
+    # os.path.exists, not Path.exists: tracefs is mode 700, so an unprivileged stat raises
+    kprobes = os.path.exists(TRACEFS / "kprobe_events")
     kfunc = False
     symbols: tuple[str, ...] = ()
     if have_bcc and priv:

@@ -682,12 +682,24 @@ def read_log(path: str | os.PathLike, side: str | None = None) -> ParseResult:
         raise InputError(p, "is a directory, expected a QEMU trace log") from None
     except OSError as e:
         raise InputError(p, e.strerror or str(e)) from None
+    read_errors: list[Exception] = []
     with f:
-        try:
-            _parse_pieces(iter_chunks(f), acc)
-        except (OSError, EOFError) as e:  # a cut or corrupt .gz: keep what was read
-            acc.warnings.append(f"{p}: {e}; parsed the first {acc.lines} lines")
+        _parse_pieces(_until_read_error(iter_chunks(f), read_errors), acc)
+    if read_errors:  # a cut or corrupt .gz: keep what was read
+        acc.warnings.append(f"{p}: {read_errors[0]}; parsed the first {acc.lines} lines")
     return _finish(acc, side, p)
+
+
+def _until_read_error(chunks: Iterator[bytes], errors: list[Exception]) -> Iterator[bytes]:
+    """The chunks up to a failed read, which lands in ``errors``.
+
+    Only reading may end a file early with a warning; an error in the parser itself (an
+    OSError too, e.g. from a compiler cache) must not pass for a cut file.
+    """
+    try:
+        yield from chunks
+    except (OSError, EOFError) as e:
+        errors.append(e)
 
 
 # ---------------------------------------------------------------------------
