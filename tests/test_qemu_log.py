@@ -648,3 +648,22 @@ def test_report_with_read_only_package_and_no_writable_cache_dir(tmp_path: Path)
               f'mount --bind -o ro "{ROOT}" "{ROOT}" && exec "$0" "$@"']
     assert _report_json(env, prefix=prefix) == want
     assert not (ro / "no-cache-here").exists()
+
+
+def test_cut_gzip_keeps_what_was_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .gz cut short (a copy interrupted): one warning, and the lines before the cut."""
+    src = next(p for p in REAL_LOGS if p.suffix == ".log" and "cancel-retry" in p.parent.name)
+    packed = gzip.compress(src.read_bytes())
+    p = tmp_path / "cut.log.gz"
+    monkeypatch.setattr(qemu_log, "CHUNK_BYTES", 4096)  # several chunks before the cut
+    p.write_bytes(packed)
+    whole = read_log(p)
+    p.write_bytes(packed[: len(packed) * 2 // 3])
+    cut = read_log(p)
+    assert len(cut.warnings) == 1 and cut.warnings[0].startswith(f"{p}: ")
+    assert f"parsed the first {cut.lines} lines" in cut.warnings[0]
+    assert 0 < cut.lines < whole.lines and cut.malformed <= 1  # the last line may be cut mid-way
+    n = cut.events - cut.malformed
+    pd.testing.assert_frame_equal(cut.frame.iloc[:n].drop(columns="seq", errors="ignore"),
+                                  whole.frame.iloc[:n].drop(columns="seq", errors="ignore"),
+                                  check_categorical=False)  # fewer event names seen before the cut

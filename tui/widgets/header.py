@@ -55,17 +55,24 @@ def verdict_line(mig: Migration | None, in_flight: bool = False) -> Text:
         t.append("✔ ", "bold green")
         t.append(v.summary or "converged", "green")
     elif v.converged is False:
+        # the full sentence is long (Verdict tab); on one line lead with what would fix it
         t.append("✘ ", "bold red")
-        t.append(v.summary or "not converging", "red")
         fixes = []
-        if v.min_gap_bytes is not None and "gap" not in (v.summary or ""):
-            fixes.append(f"gap {fmt_bytes(v.min_gap_bytes)}")
-        if v.needed_downtime_limit_ms is not None:
-            fixes.append(f"downtime-limit ≥ {fmt_ms(v.needed_downtime_limit_ms)}")
-        if v.needed_bandwidth_bytes_per_s is not None:
-            fixes.append(f"bandwidth ≥ {fmt_rate(v.needed_bandwidth_bytes_per_s)}")
+        dl = v.suggested_downtime_limit_ms or v.needed_downtime_limit_ms
+        bw = v.suggested_bandwidth_bytes_per_s or v.needed_bandwidth_bytes_per_s
+        if dl is not None:
+            fixes.append(f"downtime-limit ≥ {fmt_ms(dl)}")
+        if bw is not None:
+            fixes.append(f"bandwidth ≥ {fmt_rate(bw)}")
         if fixes:
-            t.append(" — " + "; ".join(fixes), "yellow")
+            t.append("not converging — needs " + " or ".join(fixes), "bold yellow")
+            if v.post_sync_pending_bytes is not None:
+                t.append(f"; {fmt_bytes(v.post_sync_pending_bytes)} pending after each sync", "red")
+            elif v.min_gap_bytes is not None:
+                t.append(f"; closest gap {fmt_bytes(v.min_gap_bytes)}", "red")
+            t.append(" (Verdict tab)", "dim")
+        else:
+            t.append(v.summary or "not converging", "red")
     else:
         t.append("… ", "bold cyan")
         t.append(v.summary or "undecided", "cyan")
