@@ -5,6 +5,8 @@
 2. the profiler's CPU while it follows a migration (`migprof demo --no-tui`: QMP polled at
    10 Hz on both sides, sock_diag at 10 Hz, both trace logs tailed and parsed, the line view),
    against the source QEMU's CPU over the same window. Goal: under 5 % of one core.
+   ``--baseline DIR`` measures an older copy of the package too, interleaved, and prints
+   the ratio; the last row adds ``--record`` (a recording of every event).
 """
 
 from __future__ import annotations
@@ -88,11 +90,12 @@ def follow_cpu(
     skip_s: float = 0.5,
     i: int = 0,
     code: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[float, float, float]:
     """(profiler CPU share, source QEMU CPU share, window s) while a migration runs,
     from ``skip_s`` after `migrate` to the cancel at ``timeout_s``. ``code``: run the
     migprof package found in that directory instead (a copy of an older tree)."""
-    out = tmp / f"cpu-{cmd}-{timeout_s:g}-{i}-{'base' if code else 'now'}"
+    out = tmp / f"cpu-{cmd}-{timeout_s:g}-{i}-{'base' if code else 'now'}{'-x' if extra else ''}"
     env = dict(os.environ, PYTHONPATH=code) if code else None
     p = subprocess.Popen(
         [
@@ -107,6 +110,7 @@ def follow_cpu(
             "tcg",
             "--out",
             str(out),
+            *(a.replace("{out}", str(out)) for a in extra),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -160,21 +164,32 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure the migprof package in DIR (e.g. a copy of the tree before a "
         "change: cp -r profiler tui DIR/), interleaved with this one, and print the ratio",
     )
+    ap.add_argument(
+        "--rows", default="1,2,3,4", help="CPU rows to run (1 lab, 2-3 demo, 4 demo --record)"
+    )
     args = ap.parse_args(argv)
+    rows = {int(x) for x in args.rows.split(",")}
     with tempfile.TemporaryDirectory(prefix="bench-lab-") as d:
         tmp = Path(d)
         if not args.cpu_only:
             _start_times(tmp)
-        for cmd, timeout_s, skip_s, what in (
-            ("lab", 6.0, 0.5, "QMP 10 Hz x2, sock_diag 10 Hz, events.jsonl"),
-            ("demo", 6.0, 0.5, "+ both trace logs tailed and parsed, line view; whole run"),
-            ("demo", 12.0, 6.0, "steady state: after the log parser's first-use JIT"),
+        record = ("--record", "{out}.parquet")
+        for row, (cmd, timeout_s, skip_s, extra, what) in enumerate(
+            (
+                ("lab", 6.0, 0.5, (), "QMP 10 Hz x2, sock_diag 10 Hz, events.jsonl"),
+                ("demo", 6.0, 0.5, (), "+ both trace logs tailed and parsed, line view; whole run"),
+                ("demo", 12.0, 6.0, (), "steady state: after the log parser's first-use JIT"),
+                ("demo", 6.0, 0.5, record, "demo --record FILE: + every event to a recording"),
+            ),
+            1,
         ):
+            if row not in rows:
+                continue
             runs, base = [], []
             for i in range(args.reps):  # interleaved: both see the same host load
-                if args.baseline:
+                if args.baseline and not extra:  # the baseline has no --record
                     base.append(follow_cpu(tmp, cmd, timeout_s, skip_s, i, args.baseline))
-                runs.append(follow_cpu(tmp, cmd, timeout_s, skip_s, i))
+                runs.append(follow_cpu(tmp, cmd, timeout_s, skip_s, i, extra=extra))
             prof = _report(cmd, what, runs)
             if base:
                 old = _report(cmd, what + "; BASELINE " + args.baseline, base)

@@ -100,4 +100,78 @@ struct vfio_event {
     char name[NAME_LEN]; /* EV_DEVNAME: device name */
 };
 
+/* ---- helpers both programs share --------------------------------------------------
+ * They touch no map: bcc turns map calls (m.lookup() and the like) into BPF only in the
+ * main .bpf.c file, not in an included header. Map values come in as plain pointers.
+ */
+
+/* VFIO_DEVICE_FEATURE at entry: argsz, flags, then the MIG_DEVICE_STATE payload's first
+ * word (the requested state). A header at the end of a page may only be 8 bytes long. */
+static __always_inline void read_feature_hdr(struct inflight *in, u64 arg)
+{
+    u32 hdr[4] = {};
+    in->arg_ok = bpf_probe_read_user(hdr, sizeof(hdr), (void *)arg) == 0;
+    if (!in->arg_ok)
+        in->arg_ok = bpf_probe_read_user(hdr, 8, (void *)arg) == 0;
+    in->flags = hdr[1];
+    in->req_state = hdr[2];
+}
+
+/* the fields every event takes from its syscall's entry record */
+static __always_inline void start_exit_event(struct vfio_event *ev, const struct inflight *c,
+                                             long ret, u64 now)
+{
+    ev->ts_ns = now;
+    ev->dur_ns = now - c->ts_ns;
+    ev->ret = ret;
+    ev->fd = c->fd;
+    ev->aux_fd = -1;
+    ev->cmd = c->cmd;
+    ev->flags = c->flags;
+    ev->kind = c->kind;
+    ev->arg_ok = c->arg_ok;
+}
+
+/* A successful VFIO_DEVICE_FEATURE GET/SET: read the payload after the 8-byte header into
+ * the event, and update the device's phase (dev, may be NULL). Returns the data fd a SET
+ * of MIG_DEVICE_STATE handed out (for the caller to remember), else -1. */
+static __always_inline s32 feature_result(struct vfio_event *ev, const struct inflight *c,
+                                          struct fd_info *dev)
+{
+    u32 feature = c->flags & FEATURE_MASK;
+    u64 payload = 0;
+    if (bpf_probe_read_user(&payload, sizeof(payload), (void *)(c->arg + 8)) != 0) {
+        ev->arg_ok = 0;
+        return -1;
+    }
+    if (feature == FEATURE_MIG_DEVICE_STATE) {
+        u32 st = (u32)payload;
+        s32 data_fd = (s32)(payload >> 32);
+        if (c->flags & FEATURE_GET)
+            ev->state = st;
+        ev->aux_fd = data_fd;
+        if (dev) {
+            dev->state = ev->state;
+            dev->state_known = 1;
+        }
+        return (c->flags & FEATURE_SET) && data_fd >= 0 ? data_fd : -1;
+    }
+    if (feature == FEATURE_MIG_DATA_SIZE || feature == FEATURE_MIGRATION)
+        ev->a = payload; /* stop_copy_length, or the migration flags */
+    return -1;
+}
+
+/* VFIO_MIG_GET_PRECOPY_INFO's answer: argsz/flags, initial_bytes, dirty_bytes */
+static __always_inline void read_precopy_info(struct vfio_event *ev, u64 arg)
+{
+    u64 pi[3] = {};
+    if (bpf_probe_read_user(pi, sizeof(pi), (void *)arg) == 0) {
+        ev->flags = (u32)(pi[0] >> 32);
+        ev->a = pi[1];
+        ev->b = pi[2];
+    } else {
+        ev->arg_ok = 0;
+    }
+}
+
 #endif /* MIGPROF_VFIO_H */

@@ -133,6 +133,20 @@ static __always_inline u64 file_of_fd(s32 fd)
     return f;
 }
 
+/* take this thread's entry record and its struct file * out of the in-flight maps */
+static __always_inline int take_inflight(u64 pid_tgid, struct inflight *c, u64 *file)
+{
+    struct inflight *inp = inflight.lookup(&pid_tgid);
+    u64 *fp = inflight_file.lookup(&pid_tgid);
+    if (!inp || !fp)
+        return 0;
+    *c = *inp;
+    *file = *fp;
+    inflight.delete(&pid_tgid);
+    inflight_file.delete(&pid_tgid);
+    return 1;
+}
+
 /* ---- device ioctls ------------------------------------------------------------ */
 
 int ioctl_enter(struct pt_regs *ctx, struct file *filep, unsigned int cmd, unsigned long arg)
@@ -149,12 +163,7 @@ int ioctl_enter(struct pt_regs *ctx, struct file *filep, unsigned int cmd, unsig
     in.fd = syscall_fd();
     in.kind = FD_DEVICE;
     if (cmd == VFIO_DEVICE_FEATURE) {
-        u32 hdr[4] = {};
-        in.arg_ok = bpf_probe_read_user(hdr, sizeof(hdr), (void *)arg) == 0;
-        if (!in.arg_ok)
-            in.arg_ok = bpf_probe_read_user(hdr, 8, (void *)arg) == 0;
-        in.flags = hdr[1];
-        in.req_state = hdr[2];
+        read_feature_hdr(&in, arg);
         in.type = EV_IOCTL;
     } else {
         in.type = EV_RESET;
@@ -171,28 +180,15 @@ int ioctl_exit(struct pt_regs *ctx)
     u32 tgid = pid_tgid >> 32;
     if (!is_target(tgid))
         return 0;
-    struct inflight *inp = inflight.lookup(&pid_tgid);
-    u64 *fp = inflight_file.lookup(&pid_tgid);
-    if (!inp || !fp)
+    struct inflight c;
+    u64 devf;
+    if (!take_inflight(pid_tgid, &c, &devf))
         return 0;
-    struct inflight c = *inp;
-    u64 devf = *fp;
-    inflight.delete(&pid_tgid);
-    inflight_file.delete(&pid_tgid);
     struct vfio_event *ev = new_event(pid_tgid, c.type);
     if (!ev)
         return 0;
     long ret = PT_REGS_RC(ctx);
-    u64 now = bpf_ktime_get_ns();
-    ev->ts_ns = now;
-    ev->dur_ns = now - c.ts_ns;
-    ev->ret = ret;
-    ev->fd = c.fd;
-    ev->aux_fd = -1;
-    ev->cmd = c.cmd;
-    ev->flags = c.flags;
-    ev->kind = FD_DEVICE;
-    ev->arg_ok = c.arg_ok;
+    start_exit_event(ev, &c, ret, bpf_ktime_get_ns()); /* c.kind is FD_DEVICE */
     ev->state = c.req_state;
 
     struct fd_info *dev = dev_files.lookup(&devf);
@@ -207,35 +203,17 @@ int ioctl_exit(struct pt_regs *ctx)
             dev->state_known = 1;
         }
     } else if (ret == 0 && !(c.flags & FEATURE_PROBE) && c.arg_ok) {
-        u32 feature = c.flags & FEATURE_MASK;
-        u64 payload = 0;
-        if (bpf_probe_read_user(&payload, sizeof(payload), (void *)(c.arg + 8)) != 0) {
-            ev->arg_ok = 0;
-        } else if (feature == FEATURE_MIG_DEVICE_STATE) {
-            u32 st = (u32)payload;
-            s32 data_fd = (s32)(payload >> 32);
-            if (c.flags & FEATURE_GET)
-                ev->state = st;
-            ev->aux_fd = data_fd;
-            if (dev) {
-                dev->state = ev->state;
-                dev->state_known = 1;
-            }
-            if ((c.flags & FEATURE_SET) && data_fd >= 0) {
-                u64 df = file_of_fd(data_fd);
-                if (df) {
-                    struct data_file d = {};
-                    d.info.kind = c.req_state == STATE_RESUMING ? FD_DATA_LOAD : FD_DATA_SAVE;
-                    d.info.owner = c.fd;
-                    d.owner_file = devf;
-                    d.fd = data_fd;
-                    data_files.update(&df, &d);
-                    struct fd_key k = {.tgid = tgid, .fd = data_fd};
-                    fd_files.update(&k, &df);
-                }
-            }
-        } else if (feature == FEATURE_MIG_DATA_SIZE || feature == FEATURE_MIGRATION) {
-            ev->a = payload;
+        s32 data_fd = feature_result(ev, &c, dev);
+        u64 df = data_fd >= 0 ? file_of_fd(data_fd) : 0;
+        if (df) {
+            struct data_file d = {};
+            d.info.kind = c.req_state == STATE_RESUMING ? FD_DATA_LOAD : FD_DATA_SAVE;
+            d.info.owner = c.fd;
+            d.owner_file = devf;
+            d.fd = data_fd;
+            data_files.update(&df, &d);
+            struct fd_key k = {.tgid = tgid, .fd = data_fd};
+            fd_files.update(&k, &df);
         }
     }
     emit(ctx, ev);
@@ -281,28 +259,16 @@ static __always_inline int data_exit(struct pt_regs *ctx, u8 type)
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!is_target(pid_tgid >> 32))
         return 0;
-    struct inflight *inp = inflight.lookup(&pid_tgid);
-    u64 *fp = inflight_file.lookup(&pid_tgid);
-    if (!inp || !fp)
-        return 0;
-    struct inflight c = *inp;
-    u64 f = *fp;
-    inflight.delete(&pid_tgid);
-    inflight_file.delete(&pid_tgid);
-    if (c.type != type)
+    struct inflight c;
+    u64 f;
+    if (!take_inflight(pid_tgid, &c, &f) || c.type != type)
         return 0;
     struct vfio_event *ev = new_event(pid_tgid, type);
     if (!ev)
         return 0;
     long ret = PT_REGS_RC(ctx);
-    u64 now = bpf_ktime_get_ns();
-    ev->ts_ns = now;
-    ev->dur_ns = now - c.ts_ns;
-    ev->fd = c.fd;
-    ev->kind = c.kind;
-    ev->ret = ret;
+    start_exit_event(ev, &c, ret, bpf_ktime_get_ns());
     ev->arg_ok = 1;
-    ev->aux_fd = -1;
     struct data_file *d = data_files.lookup(&f);
     if (d) {
         ev->aux_fd = d->info.owner;
@@ -316,16 +282,8 @@ static __always_inline int data_exit(struct pt_regs *ctx, u8 type)
     }
     if (type == EV_PRECOPY) {
         ev->cmd = VFIO_MIG_GET_PRECOPY_INFO;
-        if (ret == 0) {
-            u64 pi[3] = {};
-            if (bpf_probe_read_user(pi, sizeof(pi), (void *)c.arg) == 0) {
-                ev->flags = (u32)(pi[0] >> 32);
-                ev->a = pi[1];
-                ev->b = pi[2];
-            } else {
-                ev->arg_ok = 0;
-            }
-        }
+        if (ret == 0)
+            read_precopy_info(ev, c.arg);
     } else {
         ev->b = c.count;
         ev->a = ret > 0 ? ret : 0;

@@ -150,6 +150,19 @@ static __always_inline struct vfio_event *new_event(u64 pid_tgid, u8 type)
     return ev;
 }
 
+/* take this thread's entry record out of inflight (0: it has none) */
+static __always_inline int take_inflight(u64 pid_tgid, struct inflight *c)
+{
+    if (!is_target(pid_tgid >> 32) || !pending_take(pid_tgid))
+        return 0;
+    struct inflight *in = inflight.lookup(&pid_tgid);
+    if (!in)
+        return 0;
+    *c = *in;
+    inflight.delete(&pid_tgid);
+    return 1;
+}
+
 /* ---- ioctl ------------------------------------------------------------------ */
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
@@ -175,12 +188,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
     in.kind = kind;
 
     if (cmd == VFIO_DEVICE_FEATURE) {
-        u32 hdr[4] = {};
-        in.arg_ok = bpf_probe_read_user(hdr, sizeof(hdr), (void *)args->arg) == 0;
-        if (!in.arg_ok)
-            in.arg_ok = bpf_probe_read_user(hdr, 8, (void *)args->arg) == 0;
-        in.flags = hdr[1];
-        in.req_state = hdr[2];
+        read_feature_hdr(&in, args->arg);
         if (kind == FD_CONTAINER || kind == FD_GROUP || kind == FD_IOMMUFD) {
             in.type = EV_DIRTY; /* VFIO_IOMMU_DIRTY_PAGES: the 0x3b75 collision */
         } else if (kind == FD_DEVICE) {
@@ -224,13 +232,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid) || !pending_take(pid_tgid))
+    struct inflight c;
+    if (!take_inflight(pid_tgid, &c))
         return 0;
-    struct inflight *in = inflight.lookup(&pid_tgid);
-    if (!in)
-        return 0;
-    struct inflight c = *in;
-    inflight.delete(&pid_tgid);
     if (c.type != EV_IOCTL && c.type != EV_PRECOPY && c.type != EV_DEVNAME &&
         c.type != EV_RESET && c.type != EV_DIRTY)
         return 0;
@@ -238,17 +242,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
     struct vfio_event *ev = new_event(pid_tgid, c.type);
     if (!ev)
         return 0;
-    u64 now = bpf_ktime_get_ns();
     long ret = args->ret;
-    ev->ts_ns = now;
-    ev->dur_ns = now - c.ts_ns;
-    ev->ret = ret;
-    ev->fd = c.fd;
-    ev->aux_fd = -1;
-    ev->cmd = c.cmd;
-    ev->flags = c.flags;
-    ev->kind = c.kind;
-    ev->arg_ok = c.arg_ok;
+    start_exit_event(ev, &c, ret, bpf_ktime_get_ns());
     struct fd_key key = {.tgid = tgid, .fd = c.fd};
 
     if (c.type == EV_IOCTL) {
@@ -267,27 +262,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
             dev = fds.lookup(&key);
         }
         if (ret == 0 && !(c.flags & FEATURE_PROBE) && c.arg_ok) {
-            u64 payload = 0;
-            if (bpf_probe_read_user(&payload, sizeof(payload), (void *)(c.arg + 8)) != 0) {
-                ev->arg_ok = 0;
-            } else if (feature == FEATURE_MIG_DEVICE_STATE) {
-                u32 st = (u32)payload;
-                s32 data_fd = (s32)(payload >> 32);
-                if (c.flags & FEATURE_GET)
-                    ev->state = st;
-                ev->aux_fd = data_fd;
-                if (dev) {
-                    dev->state = ev->state;
-                    dev->state_known = 1;
-                }
-                if ((c.flags & FEATURE_SET) && data_fd >= 0) {
-                    struct fd_info di = {};
-                    di.kind = c.req_state == STATE_RESUMING ? FD_DATA_LOAD : FD_DATA_SAVE;
-                    di.owner = c.fd;
-                    fds_put(tgid, data_fd, &di);
-                }
-            } else if (feature == FEATURE_MIG_DATA_SIZE || feature == FEATURE_MIGRATION) {
-                ev->a = payload; /* stop_copy_length, or the migration flags */
+            s32 data_fd = feature_result(ev, &c, dev);
+            if (data_fd >= 0) {
+                struct fd_info di = {};
+                di.kind = c.req_state == STATE_RESUMING ? FD_DATA_LOAD : FD_DATA_SAVE;
+                di.owner = c.fd;
+                fds_put(tgid, data_fd, &di);
             }
         }
     } else if (c.type == EV_PRECOPY) {
@@ -306,16 +286,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
             ev->aux_fd = di->owner;
             ev->kind = di->kind;
         }
-        if (ret == 0 && c.arg_ok) {
-            u64 pi[3] = {};
-            if (bpf_probe_read_user(pi, sizeof(pi), (void *)c.arg) == 0) {
-                ev->flags = (u32)(pi[0] >> 32);
-                ev->a = pi[1];
-                ev->b = pi[2];
-            } else {
-                ev->arg_ok = 0;
-            }
-        }
+        if (ret == 0 && c.arg_ok)
+            read_precopy_info(ev, c.arg);
     } else if (c.type == EV_DEVNAME) {
         /* the group fd ioctl takes the device name and returns the new device fd */
         bpf_probe_read_user_str(ev->name, sizeof(ev->name), (void *)c.arg);
@@ -373,30 +345,16 @@ static __always_inline int data_exit(void *ctx, u8 type, long ret)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
-    if (!is_target(tgid) || !pending_take(pid_tgid))
+    struct inflight c;
+    if (!take_inflight(pid_tgid, &c) || c.type != type)
         return 0;
-    struct inflight *in = inflight.lookup(&pid_tgid);
-    if (!in)
-        return 0;
-    if (in->type != type) {
-        inflight.delete(&pid_tgid);
-        return 0;
-    }
     struct vfio_event *ev = new_event(pid_tgid, type);
-    if (!ev) {
-        inflight.delete(&pid_tgid);
+    if (!ev)
         return 0;
-    }
-    u64 now = bpf_ktime_get_ns();
-    ev->ts_ns = now;
-    ev->dur_ns = now - in->ts_ns;
-    ev->fd = in->fd;
-    ev->b = in->count;
-    ev->kind = in->kind;
-    ev->ret = ret;
+    start_exit_event(ev, &c, ret, bpf_ktime_get_ns());
+    ev->b = c.count;
     ev->a = ret > 0 ? ret : 0;
     ev->arg_ok = 1;
-    inflight.delete(&pid_tgid);
     /* charge the bytes to the owning device and its current phase */
     struct fd_key key = {.tgid = tgid, .fd = ev->fd};
     struct fd_info *di = fds.lookup(&key);

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.sources.procfd import FdKind, classify, scan
+from profiler.sources.procfd import FdKind, classify, pid_alive, scan
 
 O_RDONLY_CLOEXEC = 0o2000000
 O_WRONLY_CLOEXEC = 0o2000001
@@ -82,3 +82,26 @@ def test_scan_gone_process(tmp_path):
 def test_scan_real_process():
     """This very process: nothing of VFIO's, and no error."""
     assert scan(os.getpid()) == []
+
+
+def test_pid_alive_running_zombie_and_reaped():
+    """A real child: alive while it runs, not alive as a zombie (kill(0) still succeeds
+    then, but it has no fds left to trace), not alive once reaped."""
+    import subprocess
+    import time
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_alive(child.pid)
+        child.kill()
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z":  # not reaped: a zombie
+            assert time.monotonic() < deadline, "the child did not die"
+            time.sleep(0.01)
+        os.kill(child.pid, 0)  # a zombie still answers kill(0)...
+        assert not pid_alive(child.pid)  # ...yet it is gone for tracing
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid)

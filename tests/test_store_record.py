@@ -16,6 +16,7 @@ import pytest
 
 from profiler import store
 from profiler.cli import main
+from profiler.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGPROF = [sys.executable, "-m", "profiler.cli"]
@@ -50,7 +51,7 @@ def _rows(partial: Path) -> int:
     """Events readable from a recording being written (0 before its first batch)."""
     try:
         return len(store.read_recording(partial)[0])
-    except Exception:
+    except InputError:  # not there yet, or still empty (any other error is a failure)
         return 0
 
 
@@ -69,7 +70,7 @@ def test_record_qmp_for_a_duration(qemu_qmp: Path, tmp_path: Path) -> None:
     assert "qmp_params" in set(df["event"].astype(str))
     assert "qmp" in meta["origins"] and meta["sources"]
     # the writer keeps the migration parameters it saw go by
-    assert meta["migration_params"]["source"]["downtime-limit"] >= 0
+    assert meta["migration_params"]["source"]["downtime-limit"] == 300  # QEMU's default (ms)
     for key in ("host", "kernel", "migprof_version", "schema_version"):
         assert meta[key]
 
@@ -95,7 +96,8 @@ def test_record_stops_cleanly_on_signal(qemu_qmp: Path, tmp_path: Path, sig: int
     assert len(df) >= 1 and warnings == []
 
 
-def test_sigkilled_recorder_leaves_a_readable_file(qemu_qmp: Path, tmp_path: Path) -> None:
+def test_sigkilled_recorder_leaves_a_readable_file(qemu_qmp: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "k.parquet"
     p = _start(qemu_qmp, out)
     time.sleep(0.5)
@@ -107,7 +109,11 @@ def test_sigkilled_recorder_leaves_a_readable_file(qemu_qmp: Path, tmp_path: Pat
     assert len(df) >= 1 and "qmp_params" in set(df["event"].astype(str))
     assert meta["migration_params"]["source"]  # metadata learnt while recording survives too
     assert warnings and "not closed" in warnings[0]
-    assert main(["report", str(partial)]) in (0, 2)  # readable by report: no crash
+    capsys.readouterr()
+    # readable by report: the file loads (no "error:" line); a paused QEMU never migrated,
+    # and a report without a migration exits 2
+    assert main(["report", str(partial)]) == 2
+    assert "error:" not in capsys.readouterr().err
 
 
 def test_record_without_a_target_is_a_usage_error(tmp_path: Path) -> None:
@@ -141,13 +147,14 @@ def test_record_hits_a_file_size_limit_cleanly(qemu_qmp: Path, tmp_path: Path) -
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (4500, 4500))
 
-    # --no-trace: the limit is for the recording; the trace parser's JIT cache would hit it too
+    # --no-trace: QMP events only, so what the stream may hold is known (below)
     res = subprocess.run([*MIGPROF, "record", "--qmp", str(qemu_qmp), "--no-bpf", "--no-trace",
                           "-o", str(out), "-d", "2", "-i", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=limit)
     assert "Traceback" not in res.stderr, res.stderr
     assert "recording stopped" in res.stderr and "File too large" in res.stderr
-    assert res.returncode in (0, 2)  # the exit code is the live loop's; the file is the point
+    # the live loop itself went on for its 2 s: a full disk ends the recording, not the run
+    assert res.returncode == 0, res.stderr
     partial = out.with_name(out.name + store.PARTIAL_SUFFIX)
     assert not out.exists() and 0 < partial.stat().st_size <= 4500
     df, _, _ = store.read_recording(partial)

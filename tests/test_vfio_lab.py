@@ -121,15 +121,20 @@ def test_failed_build_names_step_and_leaves_nothing(tmp_path: Path, monkeypatch:
     assert image.find_image(root) is None
 
 
-def test_l1_that_does_not_boot_names_the_step(tmp_path: Path) -> None:
-    """A kernel that is not a kernel: run_job says 'step boot' and no QEMU is left running."""
+def _image_with_kernel(tmp_path: Path, kernel: bytes) -> image.L1Image:
+    """An L1 image directory around ``kernel``, with an empty initrd and disk."""
     d = tmp_path / "img"
     d.mkdir()
-    (d / "vmlinuz").write_bytes(b"\x00" * 4096)
+    (d / "vmlinuz").write_bytes(kernel)
     (d / "initrd.img").write_bytes(b"\x00" * 512)
     (d / "l1.ext4").write_bytes(b"\x00" * 65536)
     (d / "manifest.env").write_text("KVER=none\n")
-    img = image.L1Image.load(d)
+    return image.L1Image.load(d)
+
+
+def test_l1_that_does_not_boot_names_the_step(tmp_path: Path) -> None:
+    """A kernel that is not a kernel: run_job says 'step boot' and no QEMU is left running."""
+    img = _image_with_kernel(tmp_path, b"\x00" * 4096)
     results = tmp_path / "results"
     with pytest.raises(SetupError, match=r"step boot: L1 exited .* before its init ran"):
         l1.run_job(img, results, ["converges"], boot_timeout_s=30)
@@ -138,14 +143,8 @@ def test_l1_that_does_not_boot_names_the_step(tmp_path: Path) -> None:
 
 def test_l1_that_hangs_is_killed(tmp_path: Path) -> None:
     """A kernel that never reaches init: the boot timeout kills QEMU and names the step."""
-    d = tmp_path / "img"
-    d.mkdir()
     # the guest image from above is a valid multiboot kernel that loops forever
-    guest.write_dirty_guest(d / "vmlinuz", 1 << 20)
-    (d / "initrd.img").write_bytes(b"\x00" * 512)
-    (d / "l1.ext4").write_bytes(b"\x00" * 65536)
-    (d / "manifest.env").write_text("KVER=none\n")
-    img = image.L1Image.load(d)
+    img = _image_with_kernel(tmp_path, guest.dirty_guest(1 << 20))
     results = tmp_path / "results"
     # the message proves the 3 s boot timeout fired (no wall-clock assertion: that is bench work)
     with pytest.raises(SetupError, match=r"step boot: L1 did not reach its init within 3s"):

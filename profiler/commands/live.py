@@ -25,6 +25,7 @@ import pandas as pd
 from profiler import events as ev
 from profiler.errors import EXIT_OK, MigprofError, SetupError
 from profiler.sources.base import Source
+from profiler.sources.procfd import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def _parse_lines(lines: list[bytes], path: str, first_line: int, side: str, pid:
         res = parse_bytes(b"\n".join(lines) + b"\n", side=side, file=path, first_line=first_line)
         df = res.frame.copy()
         df["pid"] = pd.array([pid] * len(df), dtype="Int64")
-        return conform_strings(df), res.skipped
+        return ev.conform(df), res.skipped
     rows = {"t_ns": [], "tid": [], "event": [], "line": [], "raw": []}
     skipped = 0
     for i, line in enumerate(lines):
@@ -304,7 +305,7 @@ def _parse_lines(lines: list[bytes], path: str, first_line: int, side: str, pid:
         "origin": ev.Origin.QEMU_LOG.value, "event": rows["event"], "file": path,
         "line": pd.array(rows["line"], dtype="Int64"), "raw": rows["raw"],
     })
-    return conform_strings(df), skipped
+    return ev.conform(df), skipped
 
 
 class TraceTail(Source):
@@ -526,16 +527,6 @@ def _sources(args: argparse.Namespace, target: Target, stderr) -> tuple[list[Sou
     return sources, info
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _writer(path: str | None, meta: dict[str, Any]):
     if not path:
         return None
@@ -613,7 +604,7 @@ def _line_loop(args: argparse.Namespace, target: Target, merged: Any, writer: An
                 view.feed(batch)
                 if deadline and time.monotonic() >= deadline:
                     stop.set()
-                if not _pid_alive(target.pid):
+                if not pid_alive(target.pid):
                     print(f"migprof: QEMU pid {target.pid} exited", file=sys.stderr)
                     stop.set()
             view.flush_io()
@@ -621,7 +612,7 @@ def _line_loop(args: argparse.Namespace, target: Target, merged: Any, writer: An
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    events = concat_frames(frames)
+    events = ev.concat(frames)
     print_summary(events, health)
     if writer is not None:
         writer.update_meta(health=_jsonable(health))
@@ -629,28 +620,6 @@ def _line_loop(args: argparse.Namespace, target: Target, merged: Any, writer: An
     for name, why in failed.items():
         print(f"migprof: source {name} failed: {why}", file=sys.stderr)
     return EXIT_OK
-
-
-def conform_strings(df: pd.DataFrame) -> pd.DataFrame:
-    for c in ev.CAT_COLUMNS:
-        if c in df.columns and not isinstance(df[c].dtype, pd.CategoricalDtype):
-            df[c] = df[c].astype("string")
-    return ev.conform(df)
-
-
-def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """events.concat, after giving every categorical column categories of one dtype."""
-    fixed = []
-    for f in frames:
-        if not len(f):
-            continue
-        f = f.copy()
-        for c in ev.CAT_COLUMNS:
-            cats = f[c].cat.categories
-            if str(cats.dtype) != "string":
-                f[c] = f[c].cat.rename_categories(cats.astype("string"))
-        fixed.append(f)
-    return ev.concat(fixed) if fixed else ev.empty_frame()
 
 
 def _jsonable(x: Any) -> Any:

@@ -27,7 +27,7 @@ import pandas as pd
 from profiler import events as ev
 from profiler.errors import MigprofError, SetupError
 from profiler.sources.base import Source
-from profiler.sources.procfd import FdEntry, FdKind, scan
+from profiler.sources.procfd import FdEntry, FdKind, pid_alive, scan
 
 log = logging.getLogger(__name__)
 
@@ -344,19 +344,104 @@ def decode(records: np.ndarray, offset_ns: int, names: dict[tuple[int, int], str
         "detail": detail,
         "raw": raw,
     })
-    return conform_strings(df)
-
-
-def conform_strings(df: pd.DataFrame) -> pd.DataFrame:
-    """``events.conform`` with categories of the ``string`` dtype, as the other sources make
-    them (pandas would infer ``str`` categories, which ``events.concat`` cannot union)."""
-    for c in ev.CAT_COLUMNS:
-        if c in df.columns and not isinstance(df[c].dtype, pd.CategoricalDtype):
-            df[c] = df[c].astype("string")
     return ev.conform(df)
 
 
 # --- the source ----------------------------------------------------------------------
+
+
+class BufferedBpfSource(Source):
+    """What BpfSource and UsdtSource share: a bcc program's ring or perf buffer.
+
+    Subclasses load ``self._b`` (with ``self.buffer`` "ring" or "perf"), call
+    ``_open_buffer``, and define ``RECORD`` (one record as the program emits it),
+    ``_frame`` (the records taken so far -> events) and ``_targets_alive``.
+    """
+
+    RECORD: np.dtype
+
+    def __init__(self) -> None:
+        self._b: Any = None
+        self.buffer: str | None = None
+        self._raw: list[bytes] = []
+        self._perf_lost = 0
+        self._drops_seen = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _open_buffer(self, perf_pages: int) -> None:
+        b = self._b
+        assert b is not None
+        if self.buffer == "ring":
+            b[b"events"].open_ring_buffer(self._on_event)
+        else:
+            b[b"events"].open_perf_buffer(self._on_event, page_cnt=perf_pages, lost_cb=self._on_lost)
+
+    def _on_event(self, _cpu_or_ctx: Any, data: Any, size: int) -> int:
+        self._raw.append(ctypes.string_at(data, self.RECORD.itemsize))
+        return 0
+
+    def _on_lost(self, lost: int) -> None:
+        self._perf_lost += int(lost)
+
+    def _poll(self, timeout_ms: int) -> None:
+        b = self._b
+        if b is None:
+            return
+        if self.buffer == "ring":
+            b.ring_buffer_poll(timeout_ms)
+        else:
+            b.perf_buffer_poll(timeout_ms)
+
+    def _take_records(self) -> np.ndarray | None:
+        """The records received since the last call (None: none)."""
+        raw, self._raw = self._raw, []
+        return np.frombuffer(b"".join(raw), dtype=self.RECORD) if raw else None
+
+    def _lost_now(self) -> int:
+        """New losses since the last call: ring-buffer reserve failures plus perf losses."""
+        b = self._b
+        if b is None:  # detached: the per-CPU drop counters are gone, nothing new to count
+            return 0
+        # the program's "drops" map: a per-CPU array, one counter per CPU
+        total = self._perf_lost + int(sum(int(v) for v in b[b"drops"][ctypes.c_int(0)]))
+        new = total - self._drops_seen
+        self._drops_seen = total
+        return new
+
+    def _frame(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _targets_alive(self) -> bool:
+        raise NotImplementedError
+
+    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
+        while not stop.is_set() and not self._closed:
+            self._poll(self.poll_ms)
+            yield self._frame()
+            if not self._targets_alive():
+                log.info("%s: target process(es) exited", self.name)
+                break
+        if not self._closed:
+            self._poll(0)
+            yield self._frame()
+
+    def drain(self) -> pd.DataFrame:
+        """Everything buffered now (used by tests and at close)."""
+        self._poll(0)
+        return self._frame()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            b, self._b = self._b, None
+        if b is not None:
+            try:
+                b.cleanup()
+            except Exception as e:  # detaching must not raise out of __exit__
+                log.warning("%s: cleanup: %s", self.name, e)
 
 
 @dataclass
@@ -366,7 +451,7 @@ class _Counters:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
-class BpfSource(Source):
+class BpfSource(BufferedBpfSource):
     """bcc programs on one or more QEMU processes; yields bpf_* events.
 
     ``sides`` maps pid -> source/destination. ``path`` is auto, tracepoint or kprobe.
@@ -374,6 +459,7 @@ class BpfSource(Source):
     """
 
     name = "bpf"
+    RECORD = EVENT_DTYPE
 
     def __init__(self, pids: list[int], sides: dict[int, str] | None = None, path: str = "auto",
                  ringbuf: bool | None = None, poll_ms: int = 100, follow_exit: bool = True,
@@ -387,8 +473,8 @@ class BpfSource(Source):
         self.poll_ms = poll_ms
         self.follow_exit = follow_exit
         self.ringbuf_pages = ringbuf_pages  # 4 KiB pages of the ring buffer (a power of 2)
+        super().__init__()
         self.path: str | None = None
-        self.buffer: str | None = None
         self.host: HostSupport | None = None
         self.offset_ns = 0
         self.offset_err_ns = 0
@@ -397,14 +483,8 @@ class BpfSource(Source):
         self.names: dict[tuple[int, int], str] = {}
         self.programs: list[int] = []
         self.kprobes: list[str] = []  # kernel functions probed (kprobe path)
-        self._b = None
-        self._raw: list[bytes] = []
-        self._perf_lost = 0
-        self._drops_seen = 0
         self._seq = 0
         self._c = _Counters()
-        self._lock = threading.Lock()
-        self._closed = False
 
     # attach ------------------------------------------------------------------------
     def cflags(self) -> list[str]:
@@ -431,7 +511,7 @@ class BpfSource(Source):
         self._load()
         try:
             self._seed()
-            self._open_buffer()
+            self._open_buffer(self.ringbuf_pages)
         except BaseException:
             self.close()
             raise
@@ -518,47 +598,11 @@ class BpfSource(Source):
                 if e.device:
                     self.names[(pid, e.fd)] = e.device
 
-    def _open_buffer(self) -> None:
-        b = self._b
-        assert b is not None
-        if self.buffer == "ring":
-            b[b"events"].open_ring_buffer(self._on_event)
-        else:
-            b[b"events"].open_perf_buffer(self._on_event, page_cnt=self.ringbuf_pages, lost_cb=self._on_lost)
-
-    def _on_event(self, cpu_or_ctx: Any, data: Any, size: int) -> int:
-        self._raw.append(ctypes.string_at(data, EVENT_DTYPE.itemsize))
-        return 0
-
-    def _on_lost(self, lost: int) -> None:
-        self._perf_lost += int(lost)
-
     # stream ------------------------------------------------------------------------
-    def _poll(self, timeout_ms: int) -> None:
-        b = self._b
-        if b is None:
-            return
-        if self.buffer == "ring":
-            b.ring_buffer_poll(timeout_ms)
-        else:
-            b.perf_buffer_poll(timeout_ms)
-
-    def _lost_now(self) -> int:
-        """New losses since the last call: ring-buffer reserve failures plus perf losses."""
-        total = self._perf_lost
-        b = self._b
-        if b is not None:
-            # a per-CPU array: one counter per CPU
-            total += int(sum(int(v) for v in b[b"drops"][ctypes.c_int(0)]))
-        new = total - self._drops_seen
-        self._drops_seen = total
-        return new
-
     def _frame(self) -> pd.DataFrame:
-        raw, self._raw = self._raw, []
+        recs = self._take_records()
         frames = []
-        if raw:
-            recs = np.frombuffer(b"".join(raw), dtype=EVENT_DTYPE)
+        if recs is not None:
             df = decode(recs, self.offset_ns, self.names, self.sides, self._seq)
             self._seq += len(df)
             self._c.events += len(df)
@@ -570,7 +614,7 @@ class BpfSource(Source):
             self._c.lost += lost
             log.warning("bpf: %d events lost (buffer full)", lost)
             now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            frames.append(conform_strings(pd.DataFrame({
+            frames.append(ev.conform(pd.DataFrame({
                 "t_ns": pd.array([now + self.offset_ns], dtype="Int64"),
                 "clock_ns": pd.array([now], dtype="Int64"), "clock": ev.Clock.MONOTONIC.value,
                 "seq": pd.array([self._seq], dtype="Int64"), "origin": ev.Origin.BPF.value,
@@ -581,36 +625,10 @@ class BpfSource(Source):
         return ev.concat(frames) if frames else ev.empty_frame()
 
     def _alive(self) -> list[int]:
-        return [p for p in self.pids if _pid_alive(p)]
+        return [p for p in self.pids if pid_alive(p)]
 
-    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
-        while not stop.is_set() and not self._closed:
-            self._poll(self.poll_ms)
-            yield self._frame()
-            if self.follow_exit and not self._alive():
-                log.info("bpf: target process(es) exited")
-                break
-        if not self._closed:
-            self._poll(0)
-            yield self._frame()
-
-    def drain(self) -> pd.DataFrame:
-        """Everything buffered now (used by tests and at close)."""
-        self._poll(0)
-        return self._frame()
-
-    # detach ------------------------------------------------------------------------
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            b, self._b = self._b, None
-        if b is not None:
-            try:
-                b.cleanup()
-            except Exception as e:  # detaching must not raise out of __exit__
-                log.warning("bpf: cleanup: %s", e)
+    def _targets_alive(self) -> bool:
+        return not self.follow_exit or bool(self._alive())
 
     def health(self) -> dict[str, Any]:
         h: dict[str, Any] = {
@@ -631,21 +649,6 @@ class BpfSource(Source):
         if self.host:
             h["host"] = asdict(self.host)
         return h
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0); it has no fds left to trace
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 class _BpfProgInfo(ctypes.Structure):

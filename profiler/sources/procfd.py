@@ -136,3 +136,19 @@ def threads(pid: int, proc: Path = Path("/proc")) -> dict[int, str]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie has no fds left to trace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0)
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

@@ -221,6 +221,24 @@ def _regex_args(v: Variant, body: str) -> dict[str, object] | None:
     return out
 
 
+def _regex_rows(v: Variant, data: bytes, pos: np.ndarray, end: np.ndarray,
+                left: np.ndarray) -> tuple[np.ndarray, dict[str, pa.Array], np.ndarray]:
+    """Rows ``left`` (bodies ``data[pos:end]``) read by the variant's regex, one by one:
+    (the rows it matched, their args as columns, the rows it did not match)."""
+    hits, found, rest = [], [], []
+    for j in left:
+        a = _regex_args(v, data[pos[j]: end[j]].decode("utf-8", "replace"))
+        if a is None:
+            rest.append(j)
+        else:
+            hits.append(j)
+            found.append(a)
+    kinds = {t[1]: t[0] for t in v.tokens if t[0] in (INT, HEX, STR)}
+    args = {nm: pa.array([a.get(nm) for a in found], type=pa.large_string() if kd == STR else pa.int64())
+            for nm, kd in kinds.items()} if found else {}
+    return np.asarray(hits, np.int64), args, np.asarray(rest, np.int64)
+
+
 # ---------------------------------------------------------------------------
 # one chunk
 
@@ -434,17 +452,9 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
             everyone = len(left) == len(rows)  # nothing matched yet: no gathers
             got = _scan_variant(buf, v, pos if everyone else pos[left], end if everyone else end[left])
             if got is None:  # a grammar only the regex reads
-                hits, rest = [], []
-                for j in left:
-                    a = _regex_args(v, data[pos[j]: end[j]].decode("utf-8", "replace"))
-                    (hits.append((j, a)) if a is not None else rest.append(j))
-                if hits:
-                    kinds = {t[1]: t[0] for t in v.tokens if t[0] in (INT, HEX, STR)}
-                    args = {nm: pa.array([h[1].get(nm) for h in hits],
-                                         type=pa.large_string() if kd == STR else pa.int64())
-                            for nm, kd in kinds.items()}
-                    cols.put(kidx_of[rows[[h[0] for h in hits]]], fill_columns(name, args))
-                left = np.asarray(rest, np.int64)
+                hits, args, left = _regex_rows(v, data, pos, end, left)
+                if len(hits):
+                    cols.put(kidx_of[rows[hits]], fill_columns(name, args))
                 continue
             ok, args = got
             if ok.any():
@@ -457,17 +467,9 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
             for v in variants:
                 if not len(left):
                     break
-                hits, rest = [], []
-                for j in left:
-                    a = _regex_args(v, data[pos[j]: end[j]].decode("utf-8", "replace"))
-                    (hits.append((j, a)) if a is not None else rest.append(j))
-                if hits:
-                    kinds = {t[1]: t[0] for t in v.tokens if t[0] in (INT, HEX, STR)}
-                    args = {nm: pa.array([h[1].get(nm) for h in hits],
-                                         type=pa.large_string() if kd == STR else pa.int64())
-                            for nm, kd in kinds.items()}
-                    cols.put(kidx_of[rows[[h[0] for h in hits]]], fill_columns(name, args))
-                left = np.asarray(rest, np.int64)
+                hits, args, left = _regex_rows(v, data, pos, end, left)
+                if len(hits):
+                    cols.put(kidx_of[rows[hits]], fill_columns(name, args))
         if len(left):
             bad.append(rows[left])
             n_bad += len(left)

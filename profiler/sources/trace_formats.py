@@ -18,6 +18,8 @@ from functools import cache
 import numpy as np
 import pyarrow as pa
 
+from profiler import events as ev
+
 TRACE_EVENTS = r"""
 vfio_migration_probe(const char *name, uint32_t index) " (%s) Region %d"
 vfio_migration_set_state(const char *name, uint32_t state) " (%s) state %d"
@@ -155,6 +157,9 @@ cpu_throttle_dirty_sync(void) ""
 # Columns each event fills, from which argument (first name present in the variant wins).
 # Arguments are named as in trace-events; units are converted by _SCALE.
 FIELD_MAP: dict[str, dict[str, tuple[str, ...]]] = {
+    # events the schema documents as carrying only the device (the VFIO ones): from ``name``
+    # (first, so an entry below can still say otherwise)
+    **{e: {"device": ("name",)} for e, cols in ev.EVENT_FIELDS.items() if cols == ("device",)},
     "migrate_set_state": {"state": ("new_state",)},
     "migrate_pending": {
         "bytes": ("size",), "threshold_bytes": ("max",), "pre_bytes": ("pre",),
@@ -213,15 +218,7 @@ FIELD_MAP: dict[str, dict[str, tuple[str, ...]]] = {
     "vfio_get_dirty_bitmap": {"bytes": ("size",), "count": ("dirty_pages",)},
     "vfio_container_query_dirty_bitmap": {"bytes": ("size",), "count": ("dirty_pages",)},
     "multifd_send_thread_end": {"count": ("packets",)},
-    # VFIO events that carry only the device (and a packet index): device, count=idx
-    **{e: {"device": ("name",)} for e in (
-        "vfio_migration_probe", "vfio_migration_realize", "vfio_save_cleanup",
-        "vfio_save_device_config_state", "vfio_load_device_config_state",
-        "vfio_load_device_config_state_start", "vfio_load_device_config_state_end",
-        "vfio_load_cleanup", "vfio_save_iterate_start", "vfio_save_complete_precopy_start",
-        "vfio_save_block_precopy_empty_hit", "vfio_load_bufs_thread_start",
-        "vfio_load_bufs_thread_end", "vfio_load_state_device_buffer_start",
-        "vfio_load_state_device_buffer_end")},
+    # VFIO events that carry a packet index too: device, count=idx
     **{e: {"device": ("name",), "count": ("idx",)} for e in (
         "vfio_load_state_device_buffer_incoming", "vfio_load_state_device_buffer_starved",
         "vfio_load_state_device_buffer_load_start", "vfio_load_state_device_buffer_load_end")},

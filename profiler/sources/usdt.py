@@ -9,11 +9,8 @@ by its argument count and sizes (the ELF note), and fills columns with the log p
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +20,12 @@ import pyarrow as pa
 
 from profiler import events as ev
 from profiler.errors import MigprofError, SetupError
-from profiler.sources.base import Source
-from profiler.sources.bpf import bpf_source_text, check_host, conform_strings, measure_clock_offset
+from profiler.sources.bpf import (
+    BufferedBpfSource,
+    bpf_source_text,
+    check_host,
+    measure_clock_offset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,15 @@ def wanted_events() -> set[str]:
     return names | set(ev.EVENT_FIELDS)
 
 
-class UsdtSource(Source):
+class UsdtSource(BufferedBpfSource):
     """bcc on the ``qemu:*`` USDT probes of a running QEMU (by pid)."""
 
     name = "usdt"
+    RECORD = USDT_DTYPE
 
     def __init__(self, pid: int, side: str = ev.Side.UNKNOWN.value, events: set[str] | None = None,
                  poll_ms: int = 100):
+        super().__init__()
         self.pid = int(pid)
         self.side = side
         self.events = events
@@ -115,14 +118,10 @@ class UsdtSource(Source):
         self.probes: list[Probe] = []
         self.binary: str | None = None
         self.offset_ns = 0
-        self._b = None
         self._usdt = None
-        self._raw: list[bytes] = []
         self._seq = 0
         self.lost = 0
-        self._perf_lost = 0
         self.count = 0
-        self._closed = False
         self.buffer = "ring"
 
     def _pick(self) -> list[tuple[Any, Probe]]:
@@ -183,73 +182,26 @@ class UsdtSource(Source):
                 last = e
         if self._b is None:
             raise SetupError(f"usdt: cannot load probes: {last}")
-        if self.buffer == "ring":
-            self._b[b"events"].open_ring_buffer(self._on_event)
-        else:
-            self._b[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        self._open_buffer(perf_pages=64)
         self.offset_ns, _ = measure_clock_offset()
         log.info("usdt: %d probes on %s", len(self.probes), self.binary)
         return self
 
-    def _on_event(self, _ctx: Any, data: Any, size: int) -> int:
-        self._raw.append(ctypes.string_at(data, USDT_DTYPE.itemsize))
-        return 0
-
-    def _on_lost(self, n: int) -> None:
-        self._perf_lost += int(n)
-
-    def _poll(self, ms: int) -> None:
-        if self._b is None:
-            return
-        if self.buffer == "ring":
-            self._b.ring_buffer_poll(ms)
-        else:
-            self._b.perf_buffer_poll(ms)
-
-    def _drops(self) -> int:
-        """Records the ring buffer refused (per-CPU counters) plus perf-buffer losses."""
-        if self._b is None:
-            return self.lost
-        ring = int(sum(int(v) for v in self._b[b"drops"][ctypes.c_int(0)]))
-        return ring + self._perf_lost
-
     def _frame(self) -> pd.DataFrame:
-        lost = self._drops()
-        if lost != self.lost:
-            log.warning("usdt: %d events lost (buffer full)", lost - self.lost)
-            self.lost = lost
-        raw, self._raw = self._raw, []
-        if not raw:
+        lost = self._lost_now()
+        if lost:
+            log.warning("usdt: %d events lost (buffer full)", lost)
+            self.lost += lost
+        recs = self._take_records()
+        if recs is None:
             return ev.empty_frame()
-        recs = np.frombuffer(b"".join(raw), dtype=USDT_DTYPE)
         df = decode(recs, self.probes, self.offset_ns, self.side, self._seq)
         self._seq += len(df)
         self.count += len(df)
         return df
 
-    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
-        while not stop.is_set() and not self._closed:
-            self._poll(self.poll_ms)
-            yield self._frame()
-            if not os.path.exists(f"/proc/{self.pid}"):
-                break
-        self._poll(0)
-        yield self._frame()
-
-    def drain(self) -> pd.DataFrame:
-        self._poll(0)
-        return self._frame()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        b, self._b = self._b, None
-        if b is not None:
-            try:
-                b.cleanup()
-            except Exception as e:
-                log.warning("usdt: cleanup: %s", e)
+    def _targets_alive(self) -> bool:
+        return os.path.exists(f"/proc/{self.pid}")
 
     def health(self) -> dict[str, Any]:
         return {"source": self.name, "binary": self.binary, "probes": [p.event for p in self.probes],
@@ -311,8 +263,5 @@ def decode(recs: np.ndarray, probes: list[Probe], offset_ns: int, side: str, seq
         for col, arr in cols.items():
             dtype = ev.COLUMNS[col]
             data[col] = pd.Series(arr.to_pandas(), dtype=dtype if dtype != "category" else "string")
-        frames.append(conform_strings(pd.DataFrame(data)))
-    if not frames:
-        return ev.empty_frame()
-    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return conform_strings(out.sort_values("seq", kind="stable").reset_index(drop=True))
+        frames.append(ev.conform(pd.DataFrame(data)))
+    return ev.concat(frames).sort_values("seq", kind="stable").reset_index(drop=True)
