@@ -173,13 +173,19 @@ def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
                 frames.append(_load_log(str(p), side, out))
             except InputError as e:
                 out.warnings.append(str(e))
-    p = d / "events.jsonl"
-    if p.exists():
-        df, warnings, bad = _read_jsonl(str(p), None)
-        out.warnings.extend(warnings)
-        out.malformed += bad
-        out.inputs.append({"path": str(p), "kind": "jsonl", "events": len(df), "malformed": bad})
-        frames.append(df)
+    # events.jsonl: QMP, sock_diag and lab marks; bpf.jsonl: the BPF collector (VFIO lab)
+    for p in (d / "events.jsonl", d / "bpf.jsonl"):
+        if p.exists():
+            df, warnings, bad = _read_jsonl(str(p), None)
+            out.warnings.extend(warnings)
+            out.malformed += bad
+            out.inputs.append({"path": str(p), "kind": "jsonl", "events": len(df), "malformed": bad})
+            frames.append(df)
+    # each side's QEMU command line maps QMP device ids to host device names
+    for side in ("source", "destination"):
+        c = d / f"{side}.cmdline"
+        if c.exists():
+            out.meta.setdefault("cmdline", {})[side] = c.read_text(errors="replace")
     if not any(len(f) for f in frames):
         raise InputError(path, "lab run directory holds no trace events "
                                "(source.log, destination.log, events.jsonl)")

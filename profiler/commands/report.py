@@ -60,39 +60,6 @@ def _unusable(paths: list[str], loaded: Any) -> list[str]:
     return bad
 
 
-def _run_dir_extras(paths: list[str], loaded: Any) -> Any:
-    """What a lab run directory holds beside its traces: the BPF collector's ``bpf.jsonl``
-    (when the loader did not take it) and each side's QEMU command line (``*.cmdline``,
-    which maps QMP device ids to host names). Returns the events with the BPF rows added."""
-    from pathlib import Path
-
-    from profiler import events as E
-    from profiler.sources.qmp import read_events_jsonl
-
-    taken = {os.path.abspath(str(i.get("path", ""))) for i in loaded.inputs}
-    frames = [loaded.events]
-    for p in paths:
-        d = Path(p)
-        if not (d.is_dir() and (d / "run.json").exists()):
-            continue
-        for side in ("source", "destination"):
-            c = d / f"{side}.cmdline"
-            if c.exists():
-                loaded.meta.setdefault("cmdline", {})[side] = c.read_text(errors="replace")
-        b = d / "bpf.jsonl"
-        if b.exists() and os.path.abspath(b) not in taken:
-            try:
-                df = read_events_jsonl(b)
-            except InputError as e:
-                loaded.warnings.append(str(e))
-                continue
-            loaded.inputs.append({"path": str(b), "kind": "jsonl", "events": len(df), "malformed": 0})
-            frames.append(df)
-    if len(frames) == 1:
-        return loaded.events
-    return E.sort_timeline(E.concat([E.conform(f) if list(f.columns) != list(E.COLUMNS) else f for f in frames]))
-
-
 def run(args: argparse.Namespace) -> int:
     from profiler.model import build_report
 
@@ -107,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"migprof: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     bad = _unusable(list(args.inputs), loaded)
-    events = _run_dir_extras(list(args.inputs), loaded)
+    events = loaded.events
     paths = [str(i.get("path")) for i in loaded.inputs]
     report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
                           skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
