@@ -181,3 +181,46 @@ def test_live_record_attaches_to_a_lab_qemu(tmp_path: Path) -> None:
 
 def _read(p: Path) -> bytes:
     return p.read_bytes() if p.exists() else b""
+
+
+@pytest.mark.slow
+def test_sigterm_still_finalises_the_recording(tmp_path: Path) -> None:
+    out, rec = tmp_path / "run", tmp_path / "run.parquet"
+    lab = subprocess.Popen(
+        [
+            str(MIGPROF),
+            "lab",
+            "--scenario",
+            "never-converges",
+            "--timeout",
+            "30",
+            "--accel",
+            "tcg",
+            "--net",
+            "loopback",
+            "--out",
+            str(out),
+            "--record",
+            str(rec),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and _read(out / "events.jsonl").count(b'"active"') < 10:
+            assert lab.poll() is None, lab.stderr.read().decode()
+            time.sleep(0.1)
+        time.sleep(1.5)  # a flush or two of trace lines
+        os.kill(lab.pid, signal.SIGTERM)
+        assert lab.wait(timeout=60) == 130
+    finally:
+        if lab.poll() is None:
+            os.killpg(lab.pid, signal.SIGKILL)
+            lab.wait()
+    assert rec.exists() and not Path(str(rec) + ".partial").exists()
+    df, meta, _ = read_recording(rec)
+    assert meta["run"]["status"] == "interrupted"
+    assert {"qemu-log", "qmp"} <= set(df["origin"].astype(str))
+    assert not list(out.glob("*.sock")) and not [p for p, _ in lq.find_stray_qemus()]

@@ -199,10 +199,9 @@ def run(args: argparse.Namespace) -> int:
                 if "error" in result:
                     raise result["error"]
                 rc = 0
-        if writer is not None:
-            finish_recording(writer, cfg.out)
     finally:
         if writer is not None:
+            finish_recording(writer, cfg.out)  # run.json: also an interrupted run's
             path = writer.close()
             print(f"migprof demo: recording {path} ({writer.rows_written} events)", file=sys.stderr)
     rep_rc = _final_report(cfg.out, args)

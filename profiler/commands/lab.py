@@ -185,9 +185,9 @@ def _run_recorded(cfg, path: str):
             result = follow_run(lab, writer.write)
             if "error" in result:
                 raise result["error"]
-        finish_recording(writer, cfg.out)
     finally:
         if writer is not None:
+            finish_recording(writer, cfg.out)  # run.json: also an interrupted run's
             final = writer.close()
             print(f"migprof lab: recording {final} ({writer.rows_written} events)", file=sys.stderr)
     return result["run"]
