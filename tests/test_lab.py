@@ -145,13 +145,6 @@ def test_outcome_and_counters_match_query_migrate(lab_run, scenario: str, qemu: 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="model gap (profiler.model): a cancelled/failed migration's "
-    "transferred_bytes is summed from migrate_transferred windows and misses the "
-    "bytes after the last window, so QEMU's last query-migrate may count more "
-    "(whether it does depends on where the cancel falls in the 100 ms window)",
-)
 @pytest.mark.parametrize(
     "scenario,qemu",
     [("never-converges", "7.2"), ("destination-dies", "7.2"), ("never-converges", "10.0")],

@@ -363,9 +363,15 @@ class _Builder:
 
         passes = tuple(reuse.objects(("pass", *key), [p_n, p_t - base_ms, p_d, p_pages, p_phase], make_passes))
         transferred = _nn(qram.get("transferred"))
-        if transferred is None and len(w):
-            transferred = int(np.nansum(wb))
-            sources["transferred_bytes"] = "migrate_transferred windows"
+        if transferred is None:
+            # unfinished: the windows miss bytes after the last one, the last poll misses
+            # bytes after it; each is a lower bound, so take the larger
+            win_sum = int(np.nansum(wb)) if len(w) else None
+            cands = [(v, k) for v, k in ((win_sum, "migrate_transferred windows"),
+                                         (tm.last_ram_bytes, "last query-migrate poll")) if v is not None]
+            if cands:
+                transferred, how = max(cands)
+                sources["transferred_bytes"] = how
         states = [StateChange(t_ms=ms, state=s, side=side, origin="qemu-log" if o == "trace" else "qmp")
                   for ms, s, o in tm.statuses]
         dest_outcome = dest_start = dest_end = approved = None

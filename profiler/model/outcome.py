@@ -39,6 +39,7 @@ class Times:
     error: str | None
     statuses: list[tuple[float | None, str, str]] = field(default_factory=list)  # t_ms, state, origin
     qmp: dict[str, Any] = field(default_factory=dict)  # last query-migrate reply in the migration
+    last_ram_bytes: int | None = None  # ram.transferred of the last poll that had counters
     sources: dict[str, str] = field(default_factory=dict)  # value -> where it came from
 
 
@@ -106,6 +107,8 @@ def times_all(T: Table, R: Rows, t0: list[int | None]) -> list[Times]:
     """Outcome and times of every migration (``t0``: its start, epoch ns, or None)."""
     err = T.last(T.trace & T.is_(*N.ERRORS) & notnone(T.detail))
     polls = T.last(~T.trace & T.is_(E.QMP_QUERY_MIGRATE) & notnone(T.detail))
+    # a cancelled/failed reply has no counters: keep the last poll that had them
+    ram_polls = T.last(~T.trace & T.is_(E.QMP_QUERY_MIGRATE) & ~np.isnan(T.num["bytes"]))
     S = np.flatnonzero(R.status)
     s_lo = np.searchsorted(S, T.start)
     s_hi = np.searchsorted(S, T.end)
@@ -160,7 +163,8 @@ def times_all(T: Table, R: Rows, t0: list[int | None]) -> list[Times]:
             outcome=outcome, end_ns=None if math.isnan(end) else int(T.t[R.term[m]]),
             setup_ms=setup_ms, total_ms=total_ms, downtime_ms=downtime_ms,
             switchover_ms=_f((t["low"][m] - base) / 1e6), stopcopy_ms=stopcopy_ms, error=error,
-            statuses=statuses, qmp=qmp, sources=sources))
+            statuses=statuses, qmp=qmp, sources=sources,
+            last_ram_bytes=int(T.num["bytes"][ram_polls[m]]) if ram_polls[m] >= 0 else None))
     return out
 
 
