@@ -49,6 +49,14 @@ def verdict_line(mig: Migration | None, in_flight: bool = False) -> Text:
         t.append("waiting for a migration…", "dim")
         return t
     v = mig.verdict
+    if in_flight and v.converged is not True and v.post_sync_pending_bytes is None and mig.checks:
+        # still in the bulk pass: no dirty sync yet, so nothing says whether it will converge
+        c = mig.checks[-1]
+        t.append("… bulk pass: ", "bold cyan")
+        thr = "-" if c.threshold_bytes is None else fmt_bytes(c.threshold_bytes)
+        t.append(f"pending {fmt_bytes(c.pending_bytes)} vs threshold {thr}; "
+                 "no dirty sync yet, too early to judge", "cyan")
+        return t
     if in_flight and v.converged is not True:
         t.append("so far: ", "bold")
     if v.converged is True:
