@@ -23,7 +23,7 @@ import subprocess
 from typing import Any
 
 from profiler.errors import SetupError
-from profiler.lab.qemu import pid_alive
+from profiler.sources.procfd import pid_alive
 
 log = logging.getLogger(__name__)
 

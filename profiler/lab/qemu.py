@@ -21,6 +21,7 @@ from pathlib import Path
 
 from profiler.errors import SetupError
 from profiler.lab.guest_build import cache_dir
+from profiler.sources.procfd import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -544,11 +545,4 @@ def owner_pid(name: str) -> int | None:
         return None
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

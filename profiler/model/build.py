@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
 from profiler.model.devices import Index, devices
 from profiler.model.migrations import split
-from profiler.model.outcome import dest_outcomes, times_all
+from profiler.model.outcome import dest_outcomes, qmp_reply, times_all
 from profiler.model.outcome import rows as status_rows
 from profiler.model.passes import passes as find_passes
 from profiler.model.results import Check, Migration, Pass, Report, StateChange
@@ -38,18 +37,6 @@ if tuple(f.name for f in dataclasses.fields(Check)) != _CHECK_FIELDS:
     raise ImportError("profiler.model.results.Check changed its fields: update build._CHECK_FIELDS "
                       "and make_checks")
 _PARAM_KEYS = ("downtime-limit", "max-bandwidth", "avail-switchover-bandwidth")
-
-
-def _json(detail: Any) -> dict[str, Any]:
-    if not isinstance(detail, str):
-        return {}
-    try:
-        d = json.loads(detail)
-    except ValueError:
-        return {}
-    if isinstance(d, dict) and isinstance(d.get("return"), dict):
-        d = d["return"]
-    return d if isinstance(d, dict) else {}
 
 
 def _ms(t: Any, t0: int | None) -> float | None:
@@ -79,7 +66,7 @@ def _params(glob: tuple[list, ...], t0: int | None, end_ns: int | None) -> tuple
         if end_ns is not None and t is not None and t > end_ns:
             break
         inside = t0 is not None and t is not None and t >= t0
-        d = _json(detail)
+        d = qmp_reply(detail)
         if ev == E.QMP_PARAMS:
             changed = {k: d[k] for k in _PARAM_KEYS if k in d and params.get(k) != d[k]}
             params.update({k: v for k, v in d.items() if not isinstance(v, dict | list)})
