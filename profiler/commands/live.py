@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as ev
-from profiler.errors import EXIT_OK, MigprofError, SetupError
+from profiler.errors import EXIT_OK, EXIT_USAGE, MigprofError, SetupError
 from profiler.sources.base import Source
 from profiler.sources.procfd import pid_alive
 
@@ -555,17 +555,25 @@ def run(args: argparse.Namespace) -> int:
     writer = _writer(args.record, {"sources": [s.name for s in sources], "live": info})
     title = f"migprof live: pid {target.pid} ({target.side})"
     try:
+        rc = None
         if sys.stdout.isatty() and not args.no_tui:
             try:
                 from tui.app import run_live
             except ImportError as e:
                 print(f"migprof: no TUI ({e}); line view", file=sys.stderr)
             else:
-                return run_live(merged, title=title, record=writer, debug=args.debug)
-        return _line_loop(args, target, merged, writer)
+                rc = run_live(merged, title=title, record=writer, debug=args.debug)
+        if rc is None:
+            rc = _line_loop(args, target, merged, writer)
     finally:
         if writer is not None:
             writer.close()
+    if writer is not None and writer.error and rc == EXIT_OK:
+        # the run went on, but the recording is short: scripts must not take it as whole
+        print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
+              f"is kept in {writer.final_path}", file=sys.stderr)
+        return EXIT_USAGE
+    return rc
 
 
 def _line_loop(args: argparse.Namespace, target: Target, merged: Any, writer: Any) -> int:
