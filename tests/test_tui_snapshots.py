@@ -27,7 +27,17 @@ def _settle(app, cond, press: tuple[str, ...] = ()):
             await pilot.press(key)
             await pilot.pause(0.15)
         await until(pilot, lambda: cond(app), what="the replay to settle")
-        await pilot.pause(0.3)
+        # then until the screen stops changing: DataTable sizes its columns when the app is
+        # idle, which the feed worker's model rebuild can delay on a busy host
+        last = None
+        for _ in range(50):
+            await pilot.pause(0.2)
+            shot = app.export_screenshot()
+            if shot == last:
+                break
+            last = shot
+        else:
+            raise AssertionError("the screen did not settle within 10 s")
 
     return run_before
 

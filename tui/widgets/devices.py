@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.coordinate import Coordinate
+from rich.cells import cell_len
 from textual.widgets import DataTable
 
 from profiler.model.results import Device, Migration
@@ -111,26 +111,21 @@ class DevicesTable(DataTable):
         self._rows: list[tuple[str, ...]] = []
 
     def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
+        self.add_columns(*COLUMNS)  # headers until the first view arrives
 
     def show(self, shown: Shown) -> None:
         rows = device_rows(shown)
         if rows == self._rows:
             return
-        same_devices = len(rows) == len(self._rows) and all(
-            a[0] == b[0] for a, b in zip(rows, self._rows, strict=True)
-        )
-        if same_devices:
-            # values changed in place: update only those cells (cursor and scroll stay put)
-            for r, (new, old) in enumerate(zip(rows, self._rows, strict=True)):
-                for c, (v, w) in enumerate(zip(new, old, strict=True)):
-                    if v != w:
-                        self.update_cell_at(Coordinate(r, c), v, update_width=True)
-            self._rows = rows
-            return
-        cursor = self.cursor_row
+        # Rebuild columns too: DataTable widths only ever grow, so updating cells in place
+        # would size the table by its history instead of by what it shows now.
+        cursor, sx, sy = self.cursor_row, self.scroll_x, self.scroll_y
         self._rows = rows
-        self.clear()
+        self.clear(columns=True)
+        # explicit widths: DataTable's own measuring waits for idle, which a busy feed delays
+        for i, label in enumerate(COLUMNS):
+            self.add_column(label, width=max([cell_len(label)] + [cell_len(str(r[i])) for r in rows]))
         self.add_rows(rows)
         if rows:
-            self.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+            self.move_cursor(row=min(cursor, len(rows) - 1), animate=False, scroll=False)
+        self.scroll_to(sx, sy, animate=False)
