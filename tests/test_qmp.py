@@ -105,25 +105,7 @@ def test_rows_to_frame_empty_and_mixed() -> None:
 def qemu_qmp(tmp_path: Path):
     """A real, paused QEMU 7.2 with a QMP socket."""
     sock = tmp_path / "qmp.sock"
-    p = subprocess.Popen(
-        [
-            str(lq.SYSTEM_QEMU),
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg",
-            "-m",
-            "32",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-S",
-            "-qmp",
-            f"unix:{sock},server=on,wait=off",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    p = _paused_qemu(sock)
     yield p, sock
     if p.poll() is None:
         p.kill()
