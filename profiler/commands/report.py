@@ -88,7 +88,11 @@ def _print(report, args: argparse.Namespace) -> None:
     from profiler.views import report as view
 
     if args.json:
-        json.dump(view.to_json(report), sys.stdout, indent=1)
+        # indented for a person; compact (json's C encoder, several times faster) for a pipe
+        if sys.stdout.isatty():
+            json.dump(view.to_json(report), sys.stdout, indent=1)
+        else:
+            json.dump(view.to_json(report), sys.stdout, separators=(",", ":"))
         sys.stdout.write("\n")
         return
     from rich.console import Console
