@@ -53,7 +53,8 @@ line               Int64        1-based line number in ``file``
 raw                string       the raw text of the line / record summary
 =================  ===========  ==============================================
 
-``EVENT_FIELDS`` documents which columns each known event fills.
+``EVENT_FIELDS`` (QEMU events) and ``OWN_EVENT_FIELDS`` (migprof's own) say which columns
+each known event fills; both come from the rows of ``profiler.registry``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,27 @@ import functools
 
 import pandas as pd
 import pyarrow as pa
+
+# the names of migprof's own events (not QEMU trace events), re-exported
+from profiler.registry import (  # noqa: F401
+    BPF_DATA_READ,
+    BPF_DATA_WRITE,
+    BPF_FD_CLOSE,
+    BPF_IOCTL,
+    BPF_LOST,
+    BPF_PRECOPY_INFO,
+    LAB_MARK,
+    QMP_EVENT,
+    QMP_MIGRATION,
+    QMP_MIGRATION_PASS,
+    QMP_PARAMS,
+    QMP_QUERY_MIGRATE,
+    QMP_VFIO_MIGRATION,
+    SIMPLETRACE_DROPPED,
+    SOCKDIAG_SAMPLE,
+    event_fields,
+    own_fields,
+)
 
 SCHEMA_VERSION = 1
 
@@ -139,80 +161,14 @@ ARROW_SCHEMA = pa.schema(
     metadata={b"migprof.schema_version": str(SCHEMA_VERSION).encode()},
 )
 
-# Names of events that do not come from QEMU's trace-events.
-QMP_EVENT = "qmp_event"  # an asynchronous QMP event; state=event name, detail=JSON data
-QMP_MIGRATION = "qmp_migration"  # MIGRATION event; state=status
-QMP_MIGRATION_PASS = "qmp_migration_pass"  # MIGRATION_PASS; count=pass
-QMP_VFIO_MIGRATION = "qmp_vfio_migration"  # VFIO_MIGRATION; device=device-id, state=device-state
-QMP_QUERY_MIGRATE = "qmp_query_migrate"  # query-migrate poll; state=status, detail=JSON reply,
-#   bytes=ram.transferred, count=ram.dirty-sync-count, dur_ns=total-time
-QMP_PARAMS = "qmp_params"  # migration parameters set/read; detail=JSON, threshold inputs
-SOCKDIAG_SAMPLE = "sockdiag_sample"  # bytes=bytes_acked, count=bytes_sent, dur_ns=rtt,
-#   bw_bytes_per_ms=delivery rate
-BPF_IOCTL = "bpf_vfio_ioctl"  # fd, cmd, flags=feature flags, state=requested/confirmed state,
-#   ret, dur_ns=latency, bytes=stop_copy_length, count=returned data_fd
-BPF_PRECOPY_INFO = "bpf_precopy_info"  # fd=data fd, init_bytes, dirty_bytes, flags, ret
-BPF_DATA_READ = "bpf_data_read"  # fd=data fd, bytes=ret>0, ret, dur_ns, state=phase
-BPF_DATA_WRITE = "bpf_data_write"  # same, destination side
-BPF_FD_CLOSE = "bpf_fd_close"  # fd
-BPF_LOST = "bpf_lost"  # count=lost events
-LAB_MARK = "lab_mark"  # a lab action (parameter change, kill); detail=JSON
-
-# Which columns each QEMU event fills (used by parsers, documented for users).
-EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "migrate_set_state": ("state",),
-    "migrate_pending": ("bytes", "threshold_bytes", "pre_bytes", "count", "post_bytes"),
-    # count = compat for v7.2 migrate_pending
-    "migrate_pending_estimate": ("bytes", "pre_bytes", "post_bytes"),
-    "migrate_pending_exact": ("bytes", "pre_bytes", "post_bytes"),
-    "migrate_transferred": ("bytes", "dur_ns", "bw_bytes_per_ms", "count", "threshold_bytes"),
-    # count = switchover_bw in bytes/ms (>=8.2), NA before
-    "migration_thread_low_pending": ("bytes",),
-    "migration_bitmap_sync_end": ("count",),
-    "migration_completion_vm_stop": ("ret",),
-    "vmstate_downtime_checkpoint": ("state",),
-    "vmstate_downtime_save": ("state", "device", "count", "dur_ns"),  # state=type, count=instance
-    "vmstate_downtime_load": ("state", "device", "count", "dur_ns"),
-    "migrate_fd_error": ("detail",),
-    "migrate_error": ("detail",),
-    "process_incoming_migration_co_end": ("ret", "count"),
-    "savevm_section_start": ("device", "count"),
-    "savevm_section_end": ("device", "count", "ret"),
-    "vfio_save_setup": ("device", "bytes"),
-    "vfio_save_block": ("device", "bytes"),
-    "vfio_save_buffer": ("device", "bytes", "count", "stopcopy_bytes"),  # v1: offset in count
-    "vfio_update_pending": ("device", "stopcopy_bytes"),
-    "vfio_save_pending": ("device", "pre_bytes", "post_bytes", "count"),
-    "vfio_save_iterate": ("device", "init_bytes", "dirty_bytes", "bytes"),
-    "vfio_state_pending_estimate": ("device", "pre_bytes", "post_bytes", "init_bytes", "dirty_bytes"),
-    "vfio_state_pending_exact": (
-        "device", "pre_bytes", "post_bytes", "stopcopy_bytes", "init_bytes", "dirty_bytes"),
-    "vfio_save_complete_precopy": ("device", "ret"),
-    "vfio_save_complete_precopy_thread_start": ("device", "detail", "count"),
-    "vfio_save_complete_precopy_thread_end": ("device", "ret"),
-    "vfio_migration_set_state": ("device", "state", "detail"),  # detail=recover state (>=9.1)
-    "vfio_migration_set_device_state": ("device", "state"),
-    "vfio_vmstate_change": ("device", "ret", "detail", "state"),  # ret=running, detail=reason
-    "vfio_vmstate_change_prepare": ("device", "ret", "detail", "state"),
-    "vfio_migration_state_notifier": ("device", "state"),
-    "vfio_load_state": ("device", "flags"),
-    "vfio_load_state_device_data": ("device", "bytes", "ret"),
-    "vfio_get_dirty_bitmap": ("bytes", "count"),
-    "vfio_container_query_dirty_bitmap": ("bytes", "count"),
-    "multifd_send_thread_end": ("count", "bytes"),
-    # VFIO events that carry only the device name (and a multifd packet index in count)
-    **{e: ("device",) for e in (
-        "vfio_migration_probe", "vfio_migration_realize", "vfio_save_cleanup",
-        "vfio_save_device_config_state", "vfio_load_device_config_state",
-        "vfio_load_device_config_state_start", "vfio_load_device_config_state_end",
-        "vfio_load_cleanup", "vfio_save_iterate_start", "vfio_save_complete_precopy_start",
-        "vfio_save_block_precopy_empty_hit", "vfio_load_bufs_thread_start",
-        "vfio_load_bufs_thread_end", "vfio_load_state_device_buffer_start",
-        "vfio_load_state_device_buffer_end")},
-    **{e: ("device", "count") for e in (
-        "vfio_load_state_device_buffer_incoming", "vfio_load_state_device_buffer_starved",
-        "vfio_load_state_device_buffer_load_start", "vfio_load_state_device_buffer_load_end")},
-}
+# Which columns each QEMU event fills (from the registry's rows; used by parsers,
+# documented for users), and each of migprof's own events.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = event_fields()
+OWN_EVENT_FIELDS: dict[str, tuple[str, ...]] = own_fields()
+_unknown = {(e, c) for f in (EVENT_FIELDS, OWN_EVENT_FIELDS) for e, cols in f.items() for c in cols
+            if c not in COLUMNS}
+if _unknown:
+    raise ImportError(f"profiler.registry fills columns the schema lacks: {sorted(_unknown)}")
 
 
 @functools.lru_cache(maxsize=1)

@@ -145,15 +145,16 @@ def qemu_version_of(meta: dict[str, Any]) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def model_key() -> str:
-    """Fingerprint of the code that turns events into a report (model + event schema).
+    """Fingerprint of the code that turns events into a report (model + event schema + registry).
 
     A recording's stored summary is used only while this matches, so a changed model
     never serves stale numbers.
     """
     import profiler.model as model
+    from profiler import registry
 
     h = hashlib.sha256(f"{__version__}/{ev.SCHEMA_VERSION}".encode())
-    for f in sorted(Path(model.__file__).parent.glob("*.py")) + [Path(ev.__file__)]:
+    for f in sorted(Path(model.__file__).parent.glob("*.py")) + [Path(ev.__file__), Path(registry.__file__)]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

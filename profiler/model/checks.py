@@ -32,10 +32,11 @@ def checks(T: Table, complete_le: np.ndarray
     decisive. ``contributions``: arrays chk (row of ``checks``), device, bytes (int), RAM
     as the remainder under ``ram``, first in each check. ``complete_le`` per migration: v10.1+ compares with <=.
     """
-    at = np.flatnonzero(T.trace & T.is_(*N.CHECK_KINDS))
+    kinds = N.check_kinds()
+    at = np.flatnonzero(T.trace & T.is_(*kinds))
     nm = T.name[at]
     kind = np.full(len(at), "pending", dtype=object)
-    for ev_name, k in N.CHECK_KINDS.items():
+    for ev_name, k in kinds.items():
         kind[nm == ev_name] = k
     cm = T.mig[at]
     win = np.flatnonzero(T.trace & T.is_(N.TRANSFERRED))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import zlib
-from functools import cache
+
+from profiler import registry
 
 _NAMES_Z = (
     'eNqUvdmS5LiSJfgeXxNLZtzMx5Lp2yIlPVU1Ut09LfNEoZE0M6Zzc4I0M8+vH+gGqAIgPeohwg3nKEEQBLGoKhR1s/RVt7qt'
@@ -396,7 +397,7 @@ _NAMES_Z = (
 )
 
 
-@cache
+@registry.derived
 def known_event_names() -> frozenset[str]:
-    """The set of known QEMU trace event names."""
-    return frozenset(zlib.decompress(base64.b64decode(_NAMES_Z)).decode().split("\n"))
+    """The set of known QEMU trace event names (the table, and every registry row's)."""
+    return frozenset(zlib.decompress(base64.b64decode(_NAMES_Z)).decode().split("\n")) | registry.trace_names()
