@@ -610,7 +610,8 @@ def _upgrade_v0(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-UPGRADES: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {0: _upgrade_v0}
+# v1 -> v2: the meanings v1 kept in ``count``/``ret`` move to their named columns
+UPGRADES: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {0: _upgrade_v0, 1: ev.upgrade_v1}
 
 
 def write_recording(path: str | os.PathLike[str], df: pd.DataFrame, meta: dict[str, Any] | None = None) -> Path:

@@ -64,7 +64,7 @@ def checks(T: Table, complete_le: np.ndarray
         "threshold": threshold, "gap": pending - threshold, "below": below,
         "pass_no": np.searchsorted(syncs, at, side="right") - np.searchsorted(syncs, T.start[cm], side="left"),
         "bw": np.where(has, num["bw_bytes_per_ms"][jw], np.nan),
-        "sbw": np.where(has, num["count"][jw], np.nan),
+        "sbw": np.where(has, num["switchover_bw_bytes_per_ms"][jw], np.nan),
         # An estimate followed by an exact query in the same loop pass decided nothing: QEMU
         # compared the exact figure (a RAM estimate of 0 right before a sync is common).
         "decisive": ~((kind == "estimate") & (nxt == "exact") & same),

@@ -31,7 +31,8 @@ class Split:
 
 KEEP = ["t_ns", "seq", "side", "origin", "event", "device", "bytes", "pre_bytes", "post_bytes",
         "stopcopy_bytes", "init_bytes", "dirty_bytes", "threshold_bytes", "bw_bytes_per_ms",
-        "dur_ns", "count", "ret", "state", "detail", "file"]
+        "switchover_bw_bytes_per_ms", "dur_ns", "dirty_pages", "dirty_syncs", "count", "ret", "state",
+        "detail", "file"]
 
 
 def labels(s: pd.Series, na: str) -> np.ndarray:

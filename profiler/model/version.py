@@ -47,7 +47,7 @@ def detect(rows: pd.DataFrame, iso: bool | None = None) -> Era:
         raw = rows["raw"].dropna()
         iso = bool(len(raw)) and bool(raw.iloc[:50].str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
     return detect_from(present, recover_state=bool(st.any() and rows.loc[st, "detail"].notna().any()),
-                       switchover_bw=bool(tr.any() and rows.loc[tr, "count"].notna().any()), iso=iso)
+                       switchover_bw=bool(tr.any() and rows.loc[tr, "switchover_bw_bytes_per_ms"].notna().any()), iso=iso)
 
 
 def detect_from(present: set[str], *, recover_state: bool, switchover_bw: bool,
