@@ -171,7 +171,8 @@ def _fields(text: str) -> tuple[Field, ...]:
 
 
 def trace(first: str, side: str, role: str | None, fields: str, line: str, flood: bool = False) -> Row:
-    """A row for one trace-events line of QEMU ``first`` (e.g. "8.2") and later."""
+    """A row for one trace-events line of QEMU ``first`` (e.g. "8.2") and later; "11.0" marks
+    a format only QEMU master has so far (after 10.2)."""
     m = _LINE.match(line)
     if not m:
         raise ValueError(f"registry: not a trace-events line: {line!r}")
