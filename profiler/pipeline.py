@@ -102,7 +102,8 @@ def _read_jsonl(path: str, side: str | None) -> tuple[pd.DataFrame, list[str], i
         df["side"] = side
     if "origin" not in df:
         df["origin"] = events.Origin.LAB
-    return events.conform(df), warnings, bad
+    # rows written before schema v2 (older run directories) get its named columns
+    return events.conform(events.upgrade_v1(df)), warnings, bad
 
 
 def _side_of(path: str, sides: list[str] | None, i: int) -> str | None:

@@ -253,7 +253,7 @@ def test_mixed_schema_versions(recs: dict[str, Path], tmp_path: Path, capsys: py
     rc = main(["compare", str(v0), "--", str(recs["7.2-converges"]), "--json", "--fail-on", "total_ms:+0"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert out["base"]["schema_versions"] == [0] and out["candidate"]["schema_versions"] == [1]
+    assert out["base"]["schema_versions"] == [0] and out["candidate"]["schema_versions"] == [ev.SCHEMA_VERSION]
     by = {m["name"]: m for m in out["metrics"]}
     for name in ("total_ms", "downtime_ms", "dirty_syncs", "device.ram.precopy_bytes"):
         assert by[name]["delta"] == 0, name

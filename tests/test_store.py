@@ -173,7 +173,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         store._schema_with_meta({}, ev.SCHEMA_VERSION + 1).metadata)
     p = tmp_path / "future.parquet"
     pq.write_table(t, p)
-    with pytest.raises(InputError, match=r"schema version 2 is newer .* upgrade migprof"):
+    with pytest.raises(InputError, match=rf"schema version {ev.SCHEMA_VERSION + 1} is newer .* upgrade migprof"):
         store.read_recording(p)
 
 

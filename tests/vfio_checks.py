@@ -138,7 +138,9 @@ def check_downtime_raise(run: Path) -> None:
     polls = [r for r in rows if r["event"] == "qmp_query_migrate" and r["side"] == "source"]
     before = [r for r in polls if r["t_ns"] < mark["t_ns"]]
     assert before and all(r["state"] in ("setup", "active") for r in before)
-    assert max(r.get("count") or 0 for r in before) >= SCENARIOS["downtime-raised"].raise_downtime_at_sync
+    # dirty-sync-count: "dirty_syncs" (schema v2), "count" in runs recorded before it
+    syncs = max(r.get("dirty_syncs") or r.get("count") or 0 for r in before)
+    assert syncs >= SCENARIOS["downtime-raised"].raise_downtime_at_sync
     assert qm(run)["status"] == "completed"
 
 

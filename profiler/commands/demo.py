@@ -114,9 +114,9 @@ class LineView:
         with_ram = qm[df["bytes"].notna().to_numpy()[qm]] if len(qm) else qm
         if len(with_ram):  # the last reply with counters (a cancelled one has none)
             i = with_ram[-1]
-            count, nbytes, detail = (df[c].iat[i] for c in ("count", "bytes", "detail"))
-            if count is not pd.NA:
-                self.passes = int(count)
+            syncs, nbytes, detail = (df[c].iat[i] for c in ("dirty_syncs", "bytes", "detail"))
+            if syncs is not pd.NA:
+                self.passes = int(syncs)
             if nbytes is not pd.NA:
                 self.xfer = int(nbytes)
             if isinstance(detail, str):

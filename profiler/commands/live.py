@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as ev
+from profiler import registry
 from profiler.errors import EXIT_OK, EXIT_USAGE, MigprofError, SetupError
 from profiler.sources.base import Source
 from profiler.sources.procfd import pid_alive
@@ -195,20 +196,7 @@ class TraceControl(Source):
 
     def _wanted(self, available: set[str]) -> list[str]:
         """The migration and VFIO migration events this QEMU has (never all of them)."""
-        want = set(ev.EVENT_FIELDS)
-        try:
-            from profiler.lab.qemu import MIGRATION_TRACE_EVENTS
-
-            want |= set(MIGRATION_TRACE_EVENTS)
-        except ImportError:
-            pass
-        prefixes = ("vfio_migration", "vfio_save", "vfio_load", "vfio_state_pending", "vfio_vmstate",
-                    "vfio_update_pending", "vfio_mig_", "vmstate_downtime", "migrate_set_state",
-                    "migrate_pending", "migration_bitmap_sync", "savevm_state_", "loadvm_state_")
-        want |= {n for n in available if n.startswith(prefixes)}
-        # one line per byte-count query: floods the log
-        want.discard("migration_transferred_bytes")
-        return sorted(want & available)
+        return registry.events_to_enable(available)
 
     def __enter__(self) -> TraceControl:
         try:

@@ -92,7 +92,7 @@ def event_row(side: str, msg: Mapping[str, Any], recv_ns: int | None = None) -> 
     if name == "MIGRATION":
         row.update(event=ev.QMP_MIGRATION, state=data.get("status"))
     elif name == "MIGRATION_PASS":
-        row.update(event=ev.QMP_MIGRATION_PASS, count=data.get("pass"))
+        row.update(event=ev.QMP_MIGRATION_PASS, dirty_syncs=data.get("pass"))
     elif name == "VFIO_MIGRATION":
         row.update(
             event=ev.QMP_VFIO_MIGRATION,
@@ -120,7 +120,7 @@ def query_row(side: str, reply: Mapping[str, Any], t_ns: int | None = None) -> d
         "state": reply.get("status"),
         "detail": json.dumps(reply, sort_keys=True),
         "bytes": ram.get("transferred"),
-        "count": ram.get("dirty-sync-count"),
+        "dirty_syncs": ram.get("dirty-sync-count"),
         "dur_ns": int(total) * 1_000_000 if total is not None else None,
     }
 
@@ -196,7 +196,8 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_events_jsonl(path: str | Path) -> pd.DataFrame:
-    """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame.
+    """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame; rows
+    written before schema v2 (older run directories) get its named columns.
 
     A line that is not a JSON object is an InputError naming the file and line.
     """
@@ -221,7 +222,7 @@ def read_events_jsonl(path: str | Path) -> pd.DataFrame:
             row.setdefault("file", str(p))
             row.setdefault("line", n)
             rows.append(row)
-    return rows_to_frame(rows)
+    return ev.conform(ev.upgrade_v1(rows_to_frame(rows)))
 
 
 def row_to_json(row: Mapping[str, Any]) -> str:

@@ -64,7 +64,7 @@ def query_migrate_cols(reply: dict[str, Any]) -> dict[str, Any]:
     return {
         "state": reply.get("status"),
         "bytes": ram.get("transferred"),
-        "count": ram.get("dirty-sync-count"),
+        "dirty_syncs": ram.get("dirty-sync-count"),
         "dur_ns": None if total is None else int(total) * 1_000_000,
         "detail": json.dumps(reply, sort_keys=True),
     }
@@ -137,7 +137,7 @@ class Qemu:
                 self.rows.add(self.side, ev.QMP_MIGRATION, t_ns=t, state=data.get("status"),
                               detail=detail)
             elif name == "MIGRATION_PASS":
-                self.rows.add(self.side, ev.QMP_MIGRATION_PASS, t_ns=t, count=data.get("pass"),
+                self.rows.add(self.side, ev.QMP_MIGRATION_PASS, t_ns=t, dirty_syncs=data.get("pass"),
                               detail=detail)
             elif name == "VFIO_MIGRATION":
                 self.rows.add(self.side, ev.QMP_VFIO_MIGRATION, t_ns=t,
