@@ -23,7 +23,7 @@ side               category     source, destination, unknown
 pid                Int64        process id (NA when unknown)
 tid                Int64        thread id (NA when unknown)
 origin             category     qemu-log, simpletrace, usdt, bpf, qmp, sockdiag,
-                                lab, recording
+                                lab, recording, libvirt
 event              category     QEMU trace event name, or the names below for
                                 other origins
 device             string       device name as the event prints it (VFIO host
@@ -76,6 +76,7 @@ class Origin(enum.StrEnum):
     SOCKDIAG = "sockdiag"
     LAB = "lab"
     RECORDING = "recording"
+    LIBVIRT = "libvirt"
 
 
 class Side(enum.StrEnum):
@@ -157,6 +158,11 @@ BPF_DATA_WRITE = "bpf_data_write"  # same, destination side
 BPF_FD_CLOSE = "bpf_fd_close"  # fd
 BPF_LOST = "bpf_lost"  # count=lost events
 LAB_MARK = "lab_mark"  # a lab action (parameter change, kill); detail=JSON
+LIBVIRT_JOB = "libvirt_job"  # libvirt's job statistics (virDomainGetJobStats, JOB_COMPLETED,
+#   MIGRATION_ITERATION); state=active|completed|iteration, detail=JSON typed parameters as
+#   libvirt names them, count=memory_iteration, bytes=data_processed, dur_ns=time_elapsed
+LIBVIRT_LIFECYCLE = "libvirt_lifecycle"  # domain lifecycle event; state=event:detail
+#   (e.g. suspended:migrated, stopped:destroyed), stamped on receipt
 
 # Which columns each QEMU event fills (used by parsers, documented for users).
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
