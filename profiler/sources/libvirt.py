@@ -313,7 +313,8 @@ class LibvirtSource(Source):
 
     ``execute(side, cmd, args)`` has the signature of ``QmpSource.execute``, so trace
     control written for QMP drives a domain unchanged. ``wait_s`` > 0 waits that long for
-    the domain to appear and run (a migration destination that libvirt has yet to create).
+    the domain to appear and run (a migration destination that libvirt has yet to create);
+    entering then returns at once and the poller starts when the domain is there.
     """
 
     name = "libvirt"
@@ -338,6 +339,7 @@ class LibvirtSource(Source):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._appeared = threading.Event()
+        self._problem: str | None = None
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()  # one passthrough at a time, in order
         self._tainted_told = False
@@ -397,7 +399,7 @@ class LibvirtSource(Source):
         row = lifecycle_row(self.side, event, detail)
         self._emit(row)
         state = row["state"]
-        if state.startswith(("started:", "resumed:")):
+        if state.startswith(("started:", "resumed:", "defined:")):
             self._appeared.set()
         if state.startswith("resumed:") and self.incoming:
             self.incoming = False
@@ -429,7 +431,8 @@ class LibvirtSource(Source):
         self.conn = connect(self.uri)
         try:
             self._register(lv, lq)
-            self._find_domain(lv)
+            if not self._find_domain(lv) and not self.wait_s:
+                raise LibvirtError(self._problem or f"no domain {self.domain!r}")
         except BaseException:
             self.close()
             raise
@@ -447,24 +450,39 @@ class LibvirtSource(Source):
                         (lv.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, self._on_iteration)):
             self._cb_ids.append(("domain", c.domainEventRegisterAny(None, eid, cb, None)))
 
-    def _find_domain(self, lv: Any) -> None:
-        end = time.monotonic() + self.wait_s
-        while True:
-            try:
-                dom = self.conn.lookupByName(self.domain)
-                if dom.isActive():
-                    break
-                problem = f"domain {self.domain!r} at {self.uri} is not running"
-            except lv.libvirtError as e:
-                if e.get_error_code() != lv.VIR_ERR_NO_DOMAIN:
-                    raise LibvirtError(explain(e, self.uri, self.domain)) from None
-                problem = explain(e, self.uri, self.domain)
-            if time.monotonic() >= end:
-                raise LibvirtError(problem)
-            self._appeared.wait(0.05)
-        self.dom = dom
-        self.uuid = dom.UUIDString()
+    def _find_domain(self, lv: Any) -> bool:
+        """Look the domain up (once); True when it is there and running."""
+        try:
+            dom = self.conn.lookupByName(self.domain)
+            if not dom.isActive():
+                self._problem = f"domain {self.domain!r} at {self.uri} is not running"
+                return False
+        except lv.libvirtError as e:
+            if e.get_error_code() != lv.VIR_ERR_NO_DOMAIN:
+                raise LibvirtError(explain(e, self.uri, self.domain)) from None
+            self._problem = explain(e, self.uri, self.domain)
+            return False
         self.incoming = _incoming(dom)
+        self.uuid = dom.UUIDString()
+        self.dom = dom
+        return True
+
+    def _wait_domain(self, lv: Any) -> bool:
+        """Wait up to ``wait_s`` for the domain (a migration destination libvirt has yet
+        to create); the connection-wide callbacks record its events meanwhile."""
+        end = time.monotonic() + self.wait_s
+        while not self._stop.is_set():
+            try:
+                if self._find_domain(lv):
+                    return True
+            except LibvirtError as e:
+                self._problem = str(e)
+                return False
+            if time.monotonic() >= end:
+                return False
+            self._appeared.wait(0.05)
+            self._appeared.clear()
+        return False
 
     # -- control (any thread)
     def _tell_taint(self) -> None:
@@ -522,6 +540,9 @@ class LibvirtSource(Source):
     # -- the poller
     def _run(self) -> None:
         lv, _ = libvirt_modules()
+        if self.dom is None and not self._wait_domain(lv):
+            log.info("%s: %s", self.side, self._problem)
+            return
         next_params = next_job = 0.0
         while not self._stop.is_set() and self.ended is None:
             now = time.monotonic()
