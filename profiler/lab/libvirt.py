@@ -92,16 +92,26 @@ class Daemon:
         """How the other daemon reaches this one (peer-to-peer migration)."""
         return f"qemu+tcp://{self.addr}/system"
 
+    def host_dir(self, sub: str) -> Path:
+        """The host directory bound over BINDS' ``sub``. The cache persists across runs in
+        $MIGPROF_CACHE: libvirt probes each QEMU binary once (seconds under TCG) and keeps
+        the answer there, keyed by the binary and libvirt's version."""
+        if sub == "cache":
+            from profiler.lab.guest_build import cache_dir
+
+            return cache_dir() / "libvirt" / self.side
+        return self.root / sub
+
     def path(self, inside: str) -> Path:
         """The host path of a path inside the daemon's namespace (/var/log/libvirt/...)."""
         for sub, mnt in BINDS:
             if inside == mnt or inside.startswith(mnt + "/"):
-                return self.root / sub / inside[len(mnt) + 1:]
+                return self.host_dir(sub) / inside[len(mnt) + 1:]
         return Path(inside)
 
     def _write_config(self) -> None:
         for sub, _ in BINDS:
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.host_dir(sub).mkdir(parents=True, exist_ok=True)
         (self.root / "log" / "qemu").mkdir(exist_ok=True)
         etc = self.root / "etc"
         (etc / "libvirtd.conf").write_text(_conf({
@@ -124,7 +134,7 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> Daemon:
         self._write_config()
-        binds = "\n".join(f"mount --bind {self.root / sub} {mnt}" for sub, mnt in BINDS)
+        binds = "\n".join(f"mount --bind {self.host_dir(sub)} {mnt}" for sub, mnt in BINDS)
         script = (f"set -e\nmkdir -p {' '.join(m for _, m in BINDS)}\n{binds}\n"
                   "virtlogd -d -f /etc/libvirt/virtlogd.conf -p /run/libvirt/virtlogd.pid\n"
                   "exec libvirtd --listen -f /etc/libvirt/libvirtd.conf "
@@ -163,6 +173,14 @@ class Daemon:
                 raise SetupError(f"libvirtd ({self.side}) did not answer in {timeout} s: "
                                  f"{self.log_tail()}")
             time.sleep(0.05)
+
+    def warm(self, binary: lq.QemuBinary) -> subprocess.Popen:
+        """Have libvirt probe the QEMU binary now (not inside the first migration's
+        Prepare, where it would take seconds); returns the running virsh."""
+        return subprocess.Popen(
+            ["virsh", "-q", "-c", self.uri, "domcapabilities", "--emulatorbin", str(binary.path),
+             "--virttype", "qemu"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
 
     def log_tail(self, n: int = 3) -> str:
         lines: list[str] = []
@@ -353,6 +371,8 @@ class LibvirtLab:
         for side in SIDES:
             self.daemons[side] = Daemon(side, self.root / side, self.net.ns[side],
                                         addrs[side]).start()
+        for w in [d.warm(self.binary) for d in self.daemons.values()]:
+            w.wait(timeout=120)
         trace = self.root / "trace-events.txt"
         trace.write_text("\n".join(lq.select_trace_events(
             self.binary, transferred_bytes=sc.transferred_bytes)) + "\n")
@@ -442,12 +462,27 @@ class LibvirtLab:
         else:
             raise MigprofError(f"unknown lab action {a.kind!r}")
 
-    def _attempt(self, params: dict[str, Any], actions: tuple, timeout_s: float) -> str:
+    def _attempt(self, params: dict[str, Any], actions: tuple, timeout_s: float,
+                 setup_s: float = 60.0) -> str:
+        """One ``virsh migrate``; the scenario's clock starts when QEMU's migration does
+        (libvirt's Begin/Prepare before it take from 0.1 s to seconds on a loaded host)."""
+        src = self.follow["source"]
+        src.status = "none"
         proc = self._migrate(params)
         pending = sorted(actions, key=lambda a: a.at_s)
-        t0 = time.monotonic()
+        t_virsh = time.monotonic()
+        t0: float | None = None
         cancelled = False
         while proc.poll() is None:
+            if t0 is None:
+                if src.status == "none":
+                    if time.monotonic() - t_virsh > setup_s:
+                        self.virsh("source", "domjobabort", self.domain, check=False)
+                        proc.kill()
+                        raise MigprofError(f"libvirt did not start the migration in {setup_s} s")
+                    time.sleep(0.02)
+                    continue
+                t0 = time.monotonic()
             el = time.monotonic() - t0
             while pending and pending[0].at_s <= el:
                 self._act(pending.pop(0))
@@ -460,7 +495,6 @@ class LibvirtLab:
                 raise MigprofError("virsh migrate still running 30 s after domjobabort")
             time.sleep(0.05)
         _out, err = proc.communicate()
-        src = self.follow["source"]
         # QEMU's own last word on the source (its MIGRATION event), else virsh's
         status = src.status if src.status in FINAL_STATUSES else (
             "completed" if proc.returncode == 0 else
@@ -476,7 +510,6 @@ class LibvirtLab:
         status = self._attempt(dict(sc.params), sc.actions, sc.timeout_s)
         if status == "cancelled" and sc.retry_params is not None:
             self.mark("retry", "source", params=sc.retry_params)
-            self.follow["source"].status = "none"
             status = self._attempt(dict(sc.retry_params), (), sc.timeout_s + 20)
         self._wait_destination(status)
         self.jobinfo = self._jobinfo(status)
