@@ -60,6 +60,8 @@ DEFAULT_URI = "qemu:///system"
 QEMU_LOG_DIR = "var/log/libvirt/qemu"
 # lifecycle ends that are the expected end of a run on the source side
 _NORMAL_ENDS = {"stopped:migrated"}
+# how long a stopped source waits for libvirt's JOB_COMPLETED after a completed migration
+COMPLETION_WAIT_S = 2.0
 
 
 class LibvirtError(MigprofError):
@@ -269,16 +271,29 @@ def find_pid(dom: Any, incoming: bool) -> int:
     return cands[-1]
 
 
+_held_logs: dict[str, int] = {}  # other-namespace logs kept open: path -> our fd
+
+
 def libvirt_log(pid: int, name: str) -> str | None:
     """Where libvirt writes this QEMU's stderr. In our own mount namespace that is
-    /var/log/libvirt/qemu/NAME.log; a daemon in a mount namespace of its own (the lab's)
-    is reached through QEMU's root, /proc/PID/root/... None when it is not there."""
+    /var/log/libvirt/qemu/NAME.log. A daemon in a mount namespace of its own (the lab's)
+    writes it where only QEMU's root (/proc/PID/root/...) shows it, a path that dies with
+    QEMU; migprof then holds the file open and reads it as /proc/self/fd/N, which lasts
+    as long as migprof does (but follows no rotation). None when there is no such log."""
     try:
         same = os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
     except OSError:
         same = False
-    p = f"/{QEMU_LOG_DIR}/{name}.log" if same else f"/proc/{pid}/root/{QEMU_LOG_DIR}/{name}.log"
-    return p if os.path.exists(p) else None
+    if same:
+        p = f"/{QEMU_LOG_DIR}/{name}.log"
+        return p if os.path.exists(p) else None
+    p = f"/proc/{pid}/root/{QEMU_LOG_DIR}/{name}.log"
+    if p not in _held_logs:
+        try:
+            _held_logs[p] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+    return f"/proc/self/fd/{_held_logs[p]}"
 
 
 def resolve_domain(uri: str | None, name: str, side: str | None = None) -> DomainTarget:
@@ -600,6 +615,7 @@ class LibvirtSource(Source):
 
     # -- Source
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
+        grace: float | None = None  # when a stop or the domain's end began the last drain
         while True:
             rows = []
             try:
@@ -610,11 +626,19 @@ class LibvirtSource(Source):
                 pass
             if rows:
                 yield rows_to_frame(rows)
-            elif stop.is_set() or (self.ended is not None and self._worker is not None
-                                   and not self._worker.is_alive()):
-                return
-            else:
+                continue
+            ended = self.ended is not None and (self._worker is None or not self._worker.is_alive())
+            if not (stop.is_set() or ended):
                 yield pd.DataFrame()
+                continue
+            grace = grace if grace is not None else time.monotonic()
+            if not self._awaits_completion() or time.monotonic() - grace > COMPLETION_WAIT_S:
+                return
+
+    def _awaits_completion(self) -> bool:
+        """libvirt sends JOB_COMPLETED on the source after the domain has stopped: a
+        migration that completed is worth waiting a moment for its statistics."""
+        return self.side == "source" and self.status == "completed" and self.completed_job is None
 
     def end_problem(self) -> str | None:
         """One line when the domain ended in a way that cut the run short (not migrated)."""
