@@ -130,6 +130,16 @@ def test_converges_run_directory(converges):
         assert "completed" in set(rows["state"]), side
     job = ev[ev["event"] == "libvirt_job"]
     assert {"iteration", "completed"} <= set(job["state"])
+    # `migprof report RUN` shows libvirt's statistics beside ours
+    info = json.loads((out / "libvirt-jobinfo.json").read_text())
+    r = subprocess.run([str(MIGPROF), "report", str(out)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("libvirt (libvirt-jobinfo.json)")]
+    assert len(line) == 1, r.stdout
+    it = info["memory_iteration"]
+    assert f"downtime {info['downtime']} ms" in line[0]
+    assert f"memory iterations {it} [dirty syncs {it}]" in line[0]
 
 
 def test_never_converges_cancelled(never):

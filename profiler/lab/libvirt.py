@@ -623,40 +623,17 @@ class LibvirtLab:
 
 
 def agreement(run_dir: Path) -> dict[str, Any]:
-    """What `migprof report RUN` says beside libvirt's completed job statistics.
+    """What `migprof report RUN` says beside libvirt's completed job statistics
+    (``profiler.model.libvirt.LibvirtComparison`` as a dict)."""
+    from dataclasses import asdict
 
-    ``guest_paused_ms`` is QEMU's own view of the pause: the source's STOP event to the
-    destination's RESUME (QEMU's event timestamps, one host clock); ``libvirt_seen_ms``
-    spans the lifecycle events libvirt emits at its own two stamps (suspended:migrated on
-    the source, resumed:migrated on the destination), as migprof received them.
-    """
     from profiler.model.build import build_report
     from profiler.pipeline import load
-    from profiler.sources.qmp import read_events_jsonl
+    from profiler.views.libvirt import comparison
 
-    jobinfo = json.loads((run_dir / "libvirt-jobinfo.json").read_text())
-    rep = build_report(load([str(run_dir)]).events, inputs=[str(run_dir)])
-    mig = next((m for m in rep.migrations if m.side == "source" and m.outcome == "completed"),
-               None)
-    ev = read_events_jsonl(run_dir / "events.jsonl")
-
-    def first(event: str, state: str, side: str) -> int | None:
-        sel = ev[(ev["event"] == event) & (ev["state"] == state) & (ev["side"] == side)]
-        return int(sel["t_ns"].iloc[-1]) if len(sel) else None
-
-    stop, resume = first("qmp_event", "STOP", "source"), first("qmp_event", "RESUME", "destination")
-    sus = first("libvirt_lifecycle", "suspended:migrated", "source")
-    res = first("libvirt_lifecycle", "resumed:migrated", "destination")
-    return {
-        "downtime_ms": mig.downtime_ms if mig else None,
-        "guest_paused_ms": (resume - stop) / 1e6 if stop and resume else None,
-        "libvirt_seen_ms": (res - sus) / 1e6 if sus and res else None,
-        "libvirt_downtime_ms": jobinfo.get("downtime"),
-        "dirty_syncs": mig.dirty_syncs if mig else None,
-        "libvirt_memory_iteration": jobinfo.get("memory_iteration"),
-        "total_ms": mig.total_ms if mig else None,
-        "libvirt_time_elapsed_ms": jobinfo.get("time_elapsed"),
-    }
+    loaded = load([str(run_dir)])
+    rep = build_report(loaded.events, inputs=[str(run_dir)], meta=loaded.meta)
+    return asdict(comparison(rep, loaded.events, loaded.meta.get("libvirt_jobinfo") or {}))
 
 
 def run_libvirt_lab(cfg: Any) -> dict[str, Any]:
