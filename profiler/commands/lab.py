@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from profiler.errors import MigprofError
+
 EXAMPLES = """examples:
   migprof lab                                   # 'converges' on QEMU 7.2, netns + veth
   migprof lab --scenario never-converges        # cancelled after its timeout
@@ -214,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if getattr(args, "libvirt", False):
         from profiler.lab.libvirt import print_summary, run_libvirt_lab
+
+        if args.record:
+            raise MigprofError("--record is not available with --libvirt yet; record a side "
+                               "with: migprof record --domain NAME -c URI -o FILE")
 
         print(f"migprof lab: scenario {cfg.scenario.name} under libvirt, run directory {cfg.out}",
               file=sys.stderr)
