@@ -177,6 +177,10 @@ def test_record_follows_a_migration(host, tmp_path):
     assert completed["memory_iteration"] >= 1
     assert "stopped:migrated" in set(df.loc[events == "libvirt_lifecycle", "state"].dropna())
     assert meta["live"]["domain"] == host.name
+    # libvirt's view beside ours: its job rows in the line view, its statistics at the end
+    assert "libvirt_job" in r.stdout
+    done = [ln for ln in r.stdout.splitlines() if ln.startswith("libvirt job completed:")]
+    assert len(done) == 1 and f"memory_iteration={completed['memory_iteration']}" in done[0]
     # back to the source for the tests after this one
     dst.virsh("migrate", "--live", "--p2p", host.name, src.tcp_uri, f"tcp://{src.addr}:4444",
               timeout=120)

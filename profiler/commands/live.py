@@ -390,7 +390,8 @@ class TraceTail(Source):
 PRINTED = {ev.BPF_IOCTL, ev.BPF_PRECOPY_INFO, ev.BPF_FD_CLOSE, ev.BPF_LOST, ev.QMP_MIGRATION,
            ev.QMP_VFIO_MIGRATION, "migrate_set_state", "vfio_migration_set_state",
            "vfio_migration_set_device_state", "vfio_save_setup", "vfio_save_complete_precopy",
-           "vfio_load_state_device_data"}
+           "vfio_load_state_device_data",
+           ev.LIBVIRT_JOB, ev.LIBVIRT_LIFECYCLE}  # --domain: libvirt's view beside ours
 
 
 class LineView:
@@ -587,6 +588,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+    for s in sources:  # --domain: libvirt's own statistics of the job, beside the summary
+        if getattr(s, "completed_job", None):
+            from profiler.views.libvirt import job_line
+
+            print(job_line(s.completed_job))
     ended = [s.end_problem() for s in sources if hasattr(s, "end_problem")]
     for problem in filter(None, ended):  # a libvirt domain destroyed mid-run, not migrated
         print(f"migprof: error: {problem}", file=sys.stderr)

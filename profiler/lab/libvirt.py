@@ -449,10 +449,10 @@ class LibvirtLab:
             self.mark("shape", "source", **a.args)
             self.net.shape(**a.args)
         elif a.kind == "kill-destination":
-            from profiler.sources.libvirt import _pids_by_uuid
+            from profiler.sources.libvirt import pids_by_uuid
 
             uuid = self.follow["source"].uuid
-            pids = [p for p, incoming in _pids_by_uuid(uuid) if incoming]
+            pids = [p for p, incoming in pids_by_uuid(uuid) if incoming]
             self.mark("kill-destination", "destination", pid=pids[-1] if pids else None)
             if pids:
                 os.kill(pids[-1], signal.SIGKILL)

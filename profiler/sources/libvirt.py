@@ -232,7 +232,7 @@ def _tgid(tid: int) -> int | None:
     return None
 
 
-def _pids_by_uuid(uuid: str) -> list[tuple[int, bool]]:
+def pids_by_uuid(uuid: str) -> list[tuple[int, bool]]:
     """QEMU processes started with ``-uuid UUID``: (pid, has -incoming), oldest first."""
     out = []
     for d in Path("/proc").iterdir():
@@ -264,7 +264,7 @@ def find_pid(dom: Any, incoming: bool) -> int:
         except (lv.libvirtError, ValueError, TypeError) as e:
             if isinstance(e, lv.libvirtError):
                 raise LibvirtError(explain(e, dom.connect().getURI(), dom.name())) from None
-    cands = [pid for pid, inc in _pids_by_uuid(dom.UUIDString()) if inc == incoming or not incoming]
+    cands = [pid for pid, inc in pids_by_uuid(dom.UUIDString()) if inc == incoming or not incoming]
     if not cands:
         raise LibvirtError(f"domain {dom.name()!r}: its QEMU process is not visible here "
                            "(libvirt on another host, or in another pid namespace?)")

@@ -34,3 +34,11 @@ def beside(report: Report, events: pd.DataFrame, jobinfo: dict[str, Any]) -> str
             f"STOP->RESUME, libvirt's events {_ms(c.libvirt_seen_ms)} ms]; memory iterations "
             f"{c.libvirt_memory_iteration} [dirty syncs {c.dirty_syncs}]; elapsed "
             f"{c.libvirt_time_elapsed_ms} ms [total {_ms(c.total_ms)} ms]")
+
+
+def job_line(params: dict[str, Any]) -> str:
+    """libvirt's statistics of a completed job (JOB_COMPLETED), as `live --domain` ends."""
+    keys = ("time_elapsed", "downtime", "setup_time", "memory_iteration", "data_processed",
+            "memory_bps", "vfio_data_transferred")
+    parts = [f"{k}={params[k]}" for k in keys if k in params]
+    return "libvirt job completed: " + " ".join(parts)
