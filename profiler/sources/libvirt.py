@@ -445,9 +445,10 @@ class LibvirtSource(Source):
         start_event_loop()
         self.conn = connect(self.uri)
         try:
-            self._register(lv, lq)
-            if not self._find_domain(lv) and not self.wait_s:
+            found = self._find_domain(lv)
+            if not found and not self.wait_s:
                 raise LibvirtError(self._problem or f"no domain {self.domain!r}")
+            self._register(lv, lq, self.dom if found else None)
         except BaseException:
             self.close()
             raise
@@ -455,15 +456,16 @@ class LibvirtSource(Source):
         self._worker.start()
         return self
 
-    def _register(self, lv: Any, lq: Any) -> None:
-        # connection-wide (domain None): a destination domain does not exist yet
+    def _register(self, lv: Any, lq: Any, dom: Any) -> None:
+        """Callbacks for this domain; connection-wide (``dom`` None) for a destination that
+        does not exist yet (the callbacks then skip other domains' events by name)."""
         c = self.conn
-        self._cb_ids.append(("qemu", lq.qemuMonitorEventRegister(c, None, None, self._on_monitor,
+        self._cb_ids.append(("qemu", lq.qemuMonitorEventRegister(c, dom, None, self._on_monitor,
                                                                   None, 0)))
         for eid, cb in ((lv.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle),
                         (lv.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_job_completed),
                         (lv.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, self._on_iteration)):
-            self._cb_ids.append(("domain", c.domainEventRegisterAny(None, eid, cb, None)))
+            self._cb_ids.append(("domain", c.domainEventRegisterAny(dom, eid, cb, None)))
 
     def _find_domain(self, lv: Any) -> bool:
         """Look the domain up (once); True when it is there and running."""
