@@ -233,12 +233,10 @@ def domain_xml(name: str, binary: lq.QemuBinary, kernel: Path, append: str, mem_
     Trace events are set on QEMU's command line (``qemu:commandline``) so the destination,
     which libvirt creates and keeps busy with the incoming migration (no passthrough
     then), logs them from its start; libvirt adds ``-msg timestamp=on`` itself."""
-    args = [*binary.base_args(), *(["-trace", f"events={trace_file}"] if trace_file else [])]
+    args = ["-trace", f"events={trace_file}"] if trace_file else []
     qemu_args = "".join(f"    <qemu:arg value='{escape(a)}'/>\n" for a in args)
-    env = (f"    <qemu:env name='QEMU_MODULE_DIR' value='{escape(str(binary.module_dir))}'/>\n"
-           if binary.module_dir else "")
     ns = "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
-    extra = f"  <qemu:commandline>\n{qemu_args}{env}  </qemu:commandline>\n" if (args or env) else ""
+    extra = f"  <qemu:commandline>\n{qemu_args}  </qemu:commandline>\n" if args else ""
     return f"""<domain type='qemu' {ns}>
   <name>{escape(name)}</name>
   <memory unit='MiB'>{mem_mb}</memory>
@@ -358,6 +356,12 @@ class LibvirtLab:
         cleanup_leftovers()
         lab_leftovers()
         self.binary = lq.find_qemu(cfg.qemu)
+        if self.binary.data_dirs or self.binary.module_dir:
+            # libvirt probes a QEMU binary bare (no -L, no QEMU_MODULE_DIR): a QEMU from a
+            # private prefix dies in that probe and no domain can use it
+            raise MigprofError(f"--libvirt runs an installed QEMU; {self.binary.path} lives in "
+                               "a private prefix that libvirt cannot probe (use the default "
+                               "QEMU 7.2)")
         self.kernel = build_guest()
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise MigprofError(f"{self.run_dir}: output directory exists and is not empty")
@@ -380,8 +384,11 @@ class LibvirtLab:
         xml.write_text(domain_xml(self.domain, self.binary, self.kernel, sc.guest_append(),
                                   sc.mem_mb, trace))
         src = self.daemons["source"]
-        src.virsh("define", str(xml))
-        src.virsh("start", self.domain)
+        try:
+            src.virsh("define", str(xml))
+            src.virsh("start", self.domain)
+        except MigprofError as e:
+            raise MigprofError(f"{e}; libvirtd says: {src.log_tail(2)}") from None
         self._follow_sides()
 
     def _follow_sides(self) -> None:
