@@ -145,13 +145,15 @@ def test_converges_run_directory(converges):
 def test_never_converges_cancelled(never):
     r, out = never
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["status"] == "cancelled"
+    # (a guest starved of CPU by a loaded host may dirty slowly enough to converge: the
+    # summary says so)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["status"] == "cancelled", r.stdout
     # libvirt keeps no statistics of a cancelled job: the file says so in libvirt's terms
     assert json.loads((out / "libvirt-jobinfo.json").read_text()) == {"type": 0}
     rep = build_report(load([str(out)]).events, inputs=[str(out)])
     src = [m for m in rep.migrations if m.side == "source"]
-    assert len(src) == 1 and src[0].outcome == "cancelled"
-    assert src[0].converged is False
+    assert [m.outcome for m in src] == ["cancelled"], rep.migrations
+    assert src[0].converged is False, src[0].verdict
     # the scenario's limits went through libvirt
     assert src[0].downtime_limit_ms == 20
     assert src[0].max_bandwidth_bytes_per_s == 64 * 1024 * 1024
