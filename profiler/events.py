@@ -23,7 +23,7 @@ side               category     source, destination, unknown
 pid                Int64        process id (NA when unknown)
 tid                Int64        thread id (NA when unknown)
 origin             category     qemu-log, simpletrace, usdt, bpf, qmp, sockdiag,
-                                lab, recording
+                                lab, recording, libvirt
 event              category     QEMU trace event name, or the names below for
                                 other origins
 device             string       device name as the event prints it (VFIO host
@@ -95,6 +95,8 @@ from profiler.registry import (  # noqa: F401
     BPF_PRECOPY_INFO,
     ENUMS,
     LAB_MARK,
+    LIBVIRT_JOB,
+    LIBVIRT_LIFECYCLE,
     QMP_EVENT,
     QMP_MIGRATION,
     QMP_MIGRATION_PASS,
@@ -119,6 +121,7 @@ class Origin(enum.StrEnum):
     SOCKDIAG = "sockdiag"
     LAB = "lab"
     RECORDING = "recording"
+    LIBVIRT = "libvirt"
 
 
 class Side(enum.StrEnum):

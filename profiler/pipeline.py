@@ -182,6 +182,13 @@ def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
             out.malformed += bad
             out.inputs.append({"path": str(p), "kind": "jsonl", "events": len(df), "malformed": bad})
             frames.append(df)
+    # a libvirt lab run: libvirt's completed job statistics, shown beside ours
+    j = d / "libvirt-jobinfo.json"
+    if j.exists():
+        try:
+            out.meta["libvirt_jobinfo"] = json.loads(j.read_text())
+        except (OSError, ValueError) as e:
+            out.warnings.append(f"{j}: unreadable ({e})")
     # each side's QEMU command line maps QMP device ids to host device names
     for side in ("source", "destination"):
         c = d / f"{side}.cmdline"

@@ -131,6 +131,8 @@ BPF_DATA_WRITE = "bpf_data_write"
 BPF_FD_CLOSE = "bpf_fd_close"
 BPF_LOST = "bpf_lost"
 LAB_MARK = "lab_mark"
+LIBVIRT_JOB = "libvirt_job"
+LIBVIRT_LIFECYCLE = "libvirt_lifecycle"
 SIMPLETRACE_DROPPED = "simpletrace_dropped"
 
 
@@ -478,6 +480,12 @@ ROWS: tuple[Row, ...] = (
     own(BPF_FD_CLOSE, BOTH, None, "fd=fd kind=detail"),
     own(BPF_LOST, BOTH, "bpf_lost", "lost=count"),
     own(LAB_MARK, BOTH, "lab_mark", "action=state data=detail"),
+    # libvirt's job statistics (virDomainGetJobStats, JOB_COMPLETED, MIGRATION_ITERATION);
+    # state=active|completed|iteration, detail=the typed parameters as libvirt names them
+    own(LIBVIRT_JOB, BOTH, None,
+        "kind=state params=detail memory_iteration=dirty_syncs data_processed=bytes time_elapsed[ms]=dur_ns"),
+    # a domain lifecycle event as event:detail (suspended:migrated, stopped:destroyed), stamped on receipt
+    own(LIBVIRT_LIFECYCLE, BOTH, None, "event=state codes=detail"),
     own(SIMPLETRACE_DROPPED, BOTH, None, "num_events_dropped=count"),
 )
 

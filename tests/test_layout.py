@@ -12,12 +12,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # (package prefix, forbidden import prefixes)
 RULES = [
     # the events level: the schema and the event registry (events.py derives from the registry)
-    ("profiler/registry.py", ("profiler", "tui", "bcc", "pyroute2", "qemu", "textual")),
-    ("profiler/events.py", ("profiler", "tui", "bcc", "pyroute2", "qemu", "textual")),
+    ("profiler/registry.py", ("profiler", "tui", "bcc", "pyroute2", "qemu", "textual", "libvirt")),
+    ("profiler/events.py", ("profiler", "tui", "bcc", "pyroute2", "qemu", "textual", "libvirt")),
+    # libvirt-python only where libvirt is the job (profiler/sources/libvirt.py)
+    *[(str(p.relative_to(ROOT)), ("libvirt", "libvirt_qemu"))
+      for p in sorted((ROOT / "profiler").rglob("*.py")) + sorted((ROOT / "tui").rglob("*.py"))
+      if p.relative_to(ROOT).as_posix() != "profiler/sources/libvirt.py"],
     ("profiler/sources/", ("profiler.model", "profiler.views", "tui", "textual")),
-    ("profiler/model/", ("profiler.sources", "profiler.views", "tui", "bcc", "pyroute2", "qemu", "textual")),
-    ("profiler/views/", ("bcc", "pyroute2", "qemu", "textual", "profiler.sources")),
-    ("tui/", ("bcc", "pyroute2", "qemu.qmp")),
+    ("profiler/model/", ("profiler.sources", "profiler.views", "tui", "bcc", "pyroute2", "qemu", "textual",
+                         "libvirt")),
+    ("profiler/views/", ("bcc", "pyroute2", "qemu", "textual", "profiler.sources", "libvirt")),
+    ("tui/", ("bcc", "pyroute2", "qemu.qmp", "libvirt")),
 ]
 # imports a rule's forbidden prefixes would catch but which the layout allows
 ALLOWED = {"profiler/events.py": ("profiler.registry",)}
@@ -58,3 +63,16 @@ def test_bcc_from_pypi_is_not_installed() -> None:
     import bcc
 
     assert hasattr(bcc, "BPF"), f"bcc at {bcc.__file__} is not the BPF Compiler Collection"
+
+
+def test_libvirt_imports_stay_in_their_modules() -> None:
+    """libvirt-python is imported by profiler/sources/libvirt.py only (the libvirt lab goes
+    through it), never at module level (a host without it still runs everything else)."""
+    users = sorted(str(f.relative_to(ROOT)) for f in (ROOT / "profiler").rglob("*.py")
+                   if any(n in ("libvirt", "libvirt_qemu") for n in _imports(f)))
+    assert users == ["profiler/sources/libvirt.py"], users
+    for f in users:
+        top = [n for n in ast.parse((ROOT / f).read_text()).body
+               if isinstance(n, ast.Import | ast.ImportFrom)]
+        assert not any(a.name.startswith("libvirt") for n in top if isinstance(n, ast.Import)
+                       for a in n.names), f"{f} imports libvirt at module level"

@@ -38,6 +38,7 @@ examples:
   migprof live -p 4242 --record mig.parquet   # also record every event (replay later)
   migprof live -p 4242 --no-bpf        # QMP and QEMU trace only (no root, no bcc)
   migprof live -p 4242 --path kprobe   # kprobes on the VFIO handlers (hosts with VFIO)
+  migprof live --domain vm1 -c qemu:///system   # a libvirt domain (QMP through libvirt)
 
 Over QMP, migprof enables QEMU's migration and VFIO trace events (trace-event-set-state)
 and, when QEMU logs to stderr, points its log at a file it tails (HMP logfile); both are
@@ -53,6 +54,10 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     t = p.add_mutually_exclusive_group(required=True)
     t.add_argument("-p", "--pid", type=int, help="QEMU process id")
     t.add_argument("--qmp", metavar="SOCKET", help="QEMU's QMP UNIX socket (the pid is found from it)")
+    t.add_argument("--domain", metavar="NAME", help="libvirt domain: QMP through libvirt "
+                   "(docs/libvirt.md)")
+    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI for --domain "
+                   "(default qemu:///system)")
     p.add_argument("--side", choices=["source", "destination"],
                    help="side of this QEMU (default: destination if started with -incoming)")
     p.add_argument("-d", "--duration", type=float, metavar="S", help="stop after S seconds")
@@ -92,6 +97,8 @@ class Target:
     qmp: str | None  # QMP UNIX socket path
     log_file: str | None  # QEMU's -D file, when it has one
     comm: str
+    domain: str | None = None  # a libvirt domain: QMP through libvirt (sources/libvirt.py)
+    uri: str | None = None
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -371,7 +378,8 @@ class TraceTail(Source):
 PRINTED = {ev.BPF_IOCTL, ev.BPF_PRECOPY_INFO, ev.BPF_FD_CLOSE, ev.BPF_LOST, ev.QMP_MIGRATION,
            ev.QMP_VFIO_MIGRATION, "migrate_set_state", "vfio_migration_set_state",
            "vfio_migration_set_device_state", "vfio_save_setup", "vfio_save_complete_precopy",
-           "vfio_load_state_device_data"}
+           "vfio_load_state_device_data",
+           ev.LIBVIRT_JOB, ev.LIBVIRT_LIFECYCLE}  # --domain: libvirt's view beside ours
 
 
 class LineView:
@@ -477,7 +485,13 @@ def _sources(args: argparse.Namespace, target: Target, stderr) -> tuple[list[Sou
     sources: list[Source] = []
     info: dict[str, Any] = {"pid": target.pid, "side": target.side, "qmp": target.qmp}
     qmp = None
-    if target.qmp:
+    if target.domain:  # libvirt owns the monitor: commands and events through libvirt
+        from profiler.sources.libvirt import LibvirtSource
+
+        qmp = LibvirtSource(target.uri, target.domain, target.side)
+        sources.append(qmp)
+        info.update(domain=target.domain, uri=target.uri)
+    elif target.qmp:
         from profiler.sources.qmp import QmpSource
 
         qmp = QmpSource({target.side: target.qmp})
@@ -533,7 +547,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.duration is not None and args.duration <= 0:
         raise MigprofError("--duration must be > 0")
-    target = resolve_target(args.pid, args.qmp, args.side, args.any_process)
+    if getattr(args, "domain", None):
+        from profiler.sources.libvirt import resolve_domain
+
+        d = resolve_domain(args.connect, args.domain, args.side)
+        target = Target(d.pid, d.side, None, d.log_file, "qemu", domain=d.name, uri=d.uri)
+    else:
+        target = resolve_target(args.pid, args.qmp, args.side, args.any_process)
     from profiler.stream import MergedSource
 
     sources, info = _sources(args, target, sys.stderr)
@@ -556,6 +576,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+    for s in sources:  # --domain: libvirt's own statistics of the job, beside the summary
+        if getattr(s, "completed_job", None):
+            from profiler.views.libvirt import job_line
+
+            print(job_line(s.completed_job))
+    ended = [s.end_problem() for s in sources if hasattr(s, "end_problem")]
+    for problem in filter(None, ended):  # a libvirt domain destroyed mid-run, not migrated
+        print(f"migprof: error: {problem}", file=sys.stderr)
+        rc = EXIT_USAGE
     if writer is not None and writer.error and rc == EXIT_OK:
         # the run went on, but the recording is short: scripts must not take it as whole
         print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
@@ -587,6 +616,7 @@ def _line_loop(args: argparse.Namespace, target: Target, merged: Any, writer: An
             what = ", ".join(filter(None, [
                 f"BPF {bpf.get('path')} ({bpf.get('buffer')} buffer)" if bpf else None,
                 f"QMP {target.qmp}" if target.qmp else None,
+                f"libvirt domain {target.domain} ({target.uri})" if target.domain else None,
                 f"trace {health.get('qemu-trace', {}).get('file')}" if "qemu-trace" in health else None]))
             print(f"Tracing QEMU pid {target.pid} ({target.side}): {what}... Hit Ctrl-C to end.",
                   file=sys.stderr, flush=True)
