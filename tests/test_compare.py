@@ -1,6 +1,6 @@
 """compare: the rule parser, the U test against scipy, metric extraction, and the CLI on
 real lab runs from tests/data/real (recordings, run dirs, mixed schema and QEMU versions,
-corrupt/truncated/foreign inputs, the worker pool's error path)."""
+corrupt/truncated/foreign inputs, the worker pool's error path, the HTML's plotly.js)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from profiler.errors import MigprofError
 from profiler.model import compare as cmp
 from profiler.model.results import Check, Device, Migration, Report, Verdict
 from profiler.views.compare import to_json
-from profiler.views.html import curves
+from profiler.views.html import PLOTLY_JS, curves
 
 RUN72 = REAL / "7.2-converges"
 RUN100 = REAL / "10.0-converges"
@@ -354,6 +354,38 @@ def test_html_curves_use_check_times(recs: dict[str, Path]) -> None:
     assert len(c) == 1 and c[0].x_is_time
     assert len(c[0].t_ms) == len(run.report.migrations[0].checks) > 0
     assert pd.Series(c[0].t_ms).is_monotonic_increasing
+
+
+def test_html_shares_one_plotly_script(recs: dict[str, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """--plotly directory: every page in a directory loads the one plotly.min.js beside it,
+    written by the first page and left alone by the next (inline stays the default)."""
+    from plotly.offline import get_plotlyjs
+
+    a, b = str(recs["7.2-converges"]), str(recs["10.0-converges"])
+    inline = tmp_path / "inline.html"
+    assert main(["compare", a, "--", b, "--html", str(inline)]) == 0
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    assert main(["compare", a, "--", b, "--html", str(pages / "one.html"), "--plotly", "directory"]) == 0
+    js = pages / PLOTLY_JS
+    assert f"wrote {js}" in capsys.readouterr().err
+    assert js.read_text() == get_plotlyjs()
+    first = js.stat()
+    assert main(["compare", b, "--", a, "--plotly", "directory", "--html", str(pages / "two.html")]) == 0
+    assert f"wrote {js}" not in capsys.readouterr().err
+    assert (js.stat().st_ino, js.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    for name in ("one.html", "two.html"):
+        page = (pages / name).read_text()
+        assert re.findall(r'<script[^>]*\bsrc="([^"]+)"', page) == [PLOTLY_JS]
+        assert get_plotlyjs()[:2000] not in page
+        assert "Convergence: pending bytes" in page and 'id="migprof-compare"' in page
+        assert len(page) < len(inline.read_text()) - len(get_plotlyjs()) // 2
+    # a page whose directory cannot be written: one line, exit 2
+    assert main(["compare", a, "--", b, "--html", str(js / "x.html"), "--plotly", "directory"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([x for x in err if x.startswith("migprof: error:")]) == 1 and str(js) in err[-1]
+    assert sorted(p.name for p in pages.iterdir()) == ["one.html", PLOTLY_JS, "two.html"]
 
 
 # ---------------------------------------------------------------------------- the worker pool

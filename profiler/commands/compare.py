@@ -15,6 +15,7 @@ EXAMPLES = """examples:
     migprof compare a/ -- b/ --fail-on 'downtime_ms:+10%' --fail-on 'total_ms:+500'
     migprof compare old.log -- new.parquet --json      # traces, recordings, run dirs mix
     migprof compare b*.parquet -- c*.parquet --html cmp.html   # convergence curves overlaid
+    migprof compare b/ -- c/ --html pages/c1.html --plotly directory   # pages share pages/plotly.min.js
 rules: METRIC:+N% (rise over N %), METRIC:-N% (fall), METRIC:+N (absolute, metric's unit);
     METRIC may be a pattern: 'device.*.downtime_ms:+20%'. Exit 0 fine, 1 regression, 2 error.
 """
@@ -29,6 +30,9 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
     out.add_argument("--markdown", action="store_true", default=d(False), help="print a Markdown table")
     p.add_argument("--html", metavar="FILE", default=d(None),
                    help="also write an HTML page with both sides' convergence curves overlaid")
+    p.add_argument("--plotly", choices=("inline", "directory"), default=d("inline"),
+                   help="--html's plotly.js: inside the page (default; opens offline on its own) "
+                   "or one plotly.min.js beside it, shared by the pages in that directory")
     p.add_argument("--alpha", type=float, default=d(0.05), help="significance level (default 0.05)")
     p.add_argument("--outcome", choices=("completed", "all"), default=d("completed"),
                    help="which migrations are samples (default: completed ones)")
@@ -60,6 +64,7 @@ class Config:
     rules: tuple[str, ...]  # --fail-on texts, parsed by model.compare.parse_rule
     output: str  # terminal | json | markdown
     html: str | None
+    plotly: str  # inline | directory
     alpha: float
     outcome: str  # completed | all
     all_devices: bool
@@ -91,7 +96,7 @@ def config(args: argparse.Namespace) -> Config:
         raise MigprofError("compare: each side needs at least one input: BASE... -- CAND...")
     return Config(sides[0], sides[1], tuple(o["fail_on"] or ()),
                   "json" if o["json"] else "markdown" if o["markdown"] else "terminal",
-                  o["html"], o["alpha"], o["outcome"], o["all_devices"],
+                  o["html"], o["plotly"], o["alpha"], o["outcome"], o["all_devices"],
                   not o["no_summary"], o["jobs"] or min(4, os.cpu_count() or 1))
 
 
@@ -126,6 +131,6 @@ def run(args: argparse.Namespace) -> int:
     if cfg.html:
         from profiler.views.html import write_html
 
-        for path in write_html(c, cfg.html):
+        for path in write_html(c, cfg.html, cfg.plotly):
             print(f"migprof: wrote {path}", file=sys.stderr)
     return EXIT_REGRESSION if c.regression else EXIT_OK

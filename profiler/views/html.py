@@ -1,16 +1,22 @@
-"""A self-contained HTML page of a comparison: both sides' convergence curves overlaid,
-the spread of the main metrics, and the table (plotly.js embedded, so it opens offline)."""
+"""An HTML page of a comparison: both sides' convergence curves overlaid, the spread of
+the main metrics, and the table. plotly.js is inlined (the page opens offline on its own)
+or, for many pages in one directory, one plotly.min.js beside them."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import MigprofError
 from profiler.model.compare import Comparison, Group
 from profiler.views.compare import delta_text, fmt_value, footer, p_text, side_line, to_json
+
+PLOTLY_MODES = ("inline", "directory")
+PLOTLY_JS = "plotly.min.js"  # the name plotly's own include_plotlyjs="directory" refers to
 
 _COLORS = {"base": "#1f77b4", "candidate": "#ff7f0e"}
 _BOX_METRICS = ("total_ms", "downtime_ms", "setup_ms", "dirty_syncs", "checks_to_converge",
@@ -97,14 +103,16 @@ def _box_figure(c: Comparison):
     return fig
 
 
-def render_html(c: Comparison) -> str:
-    """One HTML document; plotly.js is inlined once (no network needed to view it)."""
+def render_html(c: Comparison, plotly: str = "inline") -> str:
+    """One HTML document. ``inline``: plotly.js inside it (no network needed to view it);
+    ``directory``: it loads plotly.min.js from its own directory (see ``write_html``)."""
     import plotly.io as pio
 
     figs = [f for f in (_curve_figure(c), _box_figure(c)) if f is not None]
     parts = []
     for i, f in enumerate(figs):
-        parts.append(pio.to_html(f, include_plotlyjs=(i == 0), full_html=False,
+        include = (True if plotly == "inline" else "directory") if i == 0 else False
+        parts.append(pio.to_html(f, include_plotlyjs=include, full_html=False,
                                  config={"displaylogo": False}))
     rows = "\n".join(
         f"<tr><td><code>{html.escape(m.name)}</code></td><td>{html.escape(fmt_value(m.base.median, m.unit))}</td>"
@@ -130,10 +138,36 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 """
 
 
-def write_html(c: Comparison, path: str) -> list[str]:
-    """Write the page; the paths written."""
+def _write(path: Path, text: str, *, replace: bool = False) -> None:
+    """Write ``text``; ``replace``: through a temporary file renamed over ``path``, so a page
+    being opened meanwhile never loads half a shared script."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if replace else path
     try:
-        Path(path).write_text(render_html(c), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+        if replace:
+            os.replace(tmp, path)
     except OSError as e:
+        if replace:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise MigprofError(f"{path}: cannot write: {e.strerror or e}") from None
-    return [path]
+
+
+def write_html(c: Comparison, path: str, plotly: str = "inline") -> list[str]:
+    """Write the page (and, for ``directory``, plotly.min.js beside it unless the same
+    script is there already, so many pages share one copy); the paths written."""
+    page, text = Path(path), render_html(c, plotly)
+    written = []
+    if plotly == "directory":
+        from plotly.offline import get_plotlyjs
+
+        js, script = page.parent / PLOTLY_JS, get_plotlyjs()
+        try:
+            same = js.read_text(encoding="utf-8") == script
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            _write(js, script, replace=True)
+            written.append(str(js))
+    _write(page, text)
+    return [str(page), *written]
