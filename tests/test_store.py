@@ -18,13 +18,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 
 from profiler import events as ev
 from profiler import store
 from profiler.errors import EXIT_USAGE, InputError
 from profiler.sources.recording import RecordingSource
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def frame(n: int, start: int = 0, event: str = "vfio_save_block") -> pd.DataFrame:
