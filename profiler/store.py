@@ -154,7 +154,9 @@ def model_key() -> str:
     from profiler import registry
 
     h = hashlib.sha256(f"{__version__}/{ev.SCHEMA_VERSION}".encode())
-    for f in sorted(Path(model.__file__).parent.glob("*.py")) + [Path(ev.__file__), Path(registry.__file__)]:
+    # model/compare.py compares reports and builds none: changing it keeps the summaries
+    for f in sorted(f for f in Path(model.__file__).parent.glob("*.py") if f.name != "compare.py") + [
+            Path(ev.__file__), Path(registry.__file__)]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
