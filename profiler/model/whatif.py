@@ -141,6 +141,9 @@ class Measured:
     sync0_ms: float  # end of the setup dirty sync
     ram_bytes: float  # RAM pending at the first check (every page)
     bulk_wire_bytes: float  # what the first pass put on the wire (zero pages are cheap)
+    # the first pass's RAM estimate against the wire bytes sent so far (the page order of
+    # the guest's memory: non-zero pages cost their size, zero pages almost nothing)
+    bulk_curve: tuple[tuple[float, ...], tuple[float, ...]]
     working_set_bytes: float | None  # re-dirtied set; None = never seen whole
     dirty_rate_bytes_per_s: float | None  # None = the set is re-dirtied within every pass
     dirty_rate_floor_bytes_per_s: float | None  # what the passes prove at least
@@ -148,6 +151,7 @@ class Measured:
     overshoot: float  # measured / max-bandwidth in held windows (QEMU's windows run over)
     stop_rate_bytes_per_ms: float  # stop-copy rate where max-bandwidth held pre-copy
     stop_rate_source: str
+    sync_ms: float  # what a re-sync costs the loop (the sync, and its wait for the BQL)
     fixed_downtime_ms: float  # downtime besides RAM's and the devices' iterable save
     tail_ms: float  # total - switch-over decision - downtime (BQL wait, cleanup)
     ack_delay_ms: float | None  # switchover-ack: ACK after the initial data; None = off
@@ -349,13 +353,14 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
                     "after each sync (the safe side): a downtime-limit somewhat below the smallest "
                     "converging one may still converge in reality")
     elif points:
+        # every pass proves rate >= what it dirtied / its time (a pass that re-dirtied the
+        # whole set proves less): the largest is the rate; a pass well below it was saturated,
+        # and its pending is the working set
         dirt = np.array([max(p - left, 0.0) for p, left, _ in points])
-        dts = np.array([dt for *_, dt in points])
-        rate = float(dirt.sum() / (dts.sum() / 1000.0))
-        floor = rate
-        seen = max(p for p, _, _ in points)
-        if len(points) >= 2 and sum(p >= 0.9 * seen for p, _, _ in points) >= 2:
-            ws = seen
+        dts = np.array([dt for *_, dt in points]) / 1000.0
+        rate = floor = float(np.max(dirt / dts))
+        sat = [p for (p, _, _), d, t in zip(points, dirt, dts, strict=True) if d < 0.8 * rate * t]
+        ws = max(sat) if sat else None
     if len(points) < 2:
         weak.append(f"too few passes seen ({len(points)} dirty sync{'s' if len(points) != 1 else ''} "
                     "after the first pass): the dirty rate and working set are extrapolated")
@@ -363,14 +368,24 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         rate = 0.0
         weak.append("no dirtying measured: the replay assumes the guest dirties nothing")
 
+    # what a re-sync costs the loop: >= 8.0 from the estimate that asked for it to the exact
+    # figure (the sync takes the BQL, which a busy vCPU thread holds), 7.2 the sync itself
+    waits = [c.t_ms - prev.t_ms for prev, c in zip(live, live[1:], strict=False)
+             if c.kind == "exact" and prev.kind == "estimate"]
+    if not waits:
+        waits = [p.dur_ms for p in m.passes if p.phase == "precopy" and p.dur_ms is not None]
+    sync_ms = float(np.median(waits)) if waits else 0.0
+
     # the bulk pass: its wire bytes (zero pages are cheap), up to the first re-sync or the
     # decision, scaled to every page when a sync cut it short
     seq = live + ([decision] if decision is not None else [])
     k = next((i for i, c in enumerate(seq) if c.pass_no and c.pass_no > 1), None)
     if k is not None and k > 0 and 2 in starts:
-        bulk_end, left = starts[2], _ram(seq[k - 1])
-        if seq[k].kind == "pending":
+        if seq[k].kind == "pending":  # 7.2: the sync ran inside this check's pending call
+            bulk_end = starts[2]
             left = _left_72(seq[k - 1], seq[k], first, bulk_end)
+        else:  # the estimate that asked for the sync (which may wait for the BQL)
+            bulk_end, left = float(seq[k - 1].t_ms), _ram(seq[k - 1])
     elif decision is not None:
         bulk_end, left = float(decision.t_ms), _ram(decision)
     else:
@@ -391,6 +406,18 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     else:
         bulk_wire = ram_bytes
         weak.append("the first pass never got far: every page is assumed to cost its full size on the wire")
+
+    # the bulk's RAM estimate against the cumulative wire bytes at each of its checks
+    cum_t = np.r_[start_ms, W["end_ms"].to_numpy()]
+    cum_b = np.r_[0.0, np.cumsum(np.nan_to_num(W["bytes"].to_numpy()))]
+    bc = [c for c in seq if (c.pass_no or 1) <= 1 and c.t_ms <= bulk_end]
+    cw = np.interp([c.t_ms for c in bc], cum_t, cum_b) if len(W) else np.zeros(len(bc))
+    cw = np.r_[np.maximum.accumulate(np.minimum(cw, bulk_wire)), bulk_wire]
+    cp = np.r_[np.minimum.accumulate([_ram(c) for c in bc]), 0.0]
+    if len(cw) > 2 and cw[0] == 0.0:
+        curve = (tuple(float(v) for v in cw), tuple(float(v) for v in cp))
+    else:
+        curve = ((0.0, float(bulk_wire)), (float(ram_bytes), 0.0))
 
     # the stop-copy rate: RAM's stop-copy bytes over its iterable save (>= 8.2), else over
     # the downtime (7.2); without one, the send rate inside throttled windows
@@ -488,9 +515,10 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     return Measured(
         migration=m.index, qemu_version=m.qemu_version, rule=rule_for(m.qemu_version), recorded=recorded,
         start_ms=start_ms, sync0_ms=float(sync0), ram_bytes=ram_bytes, bulk_wire_bytes=float(bulk_wire),
+        bulk_curve=curve,
         working_set_bytes=ws, dirty_rate_bytes_per_s=None if stuck else rate, dirty_rate_floor_bytes_per_s=floor,
         windows=tuple(windows), overshoot=over, stop_rate_bytes_per_ms=float(stop_rate), stop_rate_source=stop_src,
-        fixed_downtime_ms=fixed, tail_ms=tail, ack_delay_ms=ack, devices=tuple(devs),
+        sync_ms=sync_ms, fixed_downtime_ms=fixed, tail_ms=tail, ack_delay_ms=ack, devices=tuple(devs),
         passes_seen=len(points), outcome=m.outcome, converged=m.converged, dirty_syncs=m.dirty_syncs,
         total_ms=m.total_ms, downtime_ms=m.downtime_ms,
         verdict_needed_downtime_limit_ms=v.needed_downtime_limit_ms,
@@ -550,6 +578,7 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> 
     t = x.start_ms
     pages, wire = x.ram_bytes, x.bulk_wire_bytes  # RAM's estimate and its cost on the wire
     pass_pages, pass_wire = pages, wire
+    bulk_sent = 0.0  # wire bytes of the first pass sent so far (x.bulk_curve maps them to pages)
     bulk = True
     last_sync, syncs = x.sync0_ms, 1
     init = [float(d.initial_bytes) for d in x.devices]
@@ -577,6 +606,7 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> 
             new = grown * (1.0 - overlap)
             pages, wire = pages + new, wire + new
             pass_pages, pass_wire, bulk = pages, wire, False
+            t += x.sync_ms
             last_sync, syncs = t, syncs + 1
             history.append(pages)
             pending = pages + sum(d.stopcopy_size_bytes for d in x.devices) + (
@@ -606,7 +636,10 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> 
             budget -= send
         if send <= 0:
             dt = max(dt, 1.0)  # nothing to send (waiting for the ACK): QEMU loops on
-        if wire > 0 and pass_wire > 0:
+        if bulk:
+            bulk_sent += send
+            pages = float(np.interp(bulk_sent, *x.bulk_curve))
+        elif wire > 0 and pass_wire > 0:
             pages = max(pages - pass_pages * send / pass_wire, 0.0)
         wire -= send
         win_bytes += send
