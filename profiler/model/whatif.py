@@ -145,8 +145,8 @@ class Measured:
     # the guest's memory: non-zero pages cost their size, zero pages almost nothing)
     bulk_curve: tuple[tuple[float, ...], tuple[float, ...]]
     working_set_bytes: float | None  # re-dirtied set; None = never seen whole
-    dirty_rate_bytes_per_s: float | None  # None = the set is re-dirtied within every pass
-    dirty_rate_floor_bytes_per_s: float | None  # what the passes prove at least
+    dirty_rate_bytes_per_s: float  # the largest rate a pass proves (a lower bound when saturated)
+    saturated: bool  # every recent pass re-dirtied the whole set: the true rate may be higher
     windows: tuple[Window, ...]
     overshoot: float  # measured / max-bandwidth in held windows (QEMU's windows run over)
     stop_rate_bytes_per_ms: float  # stop-copy rate where max-bandwidth held pre-copy
@@ -197,7 +197,8 @@ class Sweep:
 
     param: str
     predictions: tuple[Prediction, ...]
-    smallest: float | None
+    smallest: float | None  # at the measured dirty rate
+    smallest_any_rate: float | None = None  # saturated recordings: whatever the true dirty rate
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,11 +348,11 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     stuck = len(recent) >= 2 and recent[-1] >= _STUCK * min(recent[:-1])
     if stuck:
         ws = max(recent)
-        floor = ws / (max(dt for *_, dt in points[-3:]) / 1000.0)
+        rate = floor = ws / (min(dt for *_, dt in points[-3:]) / 1000.0)
         weak.append(f"every pass re-dirtied the whole working set ({fmt_bytes(ws)}): the dirty rate is "
-                    f"only known to be >= {fmt_rate(floor)}, so the replay re-dirties the set at once "
-                    "after each sync (the safe side): a downtime-limit somewhat below the smallest "
-                    "converging one may still converge in reality")
+                    f"only known to be >= {fmt_rate(floor)}; the replay dirties at that rate, so a faster "
+                    "guest converges later or not at all (the 'at any dirty rate' figures assume the set "
+                    "is re-dirtied at once, as the verdict's bound does)")
     elif points:
         # every pass proves rate >= what it dirtied / its time (a pass that re-dirtied the
         # whole set proves less): the largest is the rate; a pass well below it was saturated,
@@ -410,8 +411,10 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     # the bulk's RAM estimate against the cumulative wire bytes at each of its checks
     cum_t = np.r_[start_ms, W["end_ms"].to_numpy()]
     cum_b = np.r_[0.0, np.cumsum(np.nan_to_num(W["bytes"].to_numpy()))]
+    if not len(before):  # no window closed in the bulk: spread what it sent over its time
+        cum_t, cum_b = np.array([start_ms, max(bulk_end, start_ms + 1e-3)]), np.array([0.0, sent])
     bc = [c for c in seq if (c.pass_no or 1) <= 1 and c.t_ms <= bulk_end]
-    cw = np.interp([c.t_ms for c in bc], cum_t, cum_b) if len(W) else np.zeros(len(bc))
+    cw = np.interp([c.t_ms for c in bc], cum_t, cum_b)
     cw = np.r_[np.maximum.accumulate(np.minimum(cw, bulk_wire)), bulk_wire]
     cp = np.r_[np.minimum.accumulate([_ram(c) for c in bc]), 0.0]
     if len(cw) > 2 and cw[0] == 0.0:
@@ -512,11 +515,11 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     if not rule_for(m.qemu_version).known:
         weak.append(f"QEMU version unknown ({m.qemu_version}): the >= 9.0 rule is assumed")
     v = m.verdict
-    return Measured(
+    x = Measured(
         migration=m.index, qemu_version=m.qemu_version, rule=rule_for(m.qemu_version), recorded=recorded,
         start_ms=start_ms, sync0_ms=float(sync0), ram_bytes=ram_bytes, bulk_wire_bytes=float(bulk_wire),
         bulk_curve=curve,
-        working_set_bytes=ws, dirty_rate_bytes_per_s=None if stuck else rate, dirty_rate_floor_bytes_per_s=floor,
+        working_set_bytes=ws, dirty_rate_bytes_per_s=rate, saturated=stuck,
         windows=tuple(windows), overshoot=over, stop_rate_bytes_per_ms=float(stop_rate), stop_rate_source=stop_src,
         sync_ms=sync_ms, fixed_downtime_ms=fixed, tail_ms=tail, ack_delay_ms=ack, devices=tuple(devs),
         passes_seen=len(points), outcome=m.outcome, converged=m.converged, dirty_syncs=m.dirty_syncs,
@@ -525,6 +528,18 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         verdict_suggested_downtime_limit_ms=v.suggested_downtime_limit_ms,
         verdict_suggested_bandwidth_bytes_per_s=v.suggested_bandwidth_bytes_per_s,
         weak=tuple(weak))
+    return _consistent(x, float(live[-1].t_ms) if live else start_ms) if stuck else x
+
+
+def _consistent(x: Measured, until_ms: float) -> Measured:
+    """A saturated recording only bounds the dirty rate from below; raise it until the replay
+    of the recording's own settings stays stuck as long as the recording did."""
+    for k in (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0):
+        y = replace(x, dirty_rate_bytes_per_s=x.dirty_rate_bytes_per_s * k)
+        p = predict(y, x.recorded, horizon_ms=until_ms)
+        if not p.converges or (p.switchover_ms or 0.0) >= until_ms:
+            return y
+    return replace(x, dirty_rate_bytes_per_s=math.inf)
 
 
 def pick(migrations: Sequence[Migration]) -> Migration:
@@ -568,10 +583,14 @@ class _Timeline:
         return self.stop if w is None or w.limited else min(w.link_bytes_per_ms, self.stop)
 
 
-def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> Prediction:
-    """Replay the migration thread's loop under ``s`` until it switches over or ``horizon_ms``."""
+def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
+            any_rate: bool = False) -> Prediction:
+    """Replay the migration thread's loop under ``s`` until it switches over or ``horizon_ms``.
+    ``any_rate``: when the recording only bounds the dirty rate from below (``saturated``),
+    re-dirty the whole set at once after each sync instead (what holds at any dirty rate)."""
     R = x.rule
     tl = _Timeline(x)
+    instant = any_rate and x.saturated
     ws = x.working_set_bytes if x.working_set_bytes is not None else x.ram_bytes
     cap = s.max_bandwidth_bytes_per_s / 1000.0 * x.overshoot if s.max_bandwidth_bytes_per_s > 0 else math.inf
     asb = s.avail_switchover_bandwidth_bytes_per_s / 1000.0 if R.switchover_bw else 0.0
@@ -601,7 +620,7 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> 
         pending = est
         if sync:
             since = t - last_sync
-            grown = ws if x.dirty_rate_bytes_per_s is None else min(ws, x.dirty_rate_bytes_per_s * since / 1000.0)
+            grown = ws if instant else min(ws, x.dirty_rate_bytes_per_s * since / 1000.0)
             overlap = min(pages / (x.ram_bytes if bulk else max(ws, 1.0)), 1.0)
             new = grown * (1.0 - overlap)
             pages, wire = pages + new, wire + new
@@ -614,7 +633,7 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> 
         can = x.ack_delay_ms is None or (ack_at is not None and t >= ack_at)
         ok = pending <= threshold if R.complete_le else (pending == 0 or pending < threshold)
         if ok and can:
-            return _switch(x, s, tl, t, syncs, wire, init, pending, threshold, t - last_sync)
+            return _switch(x, s, tl, t, syncs, wire, init, pending, threshold, t - last_sync, instant)
         if (t > tl.last_end and len(history) >= 4 and not any(init)
                 and max(history[-4:]) <= min(history[-4:]) * 1.01 and pending > threshold):
             break  # the same pending after every sync, and nothing left to change: stuck
@@ -659,13 +678,13 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> 
 
 
 def _switch(x: Measured, s: Setting, tl: _Timeline, t: float, syncs: int, wire: float,
-            init: list[float], pending: float, threshold: float, since_sync: float) -> Prediction:
+            init: list[float], pending: float, threshold: float, since_sync: float,
+            instant: bool) -> Prediction:
     """The stop-copy after a switch-over decided at ``t``: RAM's remaining wire bytes plus
     what was dirtied since the last sync (the final sync finds it) at the stop-copy rate of
     that time, each device's stop-copy and save time, the fixed part."""
     ws = x.working_set_bytes if x.working_set_bytes is not None else x.ram_bytes
-    r = x.dirty_rate_bytes_per_s
-    grown = (ws if since_sync > 0 else 0.0) if r is None else min(ws, r * since_sync / 1000.0)
+    grown = (ws if since_sync > 0 else 0.0) if instant else min(ws, x.dirty_rate_bytes_per_s * since_sync / 1000.0)
     wire = max(wire, 0.0) + grown
     ram_ms = max(wire, 0.0) / max(tl.stopcopy_rate(t), 1e-9)
     devs = [DevicePrediction("ram", int(round(max(wire, 0.0))), ram_ms)]
@@ -703,27 +722,35 @@ def grid(lo: float, hi: float, n: int = 16, unit: float = 1.0) -> list[float]:
 
 def sweep(x: Measured, base: Setting, param: str, values: Iterable[float],
           horizon_ms: float = DEFAULT_HORIZON_MS) -> Sweep:
-    """Predict at each value of ``param``; then bisect the smallest value that converges
-    (to 1 ms, or 1% of a bandwidth) between the last grid point that does not and the
-    first that does."""
+    """Predict at each value of ``param``, and bisect the smallest value that converges (to
+    1 ms, or 1% of a bandwidth): at the measured dirty rate, and at any dirty rate."""
     vals = sorted(set(float(v) for v in values))
     preds = [predict(x, base.with_param(param, v), horizon_ms) for v in vals]
-    conv = [i for i, p in enumerate(preds) if p.converges]
-    smallest = None
-    if conv:
-        i = conv[0]
-        hi = vals[i]
-        lo = vals[i - 1] if i > 0 else None
-        while lo is not None and hi - lo > (1.0 if param == "downtime-limit" else 0.01 * hi):
-            mid = (lo + hi) / 2 if param != "downtime-limit" else math.floor((lo + hi) / 2)
-            if mid <= lo:
-                break
-            if predict(x, base.with_param(param, mid), horizon_ms).converges:
-                hi = mid
-            else:
-                lo = mid
-        smallest = hi
-    return Sweep(param=param, predictions=tuple(preds), smallest=smallest)
+    return Sweep(param=param, predictions=tuple(preds),
+                 smallest=_smallest(x, base, param, vals, [p.converges for p in preds], horizon_ms, False),
+                 smallest_any_rate=_smallest(x, base, param, vals, None, horizon_ms, True))
+
+
+def _smallest(x: Measured, base: Setting, param: str, vals: list[float], conv: list[bool] | None,
+              horizon_ms: float, any_rate: bool) -> float | None:
+    def ok(v: float) -> bool:
+        return predict(x, base.with_param(param, v), horizon_ms, any_rate=any_rate).converges
+
+    if conv is None:
+        conv = [ok(v) for v in vals] if any_rate and x.saturated else None
+        if conv is None:
+            return None  # not saturated: the same as at the measured rate
+    i = next((k for k, c in enumerate(conv) if c), None)
+    if i is None:
+        return None
+    hi, lo = vals[i], (vals[i - 1] if i > 0 else None)
+    step = 1.0 if param == "downtime-limit" else 0.01 * hi
+    while lo is not None and hi - lo > step:
+        mid = math.floor((lo + hi) / 2) if param == "downtime-limit" else (lo + hi) / 2
+        if mid <= lo:
+            break
+        hi, lo = (mid, lo) if ok(mid) else (hi, mid)
+    return hi
 
 
 # ---------------------------------------------------------------------------------------
@@ -759,7 +786,7 @@ def to_json(x: Measured, predictions: Sequence[Prediction], sweep_: Sweep | None
         "dirty_syncs": x.dirty_syncs, "total_ms": _plain(x.total_ms), "downtime_ms": _plain(x.downtime_ms),
         "ram_bytes": x.ram_bytes, "bulk_wire_bytes": x.bulk_wire_bytes,
         "working_set_bytes": _plain(x.working_set_bytes), "dirty_rate_bytes_per_s": _plain(x.dirty_rate_bytes_per_s),
-        "dirty_rate_floor_bytes_per_s": _plain(x.dirty_rate_floor_bytes_per_s),
+        "dirty_rate_is_lower_bound": x.saturated,
         "bandwidth_bytes_per_s": _bw_summary(x.windows),
         "stopcopy_rate_bytes_per_s": _plain(x.stop_rate_bytes_per_ms * 1000.0),
         "stopcopy_rate_source": x.stop_rate_source, "fixed_downtime_ms": x.fixed_downtime_ms,
@@ -776,5 +803,6 @@ def to_json(x: Measured, predictions: Sequence[Prediction], sweep_: Sweep | None
                            "predictions": [_prediction_json(p) for p in predictions]}
     if sweep_ is not None:
         out["sweep"] = {"param": sweep_.param, "smallest_converging": sweep_.smallest,
+                        "smallest_converging_any_dirty_rate": sweep_.smallest_any_rate,
                         "predictions": [_prediction_json(p) for p in sweep_.predictions]}
     return out

@@ -42,8 +42,7 @@ def measured_text(x: Measured) -> Text:
         t.append(f", downtime {_ms(x.downtime_ms)} ms")
     t.append(f", {x.dirty_syncs} dirty syncs\n")
     ws = fmt_bytes(x.working_set_bytes) if x.working_set_bytes is not None else "not seen whole"
-    rate = (fmt_rate(x.dirty_rate_bytes_per_s) if x.dirty_rate_bytes_per_s is not None
-            else f">= {fmt_rate(x.dirty_rate_floor_bytes_per_s)} (the whole set each pass)")
+    rate = fmt_rate(x.dirty_rate_bytes_per_s) + (" or more (the whole set each pass)" if x.saturated else "")
     bw = [w.bytes_per_ms * 1000 for w in x.windows]
     bws = f"{fmt_rate(min(bw))} .. {fmt_rate(max(bw))}" if bw else "no window"
     t.append(f"  RAM {fmt_bytes(x.ram_bytes)} ({fmt_bytes(x.bulk_wire_bytes)} on the wire in the first pass), "
@@ -120,9 +119,13 @@ def render(console: Console, x: Measured, preds: Sequence[Prediction], sw: Sweep
         console.print()
         console.print(predictions_table(sw.predictions, f"Sweep of {sw.param}", param=sw.param))
         if sw.smallest is not None:
-            console.print(f"smallest {sw.param} that converges: {_param_text(sw.param, sw.smallest)}"
-                          + (" (at the measured bandwidth; the verdict's bound is "
-                             f"{x.verdict_needed_downtime_limit_ms:g} ms)"
-                             if sw.param == "downtime-limit" and x.verdict_needed_downtime_limit_ms else ""))
+            t = f"smallest {sw.param} that converges: {_param_text(sw.param, sw.smallest)}"
+            if x.saturated:
+                t += (f" if the guest dirties no faster than {fmt_rate(x.dirty_rate_bytes_per_s)}; at any dirty "
+                      "rate: " + (_param_text(sw.param, sw.smallest_any_rate) if sw.smallest_any_rate is not None
+                                  else "none in the range"))
+            if sw.param == "downtime-limit" and x.verdict_needed_downtime_limit_ms:
+                t += f" (the verdict's sure bound, at the run's mean bandwidth: {x.verdict_needed_downtime_limit_ms:g} ms)"
+            console.print(t)
         else:
             console.print(f"no {sw.param} in the range converges", style="red")
