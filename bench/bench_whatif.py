@@ -52,10 +52,11 @@ class Load:
 
 
 LOADS = (
+    # the first setting of each is the base's own: how much two runs of the same settings differ
     Load("converges", ("-s", "converges", "--net", "loopback"),
-         ((5, 128), (20, 32), (200, 16), (10, 256)), quick=(1,)),
+         ((50, 128), (5, 128), (20, 32), (200, 16), (10, 256)), quick=(2,)),
     Load("never-converges", ("-s", "never-converges", "--net", "loopback"),
-         ((300, 64), (700, 64), (1500, 64), (20, 1024)), quick=(1,)),
+         ((20, 64), (300, 64), (700, 64), (1500, 64), (20, 1024)), quick=(2,)),
     # stuck while the veth carries 40 Mbit/s; at 2.5 s the lab lifts it to 2 Gbit/s
     Load("bandwidth-change", ("-s", "bandwidth-change", "--rate-mbit", "40", "--dirty-mb", "16",
                               "--rate-mbps", "200", "--timeout", "6"),
@@ -81,6 +82,7 @@ class Row:
     guest_mibps_base: float | None
     guest_mibps: float | None
     weak: int  # weak notes on the base recording
+    same: bool = False  # rerun at the base's own settings (run-to-run spread, not a what-if)
     pred_stop_mb: float | None = None  # RAM's stop-copy bytes (MiB): what the model sets
     stop_mb: float | None = None
     stop_rate_mbps: float | None = None  # the rerun's own RAM stop-copy rate (MiB/s): the host's
@@ -164,10 +166,11 @@ def bench_load(qemu: str, load: Load, tmp: Path, quick: bool) -> list[Row]:
                   ("--downtime-limit", f"{dl:g}", "--max-bandwidth", f"{mb:g}", "--timeout", f"{TIMEOUT_S:g}"))
         rl, _, r = migration(run)
         stop, rate = _ram_stopcopy(r, rl)
+        same = (float(dl), float(mb) * MiB) == (x.recorded.downtime_limit_ms, x.recorded.max_bandwidth_bytes_per_s)
         rows.append(Row(qemu, load.name, float(dl), float(mb), p.converges, p.dirty_syncs, p.total_ms,
                         p.downtime_ms, r.outcome == "completed", r.dirty_syncs if r.outcome == "completed" else None,
                         r.total_ms, r.downtime_ms, guest_rate(base), guest_rate(run), len(x.weak),
-                        p.devices[0].stopcopy_bytes / MiB if p.devices else None, stop, rate))
+                        same, p.devices[0].stopcopy_bytes / MiB if p.devices else None, stop, rate))
         print(_line(rows[-1]), flush=True)
     return rows
 
@@ -203,7 +206,8 @@ def _mark(ok: bool | None) -> str:
 
 
 def _line(r: Row) -> str:
-    return (f"| {r.qemu} | {r.load} | {r.downtime_limit_ms:g} ms @ {r.max_bandwidth_mibps:g} MiB/s | "
+    return (f"| {r.qemu} | {r.load} | {r.downtime_limit_ms:g} ms @ {r.max_bandwidth_mibps:g} MiB/s"
+            f"{' (as base)' if r.same else ''} | "
             f"{'yes' if r.pred_converges else 'no'} / {'yes' if r.converged else 'no'}"
             f"{'' if r.ok_converges else ' MISS'} | {_v(r.pred_syncs)} / {_v(r.syncs)}{_mark(r.ok_syncs())} | "
             f"{_v(r.pred_total_ms)} / {_v(r.total_ms)}{_mark(r.ok_total())} | "
@@ -252,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                     rows += bench_load(qemu, load, tmp, args.quick)
         if args.vfio:
             rows += bench_vfio(tmp)
-    print(summary(rows))
+    print("what-ifs: " + summary([r for r in rows if not r.same]))
+    print("reruns at the base's own settings: " + summary([r for r in rows if r.same]))
+    print("all: " + summary(rows))
     print(f"{len(rows)} reruns in {time.monotonic() - t0:.0f} s")
     if args.out:
         args.out.write_text(json.dumps([asdict(r) for r in rows], indent=1))

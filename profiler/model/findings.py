@@ -77,12 +77,26 @@ class _Rows:
         self.line = df["line"].to_numpy(dtype="float64", na_value=np.nan)
         self.raw = df["raw"].astype(object).to_numpy()
 
+    def _fields(self, i: int) -> str:
+        """A row without raw text (BPF, QMP): its event and the fields that matter here."""
+        parts = [str(self.event[i])] + ([str(self.device[i])] if self.device[i] else [])
+        for k, fmt in (("bytes", "bytes={:.0f}"), ("init_bytes", "initial={:.0f}"), ("flags", "flags={:#x}"),
+                       ("ret", "ret={:.0f}")):
+            v = self.num[k][i]
+            if not math.isnan(v):
+                parts.append(fmt.format(int(v)) if k == "flags" else fmt.format(v))
+        if not math.isnan(self.num["dur_ns"][i]):
+            parts.append(f"took {self.num['dur_ns'][i] / 1e6:.1f} ms")
+        if isinstance(self.state[i], str):
+            parts.append(self.state[i])
+        return " ".join(parts)
+
     def where(self, *events: str) -> np.ndarray:
         return np.flatnonzero(np.isin(self.event, list(events)))
 
     def evidence(self, i: int) -> str:
         f, ln = self.file[i], self.line[i]
-        text = self.raw[i] if isinstance(self.raw[i], str) else self.event[i]
+        text = self.raw[i] if isinstance(self.raw[i], str) else self._fields(i)
         text = _PREFIX.sub("", " ".join(str(text).split()))[:140]  # file:line says where and when
         if isinstance(f, str) and f and not math.isnan(ln):
             return f"{f}:{int(ln)}: {text}"
@@ -100,12 +114,14 @@ def _slice(ev: pd.DataFrame, t: np.ndarray, side: str, lo: float, hi: float) -> 
 
 
 def _windows(m: Migration, others: Sequence[Migration]) -> tuple[float, float, float, float]:
-    """(source lo, hi, destination lo, hi) in epoch ns: the source from its start to its end;
+    """(source lo, hi, destination lo, hi) in epoch ns: the source from its start to 10 s past
+    its end (or the next migration's start);
     the destination from its first to its last event (else as far as the next migration)."""
     t0 = float(m.start_ns)
     nxt = min([float(o.start_ns) for o in others if o.start_ns is not None and o.start_ns > m.start_ns]
               or [math.inf])
-    hi = float(m.end_ns) if m.end_ns is not None else nxt
+    # the source's cleanup (the device's last SET, a late ACK) follows its final status
+    hi = min(float(m.end_ns) + 10e9, nxt) if m.end_ns is not None else nxt
     dlo = t0 + m.dest_start_ms * 1e6 - 1e6 if m.dest_start_ms is not None else t0 - 5e9
     dhi = t0 + m.dest_end_ms * 1e6 + 1e6 if m.dest_end_ms is not None else min(nxt, hi + 10e9)
     return t0, hi, dlo, dhi
