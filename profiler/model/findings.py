@@ -58,24 +58,32 @@ _PREFIX = re.compile(r"^(\d+@\d+\.\d+:|\d{4}-\d\d-\d\dT\S+ )")  # -msg timestamp
 _INFO_V2 = 12  # VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2
 
 
-class _Rows:
-    """One side's rows of one migration, in time order, as plain columns."""
+def _columns(events: pd.DataFrame, at: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns the checks read at rows ``at``, as numpy arrays (object for text, float64
+    NaN for NA); only these columns are taken."""
+    out = {c: events[c].iloc[at].astype(object).to_numpy() for c in ("event", "side", "device", "state", "detail")}
+    for c in ("t_ns", "bytes", "init_bytes", "stopcopy_bytes", "dur_ns", "ret", "flags", "cmd"):
+        out[c] = events[c].iloc[at].to_numpy(dtype="float64", na_value=np.nan)
+    out["idx"] = columns.buffer_idx(events[[columns.BUFFER_IDX_COLUMN]].iloc[at])
+    out["row"] = at  # the evidence's file, line and text are read from ``events`` at these
+    return out
 
-    def __init__(self, df: pd.DataFrame, t0: int | None, names: dict[str, str]):
-        self.n = len(df)
-        self.event = df["event"].astype(object).to_numpy()
-        dev = df["device"].astype(object).to_numpy()
-        self.device = np.array([names.get(d, d) if isinstance(d, str) else None for d in dev], dtype=object)
-        t = df["t_ns"].to_numpy(dtype="float64", na_value=np.nan)
-        self.t_ms = (t - t0) / 1e6 if t0 is not None else np.full(self.n, np.nan)
-        self.num = {c: df[c].to_numpy(dtype="float64", na_value=np.nan)
-                    for c in ("bytes", "init_bytes", "stopcopy_bytes", "dur_ns", "ret", "flags", "cmd")}
-        self.idx = columns.buffer_idx(df)
-        self.state = df["state"].astype(object).to_numpy()
-        self.detail = df["detail"].astype(object).to_numpy()
-        self.file = df["file"].astype(object).to_numpy()
-        self.line = df["line"].to_numpy(dtype="float64", na_value=np.nan)
-        self.raw = df["raw"].astype(object).to_numpy()
+
+class _Rows:
+    """One side's rows of one migration (``at`` into the columns of ``_columns``), in time order."""
+
+    def __init__(self, cols: dict[str, np.ndarray], at: np.ndarray, t0: int | None, names: dict[str, str],
+                 events: pd.DataFrame):
+        self.n = len(at)
+        self.event = cols["event"][at]
+        codes, uniq = pd.factorize(cols["device"][at])  # NA -> -1 -> None
+        self.device = np.array([names.get(u, u) for u in uniq] + [None], dtype=object)[codes]
+        self.t_ms = (cols["t_ns"][at] - t0) / 1e6 if t0 is not None else np.full(self.n, np.nan)
+        self.num = {c: cols[c][at] for c in ("bytes", "init_bytes", "stopcopy_bytes", "dur_ns", "ret", "flags", "cmd")}
+        self.idx = cols["idx"][at]
+        self.state, self.detail = cols["state"][at], cols["detail"][at]
+        self.row, self.events = cols["row"][at], events
+        self._by: dict[str, np.ndarray] | None = None
 
     def _fields(self, i: int) -> str:
         """A row without raw text (BPF, QMP): its event and the fields that matter here."""
@@ -92,11 +100,22 @@ class _Rows:
         return " ".join(parts)
 
     def where(self, *events: str) -> np.ndarray:
-        return np.flatnonzero(np.isin(self.event, list(events)))
+        """Rows of these events, in order (one grouping of the event column, then lookups)."""
+        if self._by is None:
+            codes, uniq = pd.factorize(self.event)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+            self._by = {str(u): order[bounds[k]:bounds[k + 1]] for k, u in enumerate(uniq)}
+        got = [self._by[e] for e in events if e in self._by]
+        if not got:
+            return np.zeros(0, dtype=np.int64)
+        return got[0] if len(got) == 1 else np.sort(np.concatenate(got))
 
     def evidence(self, i: int) -> str:
-        f, ln = self.file[i], self.line[i]
-        text = self.raw[i] if isinstance(self.raw[i], str) else self._fields(i)
+        r = int(self.row[i])
+        f, ln, raw = (self.events[c].iat[r] for c in ("file", "line", "raw"))
+        ln = math.nan if ln is None or ln is pd.NA else float(ln)
+        text = raw if isinstance(raw, str) else self._fields(i)
         text = _PREFIX.sub("", " ".join(str(text).split()))[:140]  # file:line says where and when
         if isinstance(f, str) and f and not math.isnan(ln):
             return f"{f}:{int(ln)}: {text}"
@@ -106,11 +125,6 @@ class _Rows:
 
 def _ev(rows: _Rows, idx: Sequence[int]) -> tuple[str, ...]:
     return tuple(rows.evidence(int(i)) for i in list(idx)[:MAX_EVIDENCE])
-
-
-def _slice(ev: pd.DataFrame, t: np.ndarray, side: str, lo: float, hi: float) -> pd.DataFrame:
-    sel = (ev["side"].astype(object).to_numpy() == side) & (t >= lo) & (t <= hi)
-    return ev[sel]
 
 
 def _windows(m: Migration, others: Sequence[Migration]) -> tuple[float, float, float, float]:
@@ -131,10 +145,23 @@ def attach(events: pd.DataFrame, migrations: Sequence[Migration]) -> tuple[Migra
     """``migrations`` with their ``findings`` filled in from ``events`` (the model's input)."""
     if not migrations:
         return tuple(migrations)
-    ev = events[events["event"].isin(EVENTS).to_numpy(dtype=bool)]
-    if not len(ev):
+    # every check needs a VFIO device, except the ACK one (its destination line): on the live
+    # path most frames have neither, and a look at the category names costs nothing
+    names = events["event"]
+    present = set(map(str, names.cat.categories)) if isinstance(names.dtype, pd.CategoricalDtype) else None
+    vfio = any(d.kind == "vfio" for m in migrations for d in m.devices)
+    if not vfio and (present is None or N.DEST_ACK_NEEDED not in present):
         return tuple(migrations)
-    t = ev["t_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    if present is not None:
+        want = np.asarray(names.cat.categories.isin(list(EVENTS)))
+        codes = names.cat.codes.to_numpy()
+        at = np.flatnonzero((codes >= 0) & want[codes])
+    else:
+        at = np.flatnonzero(names.isin(EVENTS).to_numpy(dtype=bool))
+    if not len(at):
+        return tuple(migrations)
+    cols = _columns(events, at)
+    t, side = cols["t_ns"], cols["side"]
     untimed = np.isnan(t).all()
     out = []
     for m in migrations:
@@ -142,19 +169,22 @@ def attach(events: pd.DataFrame, migrations: Sequence[Migration]) -> tuple[Migra
             if len(migrations) != 1:  # no clock to tell the migrations' rows apart
                 out.append(m)
                 continue
-            src, dst = ev[ev["side"].astype(object).to_numpy() == "source"], ev[ev["side"].astype(object).to_numpy() == "destination"]
+            src, dst = np.flatnonzero(side == "source"), np.flatnonzero(side == "destination")
         else:
             lo, hi, dlo, dhi = _windows(m, migrations)
-            src, dst = _slice(ev, t, "source", lo, hi), _slice(ev, t, "destination", dlo, dhi)
-        found = device_findings(m, src, dst)
+            src = np.flatnonzero((side == "source") & (t >= lo) & (t <= hi))
+            dst = np.flatnonzero((side == "destination") & (t >= dlo) & (t <= dhi))
+        found = device_findings(m, events, cols, src, dst)
         out.append(replace(m, findings=found) if found else m)
     return tuple(out)
 
 
-def device_findings(m: Migration, src: pd.DataFrame, dst: pd.DataFrame) -> tuple[Finding, ...]:
-    """The findings of one migration from its source and destination rows."""
+def device_findings(m: Migration, events: pd.DataFrame, cols: dict[str, np.ndarray], src: np.ndarray,
+                    dst: np.ndarray) -> tuple[Finding, ...]:
+    """The findings of one migration from its source and destination rows (``src``/``dst``
+    index the columns ``cols``)."""
     names = {a: d.name for d in m.devices for a in (d.name, *d.aliases)}
-    S, D = _Rows(src, m.start_ns, names), _Rows(dst, m.start_ns, names)
+    S, D = _Rows(cols, src, m.start_ns, names, events), _Rows(cols, dst, m.start_ns, names, events)
     out: list[Finding] = []
     out += _stopcopy_missing(m, S)
     for rows, side in ((S, "source"), (D, "destination")):
@@ -272,17 +302,18 @@ def _reinit(S: _Rows) -> list[Finding]:
     rows = S.where(N.VFIO_PENDING_EST, N.VFIO_PENDING_EXACT, N.VFIO_ITERATE, E.BPF_PRECOPY_INFO)
     v2 = {S.device[i] for i in S.where(E.BPF_IOCTL)
           if S.num["ret"][i] == 0 and int(np.nan_to_num(S.num["flags"][i])) & 0xFFFF == _INFO_V2}
+    rows = rows[~np.isnan(S.num["init_bytes"][rows])]
     for dev in dict.fromkeys(S.device[rows]):
-        mine = [i for i in rows if S.device[i] == dev and not math.isnan(S.num["init_bytes"][i])]
-        low, low_i, grew = math.inf, None, []
-        for i in mine:
-            v = S.num["init_bytes"][i]
-            if v > low and (not grew or v > S.num["init_bytes"][grew[-1]]):
-                grew.append(i)
-            if v < low:
-                low, low_i = v, i
-        flagged = [i for i in mine if S.event[i] == E.BPF_PRECOPY_INFO and dev in v2
-                   and int(np.nan_to_num(S.num["flags"][i])) & _REINIT]
+        mine = rows[S.device[rows] == dev]
+        v = S.num["init_bytes"][mine]
+        floor = np.minimum.accumulate(v)
+        up = np.flatnonzero(v[1:] > floor[:-1]) + 1  # above the lowest seen before
+        # each grow that tops the ones before it (a drain back down is not a new one)
+        grew = [int(mine[k]) for k in up[v[up] > np.maximum.accumulate(np.r_[-np.inf, v[up][:-1]])]]
+        low_k = int(np.argmin(v[:up[0]])) if len(up) else int(np.argmin(v))
+        low, low_i = float(v[low_k]), int(mine[low_k])
+        info = mine[S.event[mine] == E.BPF_PRECOPY_INFO] if dev in v2 else mine[:0]
+        flagged = [int(i) for i in info[(np.nan_to_num(S.num["flags"][info]).astype(np.int64) & _REINIT) > 0]]
         if not grew and not flagged:
             continue
         first = grew[0] if grew else flagged[0]

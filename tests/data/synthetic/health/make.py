@@ -51,11 +51,9 @@ def source() -> list[str]:
     s.emit("migration_bitmap_sync_end", "dirty_pages 16384")             # "dirty_pages %" PRIu64
     s.emit("migrate_set_state", "new state active")
     s.emit("migration_thread_setup_complete")
-    ram = 64 * MiB
-    init = 4 * MiB
     t = 10.0
     # pre-copy: the device's initial data drains, then grows again (new initial data: REINIT)
-    for k, (ram_left, init_left) in enumerate([(64, 4), (48, 3), (32, 2), (16, 1), (0, 0), (0, 2), (0, 1)]):
+    for ram_left, init_left in [(64, 4), (48, 3), (32, 2), (16, 1), (0, 0), (0, 2), (0, 1)]:
         ram_b, init_b = ram_left * MiB, init_left * MiB
         s.at(t)
         # " (%s) precopy %"PRIu64" postcopy %"PRIu64" precopy initial size %"PRIu64" precopy dirty size %"PRIu64
