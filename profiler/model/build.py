@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as E
+from profiler.model import findings, reuse
 from profiler.model import names as N
-from profiler.model import reuse
 from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
 from profiler.model.devices import Index, devices
@@ -411,7 +411,7 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]
     order += [(None, int(m)) for m, s in zip(spans["mig"], spans["side"], strict=True)
               if s == "destination" and int(m) not in sp.pairs]
-    migrations = tuple(b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order))
+    migrations = findings.attach(events, [b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order)])
     if not migrations:
         warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({len(events)} events)")
     return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),

@@ -101,6 +101,18 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """Device health: one thing a device did that deserves a look (model/findings.py)."""
+
+    kind: str  # stopcopy-missing, data-fd-stall, state-error, state-refused, state-unconfirmed,
+    # switchover-before-ack, precopy-reinit, load-vs-save, multifd-load
+    device: str | None
+    severity: str  # warning | info
+    message: str
+    evidence: tuple[str, ...] = ()  # "file:line: text" of the rows it rests on, else "event at T ms"
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
     index: int
     outcome: str  # completed | failed | cancelled | incomplete
@@ -133,6 +145,7 @@ class Migration:
     switchover_approved_ms: float | None = None  # destination approved switch-over (loadvm_approve_switchover)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
     vfio_transferred_bytes: int | None = None  # query-migrate vfio.transferred (>=8.1)
+    findings: tuple[Finding, ...] = ()  # device health beside the verdict (model/findings.py)
 
 
 @dataclass(frozen=True, slots=True)
