@@ -399,12 +399,21 @@ class _Builder:
         )
 
 
+def stream_eras(events: pd.DataFrame) -> dict[str, Era]:
+    """The release family of each trace stream in ``events`` (for ``build_report(eras=...)``)."""
+    sp = split(events)
+    return _eras(sp.rows, sp.iso)
+
+
 def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed: int = 0,
                  skipped: int = 0, warnings: Iterable[str] = (),
-                 meta: Mapping[str, Any] | None = None, cache: PrefixCache | None = None) -> Report:
+                 meta: Mapping[str, Any] | None = None, cache: PrefixCache | None = None,
+                 eras: Mapping[str, Era] | None = None) -> Report:
     """The whole model over one event table (any mix of sides and origins).
 
-    ``cache``: reuse the Check/Pass objects of the caller's earlier builds (see prefix_cache)."""
+    Incremental builds (``profiler.model.incremental``) pass ``cache``, to reuse the Check/Pass
+    objects of their earlier builds (see prefix_cache), and ``eras``: per trace stream, the era
+    its events before ``events`` showed (merged with what ``events`` show)."""
     missing = [c for c in E.COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"build_report: event table lacks columns {missing}")
@@ -415,8 +424,10 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
     glob = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
     T = build_table(rows, len(spans))
-    eras = _eras(rows, sp.iso)
-    b = _Builder(T, spans, eras, glob, warn, device_aliases(meta), cache)
+    seen = _eras(rows, sp.iso)
+    if eras:
+        seen = {s: e.merge(eras.get(s)) for s, e in seen.items()}
+    b = _Builder(T, spans, seen, glob, warn, device_aliases(meta), cache)
     by_src = {s: d for d, s in sp.pairs.items()}
     src = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]
