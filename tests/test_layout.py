@@ -15,6 +15,7 @@ RULES = [
     ("profiler/sources/", ("profiler.model", "profiler.views", "tui", "textual")),
     ("profiler/model/", ("profiler.sources", "profiler.views", "tui", "bcc", "pyroute2", "qemu", "textual")),
     ("profiler/views/", ("bcc", "pyroute2", "qemu", "textual", "profiler.sources")),
+    ("profiler/replay.py", ("profiler.sources", "profiler.model", "profiler.views", "tui", "textual", "bcc", "pyroute2", "qemu")),
     ("tui/", ("bcc", "pyroute2", "qemu.qmp")),
 ]
 
