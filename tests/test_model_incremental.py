@@ -87,7 +87,7 @@ def test_equals_the_full_build_at_every_cut(run: Path):
     froze = 0
     for cut in reversed(cuts):
         cursor = None if np.isnan(t[:cut]).all() else int(np.nanmax(t[:cut]))
-        replay.restart(events.iloc[:cut], whole, cursor)
+        replay.restart(events, cut, whole, cursor)
         froze += bool(replay.frozen)
         got = replay.report()
         assert not same_report(got, wants[cut]), ("replay", cut, same_report(got, wants[cut])[:5])

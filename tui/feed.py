@@ -375,7 +375,7 @@ class ReplayFeed(Feed):
         if pos == self.n and self.full is not None:
             return self.full
         self.model.restart(
-            self.events.iloc[:pos], self.full, self.clock.cursor_ns if self.clock.timed else None
+            self.events, pos, self.full, self.clock.cursor_ns if self.clock.timed else None
         )
         return self.model.report()
 

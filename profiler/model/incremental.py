@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as E
+from profiler.model import names as N
 from profiler.model.build import build_report, stream_eras
 from profiler.model.prefix_cache import PrefixCache
 from profiler.model.results import Migration, Report
@@ -64,6 +65,36 @@ def tail_mask(frame: pd.DataFrame, cut_ns: int | None) -> np.ndarray:
 
 def merge_eras(known: dict[str, Era], more: dict[str, Era]) -> dict[str, Era]:
     return known | {s: e.merge(known.get(s)) for s, e in more.items()}
+
+
+Kind = tuple[str, str, str, str, bool, bool]
+
+
+def line_kinds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Kind]]:
+    """The kinds of timed trace lines in ``frame`` (file, origin, side, event, whether detail
+    and count are set), each with its earliest row: all that version detection reads of a
+    stream, in a few rows."""
+    m = frame["origin"].isin(N.TRACE_ORIGINS).to_numpy(dtype=bool, na_value=False)
+    m = m & frame["t_ns"].notna().to_numpy(dtype=bool)
+    idx = np.flatnonzero(m)
+    if not len(idx):
+        return frame.iloc[:0], []
+    # one integer per kind from the columns' codes (no copy of the wide frame)
+    cols = [pd.factorize(frame[c])[0][idx] + 1 for c in ("file", "origin", "side", "event")]
+    cols += [frame[c].isna().to_numpy(dtype=np.int64)[idx] for c in ("detail", "count")]
+    key = np.ravel_multi_index(cols, [int(c.max()) + 1 for c in cols])
+    order = np.argsort(frame["t_ns"].to_numpy(dtype="float64")[idx], kind="stable")
+    _, first = np.unique(key[order], return_index=True)
+    rows = frame.iloc[idx[np.sort(order[first])]]
+    kinds = list(
+        zip(
+            *(rows[c].astype(object).map(str).tolist() for c in ("file", "origin", "side", "event")),
+            rows["detail"].isna().tolist(),
+            rows["count"].isna().tolist(),
+            strict=True,
+        )
+    )
+    return rows, kinds
 
 
 def frozen_before(whole: Report | None, cursor_ns: int | None) -> tuple[list[Migration], int | None]:
@@ -110,10 +141,11 @@ class IncrementalModel:
         self.cut_ns: int | None = None  # first event of the oldest open migration
         self.events = 0  # events taken since the start (or the last restart)
         self.eras: dict[str, Era] = {}  # per trace stream, from the events left out of the tail
+        self._kinds: set[Kind] = set()  # the kinds of lines those eras were read from
         self._tail = E.empty_frame()
         self._new: list[pd.DataFrame] = []
         self._report: Report | None = None
-        self._restarts: dict[tuple[int, int], dict[str, Era]] = {}  # (cut, rows left out) -> eras
+        self._input: _Input | None = None  # restart's input, read once
 
     @property
     def tail_events(self) -> int:
@@ -133,39 +165,40 @@ class IncrementalModel:
         keep = tail_mask(frame, self.cut_ns)
         if keep.all():
             return frame
-        self.eras = merge_eras(self.eras, stream_eras(frame[~keep]))
+        rows, kinds = line_kinds(frame[~keep])
+        new = [i for i, k in enumerate(kinds) if k not in self._kinds]
+        if new:  # most migrations print the kinds of lines the one before did
+            self._kinds.update(kinds[i] for i in new)
+            self.eras = merge_eras(self.eras, stream_eras(rows.iloc[new]))
         return frame[keep]
 
     def restart(
         self,
         events: pd.DataFrame,
+        upto: int | None = None,
         whole: Report | None = None,
         cursor_ns: int | None = None,
     ) -> None:
-        """Start over with ``events``, a prefix of an input whose report over all of it is
-        ``whole`` (replay seeking): the migrations of ``whole`` that ended before the one open
-        at ``cursor_ns`` are frozen at once, so only the open one is built. The object cache
-        is kept (it checks what it reuses)."""
+        """Start over with the first ``upto`` rows (all: None) of ``events``, a whole input on
+        one timeline whose report is ``whole`` (replay seeking): the migrations of ``whole``
+        that ended before the one open at ``cursor_ns`` are frozen at once, so only the open
+        one is built. What the input holds is read once, on the first restart with it; the
+        object cache is kept (it checks what it reuses)."""
+        if self._input is None or self._input.events is not events:
+            self._input = _Input(events)
+        inp = self._input
+        n = len(events) if upto is None else max(0, min(len(events), upto))
         frozen, cut = frozen_before(whole, cursor_ns)
         self.frozen, self.cut_ns = tuple(frozen), cut
-        self.events = len(events)
+        self.events = n
         self._new = []
         self._report = None
-        keep = tail_mask(events, cut)
-        left = int(len(keep) - keep.sum())
-        if cut is not None and left:
-            # a replay moves within one migration most of the time: the rows left out, and
-            # so their eras, stay the same (all of the input before the cut)
-            key = (cut, left)
-            if key not in self._restarts:
-                if len(self._restarts) >= 8:
-                    self._restarts.clear()
-                self._restarts[key] = stream_eras(events[~keep])
-            self.eras = self._restarts[key]
-            self._tail = events[keep]
-        else:
-            self.eras = {}
-            self._tail = events
+        prefix = events.iloc[:n]
+        if cut is None:
+            self._tail, self.eras, self._kinds = prefix, {}, set()
+            return
+        self._tail = prefix[(inp.t[:n] >= cut) | inp.glob[:n]]
+        self._kinds, self.eras = inp.eras_before(cut)
 
     def whole(self, events: pd.DataFrame) -> Report:
         """A one-off report over ``events`` (replay's whole input) through this model's
@@ -204,3 +237,25 @@ class IncrementalModel:
         self.cut_ns = min(first_ns(m) for m in rest)
         self._tail = self._cut(self._tail)
         return dataclasses.replace(rep, migrations=tuple(rest))
+
+
+class _Input:
+    """What ``restart`` reads of a whole input once: times, the rows kept before any cut, and
+    the kinds of trace lines with their first time (the eras before a cut come from them)."""
+
+    def __init__(self, events: pd.DataFrame) -> None:
+        self.events = events
+        self.t = events["t_ns"].fillna(_NO_TIME).to_numpy(dtype="int64")
+        self.glob = events["event"].isin(GLOBAL_EVENTS).to_numpy(dtype=bool, na_value=False)
+        self.kind_rows, self.kinds = line_kinds(events)
+        self.kind_t = self.kind_rows["t_ns"].to_numpy(dtype="int64")
+        self._eras: dict[frozenset[Kind], dict[str, Era]] = {}
+
+    def eras_before(self, cut_ns: int) -> tuple[set[Kind], dict[str, Era]]:
+        """The kinds of lines before ``cut_ns`` and the eras they show (the same few sets
+        recur as the cursor moves: each is read once)."""
+        at = np.flatnonzero(self.kind_t < cut_ns)
+        kinds = frozenset(self.kinds[i] for i in at)
+        if kinds not in self._eras:
+            self._eras[kinds] = stream_eras(self.kind_rows.iloc[at]) if len(at) else {}
+        return set(kinds), self._eras[kinds]
