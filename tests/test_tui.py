@@ -20,10 +20,10 @@ from profiler.sources.base import Source
 from profiler.sources.recording import RecordingSource
 from profiler.store import write_recording
 from tui.app import MigprofApp
-from tui.commands import SeekTime, SetFilter, Step
+from tui.commands import SeekTime, SetFilter, Step, TogglePlay
 from tui.feed import LiveFeed, ReplayFeed, default_build
 from tui.fmt import fmt_bytes, short_name
-from tui.messages import ModelUpdated
+from tui.messages import ModelUpdated, SourceEnded
 from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
 from tui.view import cursor_ms
@@ -398,6 +398,49 @@ def test_replay_feed_answers_typed_commands_without_a_terminal():
         stop.set()
         worker.join(timeout=30)
     assert not worker.is_alive()
+
+
+def test_live_feed_is_driven_batch_by_batch_by_any_loop(converging):
+    """consume/tick/end without the feed's own loop (as a session would drive it): a
+    refresh when due, nothing new while frozen, everything at the end."""
+    events = ev.sort_timeline(converging.events)
+    feed = LiveFeed(None, title="driven")
+    posted: list = []
+    feed.attach(posted.append)
+    later = iter(range(1, 1000))
+
+    def views():
+        return [m.view for m in posted if isinstance(m, ModelUpdated)]
+
+    def due() -> float:
+        """A "now" a second after the last one: the tick is due."""
+        return time.monotonic() + next(later)
+
+    chunks = [events.iloc[i : i + len(events) // 4] for i in range(0, len(events), len(events) // 4)]
+    feed.consume(chunks[0])
+    feed.tick(due())
+    assert views()[-1].applied == len(chunks[0]) and views()[-1].playing
+    feed.tick(feed._last_post)  # not due: no second view within 100 ms
+    assert len(views()) == 1
+    feed.send(TogglePlay())
+    feed.consume(chunks[1])
+    feed.tick(due())  # the freeze itself is shown
+    frozen_at = views()[-1].applied
+    assert not views()[-1].playing
+    feed.consume(chunks[2])
+    feed.tick(due())
+    assert views()[-1].applied == frozen_at  # frozen: no newer data drawn
+    feed.send(TogglePlay())
+    feed.send(SetFilter("pending"))
+    for c in chunks[3:]:
+        feed.consume(c)
+    feed.tick(due())
+    feed.end()
+    last = views()[-1]
+    assert last.status == "ended" and last.applied == len(events) and last.log_filter == "pending"
+    assert isinstance(posted[-1], SourceEnded)
+    want = build_report(events).migrations[-1]
+    assert last.report.migrations[-1].checks == want.checks
 
 
 @run_async

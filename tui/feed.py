@@ -46,6 +46,10 @@ TICK_S = 0.02  # control latency of the replay loop
 Post = Callable[[Any], Any]
 
 
+def _nowhere(message: Any) -> None:
+    """Where a feed posts before it is attached to an app."""
+
+
 def default_build(**context: Any) -> Build:
     """``build_report`` bound to the context it accepts (inputs, malformed, meta...)."""
     return bind(**context)
@@ -118,8 +122,9 @@ class LiveFeed(Feed):
     """Shows a live ``Source``: ``run`` pulls its batches (entering and leaving it in the
     worker thread) and hands each to ``consume``; ``tick`` refreshes when due.
 
-    ``consume``/``tick``/``end``/``fail`` are the per-batch work, apart from the loop, so that
-    any loop that owns the source (a session feeding several sinks) can drive the feed.
+    ``attach``/``consume``/``tick``/``end``/``fail`` are the per-batch work, apart from the
+    loop, so that any loop that owns the source (a session feeding several sinks) can drive
+    the feed from its thread.
     """
 
     mode = "live"
@@ -139,42 +144,48 @@ class LiveFeed(Feed):
         self.playing = True  # False: the display is frozen (events keep arriving)
         self.status = "running"
         self.error: str | None = None
+        self._post: Post = _nowhere
         self._pending: list[pd.DataFrame] = []
         self._changed = False  # a command (filter, freeze) waits for the next due refresh
         self._last_t: int | None = None
         self._last_arrival = 0.0
 
     # --- the per-batch work --------------------------------------------------------------
+    def attach(self, post: Post) -> None:
+        """Where the views and notices go (the app's thread-safe ``post_message``)."""
+        self._post = post
+
     def consume(self, batch: pd.DataFrame | None) -> None:
         """Take one batch; it reaches the model and the screen at the next refresh."""
         if batch is not None and len(batch):
             self._pending.append(batch)
 
-    def tick(self, post: Post) -> None:
+    def tick(self, now: float | None = None) -> None:
         """Apply the UI's commands; when a refresh is due (10 a second) and the display is not
-        frozen, or a command changed what it shows, apply what arrived and post the view."""
+        frozen, or a command changed what it shows, apply what arrived and post the view.
+        ``now``: time.monotonic()."""
         self._changed |= self._handle(self._drain())
-        due = time.monotonic() - self._last_post >= POST_INTERVAL_S
-        if due and (self.playing or self._changed):
-            self._refresh(post)
+        now = time.monotonic() if now is None else now
+        if now - self._last_post >= POST_INTERVAL_S and (self.playing or self._changed):
+            self._refresh()
             self._changed = False
 
-    def end(self, post: Post, *, announce: bool = True) -> None:
+    def end(self, *, announce: bool = True) -> None:
         """The source ended: show everything that arrived; ``announce`` it unless quitting."""
         self.status = "ended"
-        self._refresh(post)
+        self._refresh()
         if announce:
-            post(SourceEnded("the live source ended"))
+            self._post(SourceEnded("the live source ended"))
 
-    def fail(self, post: Post, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         """The source failed: keep what arrived on screen with a notice."""
         self.status = "failed"
         self.error = f"{type(error).__name__}: {error}"
         try:
-            self._refresh(post)
+            self._refresh()
         except Exception:
             log.debug("final refresh failed", exc_info=True)
-        post(SourceFailed(self.error))
+        self._post(SourceFailed(self.error))
 
     def _handle(self, cmds: list[Command]) -> bool:
         changed = False
@@ -201,7 +212,7 @@ class LiveFeed(Feed):
             if self._last_t is None or newest > self._last_t:
                 self._last_t, self._last_arrival = newest, time.monotonic()
 
-    def _refresh(self, post: Post) -> None:
+    def _refresh(self) -> None:
         if self._pending:
             # one append of all that arrived: each append copies the whole event log once
             batch = ev.concat(self._pending) if len(self._pending) > 1 else self._pending[0]
@@ -209,8 +220,8 @@ class LiveFeed(Feed):
             self.index.append(batch)
             self._clock(batch)
             self.model.add(batch)
-            self.report = self._model(post, self.model.report, self.model.events)
-        self._post_view(post, self._view())
+            self.report = self._model(self._post, self.model.report, self.model.events)
+        self._post_view(self._post, self._view())
 
     def _view(self) -> View:
         rows, n = self.index.rows(len(self.index))
@@ -257,6 +268,7 @@ class LiveFeed(Feed):
         write(batch)
 
     def run(self, post: Post, stop: threading.Event) -> None:
+        self.attach(post)
         try:
             with self.source:
                 for batch in self.source.batches(stop):
@@ -266,15 +278,15 @@ class LiveFeed(Feed):
                     self.health = self.source.health()
                     if stop.is_set():
                         break
-                    self.tick(post)
+                    self.tick()
                 self.health = self.source.health()
-            self.end(post, announce=not stop.is_set())
+            self.end(announce=not stop.is_set())
         except Exception as e:  # the screen stays up with a notice; never a traceback
             log.debug("live source failed", exc_info=True)
-            self.fail(post, e)
-        self.serve(post, stop)
+            self.fail(e)
+        self.serve(stop)
 
-    def serve(self, post: Post, stop: threading.Event) -> None:
+    def serve(self, stop: threading.Event) -> None:
         """After the source is gone the screen stays: keep answering filter and freeze."""
         while not stop.is_set():
             try:
@@ -283,7 +295,7 @@ class LiveFeed(Feed):
                 continue
             if self._handle(cmds):
                 self.playing = True  # nothing arrives any more: a freeze would only hide the filter
-                self._post_view(post, self._view())
+                self._post_view(self._post, self._view())
 
 
 class ReplayFeed(Feed):
