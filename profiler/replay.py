@@ -1,9 +1,10 @@
-"""The replay clock: a cursor over a loaded event table, moved by play/pause, speed, seeking,
-stepping by check or pass, and the wall time that passes while playing.
+"""The replay clock: where a replay is in its events, and how play, seek and step move it.
 
-Pure state, no threads and no UI: the TUI's feed owns one and asks it where the cursor is.
-The events are on one timeline (``events.sort_timeline``). An input with timestamps plays on
-its own clock; one without (or with too few) plays by event order.
+The cursor moves by play/pause, speed steps, seeking to a time, stepping by check or pass,
+and the wall time that passes while playing. Pure state, no threads and no UI: the TUI's
+feed owns one and asks it where the cursor is. The events are on one timeline
+(``events.sort_timeline``). An input with timestamps plays on its own clock; one without
+(or with too few) plays by event order.
 """
 
 from __future__ import annotations

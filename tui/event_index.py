@@ -1,5 +1,7 @@
-"""The event log's data: every event seen, a lower-cased search text per event for the
-``/`` filter, and the newest matching rows formatted as ``LogRow``s."""
+"""The event log's data: the events seen, their search text, the newest matching rows.
+
+The ``/`` filter matches a lower-cased text per event; rows come formatted as ``LogRow``s.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The feed: the worker thread that takes event batches, applies them to the incremental model
-it owns and posts at most 10 ``ModelUpdated`` a second. Live pulls batches from a source;
-replay moves a ``ReplayClock`` over a loaded table. The UI reaches it only through typed
-commands on a thread-safe queue (``Feed.send``).
+"""The feed: one worker thread applies event batches to its model and posts views (<= 10/s).
+
+Live pulls batches from a source; replay moves a ``ReplayClock`` over a loaded table. The
+worker owns an ``IncrementalModel`` and posts ``ModelUpdated`` at most 10 times a second.
+The UI reaches it only through typed commands on a thread-safe queue (``Feed.send``).
 """
 
 from __future__ import annotations
