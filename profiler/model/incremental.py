@@ -131,7 +131,8 @@ class IncrementalModel:
 
     The caller owns it (one per feed); it is not thread-safe. ``build``: ``build_report`` or
     one from ``bind(...)``. A build error propagates from ``report()``; the events stay taken,
-    and the next ``report()`` tries again.
+    and the next ``report()`` tries again. The report's warnings are the last build's: a
+    warning about a frozen migration is not repeated once it is frozen.
     """
 
     def __init__(self, build: Build | None = None) -> None:
