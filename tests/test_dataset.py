@@ -365,3 +365,36 @@ def test_group_errors(ds: Path) -> None:
         groups.group_samples(mig, dev, "kernel")
     with pytest.raises(sql.SQLError, match="--where: .*Binder Error"):
         sql.compare_tables(ds, "nope = 1")
+
+
+# ---------------------------------------------------------------------------- the docs
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "dataset.md"
+
+
+def doc_queries() -> list[list[str]]:
+    import shlex
+
+    out = []
+    for line in DOC.read_text().splitlines():
+        if line.startswith("migprof query fleet/ \""):
+            argv = shlex.split(line.split(" | ")[0])
+            out.append(argv[3:])  # SQL and options after 'migprof query fleet/'
+    return out
+
+
+@pytest.mark.parametrize("argv", doc_queries(), ids=lambda a: a[0][:40])
+def test_doc_examples_run_as_written(argv: list[str], ds: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, out, err = query(capsys, str(ds), *argv)
+    assert rc == 0, err
+    assert out.strip()
+    if "AS downtime_ms_p95" in argv[0]:  # the Spark section's query is downtime_by_group_sql
+        assert rows(capsys, ds, argv[0]) == rows(capsys, ds, sql.downtime_by_group_sql("host"))
+
+
+def test_docs_list_every_column() -> None:
+    text = DOC.read_text()
+    for name, schema in S.DERIVED.items():
+        missing = [f.name for f in schema if f"`{f.name}`" not in text]
+        assert not missing, (name, missing)
