@@ -398,3 +398,16 @@ def test_docs_list_every_column() -> None:
     for name, schema in S.DERIVED.items():
         missing = [f.name for f in schema if f"`{f.name}`" not in text]
         assert not missing, (name, missing)
+
+
+def test_fast_footer_read_agrees_with_pyarrow(ds: Path, tmp_path: Path) -> None:
+    files = sorted(ds.rglob("*.parquet"))
+    assert len(files) == 5 * len(RUNS)
+    for f in files:
+        md = pq.read_metadata(str(f)).metadata
+        fast = scan._kv_fast(f)
+        assert fast == {k: md[k] for k in (S.FILE_KEY, store.VERSION_KEY) if k in md}, f
+    # no dataset key: left to pyarrow (which names what is wrong)
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "f.parquet")
+    (tmp_path / "g.parquet").write_bytes(b"PAR1 not really")
+    assert scan._kv_fast(tmp_path / "f.parquet") is None and scan._kv_fast(tmp_path / "g.parquet") is None

@@ -4,6 +4,7 @@ versions older than this migprof (to upgrade) or newer (refused)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -164,12 +165,52 @@ def _listing(root: Path) -> tuple[dict[str, dict[tuple[str, str, str], Path]], l
     return found, foreign, temp
 
 
+def _kv_fast(path: Path) -> dict[bytes, bytes] | None:
+    """The two keys this dataset writes, found in the raw footer bytes; None when not both
+    are there as a Thrift KeyValue (then pyarrow parses the whole footer).
+
+    pyarrow's full footer parse costs ~0.25 ms of CPU a file (every column's statistics,
+    the Arrow schema), and a query checks every file of the tables it names; two reads and
+    a byte search cost a tenth of that. A match cannot be a chance one: the pattern is a
+    KeyValue's field header, the key's length and the key, then the value's header.
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-8, os.SEEK_END)
+            tail = fh.read(8)
+            n = int.from_bytes(tail[:4], "little")
+            if tail[4:] != b"PAR1" or n <= 0:
+                return None
+            fh.seek(-8 - n, os.SEEK_END)
+            footer = fh.read(n)
+    except OSError:
+        return None
+    out = {}
+    for key in (S.FILE_KEY, VERSION_KEY):
+        i = footer.find(b"\x18" + bytes([len(key)]) + key + b"\x18")
+        if i < 0:
+            continue
+        j = i + len(key) + 3
+        size = shift = 0
+        while j < len(footer):  # the value's length: an unsigned varint
+            b = footer[j]
+            size |= (b & 0x7F) << shift
+            j += 1
+            shift += 7
+            if not b & 0x80:
+                break
+        out[key] = footer[j: j + size]
+    return out if S.FILE_KEY in out else None
+
+
 def read_footer(f: DataFile) -> DataFile | str:
     """The file with its footer's versions, or why it is not a file of this dataset."""
-    try:
-        md = pq.read_metadata(str(f.path)).metadata or {}
-    except (pa.ArrowInvalid, OSError) as e:
-        return f"unreadable Parquet ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+    md = _kv_fast(f.path)
+    if md is None:
+        try:
+            md = pq.read_metadata(str(f.path)).metadata or {}
+        except (pa.ArrowInvalid, OSError) as e:
+            return f"unreadable Parquet ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
     raw = md.get(S.FILE_KEY)
     if raw is None:
         return "a Parquet file, but not part of a migprof dataset (no migprof.dataset in its metadata)"
