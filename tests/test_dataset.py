@@ -209,22 +209,27 @@ def test_failed_add_leaves_nothing_readers_take(ds: Path, tmp_path: Path, capsys
 
 def test_unfinished_add_and_temp_files_are_not_read(ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     d = copy_ds(ds, tmp_path)
-    n0 = rows(capsys, d, "SELECT count(*) AS n FROM migrations")[0]["n"]
-    # what a writer killed between its renames leaves: a unit missing from some tables
+    n0 = rows(capsys, d, "SELECT count(*) AS n, count(DISTINCT recording) AS r FROM migrations")[0]
+    ev0 = rows(capsys, d, "SELECT count(DISTINCT recording) AS r FROM events")[0]["r"]
+    # what a writer killed between its renames leaves: events and recordings renamed, the
+    # rest not (migrations is renamed last)
     victim = next(d.glob("migrations/host=hv2/*/*.parquet"))
     gone = rows(capsys, d, f"SELECT count(*) AS n FROM migrations WHERE recording = '{victim.stem}'")[0]["n"]
-    (d / "checks" / victim.parent.parent.name / victim.parent.name / victim.name).unlink()
+    part = Path(victim.parent.parent.name) / victim.parent.name / victim.name
+    for t in ("checks", "devices", "migrations"):
+        (d / t / part).unlink()
     # and what one killed while writing leaves: a temp file
-    (victim.parent / f".{victim.stem}x.parquet.tmp").write_bytes(b"PAR1 half written")
-    rc, out, err = query(capsys, str(d), "SELECT count(*) AS n FROM migrations", "--json")
-    assert rc == 0 and json.loads(out)[0]["n"] == n0 - gone
+    (d / "events" / part).with_name(f".{victim.stem}x.parquet.tmp").write_bytes(b"PAR1 half written")
+    assert rows(capsys, d, "SELECT count(*) AS n FROM migrations")[0]["n"] == n0["n"] - gone
+    rc, out, err = query(capsys, str(d), "SELECT count(DISTINCT recording) AS r FROM events", "--json")
+    assert rc == 0 and json.loads(out)[0]["r"] == ev0 - 1
     assert "missing from some tables" in err and victim.stem in err
     c = scan.check(d)
     assert c.scan.incomplete and len(c.scan.temp) == 1 and not c.ok
     # adding the recording again completes the unit
-    dataset.add_recording(d, next(d.glob(f"events/*/*/{victim.stem}.parquet")), host="hv2",
-                          date=victim.parent.name.removeprefix("date="))
-    assert rows(capsys, d, "SELECT count(*) AS n FROM migrations")[0]["n"] == n0
+    dataset.add_recording(d, d / "events" / part, host="hv2", date=victim.parent.name.removeprefix("date="))
+    assert rows(capsys, d, "SELECT count(*) AS n, count(DISTINCT recording) AS r FROM migrations")[0] == n0
+    assert rows(capsys, d, "SELECT count(DISTINCT recording) AS r FROM events")[0]["r"] == ev0
 
 
 def test_foreign_files_are_named_skipped_counted(ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

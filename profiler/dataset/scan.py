@@ -125,19 +125,21 @@ def _hidden(name: str) -> bool:
     return name.startswith(("_", "."))
 
 
-def _listing(root: Path) -> tuple[dict[str, dict[tuple[str, str, str], Path]], list, list]:
-    """Every table's files by (host, date, unit), foreign entries, leftover temp files."""
-    found: dict[str, dict[tuple[str, str, str], Path]] = {t: {} for t in S.TABLES}
+def _listing(root: Path, tables: Iterable[str]) -> tuple[dict[str, dict[tuple[str, str, str], Path]], list, list]:
+    """The files of ``tables`` by (host, date, unit), foreign entries, leftover temp files."""
+    found: dict[str, dict[tuple[str, str, str], Path]] = {t: {} for t in tables}
     foreign: list[tuple[str, str]] = []
     temp: list[str] = []
     for top in sorted(root.iterdir()):
         if _hidden(top.name):
             continue
-        if top.name not in found:
+        if top.name not in S.TABLES:
             foreign.append((str(top), "not a table of a migprof dataset"))
             continue
         if not top.is_dir():
             foreign.append((str(top), "a file where a table directory belongs"))
+            continue
+        if top.name not in found:
             continue
         for hd in sorted(top.iterdir()):
             if _hidden(hd.name):
@@ -242,23 +244,26 @@ def read_footer(f: DataFile) -> DataFile | str:
 
 
 def scan(root: str | Path, tables: Iterable[str] = S.TABLES) -> Scan:
-    """List the dataset at ``root`` and read the footers of ``tables`` (only those a query
-    names: a footer costs ~0.15 ms, and a fleet has thousands of files).
+    """List ``tables`` of the dataset at ``root`` and read their files' footers (only the
+    tables a query names: a fleet has thousands of files in each).
 
-    A unit counts only when every table has its file (an add renames its files into place
-    one by one; a crash between leaves it incomplete, and it is left out). A file that is
-    not the dataset's is named in ``foreign`` and skipped. A version newer than this
-    migprof is refused; an older one lands in ``stale``.
+    A unit counts when the migrations table and every table listed have its file: an add
+    renames its files into place one by one, migrations last, so a crash between leaves
+    it incomplete, and it is left out (``incomplete`` names it when the tables listed
+    show it). A file that is not the dataset's is named in ``foreign`` and skipped. A
+    version newer than this migprof is refused; an older one lands in ``stale``.
+    ``files`` has an entry for each table listed: ``tables`` and migrations.
     """
     p = check_root(root)
     tables = tuple(t for t in S.TABLES if t in set(tables))
-    found, foreign, temp = _listing(p)
-    keys = [set(found[t]) for t in S.TABLES]
+    listed = tuple(t for t in S.TABLES if t in tables or t == "migrations")
+    found, foreign, temp = _listing(p, listed)
+    keys = [set(found[t]) for t in listed]
     complete = set.intersection(*keys)
     partial = set.union(*keys) - complete
     incomplete = set()
     for key in sorted(partial):  # a foreign file with a unit-like name is foreign, not an add
-        for t in S.TABLES:
+        for t in listed:
             if key in found[t]:
                 r = read_footer(DataFile(t, *key, found[t][key]))
                 if isinstance(r, str):
@@ -267,7 +272,7 @@ def scan(root: str | Path, tables: Iterable[str] = S.TABLES) -> Scan:
                     incomplete.add("/".join(key))
     files: dict[str, tuple[DataFile, ...]] = {}
     stale: list[DataFile] = []
-    for t in S.TABLES:
+    for t in listed:
         out = []
         for key in sorted(complete):
             f = DataFile(t, *key, found[t][key])

@@ -48,9 +48,10 @@ def view_sql(table: str, files: Iterable[Path]) -> str | None:
 
 
 def connect(s: Scan) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with one view per table of ``s`` (an empty table when no file)."""
+    """An in-memory DuckDB with a view for each table ``s`` checked (its columns and no
+    rows when it has no file yet)."""
     con = duckdb.connect(":memory:")
-    for t in S.TABLES:
+    for t in s.checked:
         body = view_sql(t, (f.path for f in s.files[t]))
         if body is None:  # an empty dataset still has every table, with its columns
             empty = S.schema_of(t).empty_table()
