@@ -50,7 +50,9 @@ def view_sql(table: str, files: Iterable[Path]) -> str | None:
 def connect(s: Scan) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with a view for each table ``s`` checked (its columns and no
     rows when it has no file yet)."""
+    # no progress bar on stderr for a long query: the output is the rows, or one error line
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
     for t in s.checked:
         body = view_sql(t, (f.path for f in s.files[t]))
         if body is None:  # an empty dataset still has every table, with its columns
@@ -106,21 +108,20 @@ def downtime_by_group_sql(by: str, outcome: str = "completed") -> str:
             f'FROM migrations {where} GROUP BY 1 ORDER BY 1 NULLS LAST')
 
 
-# the device fields compare reads per migration (profiler.compare.DEVICE_METRICS)
-DEVICE_FIELDS = ("downtime_ms", "load_ms", "precopy_bytes", "stopcopy_bytes", "read_ms")
-
-
 def compare_tables(root: str | Path, where: str | None = None) -> tuple[pa.Table, pa.Table, tuple[str, ...]]:
     """The migrations matching ``where`` (a SQL condition on the migrations view's columns,
-    host and date included) and their devices: the input of groups.group_samples."""
+    host and date included) and their devices, with the columns groups.group_samples reads."""
+    from profiler.dataset import groups
+
     cond = f"WHERE ({where})" if where and where.strip() else ""
+    mcols = ", ".join(dict.fromkeys(("recording", "migration", "outcome", *groups.BY, *groups.METRICS)))
+    dcols = ", ".join(f"d.{c}" for c in ("recording", "migration", "device", "kind", *groups.DEVICE_METRICS))
     con, s = open_dataset(root, ("migrations", "devices"))
-    try:
-        mig = con.sql(f"SELECT * FROM migrations {cond}").to_arrow_table()
-        dev = con.sql(
-            f"SELECT d.recording, d.migration, d.device, d.kind, {', '.join('d.' + f for f in DEVICE_FIELDS)} "
-            f"FROM devices d JOIN (SELECT DISTINCT recording, migration FROM migrations {cond}) m "
-            "ON d.recording = m.recording AND d.migration = m.migration").to_arrow_table()
+    try:  # the migrations read once (a fleet's thousands of small files cost per read)
+        con.execute(f"CREATE TEMP TABLE taken AS SELECT {mcols} FROM migrations {cond}")
+        mig = con.sql("SELECT * FROM taken").to_arrow_table()
+        dev = con.sql(f"SELECT {dcols} FROM devices d SEMI JOIN taken m ON d.recording = m.recording "
+                      "AND d.migration = m.migration").to_arrow_table()
     except duckdb.Error as e:
         raise SQLError(f"--where: {_message(e)}") from None
     finally:
