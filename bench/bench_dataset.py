@@ -232,9 +232,13 @@ gs = groups.group_samples(mig, dev, "qemu_version")
 b, c = groups.pick_sides(gs, base="10.0.0", candidate="10.0.3")
 r = cmp.compare(cmp.Side(b.label, (), b.samples, (), b.outcomes), cmp.Side(c.label, (), c.samples, (), c.outcomes))
 """
+# the baseline reads what compare_tables reads (the same columns), nothing more
 COMPARE_ARROW = """
 import pyarrow.dataset as ds, pyarrow.compute as pc
 m = ds.dataset(D + "/migrations", format="parquet", partitioning="hive").to_table(
+    columns=["recording", "migration", "outcome", "qemu_version", "host", "device_driver", "total_ms",
+             "setup_ms", "downtime_ms", "stopcopy_ms", "dirty_syncs", "checks", "checks_to_converge",
+             "transferred_bytes", "bandwidth_bytes_per_s", "read_ms"],
     filter=pc.field("date") >= "2026-10-01")
 d = ds.dataset(D + "/devices", format="parquet", partitioning="hive").to_table(
     columns=["recording", "migration", "device", "kind", "downtime_ms", "load_ms", "precopy_bytes", "stopcopy_bytes", "read_ms"])
