@@ -29,7 +29,7 @@ from profiler.lab.run import Lab, LabConfig, cleanup_leftovers, run_scenario
 from profiler.lab.verify import throughput_check
 from profiler.model import build_report
 from profiler.pipeline import load
-from profiler.sources.qmp import read_events_jsonl
+from profiler.sources.jsonl import read_events_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGPROF = ROOT / ".venv/bin/migprof"

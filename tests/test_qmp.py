@@ -13,6 +13,8 @@ import pytest
 from profiler import events as ev
 from profiler.errors import InputError
 from profiler.lab import qemu as lq
+from profiler.qmpctl import QmpControl
+from profiler.sources.jsonl import read_events_jsonl
 from profiler.sources.qmp import (
     QmpGone,
     QmpRefused,
@@ -20,7 +22,6 @@ from profiler.sources.qmp import (
     event_row,
     params_row,
     query_row,
-    read_events_jsonl,
     rows_to_frame,
 )
 
@@ -116,12 +117,13 @@ def qemu_qmp(tmp_path: Path):
 def test_qmp_source_against_real_qemu(qemu_qmp) -> None:
     proc, sock = qemu_qmp
     with QmpSource({"source": str(sock)}, poll_hz=20, params_hz=2) as q:
-        assert q.version("source").startswith("7.2.")
-        q.enable_migration_events("source")
-        new = q.set_parameters("source", downtime_limit=123, max_bandwidth=2**20)
+        ctl = QmpControl(q)
+        assert ctl.version("source").startswith("7.2.")
+        ctl.enable_migration_events("source")
+        new = ctl.set_parameters("source", downtime_limit=123, max_bandwidth=2**20)
         assert new["downtime-limit"] == 123 and new["max-bandwidth"] == 2**20
         with pytest.raises(QmpRefused) as e:
-            q.set_parameters("source", avail_switchover_bandwidth=1)
+            ctl.set_parameters("source", avail_switchover_bandwidth=1)
         msg = str(e.value)
         assert "QEMU 7.2" in msg and "(source)" in msg and "avail-switchover-bandwidth" in msg
         stop = threading.Event()
@@ -143,7 +145,7 @@ def test_qmp_source_against_real_qemu(qemu_qmp) -> None:
         proc.wait()
         with pytest.raises(QmpGone):
             for _ in range(20):  # the poll task notices the hang-up first, or this call does
-                q.execute("source", "query-status", timeout=2)
+                ctl.execute("source", "query-status", timeout=2)
                 time.sleep(0.1)
 
 
@@ -184,7 +186,8 @@ def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
     proc, sock = qemu_qmp
     frames = []
     with QmpSource({"source": str(sock)}, poll_hz=10, params_hz=0) as q:
-        q.enable_migration_events("source")
+        ctl = QmpControl(q)
+        ctl.enable_migration_events("source")
         proc.kill()
         proc.wait()
         sock.unlink()
@@ -195,9 +198,9 @@ def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
                 time.sleep(0.05)
             assert q.sides["source"].reconnects == 1 and q.sides["source"].gone is None
             assert q.health()["source_reconnects"] == 1
-            caps = q.execute("source", "query-migrate-capabilities")
+            caps = ctl.execute("source", "query-migrate-capabilities")
             assert {c["capability"]: c["state"] for c in caps}["events"] is True
-            assert "status" not in q.query_migrate("source")  # the new QEMU: no migration yet
+            assert "status" not in ctl.query_migrate("source")  # the new QEMU: no migration yet
             stop = threading.Event()
             stop.set()
             frames = [b for b in q.batches(stop) if len(b)]
