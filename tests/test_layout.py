@@ -16,6 +16,15 @@ RULES = [
     ("profiler/model/", ("profiler.sources", "profiler.views", "tui", "bcc", "pyroute2", "qemu", "textual")),
     ("profiler/views/", ("bcc", "pyroute2", "qemu", "textual", "profiler.sources")),
     ("tui/", ("bcc", "pyroute2", "qemu.qmp")),
+    # the live session and the glue around it: sources in, sinks out, no views of their own
+    ("profiler/session.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                             "textual", "bcc", "pyroute2", "qemu")),
+    ("profiler/attach.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                            "textual")),
+    ("profiler/qmpctl.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                            "textual")),
+    ("profiler/lab/", ("profiler.views", "profiler.commands", "tui", "textual")),
+    ("profiler/commands/", ("bcc", "pyroute2", "qemu", "textual")),
 ]
 
 
