@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from profiler.commands.options import ImportConfig
 from profiler.errors import EXIT_OK, InputError
 
 EXAMPLES = """examples:
@@ -26,27 +27,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_config(ImportConfig.from_args(args))
+
+
+def run_config(cfg: ImportConfig) -> int:
     from profiler import store
     from profiler.pipeline import load
 
-    loaded = load(list(args.inputs))
+    loaded = load(list(cfg.inputs))
     events = loaded.events
     for w in loaded.warnings:
         print(f"migprof: warning: {w}", file=sys.stderr)
     if not len(events):
-        raise InputError(", ".join(args.inputs), "no events to import")
+        raise InputError(", ".join(cfg.inputs), "no events to import")
     meta = dict(loaded.meta or {})
-    meta.setdefault("imported_from", [str(x) for x in args.inputs])
+    meta.setdefault("imported_from", [str(x) for x in cfg.inputs])
     meta.setdefault("sources", sorted({str(o) for o in events["origin"].dropna().unique()}))
     meta["malformed_lines"] = int(loaded.malformed)
     meta["skipped_lines"] = int(loaded.skipped)
-    qv = args.qemu_version or store.qemu_version_of(meta)
+    qv = cfg.qemu_version or store.qemu_version_of(meta)
     if qv:
         meta["qemu_version"] = qv
     try:
-        path = store.write_recording(args.output, events, meta)
+        path = store.write_recording(cfg.output, events, meta)
     except OSError as e:
-        raise InputError(args.output, f"cannot write the recording: {e}") from None
-    print(f"migprof: wrote {path}: {len(events)} events from {len(args.inputs)} input(s) "
+        raise InputError(cfg.output, f"cannot write the recording: {e}") from None
+    print(f"migprof: wrote {path}: {len(events)} events from {len(cfg.inputs)} input(s) "
           f"({loaded.malformed} malformed, {loaded.skipped} skipped lines)", file=sys.stderr)
     return EXIT_OK

@@ -2,7 +2,8 @@
 
 ``live`` and ``record`` take ``LiveConfig`` (``record`` is ``live`` without the TUI,
 into a file); ``lab`` and ``demo`` take ``LabRunConfig`` (a ``profiler.lab.run.LabConfig``
-and how to show and keep the run).
+and how to show and keep the run); ``replay`` takes ``ReplayConfig``, ``import`` an
+``ImportConfig``.
 """
 
 from __future__ import annotations
@@ -166,3 +167,51 @@ def quiet_qmp_logs(debug: bool) -> None:
     what matters in one line of its own, so keep qemu.qmp's to --debug."""
     if not debug:
         logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
+# ---------------------------------------------------------------- replay and import
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """What `replay` plays and how."""
+
+    inputs: tuple[str, ...]
+    speed: float = 1.0
+    at: str | float = "start"  # start | end | seconds from the first event
+    paused: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ReplayConfig:
+        from profiler.errors import MigprofError
+
+        if not 0.01 <= args.speed <= 10000:
+            raise MigprofError(f"--speed {args.speed:g}: use a factor between 0.01 and 10000")
+        return cls(inputs=tuple(args.inputs), speed=args.speed, at=_at(args.at),
+                   paused=args.paused, debug=getattr(args, "debug", False))
+
+
+def _at(text: str) -> str | float:
+    from profiler.errors import MigprofError
+    from tui.fmt import parse_time
+
+    if text in ("start", "end"):
+        return text
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise MigprofError(f"--at: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    """What `import` reads and where it writes the recording."""
+
+    inputs: tuple[str, ...]
+    output: str
+    qemu_version: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ImportConfig:
+        return cls(inputs=tuple(args.inputs), output=args.output, qemu_version=args.qemu_version)
