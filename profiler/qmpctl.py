@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from profiler import events as ev
 from profiler.errors import MigprofError
 from profiler.sources.base import Source
 from profiler.sources.qmp import FINAL_STATUSES, QmpGone, QmpRefused, QmpSource
@@ -57,6 +58,10 @@ class QmpControl:
 
     def connected(self, side: str) -> bool:
         return self._side(side).up.is_set()
+
+    def wait_connected(self, side: str, timeout: float) -> bool:
+        """Wait until ``side``'s connection is up (a held monitor freed, a reconnect)."""
+        return self._side(side).up.wait(timeout)
 
     def enable_migration_events(self, side: str, extra: Mapping[str, bool] | None = None) -> None:
         """Turn on the ``events`` capability (MIGRATION/MIGRATION_PASS) and any ``extra``."""
@@ -146,8 +151,6 @@ TRACE_PREFIXES = ("vfio_migration", "vfio_save", "vfio_load", "vfio_state_pendin
 
 def wanted_trace_events(available: Iterable[str]) -> list[str]:
     """The migration and VFIO migration events of ``available`` to switch on (never all)."""
-    from profiler import events as ev
-
     have = set(available)
     want = set(ev.EVENT_FIELDS)
     try:
@@ -233,9 +236,8 @@ class TraceControl(Source):
 
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
         """Waits for QMP (a held monitor that frees) and then acts; yields nothing."""
-        up = self.ctl._side(self.side).up
         while not stop.is_set() and not self.applied:
-            if up.wait(0.1) and not stop.is_set():
+            if self.ctl.wait_connected(self.side, 0.1) and not stop.is_set():
                 self.apply()
         return
         yield  # a generator that yields no rows
