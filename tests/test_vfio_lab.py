@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -201,8 +200,9 @@ def test_root_required_message(tmp_path: Path) -> None:
              "    image.check_host(pathlib.Path(sys.argv[1]))\n"
              "except SetupError as e:\n"
              "    print(e)\n")
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                        sys.executable, "-c", probe, str(tmp_path / "cache")],
-                       cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60)
+    from unprivileged import run_as_nobody
+
+    r = run_as_nobody(probe, str(tmp_path / "cache"),
+                      imports=["profiler.errors", "profiler.lab.vfio.image"])
     assert r.returncode == 0, r.stderr
     assert "step host-check: building the L1 image needs root" in r.stdout
