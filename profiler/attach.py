@@ -2,7 +2,9 @@
 
 ``live_sources`` picks what this host and this QEMU allow and says once on ``err`` what
 it goes without: no QMP socket, a monitor another client holds (then BPF and the
-``-D`` trace log go on, and QMP is picked up if it frees), BPF that cannot load.
+``-D`` trace log go on, and QMP is picked up if it frees), BPF that cannot load. A
+libvirt domain is reached through libvirt (``profiler.sources.libvirt``), never through
+its monitor socket.
 The banner and the recording metadata of a live run are made here from the sources'
 health.
 """
@@ -31,11 +33,19 @@ def live_sources(target: Target, *, trace: bool = True, trace_log: str | None = 
     sources: list[Source] = []
     info: dict[str, Any] = {"pid": target.pid, "side": target.side, "qmp": target.qmp}
     say = notify or (lambda msg: print(f"migprof: {msg}", file=err, flush=True))
-    qmp = None
-    if target.qmp:
+    ctl: Any = None  # QMP commands (trace control): over QMP, or through libvirt
+    if target.domain:  # libvirt owns the monitor: commands and events through libvirt
+        from profiler.sources.libvirt import LibvirtSource
+
+        ctl = LibvirtSource(target.uri, target.domain, target.side)
+        sources.append(ctl)
+        info.update(domain=target.domain, uri=target.uri)
+    elif target.qmp:
+        from profiler.qmpctl import QmpControl
         from profiler.sources.qmp import QmpSource
 
         qmp = QmpSource({target.side: target.qmp}, wait_if_held=True, notify=say)
+        ctl = QmpControl(qmp)
         sources.append(qmp)
     else:
         say(f"no QMP socket found for pid {target.pid}: no QMP events (fix: pass --qmp SOCKET)")
@@ -44,14 +54,14 @@ def live_sources(target: Target, *, trace: bool = True, trace_log: str | None = 
 
         log_path = trace_log or target.log_file
         temporary = False
-        if qmp is not None:
+        if ctl is not None:
             from profiler.qmpctl import TraceControl
 
             if log_path is None:
                 fd, log_path = tempfile.mkstemp(prefix=f"migprof-live-{target.pid}-", suffix=".log")
                 os.close(fd)
                 temporary = True
-            sources.append(TraceControl(qmp, target.side, target.pid, log_path,
+            sources.append(TraceControl(ctl, target.side, target.pid, log_path,
                                         qemu_log=target.log_file, temporary=temporary))
         if log_path is not None:
             # a temporary file is ours from its first line; any other is read from its end
@@ -90,6 +100,7 @@ def banner(target: Target, health: Mapping[str, Any]) -> str:
     what = ", ".join(filter(None, [
         f"BPF {bpf.get('path')} ({bpf.get('buffer')} buffer)" if bpf else None,
         (f"QMP {target.qmp}" + (" (held: waiting)" if held else "")) if target.qmp else None,
+        f"libvirt domain {target.domain} ({target.uri})" if target.domain else None,
         f"trace {health.get('qemu-trace', {}).get('file')}" if "qemu-trace" in health else None]))
     return f"Tracing QEMU pid {target.pid} ({target.side}): {what}... Hit Ctrl-C to end."
 

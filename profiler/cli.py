@@ -21,6 +21,7 @@ COMMANDS = {
     "replay": "replay",
     "import": "import_",
     "compare": "compare",
+    "whatif": "whatif",
 }
 
 

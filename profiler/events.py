@@ -23,7 +23,7 @@ side               category     source, destination, unknown
 pid                Int64        process id (NA when unknown)
 tid                Int64        thread id (NA when unknown)
 origin             category     qemu-log, simpletrace, usdt, bpf, qmp, sockdiag,
-                                lab, recording
+                                lab, recording, libvirt
 event              category     QEMU trace event name, or the names below for
                                 other origins
 device             string       device name as the event prints it (VFIO host
@@ -34,37 +34,82 @@ bytes              Int64        the event's main byte count (see EVENT_FIELDS)
 pre_bytes          Int64        must-precopy bytes (``pre``/``precopy`` args;
                                 cumulative over handlers for vfio_state_pending_*)
 post_bytes         Int64        can-postcopy bytes
+compat_bytes       Int64        compatible bytes: neither must-precopy nor
+                                can-postcopy (7.2 migrate_pending, vfio_save_pending)
 stopcopy_bytes     Int64        VFIO stop-copy size of this device
 init_bytes         Int64        VFIO pre-copy initial bytes of this device
 dirty_bytes        Int64        VFIO pre-copy dirty bytes of this device
 threshold_bytes    Int64        switch-over threshold (max_size / max)
+offset_bytes       Int64        offset of the data in the VFIO migration region
+                                (protocol v1, 7.2)
+requested_bytes    Int64        bytes a data-fd read()/write() asked for (BPF)
 bw_bytes_per_ms    Float64      bandwidth in bytes per millisecond
+switchover_bw_bytes_per_ms
+                   Float64      the switch-over bandwidth QEMU assumes
+                                (avail-switchover-bandwidth; >= 8.2, 0 if unset)
 dur_ns             Int64        a duration (time_spent, downtime, latency) in ns
-count              Int64        a count (dirty pages, pass, packets, idx, instance)
-ret                Int64        a return code / errno (negative) / running flag
+dirty_pages        Int64        pages a dirty-bitmap sync (or a VFIO dirty
+                                bitmap query) found dirty
+dirty_syncs        Int64        QEMU's dirty-sync-count (QMP: MIGRATION_PASS
+                                pass, query-migrate ram.dirty-sync-count)
+count              Int64        records or packets the event counts: multifd
+                                packets, lost BPF / dropped simpletrace records
+ret                Int64        a return code / errno (negative)
 fd                 Int64        file descriptor (BPF)
+data_fd            Int64        the VFIO data fd an ioctl returned (BPF)
 cmd                Int64        ioctl command number or feature flags (BPF)
-flags              Int64        flag word (VFIO migration flags, load_state flag)
+flags              Int64        flag word (VFIO feature/migration flags, the
+                                vfio_load_state marker, 1 = VM running for
+                                vfio_vmstate_change*)
+section_id         Int64        savevm section id (savevm_section_*)
+instance_id        Int64        vmstate instance id of an idstr
+buffer_idx         Int64        index of a multifd VFIO device-state buffer
 state              string       a state name: migration status, VFIO device
-                                state, checkpoint, QMP status
+                                state, checkpoint, QMP status, postcopy state
 detail             string       secondary text: reason, idstr, error text, JSON
 file               string       the input file (text sources); NA otherwise
 line               Int64        1-based line number in ``file``
 raw                string       the raw text of the line / record summary
 =================  ===========  ==============================================
 
-``EVENT_FIELDS`` documents which columns each known event fills.
+``EVENT_FIELDS`` (QEMU events) and ``OWN_EVENT_FIELDS`` (migprof's own) say which columns
+each known event fills; both come from the rows of ``profiler.registry``.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import json
 
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# the names of migprof's own events (not QEMU trace events), re-exported
+from profiler.registry import (  # noqa: F401
+    BPF_DATA_READ,
+    BPF_DATA_WRITE,
+    BPF_FD_CLOSE,
+    BPF_IOCTL,
+    BPF_LOST,
+    BPF_PRECOPY_INFO,
+    ENUMS,
+    LAB_MARK,
+    LIBVIRT_JOB,
+    LIBVIRT_LIFECYCLE,
+    QMP_EVENT,
+    QMP_MIGRATION,
+    QMP_MIGRATION_PASS,
+    QMP_PARAMS,
+    QMP_QUERY_MIGRATE,
+    QMP_VFIO_MIGRATION,
+    SIMPLETRACE_DROPPED,
+    SOCKDIAG_SAMPLE,
+    event_fields,
+    own_fields,
+)
+
+SCHEMA_VERSION = 2
 
 
 class Origin(enum.StrEnum):
@@ -76,6 +121,7 @@ class Origin(enum.StrEnum):
     SOCKDIAG = "sockdiag"
     LAB = "lab"
     RECORDING = "recording"
+    LIBVIRT = "libvirt"
 
 
 class Side(enum.StrEnum):
@@ -105,17 +151,27 @@ COLUMNS: dict[str, str] = {
     "bytes": "Int64",
     "pre_bytes": "Int64",
     "post_bytes": "Int64",
+    "compat_bytes": "Int64",
     "stopcopy_bytes": "Int64",
     "init_bytes": "Int64",
     "dirty_bytes": "Int64",
     "threshold_bytes": "Int64",
+    "offset_bytes": "Int64",
+    "requested_bytes": "Int64",
     "bw_bytes_per_ms": "Float64",
+    "switchover_bw_bytes_per_ms": "Float64",
     "dur_ns": "Int64",
+    "dirty_pages": "Int64",
+    "dirty_syncs": "Int64",
     "count": "Int64",
     "ret": "Int64",
     "fd": "Int64",
+    "data_fd": "Int64",
     "cmd": "Int64",
     "flags": "Int64",
+    "section_id": "Int64",
+    "instance_id": "Int64",
+    "buffer_idx": "Int64",
     "state": "string",
     "detail": "string",
     "file": "string",
@@ -139,80 +195,88 @@ ARROW_SCHEMA = pa.schema(
     metadata={b"migprof.schema_version": str(SCHEMA_VERSION).encode()},
 )
 
-# Names of events that do not come from QEMU's trace-events.
-QMP_EVENT = "qmp_event"  # an asynchronous QMP event; state=event name, detail=JSON data
-QMP_MIGRATION = "qmp_migration"  # MIGRATION event; state=status
-QMP_MIGRATION_PASS = "qmp_migration_pass"  # MIGRATION_PASS; count=pass
-QMP_VFIO_MIGRATION = "qmp_vfio_migration"  # VFIO_MIGRATION; device=device-id, state=device-state
-QMP_QUERY_MIGRATE = "qmp_query_migrate"  # query-migrate poll; state=status, detail=JSON reply,
-#   bytes=ram.transferred, count=ram.dirty-sync-count, dur_ns=total-time
-QMP_PARAMS = "qmp_params"  # migration parameters set/read; detail=JSON, threshold inputs
-SOCKDIAG_SAMPLE = "sockdiag_sample"  # bytes=bytes_acked, count=bytes_sent, dur_ns=rtt,
-#   bw_bytes_per_ms=delivery rate
-BPF_IOCTL = "bpf_vfio_ioctl"  # fd, cmd, flags=feature flags, state=requested/confirmed state,
-#   ret, dur_ns=latency, bytes=stop_copy_length, count=returned data_fd
-BPF_PRECOPY_INFO = "bpf_precopy_info"  # fd=data fd, init_bytes, dirty_bytes, flags, ret
-BPF_DATA_READ = "bpf_data_read"  # fd=data fd, bytes=ret>0, ret, dur_ns, state=phase
-BPF_DATA_WRITE = "bpf_data_write"  # same, destination side
-BPF_FD_CLOSE = "bpf_fd_close"  # fd
-BPF_LOST = "bpf_lost"  # count=lost events
-LAB_MARK = "lab_mark"  # a lab action (parameter change, kill); detail=JSON
+# Which columns each QEMU event fills (from the registry's rows; used by parsers,
+# documented for users), and each of migprof's own events.
+EVENT_FIELDS: dict[str, tuple[str, ...]] = event_fields()
+OWN_EVENT_FIELDS: dict[str, tuple[str, ...]] = own_fields()
+_unknown = {(e, c) for f in (EVENT_FIELDS, OWN_EVENT_FIELDS) for e, cols in f.items() for c in cols
+            if c not in COLUMNS}
+if _unknown:
+    raise ImportError(f"profiler.registry fills columns the schema lacks: {sorted(_unknown)}")
 
-# Which columns each QEMU event fills (used by parsers, documented for users).
-EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "migrate_set_state": ("state",),
-    "migrate_pending": ("bytes", "threshold_bytes", "pre_bytes", "count", "post_bytes"),
-    # count = compat for v7.2 migrate_pending
-    "migrate_pending_estimate": ("bytes", "pre_bytes", "post_bytes"),
-    "migrate_pending_exact": ("bytes", "pre_bytes", "post_bytes"),
-    "migrate_transferred": ("bytes", "dur_ns", "bw_bytes_per_ms", "count", "threshold_bytes"),
-    # count = switchover_bw in bytes/ms (>=8.2), NA before
-    "migration_thread_low_pending": ("bytes",),
-    "migration_bitmap_sync_end": ("count",),
-    "migration_completion_vm_stop": ("ret",),
-    "vmstate_downtime_checkpoint": ("state",),
-    "vmstate_downtime_save": ("state", "device", "count", "dur_ns"),  # state=type, count=instance
-    "vmstate_downtime_load": ("state", "device", "count", "dur_ns"),
-    "migrate_fd_error": ("detail",),
-    "migrate_error": ("detail",),
-    "process_incoming_migration_co_end": ("ret", "count"),
-    "savevm_section_start": ("device", "count"),
-    "savevm_section_end": ("device", "count", "ret"),
-    "vfio_save_setup": ("device", "bytes"),
-    "vfio_save_block": ("device", "bytes"),
-    "vfio_save_buffer": ("device", "bytes", "count", "stopcopy_bytes"),  # v1: offset in count
-    "vfio_update_pending": ("device", "stopcopy_bytes"),
-    "vfio_save_pending": ("device", "pre_bytes", "post_bytes", "count"),
-    "vfio_save_iterate": ("device", "init_bytes", "dirty_bytes", "bytes"),
-    "vfio_state_pending_estimate": ("device", "pre_bytes", "post_bytes", "init_bytes", "dirty_bytes"),
-    "vfio_state_pending_exact": (
-        "device", "pre_bytes", "post_bytes", "stopcopy_bytes", "init_bytes", "dirty_bytes"),
-    "vfio_save_complete_precopy": ("device", "ret"),
-    "vfio_save_complete_precopy_thread_start": ("device", "detail", "count"),
-    "vfio_save_complete_precopy_thread_end": ("device", "ret"),
-    "vfio_migration_set_state": ("device", "state", "detail"),  # detail=recover state (>=9.1)
-    "vfio_migration_set_device_state": ("device", "state"),
-    "vfio_vmstate_change": ("device", "ret", "detail", "state"),  # ret=running, detail=reason
-    "vfio_vmstate_change_prepare": ("device", "ret", "detail", "state"),
-    "vfio_migration_state_notifier": ("device", "state"),
-    "vfio_load_state": ("device", "flags"),
-    "vfio_load_state_device_data": ("device", "bytes", "ret"),
-    "vfio_get_dirty_bitmap": ("bytes", "count"),
-    "vfio_container_query_dirty_bitmap": ("bytes", "count"),
-    "multifd_send_thread_end": ("count", "bytes"),
-    # VFIO events that carry only the device name (and a multifd packet index in count)
-    **{e: ("device",) for e in (
-        "vfio_migration_probe", "vfio_migration_realize", "vfio_save_cleanup",
-        "vfio_save_device_config_state", "vfio_load_device_config_state",
-        "vfio_load_device_config_state_start", "vfio_load_device_config_state_end",
-        "vfio_load_cleanup", "vfio_save_iterate_start", "vfio_save_complete_precopy_start",
-        "vfio_save_block_precopy_empty_hit", "vfio_load_bufs_thread_start",
-        "vfio_load_bufs_thread_end", "vfio_load_state_device_buffer_start",
-        "vfio_load_state_device_buffer_end")},
-    **{e: ("device", "count") for e in (
-        "vfio_load_state_device_buffer_incoming", "vfio_load_state_device_buffer_starved",
-        "vfio_load_state_device_buffer_load_start", "vfio_load_state_device_buffer_load_end")},
+
+# Schema v1 kept these meanings in ``count`` and the running flag in ``ret``; v2 gave each a
+# column of its own. event -> the v2 column of its v1 value.
+_V1_COUNT = {
+    **dict.fromkeys(("migrate_pending", "vfio_save_pending"), "compat_bytes"),
+    "migrate_transferred": "switchover_bw_bytes_per_ms",
+    **dict.fromkeys(("migration_bitmap_sync_end", "vfio_get_dirty_bitmap",
+                     "vfio_container_query_dirty_bitmap"), "dirty_pages"),
+    **dict.fromkeys(("vmstate_downtime_save", "vmstate_downtime_load",
+                     "vfio_save_complete_precopy_thread_start"), "instance_id"),
+    **dict.fromkeys(("savevm_section_start", "savevm_section_end"), "section_id"),
+    **dict.fromkeys(("vfio_load_state_device_buffer_incoming", "vfio_load_state_device_buffer_starved",
+                     "vfio_load_state_device_buffer_load_start", "vfio_load_state_device_buffer_load_end"),
+                    "buffer_idx"),
+    "vfio_save_buffer": "offset_bytes",
+    **dict.fromkeys((QMP_MIGRATION_PASS, QMP_QUERY_MIGRATE), "dirty_syncs"),
+    BPF_IOCTL: "data_fd",  # VFIO_GROUP_GET_DEVICE_FD rows repeated ``ret`` there: dropped
+    **dict.fromkeys((BPF_DATA_READ, BPF_DATA_WRITE), "requested_bytes"),
+    "process_incoming_migration_co_end": "state",  # PostcopyState -> its name
+    SOCKDIAG_SAMPLE: "detail",  # tcpi_bytes_sent -> "bytes_sent" in the JSON
 }
+_V1_RET = {"vfio_vmstate_change": "flags", "vfio_vmstate_change_prepare": "flags"}
+
+
+def upgrade_v1(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of schema v1 (a recording, a lab run's JSON lines) with v2's named columns: each
+    value v1 kept in ``count``/``ret`` for another meaning moves to its column. Rows that are
+    already v2 hold NA there, so they stay as they are."""
+    if "event" not in df.columns or not len(df):
+        return df
+    name = df["event"].astype("string")
+    copied = False
+    for old, table in (("count", _V1_COUNT), ("ret", _V1_RET)):
+        if old not in df.columns:
+            continue
+        for new in dict.fromkeys(table.values()):
+            m = (name.isin([e for e, c in table.items() if c == new]) & df[old].notna()).to_numpy(dtype=bool)
+            if m.any():
+                if not copied:
+                    df, copied = df.copy(), True
+                col = df[new] if new in df.columns else pd.Series(pd.NA, index=df.index, dtype="object")
+                col = col.astype(COLUMNS[new] if COLUMNS[new] != "category" else "string")
+                col.loc[m] = _v2_values(new, df.loc[m]).astype(col.dtype).to_numpy()
+                df[new] = col
+                df[old] = df[old].astype("Int64").mask(pd.Series(m, index=df.index))
+    return df
+
+
+def _v2_values(new: str, rows: pd.DataFrame) -> pd.Series:
+    """The v2 ``new`` column of v1 rows whose ``count``/``ret`` held its value."""
+    old = rows["ret"] if new == "flags" else rows["count"]
+    vals = old.astype("Int64")
+    if new == "state":  # PostcopyState code -> name
+        codes, other = ENUMS["postcopy"]
+        return pd.Series([codes.get(int(v), other.format(int(v))) for v in vals], index=vals.index)
+    if new == "detail":  # sock_diag: bytes sent into the JSON of the rest
+        return pd.Series([_with_key(d, "bytes_sent", int(v)) for d, v in zip(rows["detail"], vals, strict=True)],
+                         index=vals.index)
+    if new == "data_fd":  # VFIO_GROUP_GET_DEVICE_FD rows repeated ``ret``: no data fd
+        devname = (rows["detail"].astype("string") == "VFIO_GROUP_GET_DEVICE_FD").fillna(False)
+        return vals.mask(devname.to_numpy(dtype=bool))
+    return vals
+
+
+def _with_key(detail: object, key: str, value: int) -> str:
+    try:
+        d = json.loads(detail) if isinstance(detail, str) else {}
+    except ValueError:
+        d = None
+    if not isinstance(d, dict):
+        return str(detail)
+    d[key] = value
+    return json.dumps(d, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -223,7 +287,7 @@ def _empty_template() -> pd.DataFrame:
 def empty_frame() -> pd.DataFrame:
     """A frame with every column and dtype and no rows."""
     # live sources send one as a heartbeat every 0.1 s: a copy of a built template costs
-    # ~0.1 ms, building 29 typed columns ~4 ms
+    # ~0.1 ms, building the typed columns ~4 ms
     return _empty_template().copy()
 
 

@@ -102,7 +102,8 @@ def _read_jsonl(path: str, side: str | None) -> tuple[pd.DataFrame, list[str], i
         df["side"] = side
     if "origin" not in df:
         df["origin"] = events.Origin.LAB
-    return events.conform(df), warnings, bad
+    # rows written before schema v2 (older run directories) get its named columns
+    return events.conform(events.upgrade_v1(df)), warnings, bad
 
 
 def _side_of(path: str, sides: list[str] | None, i: int) -> str | None:
@@ -181,6 +182,13 @@ def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
             out.malformed += bad
             out.inputs.append({"path": str(p), "kind": "jsonl", "events": len(df), "malformed": bad})
             frames.append(df)
+    # a libvirt lab run: libvirt's completed job statistics, shown beside ours
+    j = d / "libvirt-jobinfo.json"
+    if j.exists():
+        try:
+            out.meta["libvirt_jobinfo"] = json.loads(j.read_text())
+        except (OSError, ValueError) as e:
+            out.warnings.append(f"{j}: unreadable ({e})")
     # each side's QEMU command line maps QMP device ids to host device names
     for side in ("source", "destination"):
         c = d / f"{side}.cmdline"
@@ -276,3 +284,186 @@ def load(paths: list[str], sides: list[str] | None = None) -> Loaded:
     out.events = sort_timeline(merged)
     out.meta.setdefault("inputs", [i["path"] for i in out.inputs])
     return out
+
+
+# ---------------------------------------------------------------------------- compare's inputs
+# `migprof compare` loads each input as one run (model/compare.Run): a finalised
+# recording's stored summary when its model key matches, else the report built here.
+
+from typing import TYPE_CHECKING  # noqa: E402  (this block is appended to the load path)
+
+if TYPE_CHECKING:
+    from profiler.model.compare import Run
+    from profiler.model.results import Report
+
+
+def expand_runs(paths: list[str]) -> list[str]:
+    """A directory of recordings (not a lab run directory) is one run per recording."""
+    from profiler import store
+
+    out = []
+    for p in paths:
+        d = Path(p)
+        if d.is_dir() and not (d / "run.json").exists():
+            recs = sorted(str(f) for f in d.iterdir() if f.is_file() and store.is_recording(f))
+            if recs:
+                out += recs
+                continue
+        out.append(p)
+    return out
+
+
+def _run(path: str, report: Report, meta: dict[str, Any], from_summary: bool = False) -> Run:
+    from profiler.model.compare import Run
+
+    qv = meta.get("qemu_version")  # the QMP greeting's, or run.json's for a trace (load_run)
+    if isinstance(qv, dict):  # one version per side
+        qv = ", ".join(sorted({str(v) for v in qv.values() if v}))
+    sv = meta.get("stored_schema_version")
+    return Run(str(path), report, str(qv) if qv else None, int(sv) if sv is not None else None,
+               from_summary)
+
+
+def cached_run(path: str) -> Run | None:
+    """The ``model.compare.Run`` of a finalised recording from its stored summary alone;
+    None when it has no usable one (then the events are read)."""
+    from profiler import store
+    from profiler.model.results import from_json
+
+    cached = store.read_summary(path)
+    if cached is None:
+        return None
+    summary, meta = cached
+    try:
+        report = from_json(summary)
+    except (TypeError, ValueError, KeyError):
+        return None  # a summary is an optimisation: rebuild from the events
+    return _run(path, report, meta, from_summary=True)
+
+
+def load_run(path: str, *, use_summary: bool = True) -> Run:
+    """The ``model.compare.Run`` of one input: a recording, a trace file or a run directory.
+
+    A finalised recording carries a summary (its report, keyed by the model's code);
+    when the key matches this migprof's model, that summary is used and the events
+    are not read at all.
+    """
+    from profiler import store
+    from profiler.model import build_report
+
+    if store.is_recording(path):
+        if use_summary and (run := cached_run(path)) is not None:
+            return run
+        df, meta, warns = store.read_recording(path)
+        malformed = skipped = 0
+    else:
+        loaded = load([path])
+        df, meta, warns = loaded.events, dict(loaded.meta or {}), list(loaded.warnings)
+        malformed, skipped = loaded.malformed, loaded.skipped
+        if qv := store.qemu_version_of(meta):
+            meta["qemu_version"] = qv
+    report = build_report(df, inputs=[path], malformed=malformed, skipped=skipped,
+                          warnings=warns, meta=meta)
+    return _run(path, report, meta)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailure:
+    """Why one input gave no run, as it crosses back from a worker process (an exception
+    may not survive pickling; ``InputError`` does not)."""
+
+    path: str
+    message: str
+    exit_code: int = 2
+    traceback: str = ""  # an unexpected error's traceback, for --debug
+
+
+def _load_or_failure(path: str) -> Run | LoadFailure:
+    """``load_run`` of an input whose summary was already tried, or its LoadFailure."""
+    from profiler.errors import MigprofError
+
+    try:
+        return load_run(path, use_summary=False)
+    except MigprofError as e:
+        return LoadFailure(path, str(e), e.exit_code)
+    except Exception as e:  # a model bug on this input: name the input, as for bad input
+        import traceback
+
+        return LoadFailure(path, f"{path}: cannot build its report ({type(e).__name__}: {e})",
+                           traceback=traceback.format_exc())
+
+
+def _load_chunk(paths: list[str]) -> list[Run | LoadFailure]:
+    return [_load_or_failure(p) for p in paths]
+
+
+def _load_alone(path: str) -> Run | LoadFailure:
+    """``_load_or_failure`` in a process of its own, so a death names its input."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as ex:
+        try:
+            return ex.submit(_load_or_failure, path).result()
+        except cf.process.BrokenProcessPool:
+            return LoadFailure(path, f"{path}: the process loading it died (killed by a signal, "
+                                     "e.g. out of memory)")
+        except Exception as e:  # e.g. a result that cannot cross back
+            return LoadFailure(path, f"{path}: its worker process failed ({type(e).__name__}: {e})")
+
+
+def _load_in_processes(todo: list[str], jobs: int) -> list[Run | LoadFailure]:
+    """``_load_or_failure`` of every input, in ``jobs`` forked processes. A worker that dies
+    (killed, out of memory) breaks the pool and every input still in it; those are loaded
+    again one process each, so the sound ones are kept and the one that kills is named."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    size = max(1, len(todo) // (jobs * 4))
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    done: dict[str, Run | LoadFailure] = {}
+    # fork: the children start with pandas and the model already imported
+    with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("fork")) as ex:
+        futures = [ex.submit(_load_chunk, c) for c in chunks]
+        for chunk, f in zip(chunks, futures, strict=True):
+            if f.exception() is None:  # else the pool broke: loaded again below
+                done.update(zip(chunk, f.result(), strict=True))
+    for p in todo:
+        if p not in done:
+            done[p] = _load_alone(p)
+    return [done[p] for p in todo]
+
+
+def load_runs(paths: list[str], jobs: int, use_summary: bool = True) -> list[Run | LoadFailure]:
+    """Every input as a ``model.compare.Run``, or the LoadFailure that says why not, in the
+    order given: stored summaries first, the rest rebuilt, in ``jobs`` processes when
+    there are four or more."""
+    runs: dict[str, Run | LoadFailure] = {}
+    if use_summary:
+        for p in paths:
+            if (r := cached_run(p)) is not None:
+                runs[p] = r
+    todo = list(dict.fromkeys(p for p in paths if p not in runs))
+    if jobs <= 1 or len(todo) < 4:
+        runs.update((p, _load_or_failure(p)) for p in todo)
+    else:
+        runs.update(zip(todo, _load_in_processes(todo, jobs), strict=True))
+    return [runs[p] for p in paths]
+
+
+def every_run(loaded: list[Run | LoadFailure]) -> list[Run]:
+    """The runs, when every input gave one; else ``MigprofError`` with the one-line reason of
+    the first unusable input in the order given (whichever worker finished first)."""
+    import logging
+
+    from profiler.errors import MigprofError
+
+    failed = [r for r in loaded if isinstance(r, LoadFailure)]
+    for f in failed:
+        if f.traceback:
+            logging.getLogger(__name__).debug("%s:\n%s", f.path, f.traceback)
+    if failed:
+        err = MigprofError(failed[0].message)
+        err.exit_code = failed[0].exit_code
+        raise err
+    return loaded  # type: ignore[return-value]  # no LoadFailure left

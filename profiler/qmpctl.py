@@ -5,7 +5,8 @@ The QMP monitor serves one client, so control shares the connection the source
 thread. A refusal from QEMU is ``QmpRefused`` naming the command, the argument and the
 QEMU version; a dropped or held connection is ``QmpGone``. The lab drives its
 migrations with ``QmpControl``; ``live`` switches QEMU's trace events on and points its
-log at a file with ``TraceControl``, and puts both back at exit.
+log at a file with ``TraceControl`` (over QMP, or through libvirt for a domain), and puts
+both back at exit.
 """
 
 from __future__ import annotations
@@ -17,18 +18,18 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
-from profiler import events as ev
+from profiler import registry
 from profiler.errors import MigprofError
 from profiler.sources.base import Source
 from profiler.sources.qmp import FINAL_STATUSES, QmpGone, QmpRefused, QmpSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FINAL_STATUSES", "QmpControl", "QmpGone", "QmpRefused", "TraceControl"]
+__all__ = ["FINAL_STATUSES", "Control", "QmpControl", "QmpGone", "QmpRefused", "TraceControl"]
 
 
 class QmpControl:
@@ -126,43 +127,37 @@ class QmpControl:
 
         return self.source.call(_wait(), timeout=timeout + 5)
 
-    # -- trace events and the log
-    def trace_event_states(self, side: str) -> dict[str, bool]:
-        """Every trace event QEMU has: name -> enabled."""
-        states = self.execute(side, "trace-event-get-state", {"name": "*"})
-        return {s["name"]: s.get("state") == "enabled" for s in states
-                if s.get("state") in ("enabled", "disabled")}
-
-    def set_trace_event(self, side: str, name: str, enable: bool, timeout: float = 30.0) -> None:
-        self.execute(side, "trace-event-set-state", {"name": name, "enable": enable}, timeout)
-
-    def set_logfile(self, side: str, path: str, timeout: float = 30.0) -> None:
-        """Point QEMU's log (trace lines included) at ``path`` (HMP ``logfile``)."""
-        self.hmp(side, f"logfile {path}", timeout)
-
 
 # ---------------------------------------------------------------- live's trace control
 
-# event-name prefixes of the migration and VFIO migration trace events `live` turns on
-TRACE_PREFIXES = ("vfio_migration", "vfio_save", "vfio_load", "vfio_state_pending", "vfio_vmstate",
-                  "vfio_update_pending", "vfio_mig_", "vmstate_downtime", "migrate_set_state",
-                  "migrate_pending", "migration_bitmap_sync", "savevm_state_", "loadvm_state_")
+class Control(Protocol):
+    """What trace control needs: QMP commands on a side (``QmpControl``, or a libvirt
+    domain's ``LibvirtSource``, which passes them through libvirt)."""
+
+    def execute(self, side: str, cmd: str, args: Mapping[str, Any] | None = None,
+                timeout: float = 30.0) -> Any: ...
 
 
 def wanted_trace_events(available: Iterable[str]) -> list[str]:
-    """The migration and VFIO migration events of ``available`` to switch on (never all)."""
-    have = set(available)
-    want = set(ev.EVENT_FIELDS)
-    try:
-        from profiler.lab.qemu import MIGRATION_TRACE_EVENTS
+    """The migration and VFIO migration events of ``available`` to switch on (never all):
+    what the event registry says (the lab switches on the same)."""
+    return registry.events_to_enable(available)
 
-        want |= set(MIGRATION_TRACE_EVENTS)
-    except ImportError:
-        pass
-    want |= {n for n in have if n.startswith(TRACE_PREFIXES)}
-    # one line per byte-count query: floods the log
-    want.discard("migration_transferred_bytes")
-    return sorted(want & have)
+
+def trace_event_states(ctl: Control, side: str) -> dict[str, bool]:
+    """Every trace event QEMU has: name -> enabled."""
+    states = ctl.execute(side, "trace-event-get-state", {"name": "*"})
+    return {s["name"]: s.get("state") == "enabled" for s in states
+            if s.get("state") in ("enabled", "disabled")}
+
+
+def set_trace_event(ctl: Control, side: str, name: str, enable: bool, timeout: float = 30.0) -> None:
+    ctl.execute(side, "trace-event-set-state", {"name": name, "enable": enable}, timeout)
+
+
+def set_logfile(ctl: Control, side: str, path: str, timeout: float = 30.0) -> None:
+    """Point QEMU's log (trace lines included) at ``path`` (HMP ``logfile``)."""
+    ctl.execute(side, "human-monitor-command", {"command-line": f"logfile {path}"}, timeout)
 
 
 class TraceControl(Source):
@@ -170,16 +165,17 @@ class TraceControl(Source):
     undoes both when closed.
 
     Yields no events itself (a ``QemuLogSource`` reads the file). It acts as soon as the
-    QMP connection is up, which for a monitor another client held is when it frees.
-    ``log_path`` differing from QEMU's own ``-D`` file (``qemu_log``) means QEMU logs to
-    stderr and the log is redirected; ``temporary``: that file is ours to remove.
+    connection is up (``ctl.wait_connected``, where the control has it), which for a QMP
+    monitor another client held is when it frees. ``log_path`` differing from QEMU's own
+    ``-D`` file (``qemu_log``) means QEMU logs to stderr and the log is redirected;
+    ``temporary``: that file is ours to remove.
     """
 
     name = "trace-control"
 
-    def __init__(self, qmp: QmpSource, side: str, pid: int, log_path: str | None,
+    def __init__(self, ctl: Control, side: str, pid: int, log_path: str | None,
                  qemu_log: str | None = None, temporary: bool = False):
-        self.ctl = QmpControl(qmp)
+        self.ctl = ctl
         self.side = side
         self.pid = pid
         self.log_path = log_path
@@ -192,8 +188,12 @@ class TraceControl(Source):
         self.applied = False
         self._lock = threading.Lock()
 
+    def _up(self, timeout: float) -> bool:
+        wait = getattr(self.ctl, "wait_connected", None)
+        return True if wait is None else bool(wait(self.side, timeout))
+
     def __enter__(self) -> TraceControl:
-        if self.ctl.connected(self.side):
+        if self._up(0):
             self.apply()
         return self
 
@@ -204,7 +204,7 @@ class TraceControl(Source):
                 return
             self.applied = True
             try:
-                states = self.ctl.trace_event_states(self.side)
+                states = trace_event_states(self.ctl, self.side)
             except MigprofError as e:
                 self.problem = f"cannot read QEMU's trace events over QMP: {e}"
                 log.warning("%s", self.problem)
@@ -215,7 +215,7 @@ class TraceControl(Source):
             for name in wanted_trace_events(states):
                 if not states[name]:
                     try:
-                        self.ctl.set_trace_event(self.side, name, True)
+                        set_trace_event(self.ctl, self.side, name, True)
                         self.enabled.append(name)
                     except MigprofError as e:  # e.g. a dstate-only event
                         log.debug("trace-event-set-state %s: %s", name, e)
@@ -229,7 +229,7 @@ class TraceControl(Source):
             err = os.readlink(f"/proc/{self.pid}/fd/2")
         except OSError:
             err = ""
-        self.ctl.set_logfile(self.side, str(self.log_path))
+        set_logfile(self.ctl, self.side, str(self.log_path))
         self.redirected = True
         if err and not os.path.isfile(err):
             self.restore_log = "/dev/stderr"
@@ -237,7 +237,7 @@ class TraceControl(Source):
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
         """Waits for QMP (a held monitor that frees) and then acts; yields nothing."""
         while not stop.is_set() and not self.applied:
-            if self.ctl.wait_connected(self.side, 0.1) and not stop.is_set():
+            if self._up(0.1) and not stop.is_set():
                 self.apply()
         return
         yield  # a generator that yields no rows
@@ -247,7 +247,7 @@ class TraceControl(Source):
             self.applied = True  # a late connection must not switch anything on now
             for name in self.enabled:
                 try:
-                    self.ctl.set_trace_event(self.side, name, False, timeout=5)
+                    set_trace_event(self.ctl, self.side, name, False, timeout=5)
                 except Exception as e:  # QEMU gone: nothing to put back
                     log.debug("restoring %s: %s", name, e)
                     break
@@ -256,7 +256,7 @@ class TraceControl(Source):
                 self.redirected = False
                 if self.restore_log:
                     with contextlib.suppress(Exception):
-                        self.ctl.set_logfile(self.side, self.restore_log, timeout=5)
+                        set_logfile(self.ctl, self.side, self.restore_log, timeout=5)
                         if self.temporary and self.log_path:
                             os.unlink(self.log_path)
                 else:

@@ -145,15 +145,18 @@ def qemu_version_of(meta: dict[str, Any]) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def model_key() -> str:
-    """Fingerprint of the code that turns events into a report (model + event schema).
+    """Fingerprint of the code that turns events into a report (model + event schema + registry).
 
     A recording's stored summary is used only while this matches, so a changed model
     never serves stale numbers.
     """
     import profiler.model as model
+    from profiler import registry
 
     h = hashlib.sha256(f"{__version__}/{ev.SCHEMA_VERSION}".encode())
-    for f in sorted(Path(model.__file__).parent.glob("*.py")) + [Path(ev.__file__)]:
+    # model/compare.py compares reports and builds none: changing it keeps the summaries
+    for f in sorted(f for f in Path(model.__file__).parent.glob("*.py") if f.name != "compare.py") + [
+            Path(ev.__file__), Path(registry.__file__)]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -609,7 +612,8 @@ def _upgrade_v0(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-UPGRADES: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {0: _upgrade_v0}
+# v1 -> v2: the meanings v1 kept in ``count``/``ret`` move to their named columns
+UPGRADES: dict[int, Callable[[pd.DataFrame], pd.DataFrame]] = {0: _upgrade_v0, 1: ev.upgrade_v1}
 
 
 def write_recording(path: str | os.PathLike[str], df: pd.DataFrame, meta: dict[str, Any] | None = None) -> Path:

@@ -189,7 +189,7 @@ def test_source_reads_exact(migration, dev):
     total_line = [int(r[2]) for r in log if r[0] == "total" and r[1] == dev]
     assert total_line == [TOTAL[dev]]
     # requested count: min(1 MiB, stop-copy size at setup)
-    assert set(reads["count"].astype(int)) == {1 << 20}
+    assert set(reads["requested_bytes"].astype(int)) == {1 << 20}
     assert (reads["dur_ns"] > 0).all()
 
 
@@ -239,7 +239,7 @@ def test_data_fds_from_ioctl(migration):
                 & (df["detail"] == "SET MIG_DEVICE_STATE")]
         want = sorted(int(r[4].split("=")[1]) for r in log if r[0] == "set" and not r[4].endswith("=-1"))
         assert len(want) == 2
-        assert sorted(io["count"].dropna().astype(int)) == want
+        assert sorted(io["data_fd"].dropna().astype(int)) == want
         closes = df[(df["pid"] == client.pid) & (df["event"] == ev.BPF_FD_CLOSE)]
         assert sorted(closes["fd"].astype(int)) == want
         assert set(closes["detail"]) == {kind}

@@ -1,6 +1,6 @@
 """compare: the rule parser, the U test against scipy, metric extraction, and the CLI on
 real lab runs from tests/data/real (recordings, run dirs, mixed schema and QEMU versions,
-corrupt/truncated/foreign inputs)."""
+corrupt/truncated/foreign inputs, the worker pool's error path, the HTML's plotly.js)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REAL
 from scipy.stats import mannwhitneyu
 
-from profiler import compare as cmp
 from profiler import events as ev
-from profiler import store
+from profiler import pipeline, store
 from profiler.cli import main
 from profiler.errors import MigprofError
+from profiler.model import compare as cmp
+from profiler.model.results import Check, Device, Migration, Report, Verdict
+from profiler.views.compare import to_json
+from profiler.views.html import PLOTLY_JS, curves
 
-REAL = Path(__file__).resolve().parent / "data" / "real"
 RUN72 = REAL / "7.2-converges"
 RUN100 = REAL / "10.0-converges"
 
@@ -84,21 +87,22 @@ def test_u_test_matches_scipy() -> None:
 
 
 def mig(total: float, downtime: float, *, outcome: str = "completed", dev: float | None = None,
-        qemu: str = "7.2") -> dict:
-    """A migration in its migprof.report/1 JSON form (what compare reads)."""
-    devices = [{"name": "ram", "kind": "ram", "precopy_bytes": 1 << 20, "stopcopy_bytes": 4096}]
+        qemu: str = "7.2") -> Migration:
+    """A migration as the model gives it (what compare reads)."""
+    devices = [Device("ram", "ram", precopy_bytes=1 << 20, stopcopy_bytes=4096)]
     if dev is not None:
-        devices.append({"name": "0000:3b:00.1", "kind": "vfio", "downtime_ms": dev, "read_ms": dev / 2})
-    devices.append({"name": "apic", "kind": "other", "downtime_ms": 0.01})
-    return {"index": 0, "outcome": outcome, "total_ms": total, "setup_ms": 2.0, "downtime_ms": downtime,
-            "dirty_syncs": 3, "checks": [{"t_ms": 1.0, "pending_bytes": 100, "threshold_bytes": 10}],
-            "verdict_detail": {"converged_at_check": 0}, "transferred_bytes": int(total * 1000),
-            "devices": devices, "qemu_version": qemu}
+        devices.append(Device("0000:3b:00.1", "vfio", downtime_ms=dev, read_ms=dev / 2))
+    devices.append(Device("apic", "other", downtime_ms=0.01))
+    return Migration(index=0, outcome=outcome, start_ns=None, setup_ms=2.0, total_ms=total,
+                     downtime_ms=downtime, dirty_syncs=3, converged=True,
+                     verdict=Verdict(True, 0, "converged at check 1"),
+                     checks=(Check(1.0, "exact", 100, 10),), transferred_bytes=int(total * 1000),
+                     devices=tuple(devices), qemu_version=qemu)
 
 
-def side(label: str, migs: list[dict]) -> cmp.Side:
-    runs = [cmp.Run(f"{label}{i}", {"migrations": [m], "warnings": []}) for i, m in enumerate(migs)]
-    return cmp.make_side(label, runs)
+def side(label: str, migs: list[Migration]) -> cmp.Group:
+    runs = [cmp.Run(f"{label}{i}", Report((m,))) for i, m in enumerate(migs)]
+    return cmp.make_group(label, runs)
 
 
 def test_metrics_of_a_migration() -> None:
@@ -126,11 +130,11 @@ def test_significant_difference_and_rules() -> None:
     assert ("total_ms:+1000", False) in fired
     assert ("bandwidth_bytes_per_s:-1%", False) in fired  # bandwidth is the same (sent/time)
     # the VFIO device only exists on the candidate side: left out, rule not evaluated
-    assert [d["metric"] for d in c.left_out] == ["read_ms", "device.0000:3b:00.1.downtime_ms",
+    assert [d.metric for d in c.left_out] == ["read_ms", "device.0000:3b:00.1.downtime_ms",
                                                   "device.0000:3b:00.1.read_ms"]
     assert any("not evaluated" in r.detail for r in c.rules if r.rule.startswith("device"))
     assert c.regression
-    json.dumps(cmp.to_json(c), allow_nan=False)
+    json.dumps(to_json(c), allow_nan=False)
 
 
 def test_too_few_samples_fire_on_the_limit_alone() -> None:
@@ -253,7 +257,7 @@ def test_mixed_schema_versions(recs: dict[str, Path], tmp_path: Path, capsys: py
     rc = main(["compare", str(v0), "--", str(recs["7.2-converges"]), "--json", "--fail-on", "total_ms:+0"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert out["base"]["schema_versions"] == [0] and out["candidate"]["schema_versions"] == [1]
+    assert out["base"]["schema_versions"] == [0] and out["candidate"]["schema_versions"] == [ev.SCHEMA_VERSION]
     by = {m["name"]: m for m in out["metrics"]}
     for name in ("total_ms", "downtime_ms", "dirty_syncs", "device.ram.precopy_bytes"):
         assert by[name]["delta"] == 0, name
@@ -331,7 +335,7 @@ def test_stale_summary_is_not_used(recs: dict[str, Path], tmp_path: Path) -> Non
     """A summary made by other model code is ignored and the report is rebuilt."""
     p = tmp_path / "stale.parquet"
     shutil.copy(recs["7.2-converges"], p)
-    assert cmp.cached_run(str(p)) is not None
+    assert pipeline.cached_run(str(p)) is not None
     t = pq.read_table(p)
     md = dict(t.schema.metadata)
     s = json.loads(md[store.SUMMARY_KEY])
@@ -339,14 +343,126 @@ def test_stale_summary_is_not_used(recs: dict[str, Path], tmp_path: Path) -> Non
     s["report"]["migrations"][0]["total_ms"] = 1e9
     md[store.SUMMARY_KEY] = json.dumps(s).encode()
     pq.write_table(t.replace_schema_metadata(md), p)
-    assert cmp.cached_run(str(p)) is None
-    run = cmp.load_run(str(p))
-    assert not run.cached and run.migrations[0]["total_ms"] < 1e9
+    assert pipeline.cached_run(str(p)) is None
+    run = pipeline.load_run(str(p))
+    assert not run.from_summary and run.report.migrations[0].total_ms < 1e9
 
 
 def test_html_curves_use_check_times(recs: dict[str, Path]) -> None:
-    run = cmp.load_run(str(recs["7.2-converges"]))
-    c = cmp.curves(cmp.make_side("b", [run]))
-    assert len(c) == 1 and c[0]["x_is_time"]
-    assert len(c[0]["t_ms"]) == len(run.migrations[0]["checks"]) > 0
-    assert pd.Series(c[0]["t_ms"]).is_monotonic_increasing
+    run = pipeline.load_run(str(recs["7.2-converges"]))
+    c = curves(cmp.make_group("b", [run]))
+    assert len(c) == 1 and c[0].x_is_time
+    assert len(c[0].t_ms) == len(run.report.migrations[0].checks) > 0
+    assert pd.Series(c[0].t_ms).is_monotonic_increasing
+
+
+def test_html_shares_one_plotly_script(recs: dict[str, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """--plotly directory: every page in a directory loads the one plotly.min.js beside it,
+    written by the first page and left alone by the next (inline stays the default)."""
+    from plotly.offline import get_plotlyjs
+
+    a, b = str(recs["7.2-converges"]), str(recs["10.0-converges"])
+    inline = tmp_path / "inline.html"
+    assert main(["compare", a, "--", b, "--html", str(inline)]) == 0
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    assert main(["compare", a, "--", b, "--html", str(pages / "one.html"), "--plotly", "directory"]) == 0
+    js = pages / PLOTLY_JS
+    assert f"wrote {js}" in capsys.readouterr().err
+    assert js.read_text() == get_plotlyjs()
+    first = js.stat()
+    assert main(["compare", b, "--", a, "--plotly", "directory", "--html", str(pages / "two.html")]) == 0
+    assert f"wrote {js}" not in capsys.readouterr().err
+    assert (js.stat().st_ino, js.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    for name in ("one.html", "two.html"):
+        page = (pages / name).read_text()
+        assert re.findall(r'<script[^>]*\bsrc="([^"]+)"', page) == [PLOTLY_JS]
+        assert get_plotlyjs()[:2000] not in page
+        assert "Convergence: pending bytes" in page and 'id="migprof-compare"' in page
+        assert len(page) < len(inline.read_text()) - len(get_plotlyjs()) // 2
+    # a page whose directory cannot be written: one line, exit 2
+    assert main(["compare", a, "--", b, "--html", str(js / "x.html"), "--plotly", "directory"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([x for x in err if x.startswith("migprof: error:")]) == 1 and str(js) in err[-1]
+    assert sorted(p.name for p in pages.iterdir()) == ["one.html", PLOTLY_JS, "two.html"]
+
+
+# ---------------------------------------------------------------------------- the worker pool
+
+
+def _corrupt(good: Path, out: Path) -> Path:
+    data = good.read_bytes()
+    out.write_bytes(data[:100] + bytes(200) + data[300:])
+    return out
+
+
+def test_unusable_input_in_a_worker_exits_2_with_one_line(recs: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Inputs rebuilt in worker processes (-j 2, 4+ inputs, --no-summary): a damaged
+    recording among them is named in one line, exit 2, nothing on stdout; with two, the
+    first in the order given, whichever worker finished first."""
+    good = [str(recs[n]) for n in ("7.2-converges", "7.2-downtime-raise", "10.0-converges")]
+    bad1 = _corrupt(recs["7.2-converges"], tmp_path / "bad1.parquet")
+    bad2 = tmp_path / "bad2.log"
+    bad2.write_text("no trace here\n")
+    for argv, named in (([*good, "--", str(bad1), *good], bad1),
+                        ([*good, str(bad2), "--", *good, str(bad1)], bad2)):
+        rc = main(["compare", *argv, "--no-summary", "-j", "2"])
+        cap = capsys.readouterr()
+        assert rc == 2 and cap.out == ""
+        err = cap.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"migprof: error: {named}: "), err
+
+
+def _fake_load_run(kind: str, victim: str):
+    """A load_run that fails on ``victim`` as a model bug (``raise``) or the OOM killer
+    (``kill``) would. Test double: no real input makes the model raise or kills its
+    process (one that did would be a bug to fix); the workers are forked, so they
+    inherit it."""
+    import os
+    import signal
+
+    real = pipeline.load_run
+
+    def fake_load_run(path: str, *, use_summary: bool = True):
+        if path == victim:
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("boom")
+        return real(path, use_summary=use_summary)
+
+    return fake_load_run
+
+
+@pytest.mark.parametrize("kind,says", [("raise", "cannot build its report (RuntimeError: boom)"),
+                                       ("kill", "the process loading it died")])
+def test_failing_worker_names_its_input_and_keeps_the_sound_runs(
+        kind: str, says: str, recs: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """A worker that raises or dies: the loader still returns every sound input's run (a
+    dead worker's other inputs are loaded again, one process each) and names the victim;
+    the command says so in one line, exit 2, no traceback."""
+    paths = [str(recs[n]) for n in ("7.2-converges", "7.2-downtime-raise", "10.0-converges")] * 2
+    victim = str(RUN72)
+    paths.insert(2, victim)
+    monkeypatch.setattr(pipeline, "load_run", _fake_load_run(kind, victim))
+    loaded = pipeline.load_runs(paths, jobs=2, use_summary=False)
+    failed = [r for r in loaded if isinstance(r, pipeline.LoadFailure)]
+    assert [f.path for f in failed] == [victim] and says in failed[0].message
+    sound = [r for r in loaded if not isinstance(r, pipeline.LoadFailure)]
+    assert [r.input for r in sound] == [p for p in paths if p != victim]
+    want = {p: to_json_of(pipeline.load_run(p, use_summary=False)) for p in set(paths) - {victim}}
+    assert all(to_json_of(r) == want[r.input] for r in sound)
+
+    rc = main(["compare", *paths[:3], "--", *paths[3:], "--no-summary", "-j", "2"])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.out == ""
+    err = cap.err.strip().splitlines()
+    assert err == [f"migprof: error: {failed[0].message}"], err
+
+
+def to_json_of(run: cmp.Run) -> list:
+    from profiler.model.results import to_json as report_json
+
+    return report_json(run.report)["migrations"]

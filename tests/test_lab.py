@@ -216,18 +216,18 @@ def test_query_migrate_polled_while_active(lab_run, qemu: str) -> None:
     e = run.events
     src = e["side"] == ev.Side.SOURCE
     q = e[(e["event"] == ev.QMP_QUERY_MIGRATE) & src & (e["state"] == "active")]
-    q = q[q["count"].notna()]
+    q = q[q["dirty_syncs"].notna()]
     passes = e[(e["event"] == ev.QMP_MIGRATION_PASS) & src]
     assert len(q) >= 2 and len(passes) >= 2
     # counters only grow, in the order the replies came
     assert q["t_ns"].is_monotonic_increasing
-    assert q["count"].is_monotonic_increasing and q["bytes"].is_monotonic_increasing
+    assert q["dirty_syncs"].is_monotonic_increasing and q["bytes"].is_monotonic_increasing
     # each reply's dirty-sync count is the pass QEMU had announced by then (a reply and a
     # pass event crossing on the wire: one either way)
     announced = np.searchsorted(passes["t_ns"].to_numpy(dtype="int64"),
                                 q["t_ns"].to_numpy(dtype="int64"), side="right")
-    last = np.concatenate([[0], passes["count"].to_numpy(dtype="int64")])[announced]
-    assert (np.abs(q["count"].to_numpy(dtype="int64") - last) <= 1).all()
+    last = np.concatenate([[0], passes["dirty_syncs"].to_numpy(dtype="int64")])[announced]
+    assert (np.abs(q["dirty_syncs"].to_numpy(dtype="int64") - last) <= 1).all()
     statuses = e.loc[(e["event"] == ev.QMP_MIGRATION) & src, "state"].tolist()
     assert statuses[:2] == ["setup", "active"] and statuses[-1] == "cancelled"
 

@@ -13,25 +13,24 @@ import contextlib
 import io
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from profiler.cli import main
-from profiler.lab.vfio.scenarios import (
+from conftest import REAL_VFIO as DATA
+from vfio_checks import (
+    COMPLETED,
     DESTINATION_STATES,
+    EXPECT,
     MTTY_PRECOPY_BYTES,
     MTTY_STOPCOPY_BYTES,
     MTTY_TOTAL_BYTES,
     MTTY_VFIO_TRANSFERRED_MULTIFD,
-    SCENARIOS,
     SOURCE_STATES,
 )
+
+from profiler.cli import main
 from profiler.model.aliases import device_aliases
 
-DATA = Path(__file__).resolve().parent / "data" / "real-vfio"
-COMPLETED = [n for n, s in SCENARIOS.items() if s.expect_outcome == "completed"]
 WITH_BPF = [n for n in COMPLETED if (DATA / n / "bpf.jsonl").exists()]
 DOWNTIME = re.compile(r":vmstate_downtime_(save|load) type=\S+ idstr=(\S+) instance_id=\d+ downtime=(\d+)")
 
@@ -80,7 +79,7 @@ def changes(dev: dict[str, Any], origin: str) -> list[str]:
 
 
 def test_every_scenario_is_here() -> None:
-    assert sorted(p.name for p in DATA.iterdir() if p.is_dir()) == sorted(SCENARIOS)
+    assert sorted(p.name for p in DATA.iterdir() if p.is_dir()) == sorted(EXPECT)
     assert WITH_BPF, "at least one capture ran the BPF collector"
 
 
@@ -110,7 +109,7 @@ def test_mtty_bytes(name: str) -> None:
 @pytest.mark.parametrize("name", COMPLETED)
 def test_vfio_transferred_against_the_device_bytes(name: str) -> None:
     m = migration(name)
-    want = SCENARIOS[name].expect_vfio_transferred
+    want = EXPECT[name].vfio_transferred
     assert m["vfio_transferred_bytes"] == qm(name)["vfio"]["transferred"] == want
     src, _ = vfio(name)
     if src["stopcopy_thread_ms"] is None:
@@ -160,15 +159,18 @@ def test_bpf_data_fd(name: str) -> None:
     """Data-fd reads per phase on the source, writes on the destination, latency, and the
     trace and BPF agreeing (no warning)."""
     src, dst = vfio(name)
-    assert "fd14" in src["aliases"] or any(a.startswith("fd") for a in src["aliases"])
+    rows = [json.loads(x) for x in (DATA / name / "bpf.jsonl").read_text().splitlines() if x.strip()]
+    reads = [r for r in rows if r["event"] == "bpf_data_read" and r["side"] == "source"]
+    writes = [r for r in rows if r["event"] == "bpf_data_write" and r["side"] == "destination"]
+    # BPF names the device by the device fd its data fd came from (fdN): on each side that
+    # name, and no other fd, joins the mdev's UUID
+    assert {a for a in src["aliases"] if re.fullmatch(r"fd\d+", a)} == {r["device"] for r in reads}
+    assert {a for a in dst["aliases"] if re.fullmatch(r"fd\d+", a)} == {r["device"] for r in writes}
     by = src["bytes_by_phase"]
     assert by.get("PRE_COPY", 0) + by.get("PRE_COPY_P2P", 0) == MTTY_PRECOPY_BYTES
     assert by["STOP_COPY"] == MTTY_STOPCOPY_BYTES
     assert dst["bytes_by_phase"] == {"RESUMING": MTTY_TOTAL_BYTES}
     assert (dst["precopy_bytes"], dst["stopcopy_bytes"]) == (MTTY_PRECOPY_BYTES, MTTY_STOPCOPY_BYTES)
-    rows = [json.loads(x) for x in (DATA / name / "bpf.jsonl").read_text().splitlines() if x.strip()]
-    reads = [r for r in rows if r["event"] == "bpf_data_read" and r["side"] == "source"]
-    writes = [r for r in rows if r["event"] == "bpf_data_write" and r["side"] == "destination"]
     assert src["read_calls"] == len(reads) and dst["write_calls"] == len(writes)
     assert src["read_ms"] == pytest.approx(sum(r["dur_ns"] for r in reads) / 1e6)
     assert src["read_max_us"] == pytest.approx(max(r["dur_ns"] for r in reads) / 1e3)
@@ -243,7 +245,11 @@ def test_downtime_raise_is_a_marker_and_the_limit_in_force() -> None:
     m = migration("downtime-raised")
     mark = next(mk for mk in m["markers"] if mk["label"].startswith("raise-downtime-limit"))
     assert "downtime-limit=2000" in mark["label"]
-    assert m["downtime_limit_ms"] == SCENARIOS["downtime-raised"].raised_downtime_ms
+    sets = [json.loads(r["detail"]) for r in map(json.loads, (DATA / "downtime-raised" / "events.jsonl")
+                                                  .read_text().splitlines())
+            if r["event"] == "qmp_params" and r["side"] == "source" and "downtime-limit" in (r.get("detail") or "")]
+    assert [x["downtime-limit"] for x in sets] == [300, 2000]  # the lab's QMP commands, as sent
+    assert m["downtime_limit_ms"] == 2000
     assert m["converged"] is True
     assert m["switchover_ms"] > mark["t_ms"]
     at = m["verdict_detail"]["converged_at_check"]

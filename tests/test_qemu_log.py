@@ -32,19 +32,19 @@ DEV = "0000:3b:00.1"
 CASES: list[tuple[str, str, dict]] = [
     # --- 7.2: VFIO protocol v1, hex sizes, migrate_pending with the threshold
     ("7.2", "migrate_pending pending size 67108864 max 65381941 (pre = 67108864 compat=0 post=0)",
-     dict(bytes=67108864, threshold_bytes=65381941, pre_bytes=67108864, count=0, post_bytes=0)),
+     dict(bytes=67108864, threshold_bytes=65381941, pre_bytes=67108864, compat_bytes=0, post_bytes=0)),
     ("7.2", "migrate_transferred transferred 4194304 time_spent 100 bandwidth 41943 max_size 2097150",
      dict(bytes=4194304, dur_ns=100_000_000, bw_bytes_per_ms=41943.0, threshold_bytes=2097150,
-          count=None)),
+          switchover_bw_bytes_per_ms=None)),
     ("7.2", f"vfio_save_pending  ({DEV}) precopy 0x4000000 postcopy 0x0 compatible 0x10",
-     dict(device=DEV, pre_bytes=0x4000000, post_bytes=0, count=16)),
+     dict(device=DEV, pre_bytes=0x4000000, post_bytes=0, compat_bytes=16)),
     ("7.2", f"vfio_update_pending  ({DEV}) pending 0x100000", dict(device=DEV, stopcopy_bytes=0x100000)),
     ("7.2", f"vfio_save_buffer  ({DEV}) Offset 0x1000 size 0x100000 pending 0x200000",
-     dict(device=DEV, count=0x1000, bytes=0x100000, stopcopy_bytes=0x200000)),
+     dict(device=DEV, offset_bytes=0x1000, bytes=0x100000, stopcopy_bytes=0x200000)),
     ("7.2", f"vfio_save_iterate  ({DEV}) data_size 1048576", dict(device=DEV, bytes=1048576)),
     ("7.2", f"vfio_migration_set_state  ({DEV}) state 3", dict(device=DEV, state="PRE_COPY")),
     ("7.2", f"vfio_vmstate_change  ({DEV}) running 0 reason finish-migrate device state 2",
-     dict(device=DEV, ret=0, detail="finish-migrate", state="STOP_COPY")),
+     dict(device=DEV, flags=0, detail="finish-migrate", state="STOP_COPY")),
     ("7.2", f"vfio_load_state_device_data  ({DEV}) Offset 0x0 size 0x100000",
      dict(device=DEV, bytes=0x100000, ret=None)),
     ("7.2", f"vfio_save_setup  ({DEV})", dict(device=DEV, bytes=None)),
@@ -52,10 +52,10 @@ CASES: list[tuple[str, str, dict]] = [
     ("7.2", f"vfio_migration_state_notifier  ({DEV}) state completed", dict(device=DEV, state="completed")),
     ("7.2", f"vfio_migration_probe  ({DEV}) Region 9", dict(device=DEV)),
     ("7.2", "vfio_get_dirty_bitmap container fd=25, iova=0x0 size= 0x8000000 bitmap_size=0x1000 start=0x0",
-     dict(bytes=0x8000000, count=None)),
+     dict(bytes=0x8000000, dirty_pages=None)),
     ("7.2", "migrate_fd_error error=Unable to write to socket: Broken pipe",
      dict(detail="Unable to write to socket: Broken pipe")),
-    ("7.2", "process_incoming_migration_co_end ret=0 postcopy-state=0", dict(ret=0, count=0)),
+    ("7.2", "process_incoming_migration_co_end ret=0 postcopy-state=0", dict(ret=0, state="postcopy-none")),
     # --- 8.0: protocol v2, stop-copy only
     ("8.0", f"vfio_state_pending_exact  ({DEV}) precopy 0x1000 postcopy 0x0 stopcopy size 0x2000000",
      dict(device=DEV, pre_bytes=0x1000, post_bytes=0, stopcopy_bytes=0x2000000, init_bytes=None)),
@@ -67,18 +67,18 @@ CASES: list[tuple[str, str, dict]] = [
      dict(device=DEV, flags=as_signed64(0xFFFFFFFFEF100004))),
     ("8.0", f"vfio_migration_set_state  ({DEV}) state STOP_COPY", dict(device=DEV, state="STOP_COPY")),
     ("8.0", f"vfio_vmstate_change  ({DEV}) running 1 reason running device state RUNNING",
-     dict(device=DEV, ret=1, detail="running", state="RUNNING")),
+     dict(device=DEV, flags=1, detail="running", state="RUNNING")),
     ("8.0", "migrate_pending_estimate estimate pending size 1073741824 (pre = 1073741824 post=0)",
      dict(bytes=1073741824, pre_bytes=1073741824, post_bytes=0)),
     ("8.0", "migrate_pending_exact exact pending size 5242880 (pre = 5242880 post=0)",
      dict(bytes=5242880, pre_bytes=5242880, post_bytes=0)),
     ("8.0", "migration_thread_low_pending 5242880", dict(bytes=5242880)),
-    ("8.0", "migration_bitmap_sync_end dirty_pages 1280", dict(count=1280)),
+    ("8.0", "migration_bitmap_sync_end dirty_pages 1280", dict(dirty_pages=1280)),
     ("8.0", "migration_completion_vm_stop ret 0", dict(ret=0)),
     ("8.0", "migrate_set_state new state active", dict(state="active")),
-    ("8.0", "savevm_section_start ram, section_id 2", dict(device="ram", count=2)),
+    ("8.0", "savevm_section_start ram, section_id 2", dict(device="ram", section_id=2)),
     ("8.0", "savevm_section_end 0000:00:03.0/vfio, section_id 3 -> 1",
-     dict(device="0000:00:03.0/vfio", count=3, ret=1)),
+     dict(device="0000:00:03.0/vfio", section_id=3, ret=1)),
     # --- 8.1: pre-copy, hex
     ("8.1", f"vfio_state_pending_estimate  ({DEV}) precopy 0x4400000 postcopy 0x0 precopy initial size 0x0 "
             "precopy dirty size 0x400000",
@@ -92,17 +92,18 @@ CASES: list[tuple[str, str, dict]] = [
      dict(bytes=8388608, dur_ns=101_000_000, bw_bytes_per_ms=83055.0, threshold_bytes=24916500)),
     ("8.1", f"vfio_migration_realize  ({DEV})", dict(device=DEV)),
     ("8.1", "vfio_get_dirty_bitmap container fd=25, iova=0x0 size= 0x8000000 bitmap_size=0x1000 start=0x0 "
-            "dirty_pages=77", dict(bytes=0x8000000, count=77)),
+            "dirty_pages=77", dict(bytes=0x8000000, dirty_pages=77)),
     # --- 8.2: switchover_bw, P2P, downtime tracepoints
     ("8.2", "migrate_transferred transferred 8388608 time_spent 100 bandwidth 83886 switchover_bw 125000 "
             "max_size 25165800",
-     dict(bytes=8388608, dur_ns=100_000_000, bw_bytes_per_ms=83886.0, count=125000, threshold_bytes=25165800)),
+     dict(bytes=8388608, dur_ns=100_000_000, bw_bytes_per_ms=83886.0, switchover_bw_bytes_per_ms=125000.0,
+          threshold_bytes=25165800)),
     ("8.2", f"vfio_vmstate_change_prepare  ({DEV}) running 0 reason finish-migrate device state PRE_COPY_P2P",
-     dict(device=DEV, ret=0, detail="finish-migrate", state="PRE_COPY_P2P")),
+     dict(device=DEV, flags=0, detail="finish-migrate", state="PRE_COPY_P2P")),
     ("8.2", "vmstate_downtime_save type=iterable idstr=0000:00:03.0/vfio instance_id=0 downtime=12345",
-     dict(state="iterable", device="0000:00:03.0/vfio", count=0, dur_ns=12_345_000)),
+     dict(state="iterable", device="0000:00:03.0/vfio", instance_id=0, dur_ns=12_345_000)),
     ("8.2", "vmstate_downtime_load type=non-iterable idstr=timer instance_id=0 downtime=7",
-     dict(state="non-iterable", device="timer", count=0, dur_ns=7000)),
+     dict(state="non-iterable", device="timer", instance_id=0, dur_ns=7000)),
     ("8.2", "vmstate_downtime_checkpoint src-downtime-start", dict(state="src-downtime-start")),
     # --- 9.0 / 9.1
     ("9.0", f"vfio_migration_state_notifier  ({DEV}) state 1", dict(device=DEV, state="precopy-done")),
@@ -128,20 +129,20 @@ CASES: list[tuple[str, str, dict]] = [
     ("9.2", "multifd_send_thread_end channel 1 packets 300", dict(count=300)),
     # --- 10.0: multifd device state
     ("10.0", f"vfio_save_complete_precopy_thread_start  ({DEV}) idstr 0000:00:03.0/vfio instance 0",
-     dict(device=DEV, detail="0000:00:03.0/vfio", count=0)),
+     dict(device=DEV, detail="0000:00:03.0/vfio", instance_id=0)),
     ("10.0", f"vfio_save_complete_precopy_thread_end  ({DEV}) ret 1", dict(device=DEV, ret=1)),
-    ("10.0", f"vfio_load_state_device_buffer_incoming  ({DEV}) idx 17", dict(device=DEV, count=17)),
+    ("10.0", f"vfio_load_state_device_buffer_incoming  ({DEV}) idx 17", dict(device=DEV, buffer_idx=17)),
     ("10.0", f"vfio_load_bufs_thread_start  ({DEV})", dict(device=DEV)),
     ("10.0", f"vfio_load_device_config_state_start  ({DEV})", dict(device=DEV)),
     ("10.0", "vfio_get_dirty_bitmap iova=0x0 size= 0x8000000 bitmap_size=0x1000 start=0x0 dirty_pages=12",
-     dict(bytes=0x8000000, count=12)),
+     dict(bytes=0x8000000, dirty_pages=12)),
     ("10.0", "migrate_set_state new state device", dict(state="device")),
     # --- 10.1 / 10.2
     ("10.1", "vfio_container_query_dirty_bitmap iova=0x0 size= 0x8000000 bitmap_size=0x1000 start=0x0 "
-             "dirty_pages=3", dict(bytes=0x8000000, count=3)),
+             "dirty_pages=3", dict(bytes=0x8000000, dirty_pages=3)),
     ("10.2", "vfio_container_query_dirty_bitmap iova=0x0 size= 0x8000000 bitmap_size=0x1000 gpa=0x0 "
-             "dirty_pages=4", dict(bytes=0x8000000, count=4)),
-    ("10.2", "process_incoming_migration_co_end ret=-22", dict(ret=-22, count=None)),
+             "dirty_pages=4", dict(bytes=0x8000000, dirty_pages=4)),
+    ("10.2", "process_incoming_migration_co_end ret=-22", dict(ret=-22, state=None)),
     # empty formats print a trailing space
     ("10.2", "savevm_state_iterate ", dict()),
     ("10.2", "migration_bitmap_sync_start ", dict()),
@@ -194,7 +195,9 @@ def test_every_prefix_and_version_line(prefix: str, case: tuple) -> None:
             assert row[col] == val, (col, row[col], val)
     # columns the event does not fill stay NA; device only where the format says so
     filled = set(FIELD_MAP.get(event, {}))
-    for col in ("device", "bytes", "state", "detail", "count", "ret", "dur_ns", "threshold_bytes"):
+    for col in ("device", "bytes", "state", "detail", "count", "ret", "dur_ns", "threshold_bytes", "flags",
+                "dirty_pages", "section_id", "instance_id", "buffer_idx", "compat_bytes", "offset_bytes",
+                "switchover_bw_bytes_per_ms"):
         if col not in filled:
             assert pd.isna(row[col]), (col, row[col])
 
@@ -202,7 +205,7 @@ def test_every_prefix_and_version_line(prefix: str, case: tuple) -> None:
 def test_case_table_covers_every_event_of_the_schema() -> None:
     covered = {c[1].split(" ", 1)[0] for c in CASES}
     # the device-only VFIO events share one grammar; a sample of them is in CASES
-    device_only = {e for e, cols in events.EVENT_FIELDS.items() if set(cols) <= {"device", "count"}
+    device_only = {e for e, cols in events.EVENT_FIELDS.items() if set(cols) <= {"device", "buffer_idx"}
                    and e.startswith("vfio_")}
     assert set(events.EVENT_FIELDS) - device_only <= covered, set(events.EVENT_FIELDS) - device_only - covered
     assert len(device_only & covered) >= 8
@@ -421,9 +424,9 @@ QEMU10 = Path(os.environ.get("MIGPROF_CACHE", "/var/cache/migprof")) / "qemu-10.
 ABSENT_IN = {
     # 7.2: migrate_transferred has no avail_bw, vfio_save_setup no data_buffer_size,
     # vfio_save_iterate only data_size, vfio_get_dirty_bitmap no dirty_pages
-    "/usr/bin/qemu-system-x86_64": {("migrate_transferred", "count"), ("vfio_save_setup", "bytes"),
+    "/usr/bin/qemu-system-x86_64": {("migrate_transferred", "switchover_bw_bytes_per_ms"), ("vfio_save_setup", "bytes"),
                                     ("vfio_save_iterate", "init_bytes"), ("vfio_save_iterate", "dirty_bytes"),
-                                    ("vfio_get_dirty_bitmap", "count")},
+                                    ("vfio_get_dirty_bitmap", "dirty_pages")},
     # 10.0: vfio_save_iterate prints the precopy sizes, no data_size
     str(QEMU10): {("vfio_save_iterate", "bytes")},
 }
@@ -448,7 +451,9 @@ def test_real_binary_formats_parse(binary: str) -> None:
         if fmts[ev].startswith(" (%s)"):
             assert df.loc[ev, "device"] == "dev one", ev
         for col in FIELD_MAP[ev]:
-            if col in ("bytes", "count", "init_bytes", "dirty_bytes", "stopcopy_bytes", "pre_bytes"):
+            if col in ("bytes", "count", "init_bytes", "dirty_bytes", "stopcopy_bytes", "pre_bytes", "dirty_pages",
+                       "switchover_bw_bytes_per_ms", "compat_bytes", "offset_bytes", "section_id", "instance_id",
+                       "buffer_idx"):
                 v = df.loc[ev, col]
                 if pd.isna(v):
                     absent.add((ev, col))

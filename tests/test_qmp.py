@@ -35,7 +35,7 @@ def test_migration_event_rows() -> None:
     assert r["event"] == ev.QMP_MIGRATION and r["state"] == "active" and r["side"] == "source"
     assert r["t_ns"] == 1795710417_043400_000 and r["origin"] == ev.Origin.QMP
     r = event_row("source", {"event": "MIGRATION_PASS", "data": {"pass": 3}, "timestamp": ts})
-    assert r["event"] == ev.QMP_MIGRATION_PASS and r["count"] == 3
+    assert r["event"] == ev.QMP_MIGRATION_PASS and r["dirty_syncs"] == 3
     # VFIO_MIGRATION as QAPI documents it (qapi/vfio.json, QEMU >= 9.1)
     r = event_row(
         "destination",
@@ -62,7 +62,7 @@ def test_query_row_from_real_reply(fixture: str) -> None:
     r = query_row("source", reply, t_ns=7)
     assert r["state"] == "completed"
     assert r["bytes"] == reply["ram"]["transferred"]
-    assert r["count"] == reply["ram"]["dirty-sync-count"]
+    assert r["dirty_syncs"] == reply["ram"]["dirty-sync-count"]
     assert r["dur_ns"] == reply["total-time"] * 1_000_000
     assert json.loads(r["detail"]) == reply
 

@@ -79,11 +79,11 @@ def test_decodes_every_record_with_shared_field_filling(tmp_path: Path) -> None:
     r = df.iloc
     assert (r[0]["device"], r[0]["stopcopy_bytes"], r[0]["init_bytes"], r[0]["dirty_bytes"]) == (DEV, 33554432, 4096, 8192)
     assert pd.isna(r[1]["init_bytes"]) and r[1]["stopcopy_bytes"] == 33554432
-    assert (r[2]["bytes"], r[2]["dur_ns"], r[2]["bw_bytes_per_ms"], r[2]["count"], r[2]["threshold_bytes"]) == \
+    assert (r[2]["bytes"], r[2]["dur_ns"], r[2]["bw_bytes_per_ms"], r[2]["switchover_bw_bytes_per_ms"], r[2]["threshold_bytes"]) == \
         (8388608, 100_000_000, 83886.0, 125000, 25165800)
-    assert pd.isna(r[3]["count"]) and r[3]["threshold_bytes"] == 25165800
-    assert (r[4]["state"], r[4]["device"], r[4]["count"], r[4]["dur_ns"]) == ("iterable", "0000:00:03.0/vfio", 0, 12_345_000)
-    assert (r[5]["state"], r[5]["detail"], r[5]["ret"]) == ("STOP_COPY", "finish-migrate", 0)
+    assert pd.isna(r[3]["switchover_bw_bytes_per_ms"]) and r[3]["threshold_bytes"] == 25165800
+    assert (r[4]["state"], r[4]["device"], r[4]["instance_id"], r[4]["dur_ns"]) == ("iterable", "0000:00:03.0/vfio", 0, 12_345_000)
+    assert (r[5]["state"], r[5]["detail"], r[5]["flags"]) == ("STOP_COPY", "finish-migrate", 0)
     assert r[6]["state"] == "STOP_COPY"
     assert (r[7]["state"], r[7]["detail"]) == ("STOP_COPY", "ERROR")
     assert r[8]["event"] == "pci_nvme_some_event" and "0x1 0x2 0x3" in r[8]["raw"]

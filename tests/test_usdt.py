@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.bpf]
 
 HERE = Path(__file__).resolve().parent / "fake_vfio"
 COMPARED = ["event", "device", "bytes", "pre_bytes", "post_bytes", "stopcopy_bytes", "init_bytes",
-            "dirty_bytes", "count", "ret", "state", "detail", "tid"]
+            "dirty_bytes", "count", "ret", "flags", "state", "detail", "tid"]
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from qemu.qmp import QMPClient
 
 from profiler.errors import SetupError
@@ -191,18 +196,37 @@ def test_cli_rejects_unknown_vfio_scenario(capsys: pytest.CaptureFixture[str]) -
     assert f"unknown VFIO scenario '{host_only}'" in capsys.readouterr().err
 
 
-def test_root_required_message(tmp_path: Path) -> None:
+@pytest.fixture
+def package_for_nobody():
+    """A copy of the profiler package where user nobody can read it. The checkout may lie
+    in a root-only directory (a 0700 mktemp -d) and the venv's editable install points
+    into it, so another user can import nothing from there."""
+    d = Path(tempfile.mkdtemp(prefix="migprof-nobody-"))
+    try:
+        shutil.copytree(ROOT / "profiler", d / "profiler",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for p in [d, *d.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_root_required_message(package_for_nobody: Path) -> None:
     """Run as nobody with no capabilities (a real unprivileged user, not a patched geteuid)."""
     probe = ("import sys, pathlib\n"
              "from profiler.errors import SetupError\n"
              "from profiler.lab.vfio import image\n"
+             "assert image.__file__.startswith(sys.argv[2]), image.__file__\n"
              "try:\n"
              "    image.check_host(pathlib.Path(sys.argv[1]))\n"
              "except SetupError as e:\n"
              "    print(e)\n")
-    from unprivileged import run_as_nobody
-
-    r = run_as_nobody(probe, str(tmp_path / "cache"),
-                      imports=["profiler.errors", "profiler.lab.vfio.image"])
+    d = package_for_nobody
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                        sys.executable, "-B", "-c", probe, str(d / "cache"), str(d)],
+                       cwd=d, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(d)},
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "step host-check: building the L1 image needs root" in r.stdout
+    assert not (d / "cache").exists()  # refused before touching the cache

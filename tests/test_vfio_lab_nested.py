@@ -15,7 +15,6 @@ import pytest
 import vfio_checks as vc
 
 from profiler.cli import main
-from profiler.lab.vfio.scenarios import SCENARIOS
 
 pytestmark = [pytest.mark.vfio_lab, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -30,7 +29,7 @@ def vfio_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", list(vc.EXPECT))
 def test_outcome_as_expected(vfio_runs: Path, name: str) -> None:
     vc.check_outcome(vfio_runs / name, name)
 
@@ -72,7 +71,7 @@ def test_model_matches_query_migrate(vfio_runs: Path, name: str,
     vc.check_model(vfio_runs / name, capsys)
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", list(vc.EXPECT))
 def test_report_reads_run_directory(vfio_runs: Path, name: str,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     vc.check_report_rundir(vfio_runs / name, capsys)

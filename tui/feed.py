@@ -137,6 +137,7 @@ _SUMMARY_COLS = (
     ("init_bytes", "init"),
     ("dirty_bytes", "dirty"),
     ("stopcopy_bytes", "stopcopy"),
+    ("dirty_syncs", "dirty_syncs"),
     ("count", "count"),
     ("dur_ns", "dur_ns"),
     ("state", "state"),

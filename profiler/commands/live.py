@@ -16,6 +16,7 @@ examples:
   migprof live -p 4242 --record mig.parquet   # also record every event (replay later)
   migprof live -p 4242 --no-bpf        # QMP and QEMU trace only (no root, no bcc)
   migprof live -p 4242 --path kprobe   # kprobes on the VFIO handlers (hosts with VFIO)
+  migprof live --domain vm1 -c qemu:///system   # a libvirt domain (QMP through libvirt)
 
 Over QMP, migprof enables QEMU's migration and VFIO trace events (trace-event-set-state)
 and, when QEMU logs to stderr, points its log at a file it tails (HMP logfile); both are
@@ -57,7 +58,7 @@ def run_config(cfg: LiveConfig) -> int:
     if cfg.duration_s is not None and cfg.duration_s <= 0:
         raise MigprofError("--duration must be > 0")
     quiet_qmp_logs(cfg.debug)
-    target = resolve_target(cfg.pid, cfg.qmp, cfg.side, cfg.any_process)
+    target = resolve_target(cfg.pid, cfg.qmp, cfg.side, cfg.any_process, cfg.domain, cfg.connect)
     tui = _tui() if cfg.tui and sys.stdout.isatty() else None
     sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
                                         bpf=cfg.bpf, path=cfg.path, err=sys.stderr)
@@ -80,11 +81,26 @@ def run_config(cfg: LiveConfig) -> int:
     finally:
         if writer is not None:
             writer.close()  # already closed by its sink unless attaching failed
+    rc = _libvirt_end(sources, rc)
     if writer is not None and writer.error and rc == EXIT_OK:
         # the run went on, but the recording is short: scripts must not take it as whole
         print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
               f"is kept in {writer.final_path}", file=sys.stderr)
         return EXIT_USAGE
+    return rc
+
+
+def _libvirt_end(sources: list, rc: int) -> int:
+    """--domain: libvirt's own statistics of the job after the summary; a domain that
+    ended mid-run without migrating is an error (exit 2)."""
+    for s in sources:
+        if getattr(s, "completed_job", None):
+            from profiler.views.libvirt import job_line
+
+            print(job_line(s.completed_job))
+    for problem in filter(None, (s.end_problem() for s in sources if hasattr(s, "end_problem"))):
+        print(f"migprof: error: {problem}", file=sys.stderr)
+        rc = EXIT_USAGE
     return rc
 
 

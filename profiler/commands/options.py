@@ -23,6 +23,10 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     t = p.add_mutually_exclusive_group(required=True)
     t.add_argument("-p", "--pid", type=int, help="QEMU process id")
     t.add_argument("--qmp", metavar="SOCKET", help="QEMU's QMP UNIX socket (the pid is found from it)")
+    t.add_argument("--domain", metavar="NAME", help="libvirt domain: QMP through libvirt "
+                   "(docs/libvirt.md)")
+    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI for --domain "
+                   "(default qemu:///system)")
     p.add_argument("--side", choices=["source", "destination"],
                    help="side of this QEMU (default: destination if started with -incoming)")
     p.add_argument("-d", "--duration", type=float, metavar="S", help="stop after S seconds")
@@ -42,6 +46,8 @@ class LiveConfig:
 
     pid: int | None = None
     qmp: str | None = None
+    domain: str | None = None  # a libvirt domain (QMP through libvirt)
+    connect: str | None = None  # its libvirt URI
     side: str | None = None
     duration_s: float | None = None
     interval_s: float = 1.0
@@ -59,7 +65,8 @@ class LiveConfig:
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> LiveConfig:
         """From `live`'s or `record`'s flags; ``overrides`` set what the command decides."""
         kv = dict(
-            pid=args.pid, qmp=args.qmp, side=args.side, duration_s=args.duration,
+            pid=args.pid, qmp=args.qmp, domain=getattr(args, "domain", None),
+            connect=getattr(args, "connect", None), side=args.side, duration_s=args.duration,
             interval_s=args.interval, trace_log=args.trace_log, trace=not args.no_trace,
             bpf=not args.no_bpf, path=args.path, record=getattr(args, "record", None),
             tui=not getattr(args, "no_tui", False), any_process=getattr(args, "any_process", False),
@@ -117,13 +124,15 @@ class LabRunConfig:
     tui: bool = True  # demo: the TUI when stdout is a terminal
     interval_s: float = 1.0  # demo: line view period
     all_checks: bool = False  # demo: list every pre-copy check
+    libvirt: bool = False  # lab: under two libvirt daemons (profiler.lab.libvirt)
     debug: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LabRunConfig:
         return cls(lab=lab_config(args), record=args.record, json=bool(args.json),
                    tui=not getattr(args, "no_tui", False), interval_s=getattr(args, "interval", 1.0),
-                   all_checks=getattr(args, "all_checks", False), debug=getattr(args, "debug", False))
+                   all_checks=getattr(args, "all_checks", False),
+                   libvirt=getattr(args, "libvirt", False), debug=getattr(args, "debug", False))
 
 
 def lab_config(args: argparse.Namespace) -> Any:

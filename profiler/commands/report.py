@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     for w in report.warnings:
         print(w, file=sys.stderr)  # already `file:line: message`
     _print(report, args)
+    if "libvirt_jobinfo" in loaded.meta and not args.json:  # a `lab --libvirt` run
+        from profiler.views.libvirt import beside
+
+        print(beside(report, events, loaded.meta["libvirt_jobinfo"]))
     return EXIT_USAGE if bad or not report.migrations else EXIT_OK
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler import registry
 from profiler.errors import SetupError
 from profiler.lab.guest_build import cache_dir
 from profiler.sources.procfd import pid_alive
@@ -29,77 +30,6 @@ SYSTEM_QEMU = Path("/usr/bin/qemu-system-x86_64")
 # every lab QEMU is started with -name migprof-lab-<owner pid b36>-<side>; the owner pid
 # lets a later run tell a leftover (owner dead) from a neighbour's live lab
 NAME_PREFIX = "migprof-lab-"
-
-# Migration-core trace events of qemu-trace.md §2 (every version 7.2 .. 10.2); names a
-# binary lacks are dropped against its own `-trace help` list.
-MIGRATION_TRACE_EVENTS = (
-    # savevm.c
-    "savevm_state_setup",
-    "savevm_state_header",
-    "savevm_state_iterate",
-    "savevm_state_cleanup",
-    "savevm_section_start",
-    "savevm_section_end",
-    "savevm_section_skip",
-    "vmstate_save",
-    "savevm_send_postcopy_listen",
-    "savevm_send_postcopy_run",
-    "loadvm_state_setup",
-    "qemu_loadvm_state_section_startfull",
-    "qemu_loadvm_state_post_main",
-    "loadvm_state_cleanup",
-    "savevm_state_complete_precopy",
-    "vmstate_downtime_save",
-    "vmstate_downtime_load",
-    "vmstate_downtime_checkpoint",
-    "savevm_send_switchover_start",
-    "loadvm_state_switchover_ack_needed",
-    "loadvm_approve_switchover",
-    # ram.c
-    "migration_bitmap_sync_start",
-    "migration_bitmap_sync_end",
-    "migration_throttle",
-    "ram_save_iterate_big_wait",
-    "ram_load_complete",
-    "migration_dirty_limit_guest",
-    "ram_save_complete",
-    # migration.c
-    "migrate_set_state",
-    "migration_thread_setup_complete",
-    "migration_thread_low_pending",
-    "migration_rate_limit_pre",
-    "migration_rate_limit_post",
-    "migration_completion_vm_stop",
-    "migration_completion_file_err",
-    "migration_completion_postcopy_end",
-    "migration_completion_postcopy_end_after_complete",
-    "migration_thread_after_loop",
-    "postcopy_start",
-    "postcopy_start_set_run",
-    "migrate_pending",
-    "migrate_pending_estimate",
-    "migrate_pending_exact",
-    "migrate_transferred",
-    "migration_precopy_complete",
-    "migration_cleanup",
-    "migration_cancel",
-    "source_return_path_thread_switchover_acked",
-    "migrate_fd_cleanup",
-    "migrate_fd_cancel",
-    "migrate_fd_error",
-    "migrate_error",
-    "process_incoming_migration_co_end",
-    # multifd.c, cpu-throttle.c
-    "multifd_send_sync_main",
-    "multifd_send_thread_start",
-    "multifd_send_thread_end",
-    "cpu_throttle_set",
-    "cpu_throttle_dirty_sync",
-)
-# printed on every byte-count query: only in its own scenario (qemu-trace.md §2.5)
-FLOOD_TRACE_EVENTS = ("migration_transferred_bytes",)
-TRACE_PREFIXES = ("vfio_",)
-
 
 @dataclass(frozen=True, slots=True)
 class QemuBinary:
@@ -216,13 +146,11 @@ def available_trace_events(binary: QemuBinary) -> frozenset[str]:
 def select_trace_events(
     binary: QemuBinary, transferred_bytes: bool = False, extra: tuple[str, ...] = ()
 ) -> list[str]:
-    """Trace events to enable: all ``vfio_*``, the migration core of qemu-trace.md §2 that
-    this binary has, optionally ``migration_transferred_bytes`` (a flood), plus ``extra``."""
+    """Trace events to enable: those ``live`` switches on (``registry.events_to_enable``)
+    that this binary has, with the floods (``migration_transferred_bytes``) when
+    ``transferred_bytes``, plus ``extra``."""
     names = available_trace_events(binary)
-    want = set(MIGRATION_TRACE_EVENTS) | set(extra)
-    if transferred_bytes:
-        want |= set(FLOOD_TRACE_EVENTS)
-    chosen = {n for n in names if n in want or n.startswith(TRACE_PREFIXES)}
+    chosen = set(registry.events_to_enable(names, floods=transferred_bytes)) | (set(extra) & names)
     return sorted(chosen)
 
 

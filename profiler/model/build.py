@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as E
+from profiler.model import findings, reuse
 from profiler.model import names as N
-from profiler.model import reuse
 from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
 from profiler.model.devices import Index, devices
@@ -160,7 +160,7 @@ def _eras(rows: pd.DataFrame, iso: dict[str, bool]) -> dict[str, Era]:
         return set(np.unique(sc[m]).tolist())
 
     rec = streams_with(N.VFIO_SET_STATE, "detail")
-    sbw = streams_with(N.TRANSFERRED, "count")
+    sbw = streams_with(N.TRANSFERRED, "switchover_bw_bytes_per_ms")
     return {names[k]: detect_from(present.get(k, set()), recover_state=k in rec, switchover_bw=k in sbw,
                                   iso=iso.get(names[k]))
             for k in names}
@@ -216,7 +216,7 @@ class _Builder:
         lost_rows = ~T.trace & T.is_(E.BPF_LOST)
         self.lost = np.bincount(T.mig[lost_rows], weights=np.nan_to_num(T.num["count"][lost_rows]),
                                 minlength=T.n_mig).astype(np.int64) if lost_rows.any() else np.zeros(T.n_mig, np.int64)
-        self.mpass = T.last(~T.trace & T.is_(E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["count"]))
+        self.mpass = T.last(~T.trace & T.is_(E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["dirty_syncs"]))
 
     def _dest_states(self, dm: int, t0: int | None) -> list[StateChange]:
         T = self.T
@@ -260,7 +260,7 @@ class _Builder:
             dirty_syncs = int(qram["dirty-sync-count"])
             sources["dirty_syncs"] = "query-migrate"
         elif self.mpass[m] >= 0:
-            dirty_syncs = int(T.num["count"][self.mpass[m]])
+            dirty_syncs = int(T.num["dirty_syncs"][self.mpass[m]])
             sources["dirty_syncs"] = "MIGRATION_PASS"
         else:
             dirty_syncs = 0
@@ -272,7 +272,8 @@ class _Builder:
         if dl is not None:
             sources["downtime_limit_ms"] = "qmp"
         else:
-            thr, wbw, wsbw = T.num["threshold_bytes"][w], T.num["bw_bytes_per_ms"][w], T.num["count"][w]
+            thr, wbw = T.num["threshold_bytes"][w], T.num["bw_bytes_per_ms"][w]
+            wsbw = T.num["switchover_bw_bytes_per_ms"][w]
             ok = np.flatnonzero((np.nan_to_num(wbw) > 0) & (np.nan_to_num(thr) > 0))
             if len(ok):
                 k = ok[-1]
@@ -410,7 +411,7 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]
     order += [(None, int(m)) for m, s in zip(spans["mig"], spans["side"], strict=True)
               if s == "destination" and int(m) not in sp.pairs]
-    migrations = tuple(b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order))
+    migrations = findings.attach(events, [b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order)])
     if not migrations:
         warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({len(events)} events)")
     return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),

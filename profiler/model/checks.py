@@ -32,10 +32,11 @@ def checks(T: Table, complete_le: np.ndarray
     decisive. ``contributions``: arrays chk (row of ``checks``), device, bytes (int), RAM
     as the remainder under ``ram``, first in each check. ``complete_le`` per migration: v10.1+ compares with <=.
     """
-    at = np.flatnonzero(T.trace & T.is_(*N.CHECK_KINDS))
+    kinds = N.check_kinds()
+    at = np.flatnonzero(T.trace & T.is_(*kinds))
     nm = T.name[at]
     kind = np.full(len(at), "pending", dtype=object)
-    for ev_name, k in N.CHECK_KINDS.items():
+    for ev_name, k in kinds.items():
         kind[nm == ev_name] = k
     cm = T.mig[at]
     win = np.flatnonzero(T.trace & T.is_(N.TRANSFERRED))
@@ -63,7 +64,7 @@ def checks(T: Table, complete_le: np.ndarray
         "threshold": threshold, "gap": pending - threshold, "below": below,
         "pass_no": np.searchsorted(syncs, at, side="right") - np.searchsorted(syncs, T.start[cm], side="left"),
         "bw": np.where(has, num["bw_bytes_per_ms"][jw], np.nan),
-        "sbw": np.where(has, num["count"][jw], np.nan),
+        "sbw": np.where(has, num["switchover_bw_bytes_per_ms"][jw], np.nan),
         # An estimate followed by an exact query in the same loop pass decided nothing: QEMU
         # compared the exact figure (a RAM estimate of 0 right before a sync is common).
         "decisive": ~((kind == "estimate") & (nxt == "exact") & same),

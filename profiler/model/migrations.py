@@ -31,7 +31,8 @@ class Split:
 
 KEEP = ["t_ns", "seq", "side", "origin", "event", "device", "bytes", "pre_bytes", "post_bytes",
         "stopcopy_bytes", "init_bytes", "dirty_bytes", "threshold_bytes", "bw_bytes_per_ms",
-        "dur_ns", "count", "ret", "state", "detail", "file"]
+        "switchover_bw_bytes_per_ms", "dur_ns", "dirty_pages", "dirty_syncs", "count", "ret", "state",
+        "detail", "file"]
 
 
 def labels(s: pd.Series, na: str) -> np.ndarray:
@@ -50,8 +51,8 @@ def resolve_sides(ev: pd.DataFrame) -> pd.Series:
         return side
     key = pd.Series(ev["stream"], index=ev.index)
     name = ev["event"]
-    src = name.isin(N.SOURCE_ONLY).to_numpy(dtype=bool, copy=True)
-    dst = name.isin(N.DEST_ONLY).to_numpy(dtype=bool, copy=True)
+    src = name.isin(N.source_only()).to_numpy(dtype=bool, copy=True)
+    dst = name.isin(N.dest_only()).to_numpy(dtype=bool, copy=True)
     cpm = name.eq(N.CHECKPOINT).to_numpy(dtype=bool)
     if cpm.any():  # string tests on the few checkpoint rows only
         cp = ev["state"][cpm]
@@ -86,7 +87,7 @@ def _segments(g: pd.DataFrame, trace: bool, side: str) -> np.ndarray:
 
 def split(events: pd.DataFrame) -> Split:
     """Assign every used row to a migration (``mig``), or NA when it belongs to none."""
-    used = events["event"].isin(N.USED).to_numpy(dtype=bool)
+    used = events["event"].isin(N.used()).to_numpy(dtype=bool)
     at = np.flatnonzero(used)
     ev = _take(events, at)
     # what the model needs from the raw text: read at the few rows that need it (filtering
@@ -252,7 +253,7 @@ def _cut(a: _Rows, idx: np.ndarray, trace: bool, side: str, stream: str, mig: np
     o = _order(a, idx, trace)
     pos[o] = np.arange(len(o))
     seg = _segments(a.name[o], a.state[o], trace, side)
-    keep0 = bool(_in(a.name[o][seg == 0], N.CORE).any())
+    keep0 = bool(_in(a.name[o][seg == 0], N.core()).any())
     for s_no in np.unique(seg):
         if s_no == 0 and not keep0:
             continue

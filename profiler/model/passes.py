@@ -35,7 +35,7 @@ def passes(T: Table, setup_done: np.ndarray, switch: np.ndarray) -> pd.DataFrame
         row = np.where(valid, sp, ends)
         t_start = np.where(valid, T.t_at(sp), np.nan)
         t_end = T.t_at(ends)
-        dirty = T.num["count"][ends]
+        dirty = T.num["dirty_pages"][ends]
     else:
         row = starts
         t_start = T.t_at(starts)

@@ -101,6 +101,18 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """Device health: one thing a device did that deserves a look (model/findings.py)."""
+
+    kind: str  # stopcopy-missing, data-fd-stall, state-error, state-refused, state-unconfirmed,
+    # switchover-before-ack, precopy-reinit, load-vs-save, multifd-load
+    device: str | None
+    severity: str  # warning | info
+    message: str
+    evidence: tuple[str, ...] = ()  # "file:line: text" of the rows it rests on, else "event at T ms"
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
     index: int
     outcome: str  # completed | failed | cancelled | incomplete
@@ -133,6 +145,7 @@ class Migration:
     switchover_approved_ms: float | None = None  # destination approved switch-over (loadvm_approve_switchover)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
     vfio_transferred_bytes: int | None = None  # query-migrate vfio.transferred (>=8.1)
+    findings: tuple[Finding, ...] = ()  # device health beside the verdict (model/findings.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +189,38 @@ def to_json(report: Report) -> dict[str, Any]:
         m["verdict_detail"] = m["verdict"]
         m["verdict"] = m["verdict_detail"]["summary"]
     return {"schema": REPORT_SCHEMA, **d}
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    return {k: v for k, v in d.items() if k in names}
+
+
+def _device(d: dict[str, Any]) -> Device:
+    return Device(**{**_known(Device, d), "aliases": tuple(d.get("aliases") or ()),
+                     "states": tuple(StateChange(**_known(StateChange, s)) for s in d.get("states") or ())})
+
+
+def _migration(m: dict[str, Any]) -> Migration:
+    detail = m.get("verdict_detail")
+    if not isinstance(detail, dict):
+        raise ValueError(f"migration {m.get('index')}: no verdict_detail")
+    return Migration(**{
+        **_known(Migration, m),
+        "verdict": Verdict(**_known(Verdict, detail)),
+        "checks": tuple(Check(**_known(Check, c)) for c in m.get("checks") or ()),
+        "passes": tuple(Pass(**_known(Pass, p)) for p in m.get("passes") or ()),
+        "devices": tuple(_device(d) for d in m.get("devices") or ()),
+        "states": tuple(StateChange(**_known(StateChange, s)) for s in m.get("states") or ()),
+        "markers": tuple(m.get("markers") or ()),
+    })
+
+
+def from_json(d: dict[str, Any]) -> Report:
+    """The Report a ``to_json`` form holds (a recording's stored summary), so readers work on
+    the same values whether a report was just built or stored. A malformed form raises
+    ValueError or TypeError."""
+    return Report(
+        migrations=tuple(_migration(m) for m in d.get("migrations") or ()),
+        **{k: d[k] for k in ("malformed_lines", "skipped_lines", "events") if k in d},
+        warnings=tuple(d.get("warnings") or ()), inputs=tuple(d.get("inputs") or ()))

@@ -16,8 +16,9 @@ import pandas as pd
 
 from profiler.model.migrations import _in, labels
 
-NUM = ("bytes", "pre_bytes", "post_bytes", "threshold_bytes", "bw_bytes_per_ms", "count",
-       "dur_ns", "init_bytes", "dirty_bytes", "stopcopy_bytes", "ret")
+NUM = ("bytes", "pre_bytes", "post_bytes", "threshold_bytes", "bw_bytes_per_ms",
+       "switchover_bw_bytes_per_ms", "dirty_pages", "dirty_syncs", "count", "dur_ns", "init_bytes",
+       "dirty_bytes", "stopcopy_bytes", "ret")
 
 
 @dataclass(frozen=True, slots=True)

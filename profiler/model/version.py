@@ -6,28 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from profiler import registry as R
 from profiler.model import names as N
-
-# (event that first appeared in that release, version tuple)
-_INTRODUCED = [
-    ("migration_precopy_complete", (10, 0)),
-    ("migration_cleanup", (10, 0)),
-    ("migration_cancel", (10, 0)),
-    (N.VFIO_THREAD_START, (10, 0)),
-    ("vfio_save_iterate_start", (9, 2)),
-    (N.VFIO_COMPLETE_START, (9, 2)),
-    ("vfio_save_block_precopy_empty_hit", (9, 2)),
-    (N.VFIO_SET_DEVICE_STATE, (9, 1)),
-    ("migrate_error", (9, 1)),
-    (N.VFIO_VMSTATE_CHANGE_PREPARE, (8, 2)),
-    (N.CHECKPOINT, (8, 2)),
-    (N.DOWNTIME_SAVE, (8, 2)),
-    (N.DOWNTIME_LOAD, (8, 2)),
-    (N.VFIO_PENDING_EST, (8, 1)),
-    (N.SWITCHOVER_ACKED, (8, 1)),
-    ("migrate_pending_estimate", (8, 0)),
-    ("migrate_pending_exact", (8, 0)),
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +47,7 @@ def detect(rows: pd.DataFrame, iso: bool | None = None) -> Era:
         raw = rows["raw"].dropna()
         iso = bool(len(raw)) and bool(raw.iloc[:50].str.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").any())
     return detect_from(present, recover_state=bool(st.any() and rows.loc[st, "detail"].notna().any()),
-                       switchover_bw=bool(tr.any() and rows.loc[tr, "count"].notna().any()), iso=iso)
+                       switchover_bw=bool(tr.any() and rows.loc[tr, "switchover_bw_bytes_per_ms"].notna().any()), iso=iso)
 
 
 def detect_from(present: set[str], *, recover_state: bool, switchover_bw: bool,
@@ -75,10 +55,11 @@ def detect_from(present: set[str], *, recover_state: bool, switchover_bw: bool,
     """``detect`` from what it looks at: the event names present in a stream, whether
     ``vfio_migration_set_state`` printed a recover state and ``migrate_transferred`` a
     switchover_bw, and whether lines carry the ISO-8601 prefix."""
-    if "migrate_pending" in present:
+    if any(e in present for e, kind in N.check_kinds().items() if kind == "pending"):
         return Era(min_version=(7, 2), v72=True)
     best = None
-    for ev, v in _INTRODUCED:
+    # (event the model reads, the release that first printed it), from the registry's rows
+    for ev, v in R.introduced():
         if ev in present and (best is None or v > best):
             best = v
     if recover_state:  # `recover state` argument: >=9.1

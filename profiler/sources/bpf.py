@@ -308,9 +308,8 @@ def decode(records: np.ndarray, offset_ns: int, names: dict[tuple[int, int], str
     rw = np.isin(typ, (EV_READ, EV_WRITE))
     pre = typ == EV_PRECOPY
     bytes_col = np.where(rw, records["a"].astype(np.int64), np.where(data_size, records["a"].astype(np.int64), -1))
-    count_col = np.where(rw, records["b"].astype(np.int64),
-                         np.where((is_ioctl | (typ == EV_DEVNAME)) & (aux >= 0), aux, -1))
-    count_col = np.where(typ == EV_DEVNAME, ret, count_col)
+    requested = np.where(rw, records["b"].astype(np.int64), -1)
+    data_fd = np.where(is_ioctl & (aux >= 0), aux, -1)
 
     def na(arr: np.ndarray, mask: np.ndarray) -> pd.Series:
         return pd.Series(pd.array(arr, dtype="Int64")).mask(pd.Series(~mask))
@@ -335,7 +334,8 @@ def decode(records: np.ndarray, offset_ns: int, names: dict[tuple[int, int], str
         "dirty_bytes": na(records["b"].astype(np.int64), pre & (ret == 0)),
         "stopcopy_bytes": na(records["a"].astype(np.int64), data_size),
         "dur_ns": na(records["dur_ns"].astype(np.int64), typ != EV_CLOSE),
-        "count": na(count_col, count_col >= 0),
+        "requested_bytes": na(requested, requested >= 0),
+        "data_fd": na(data_fd, data_fd >= 0),
         "ret": na(ret, typ != EV_CLOSE),
         "fd": pd.array(fd, dtype="Int64"),
         "cmd": na(cmd, typ != EV_CLOSE),

@@ -19,7 +19,8 @@ from profiler.sources.qmp import rows_to_frame
 
 
 def read_events_jsonl(path: str | Path) -> pd.DataFrame:
-    """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame.
+    """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame; rows
+    written before schema v2 (older run directories) get its named columns.
 
     A line that is not a JSON object is an InputError naming the file and line.
     """
@@ -44,7 +45,7 @@ def read_events_jsonl(path: str | Path) -> pd.DataFrame:
             row.setdefault("file", str(p))
             row.setdefault("line", n)
             rows.append(row)
-    return rows_to_frame(rows)
+    return ev.conform(ev.upgrade_v1(rows_to_frame(rows)))
 
 
 def row_to_json(row: Mapping[str, Any]) -> str:

@@ -98,7 +98,7 @@ def event_row(side: str, msg: Mapping[str, Any], recv_ns: int | None = None) -> 
     if name == "MIGRATION":
         row.update(event=ev.QMP_MIGRATION, state=data.get("status"))
     elif name == "MIGRATION_PASS":
-        row.update(event=ev.QMP_MIGRATION_PASS, count=data.get("pass"))
+        row.update(event=ev.QMP_MIGRATION_PASS, dirty_syncs=data.get("pass"))
     elif name == "VFIO_MIGRATION":
         row.update(
             event=ev.QMP_VFIO_MIGRATION,
@@ -126,7 +126,7 @@ def query_row(side: str, reply: Mapping[str, Any], t_ns: int | None = None) -> d
         "state": reply.get("status"),
         "detail": json.dumps(reply, sort_keys=True),
         "bytes": ram.get("transferred"),
-        "count": ram.get("dirty-sync-count"),
+        "dirty_syncs": ram.get("dirty-sync-count"),
         "dur_ns": int(total) * 1_000_000 if total is not None else None,
     }
 

@@ -34,7 +34,7 @@ HEADER_MAGIC = 0xF2B177CB0AA429B4
 HEADER_VERSION = 4
 DROPPED_EVENT_ID = 0xFFFFFFFFFFFFFFFE
 MAX_TRACE_STRLEN = 512
-DROPPED_EVENT = "simpletrace_dropped"  # event name of a dropped-records record; count=dropped
+DROPPED_EVENT = events.SIMPLETRACE_DROPPED  # event name of a dropped-records record; count=dropped
 
 _HDR = struct.Struct("=QQQ")
 _U64 = struct.Struct("=Q")

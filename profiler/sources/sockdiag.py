@@ -2,10 +2,9 @@
 
 Samples ``tcp_info`` of the connection towards ``dst:port`` (the source QEMU's outgoing
 migration socket) through NETLINK_SOCK_DIAG at ``hz`` and emits ``sockdiag_sample`` rows:
-``bytes`` = data bytes acked (tcpi_bytes_acked less the SYN), ``count`` = bytes sent
-(retransmissions included), ``dur_ns`` = smoothed RTT,
+``bytes`` = data bytes acked (tcpi_bytes_acked less the SYN), ``dur_ns`` = smoothed RTT,
 ``bw_bytes_per_ms`` = the kernel's delivery-rate estimate, ``detail`` = JSON of the rest
-(retransmits, cwnd, not-sent bytes, min RTT, ports, cookie).
+(bytes sent with retransmissions, retransmits, cwnd, not-sent bytes, min RTT, ports, cookie).
 
 A socket is bound to the namespace it was created in, so the diag socket is created once,
 inside the target namespace (``netns=``), by ``_NsDiagSocket``; no thread ever switches
@@ -289,6 +288,7 @@ def sample_rows(
             "cwnd": info.get("tcpi_snd_cwnd"),
             "retrans": info.get("tcpi_total_retrans"),
             "bytes_retrans": info.get("tcpi_bytes_retrans"),
+            "bytes_sent": info.get("tcpi_bytes_sent"),
             "notsent": info.get("tcpi_notsent_bytes"),
             "unacked": info.get("tcpi_unacked"),
             "min_rtt_us": info.get("tcpi_min_rtt"),
@@ -313,7 +313,6 @@ def sample_rows(
                 "origin": ev.Origin.SOCKDIAG,
                 "event": ev.SOCKDIAG_SAMPLE,
                 "bytes": acked,
-                "count": info.get("tcpi_bytes_sent"),
                 "dur_ns": rtt * 1000 if rtt is not None else None,
                 "bw_bytes_per_ms": rate / 1000.0 if rate is not None else None,
                 "state": "established" if m.get("idiag_state") == 1 else str(m.get("idiag_state")),

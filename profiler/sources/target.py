@@ -1,4 +1,4 @@
-"""Find the QEMU to attach to: its pid, QMP socket, ``-D`` trace log and side, from a pid or a QMP socket."""
+"""Find the QEMU to attach to: its pid, QMP socket, ``-D`` trace log and side, from a pid, a QMP socket or a libvirt domain."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ class Target:
     qmp: str | None  # QMP UNIX socket path
     log_file: str | None  # QEMU's -D file, when it has one
     comm: str
+    domain: str | None = None  # a libvirt domain: QMP through libvirt (sources/libvirt.py)
+    uri: str | None = None
 
 
 def cmdline(pid: int) -> list[str]:
@@ -81,8 +83,14 @@ def pid_of_socket(path: str) -> int:
 
 
 def resolve_target(pid: int | None, qmp: str | None, side: str | None,
-                   any_process: bool = False) -> Target:
-    """Find the pid, QMP socket, trace log and side of the QEMU to attach to."""
+                   any_process: bool = False, domain: str | None = None,
+                   uri: str | None = None) -> Target:
+    """Find the pid, QMP socket (or libvirt domain), trace log and side of the QEMU to attach to."""
+    if domain is not None:
+        from profiler.sources.libvirt import resolve_domain
+
+        d = resolve_domain(uri, domain, side)
+        return Target(d.pid, d.side, None, d.log_file, "qemu", domain=d.name, uri=d.uri)
     if pid is None:
         assert qmp is not None
         pid = pid_of_socket(qmp)

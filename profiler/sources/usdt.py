@@ -95,11 +95,10 @@ def has_usdt_probes(binary: str) -> bool:
 
 
 def wanted_events() -> set[str]:
-    """Events whose fields the parsers know: VFIO migration and the migration core."""
-    from profiler.sources.trace_formats import formats
+    """Events whose formats the parsers know: every trace event of the registry."""
+    from profiler import registry
 
-    names = set(formats())
-    return names | set(ev.EVENT_FIELDS)
+    return set(registry.trace_names())
 
 
 class UsdtSource(BufferedBpfSource):

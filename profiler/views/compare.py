@@ -1,12 +1,14 @@
-"""Render a comparison: a rich terminal table, Markdown, and the JSON text."""
+"""Render a comparison: a rich terminal table, Markdown, and its one JSON form."""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import IO
+from typing import IO, Any
 
-from profiler.compare import Comparison, MetricResult, Stats, left_out_text, to_json
+from profiler.model.compare import Comparison, Group, MetricResult, Stats, left_out_text
+
+COMPARE_SCHEMA = "migprof.compare/1"
 
 
 def fmt_value(v: float | None, unit: str) -> str:
@@ -61,13 +63,13 @@ def p_text(m: MetricResult, c: Comparison | None = None) -> str:
     return f"p={m.p_value:.3f}{n}"
 
 
-def _side_line(c: Comparison, which: str) -> str:
-    s = c.base if which == "base" else c.candidate
-    d = s.summary()
-    outc = ", ".join(f"{k} {v}" for k, v in sorted(d["outcomes"].items())) or "no migrations"
-    qv = f"; QEMU {', '.join(d['qemu_versions'])}" if d["qemu_versions"] else ""
-    note = f"; {d['note']}" if d["note"] else ""
-    return f"{which}: {d['runs']} run(s), {d['migrations']} migration(s) compared ({outc}){qv}{note}"
+def side_line(c: Comparison, which: str) -> str:
+    """``base: 5 run(s), 6 migration(s) compared (...); QEMU 7.2.22``."""
+    g = c.base if which == "base" else c.candidate
+    outc = ", ".join(f"{k} {v}" for k, v in sorted(g.outcomes.items())) or "no migrations"
+    qv = f"; QEMU {', '.join(g.qemu_versions)}" if g.qemu_versions else ""
+    note = f"; {g.note}" if g.note else ""
+    return f"{which}: {len(g.runs)} run(s), {len(g.samples)} migration(s) compared ({outc}){qv}{note}"
 
 
 def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool | None = None) -> None:
@@ -77,8 +79,8 @@ def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool |
 
     con = Console(file=file, highlight=False, no_color=color is False,
                   force_terminal=color if color else None, soft_wrap=False)
-    con.print(_side_line(c, "base"))
-    con.print(_side_line(c, "candidate"))
+    con.print(side_line(c, "base"))
+    con.print(side_line(c, "candidate"))
     t = Table(box=None, pad_edge=False, header_style="bold")
     for col, just in (("METRIC", "left"), ("BASE", "right"), ("CAND", "right"),
                       ("DELTA", "right"), ("TEST", "left")):
@@ -93,11 +95,12 @@ def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool |
         t.add_row(m.name, _cell(m.base, m.unit), _cell(m.candidate, m.unit),
                   f"[{style}]{dt}[/]" if style else dt, p_text(m, c))
     con.print(t)
-    for line in _footer(c):
+    for line in footer(c):
         con.print(line, markup=False)
 
 
-def _footer(c: Comparison) -> list[str]:
+def footer(c: Comparison) -> list[str]:
+    """The lines under the table: significance, left-out metrics, one per rule result."""
     lines = []
     if c.too_few:
         lines.append(f"too few samples for the Mann-Whitney U test (base {len(c.base.samples)}, "
@@ -114,16 +117,53 @@ def _footer(c: Comparison) -> list[str]:
 
 def render_markdown(c: Comparison) -> str:
     """A GitHub-flavoured Markdown table with the same content as the terminal view."""
-    out = ["# migprof compare", "", f"- {_side_line(c, 'base')}", f"- {_side_line(c, 'candidate')}", "",
+    out = ["# migprof compare", "", f"- {side_line(c, 'base')}", f"- {side_line(c, 'candidate')}", "",
            "| metric | base | candidate | delta | test |", "|---|---:|---:|---:|---|"]
     for m in c.metrics:
         out.append(f"| `{m.name}` | {_cell(m.base, m.unit)} | {_cell(m.candidate, m.unit)} | "
                    f"{delta_text(m)} | {p_text(m, c)} |")
     out.append("")
-    out += [f"- {line}" for line in _footer(c)]
+    out += [f"- {line}" for line in footer(c)]
     out.append("")
     out.append(f"**{'Regression' if c.regression else 'No regression'}**")
     return "\n".join(out) + "\n"
+
+
+def _group_json(g: Group) -> dict[str, Any]:
+    return {"label": g.label, "inputs": g.inputs, "runs": len(g.runs),
+            "migrations": len(g.samples), "outcomes": dict(g.outcomes),
+            "qemu_versions": g.qemu_versions, "schema_versions": g.schema_versions, "note": g.note,
+            "from_summary": g.from_summary}
+
+
+def _stats_json(s: Stats) -> dict[str, Any]:
+    return {"n": s.n, "median": s.median, "mean": s.mean, "min": s.min, "max": s.max,
+            "values": list(s.values)}
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else v
+
+
+def to_json(c: Comparison) -> dict[str, Any]:
+    """The one JSON form of a comparison (``schema: migprof.compare/1``)."""
+    return {
+        "schema": COMPARE_SCHEMA,
+        "alpha": c.alpha,
+        "min_samples": c.min_samples,
+        "base": _group_json(c.base),
+        "candidate": _group_json(c.candidate),
+        "metrics": [{"name": m.name, "unit": m.unit, "lower_is_better": m.lower_is_better,
+                     "base": _stats_json(m.base), "candidate": _stats_json(m.candidate),
+                     "delta": m.delta, "delta_pct": _finite(m.delta_pct), "p_value": m.p_value,
+                     "significant": m.significant, "note": m.note} for m in c.metrics],
+        "left_out": [{"metric": d.metric, "only_in": d.only_in, "n": d.n, "reason": d.reason}
+                     for d in c.left_out],
+        "rules": [{"rule": r.rule, "metric": r.metric, "fired": r.fired, "detail": r.detail}
+                  for r in c.rules],
+        "regression": c.regression,
+        "warnings": list(c.warnings),
+    }
 
 
 def render_json(c: Comparison) -> str:

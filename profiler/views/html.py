@@ -1,18 +1,55 @@
-"""A self-contained HTML page of a comparison: both sides' convergence curves overlaid,
-the spread of the main metrics, and the table (plotly.js embedded, so it opens offline)."""
+"""An HTML page of a comparison: both sides' convergence curves overlaid, the spread of
+the main metrics, and the table. plotly.js is inlined (the page opens offline on its own)
+or, for many pages in one directory, one plotly.min.js beside them."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
-from profiler.compare import Comparison, curves, to_json
-from profiler.views.compare import _footer, _side_line, delta_text, fmt_value, p_text
+from profiler.errors import MigprofError
+from profiler.model.compare import Comparison, Group
+from profiler.views.compare import delta_text, fmt_value, footer, p_text, side_line, to_json
+
+PLOTLY_MODES = ("inline", "directory")
+PLOTLY_JS = "plotly.min.js"  # the name plotly's own include_plotlyjs="directory" refers to
 
 _COLORS = {"base": "#1f77b4", "candidate": "#ff7f0e"}
 _BOX_METRICS = ("total_ms", "downtime_ms", "setup_ms", "dirty_syncs", "checks_to_converge",
                 "bandwidth_bytes_per_s")
 _MIB = float(1 << 20)
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """One migration's convergence: pending and threshold bytes at each check, against its
+    time (ms since the migration's start) or, when a check has no time, its number."""
+
+    input: str
+    run: int
+    migration: int
+    x_is_time: bool
+    t_ms: list[float]
+    pending_bytes: list[int]
+    threshold_bytes: list[int | None]
+
+
+def curves(group: Group) -> list[Curve]:
+    """The convergence curve of every migration the group took that made checks."""
+    out = []
+    for s in group.samples:
+        checks = s.migration.checks
+        if not checks:
+            continue
+        xs = [c.t_ms if c.t_ms is not None else float(i) for i, c in enumerate(checks)]
+        out.append(Curve(group.runs[s.run].input, s.run, s.migration.index,
+                         all(c.t_ms is not None for c in checks), xs,
+                         [c.pending_bytes or 0 for c in checks], [c.threshold_bytes for c in checks]))
+    return out
 
 
 def _curve_figure(c: Comparison):
@@ -24,14 +61,14 @@ def _curve_figure(c: Comparison):
         color = _COLORS[label]
         first = True
         for cv in curves(side):
-            x_time &= cv["x_is_time"]
-            name = f"{label}: {cv['input']} #{cv['migration']}"
+            x_time &= cv.x_is_time
+            name = f"{label}: {cv.input} #{cv.migration}"
             fig.add_trace(go.Scatter(
-                x=cv["t_ms"], y=[p / _MIB for p in cv["pending_bytes"]], mode="lines+markers",
+                x=cv.t_ms, y=[p / _MIB for p in cv.pending_bytes], mode="lines+markers",
                 line={"color": color, "width": 1.5}, marker={"size": 4}, opacity=0.75,
                 name=label, legendgroup=label, showlegend=first, hovertext=name,
                 hovertemplate="%{hovertext}<br>t=%{x:.1f}<br>pending %{y:.2f} MiB<extra></extra>"))
-            thr = [(x, t / _MIB) for x, t in zip(cv["t_ms"], cv["threshold_bytes"], strict=True) if t is not None]
+            thr = [(x, t / _MIB) for x, t in zip(cv.t_ms, cv.threshold_bytes, strict=True) if t is not None]
             if thr:
                 fig.add_trace(go.Scatter(
                     x=[a for a, _ in thr], y=[b for _, b in thr], mode="lines",
@@ -66,20 +103,22 @@ def _box_figure(c: Comparison):
     return fig
 
 
-def render_html(c: Comparison) -> str:
-    """One HTML document; plotly.js is inlined once (no network needed to view it)."""
+def render_html(c: Comparison, plotly: str = "inline") -> str:
+    """One HTML document. ``inline``: plotly.js inside it (no network needed to view it);
+    ``directory``: it loads plotly.min.js from its own directory (see ``write_html``)."""
     import plotly.io as pio
 
     figs = [f for f in (_curve_figure(c), _box_figure(c)) if f is not None]
     parts = []
     for i, f in enumerate(figs):
-        parts.append(pio.to_html(f, include_plotlyjs=(i == 0), full_html=False,
+        include = (True if plotly == "inline" else "directory") if i == 0 else False
+        parts.append(pio.to_html(f, include_plotlyjs=include, full_html=False,
                                  config={"displaylogo": False}))
     rows = "\n".join(
         f"<tr><td><code>{html.escape(m.name)}</code></td><td>{html.escape(fmt_value(m.base.median, m.unit))}</td>"
         f"<td>{html.escape(fmt_value(m.candidate.median, m.unit))}</td><td>{html.escape(delta_text(m))}</td>"
         f"<td>{html.escape(p_text(m, c))}</td></tr>" for m in c.metrics)
-    notes = "\n".join(f"<li>{html.escape(line)}</li>" for line in _footer(c))
+    notes = "\n".join(f"<li>{html.escape(line)}</li>" for line in footer(c))
     verdict = "Regression" if c.regression else "No regression"
     data = html.escape(json.dumps(to_json(c), default=str))
     return f"""<!DOCTYPE html>
@@ -88,7 +127,7 @@ def render_html(c: Comparison) -> str:
 table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>migprof compare: {verdict}</h1>
-<p>{html.escape(_side_line(c, "base"))}<br>{html.escape(_side_line(c, "candidate"))}</p>
+<p>{html.escape(side_line(c, "base"))}<br>{html.escape(side_line(c, "candidate"))}</p>
 {''.join(parts)}
 <h2>Metrics (medians)</h2>
 <table><tr><th>metric</th><th>base</th><th>candidate</th><th>delta</th><th>test</th></tr>
@@ -97,3 +136,38 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <script type="application/json" id="migprof-compare">{data}</script>
 </body></html>
 """
+
+
+def _write(path: Path, text: str, *, replace: bool = False) -> None:
+    """Write ``text``; ``replace``: through a temporary file renamed over ``path``, so a page
+    being opened meanwhile never loads half a shared script."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if replace else path
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if replace:
+            os.replace(tmp, path)
+    except OSError as e:
+        if replace:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise MigprofError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+def write_html(c: Comparison, path: str, plotly: str = "inline") -> list[str]:
+    """Write the page (and, for ``directory``, plotly.min.js beside it unless the same
+    script is there already, so many pages share one copy); the paths written."""
+    page, text = Path(path), render_html(c, plotly)
+    written = []
+    if plotly == "directory":
+        from plotly.offline import get_plotlyjs
+
+        js, script = page.parent / PLOTLY_JS, get_plotlyjs()
+        try:
+            same = js.read_text(encoding="utf-8") == script
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            _write(js, script, replace=True)
+            written.append(str(js))
+    _write(page, text)
+    return [str(page), *written]

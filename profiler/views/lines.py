@@ -41,7 +41,8 @@ PRINTED = frozenset({
     ev.BPF_IOCTL, ev.BPF_PRECOPY_INFO, ev.BPF_FD_CLOSE, ev.BPF_LOST, ev.QMP_MIGRATION,
     ev.QMP_VFIO_MIGRATION, "migrate_set_state", "vfio_migration_set_state",
     "vfio_migration_set_device_state", "vfio_save_setup", "vfio_save_complete_precopy",
-    "vfio_load_state_device_data"})
+    "vfio_load_state_device_data",
+    ev.LIBVIRT_JOB, ev.LIBVIRT_LIFECYCLE})  # --domain: libvirt's view beside ours
 
 
 class EventLines:
@@ -193,9 +194,9 @@ class StatusLines:
         with_ram = qm[df["bytes"].notna().to_numpy()[qm]] if len(qm) else qm
         if len(with_ram):  # the last reply with counters (a cancelled one has none)
             i = with_ram[-1]
-            count, nbytes, detail = (df[c].iat[i] for c in ("count", "bytes", "detail"))
-            if count is not pd.NA:
-                self.passes = int(count)
+            syncs, nbytes, detail = (df[c].iat[i] for c in ("dirty_syncs", "bytes", "detail"))
+            if syncs is not pd.NA:
+                self.passes = int(syncs)
             if nbytes is not pd.NA:
                 self.xfer = int(nbytes)
             if isinstance(detail, str):

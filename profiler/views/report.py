@@ -222,7 +222,21 @@ def render_migration(m: Migration, all_checks: bool = False) -> Group:
     v = Text("Verdict: ", style="bold")
     v.append(m.verdict.summary)
     parts.append(v)
+    if m.findings:
+        parts.append(health(m))
     return Group(*parts)
+
+
+def health(m: Migration) -> Text:
+    """Device health beside the verdict: each finding and the lines it rests on."""
+    t = Text("Device health:", style="bold")
+    for f in m.findings:
+        t.append("\n  ")
+        t.append(f.severity, style="yellow" if f.severity == "warning" else "cyan")
+        t.append(f" {f.kind}: {f.message}")
+        for e in f.evidence:
+            t.append(f"\n      {e}", style="dim")
+    return t
 
 
 def render(report: Report, console: Console, *, all_checks: bool = False) -> None:

@@ -107,8 +107,12 @@ class Qemu:
                 try:
                     await self.qmp.connect(str(self.qmp_path))
                     break
-                except (ConnectionError, OSError):
-                    pass
+                except Exception:  # noqa: BLE001
+                    # the socket file exists before QEMU listens on it (ECONNREFUSED, raised
+                    # as qemu.qmp's ConnectError); a failed connect must be reset before
+                    # the next try. A busy L1 widens that window to seconds.
+                    with contextlib.suppress(Exception):
+                        await self.qmp.disconnect()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.side} QEMU did not open QMP within {timeout:.0f}s")
             await asyncio.sleep(0.05)

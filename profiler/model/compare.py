@@ -1,10 +1,11 @@
-"""Compare migrations run against run: metrics per migration, the U test, --fail-on rules.
+"""Compare two groups of migrations: metrics per migration, the Mann-Whitney U test, --fail-on rules.
 
 Each input (recording, trace, run directory) is one run; every migration in it is one
-sample. A side's value for a metric is the median of its samples. With at least
-``MIN_SAMPLES`` samples a side, the two-sided Mann-Whitney U test decides whether a
+sample. A group's value for a metric is the median of its samples. With at least
+``MIN_SAMPLES`` samples a group, the two-sided Mann-Whitney U test decides whether a
 difference is significant (benchstat, Google benchmark's compare.py); with fewer, the
-difference is shown and the samples are said to be too few.
+difference is shown and the samples are said to be too few. Pure: reports in, a
+``Comparison`` out; loading is ``pipeline.load_runs``, rendering ``views.compare``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import fnmatch
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from profiler.errors import MigprofError
+from profiler.model.results import Migration, Report
 
-COMPARE_SCHEMA = "migprof.compare/1"
 MIN_SAMPLES = 5
 ALPHA = 0.05
+DEFAULT_DEVICE_KINDS = ("ram", "vfio")
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -48,6 +50,7 @@ METRICS: dict[str, MetricDef] = {
     "bandwidth_bytes_per_s": MetricDef("bytes/s", False, "mean bandwidth (sent / total time)"),
     "read_ms": MetricDef("ms", True, "time in VFIO data_fd read(), all devices"),
 }
+# Device fields, named as on ``results.Device``.
 DEVICE_METRICS: dict[str, MetricDef] = {
     "downtime_ms": MetricDef("ms", True, "vmstate save time in downtime"),
     "load_ms": MetricDef("ms", True, "vmstate load time on the destination"),
@@ -66,139 +69,137 @@ def metric_def(name: str) -> MetricDef | None:
 
 
 def _num(v: Any) -> float | None:
+    """A finite float, or None (missing, NaN and inf all mean the input had no value)."""
     if v is None:
         return None
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(f) else f
+    return f if math.isfinite(f) else None
 
 
-def _verdict(m: dict[str, Any]) -> dict[str, Any]:
-    v = m.get("verdict_detail", m.get("verdict"))
-    return v if isinstance(v, dict) else {}
-
-
-def migration_metrics(m: dict[str, Any], device_kinds: Iterable[str] | None = ("ram", "vfio")) -> dict[str, float]:
-    """Every metric one migration (its ``migprof.report/1`` JSON form) carries.
+def migration_metrics(m: Migration, device_kinds: Iterable[str] | None = DEFAULT_DEVICE_KINDS
+                      ) -> dict[str, float]:
+    """Every metric one migration carries.
 
     Missing values are left out, not zero. Per-device metrics cover the device kinds
     given (RAM and VFIO by default; None for every device QEMU names).
     """
-    checks = m.get("checks") or []
     out: dict[str, float | None] = {
-        "total_ms": _num(m.get("total_ms")),
-        "setup_ms": _num(m.get("setup_ms")),
-        "downtime_ms": _num(m.get("downtime_ms")),
-        "stopcopy_ms": _num(m.get("stopcopy_ms")),
-        "dirty_syncs": _num(m.get("dirty_syncs")),
-        "checks": float(len(checks)) if checks else None,
-        "transferred_bytes": _num(m.get("transferred_bytes")),
+        "total_ms": _num(m.total_ms),
+        "setup_ms": _num(m.setup_ms),
+        "downtime_ms": _num(m.downtime_ms),
+        "stopcopy_ms": _num(m.stopcopy_ms),
+        "dirty_syncs": _num(m.dirty_syncs),
+        "checks": float(len(m.checks)) if m.checks else None,
+        "transferred_bytes": _num(m.transferred_bytes),
     }
-    v = _verdict(m)
-    at = _num(v.get("converged_at_check"))
+    at = _num(m.verdict.converged_at_check)
     out["checks_to_converge"] = at + 1 if at is not None else None
     sent, total = out["transferred_bytes"], out["total_ms"]
     if sent is not None and total:
         out["bandwidth_bytes_per_s"] = sent / (total / 1000.0)
     else:
-        out["bandwidth_bytes_per_s"] = _num(v.get("bandwidth_bytes_per_s"))
+        out["bandwidth_bytes_per_s"] = _num(m.verdict.bandwidth_bytes_per_s)
     kinds = set(device_kinds) if device_kinds is not None else None
     reads = []
-    for d in m.get("devices") or []:
-        name = d.get("name")
-        if not name:
+    for d in m.devices:
+        if not d.name:
             continue
-        take = kinds is None or d.get("kind") in kinds
+        take = kinds is None or d.kind in kinds
         for f in DEVICE_METRICS:
-            val = _num(d.get(f))
+            val = _num(getattr(d, f))
             if val is None:
                 continue
             if f == "read_ms":
                 reads.append(val)
             if take:
-                out[f"device.{name}.{f}"] = val
+                out[f"device.{d.name}.{f}"] = val
     if reads:
         out["read_ms"] = float(sum(reads))
     return {k: val for k, val in out.items() if val is not None}
 
 
-# ---------------------------------------------------------------------------- runs
+# ---------------------------------------------------------------------------- runs and groups
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One input: the report built from it and what its recording said about itself."""
+    """One input: its report, and what its recording said about itself."""
 
     input: str
-    report: dict[str, Any]  # the migprof.report/1 JSON form (fresh, or the recording's summary)
-    meta: dict[str, Any] = field(default_factory=dict)
-    cached: bool = False  # the report came from the recording's stored summary
-
-    @property
-    def migrations(self) -> list[dict[str, Any]]:
-        return list(self.report.get("migrations") or [])
-
-    @property
-    def warnings(self) -> list[str]:
-        return list(self.report.get("warnings") or [])
+    report: Report
+    qemu_version: str | None = None  # the exact version its metadata names (QMP greeting, run.json)
+    schema_version: int | None = None  # the recording's stored schema version (None: not a recording)
+    from_summary: bool = False  # the report is the recording's stored summary
 
     @property
     def qemu_versions(self) -> set[str]:
-        # the recording's exact version first (QMP greeting), else the model's trace era
-        qv = self.meta.get("qemu_version")
-        if isinstance(qv, dict):
-            qv = ", ".join(sorted({str(v) for v in qv.values() if v}))
-        if qv:
-            return {str(qv)}
-        return {m["qemu_version"] for m in self.migrations if m.get("qemu_version")}
+        """The exact version when known, else the model's trace era of each migration."""
+        if self.qemu_version:
+            return {self.qemu_version}
+        return {m.qemu_version for m in self.report.migrations if m.qemu_version}
 
 
 @dataclass(frozen=True, slots=True)
-class Side:
+class Sample:
+    """One migration taken as a sample: its run (index into the group's runs) and metrics."""
+
+    run: int
+    migration: Migration
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One side of a comparison (base or candidate): its runs and the migrations taken."""
+
     label: str
     runs: tuple[Run, ...]
-    samples: tuple[dict[str, float], ...]  # one per migration taken
-    migrations: tuple[dict[str, Any], ...]
-    outcomes: dict[str, int]
+    samples: tuple[Sample, ...]
+    outcomes: dict[str, int]  # outcome -> migrations, over every migration of the runs
     note: str | None = None
 
     @property
     def inputs(self) -> list[str]:
         return [r.input for r in self.runs]
 
+    @property
+    def qemu_versions(self) -> list[str]:
+        return sorted({v for r in self.runs for v in r.qemu_versions})
+
+    @property
+    def schema_versions(self) -> list[int]:
+        return sorted({r.schema_version for r in self.runs if r.schema_version is not None})
+
+    @property
+    def from_summary(self) -> int:
+        return sum(1 for r in self.runs if r.from_summary)
+
     def values(self, metric: str) -> list[float]:
-        return [s[metric] for s in self.samples if metric in s]
-
-    def summary(self) -> dict[str, Any]:
-        qv = sorted({v for r in self.runs for v in r.qemu_versions})
-        sv = sorted({int(r.meta["stored_schema_version"]) for r in self.runs
-                     if r.meta.get("stored_schema_version") is not None})
-        return {"label": self.label, "inputs": self.inputs, "runs": len(self.runs),
-                "migrations": len(self.samples), "outcomes": dict(self.outcomes),
-                "qemu_versions": qv, "schema_versions": sv, "note": self.note,
-                "from_summary": sum(1 for r in self.runs if r.cached)}
+        return [s.metrics[metric] for s in self.samples if metric in s.metrics]
 
 
-def make_side(label: str, runs: Sequence[Run], outcome: str = "completed",
-              device_kinds: Iterable[str] | None = ("ram", "vfio")) -> Side:
+def make_group(label: str, runs: Sequence[Run], outcome: str = "completed",
+               device_kinds: Iterable[str] | None = DEFAULT_DEVICE_KINDS) -> Group:
     """Take the migrations of ``runs`` whose outcome matches (``all`` takes every one).
 
-    When no migration on a side completed (e.g. comparing runs that never converge),
-    every migration is taken and the side says so.
+    When no migration in a group completed (e.g. comparing runs that never converge),
+    every migration is taken and the group says so.
     """
-    every = [m for r in runs for m in r.migrations]
+    every = [(i, m) for i, r in enumerate(runs) for m in r.report.migrations]
     counts: dict[str, int] = {}
-    for m in every:
-        counts[m.get("outcome")] = counts.get(m.get("outcome"), 0) + 1
+    for _, m in every:
+        counts[m.outcome] = counts.get(m.outcome, 0) + 1
     note = None
-    taken = every if outcome == "all" else [m for m in every if m.get("outcome") == outcome]
+    taken = every if outcome == "all" else [(i, m) for i, m in every if m.outcome == outcome]
     if not taken and every:
         taken = every
         note = f"no {outcome} migration; compared all {len(every)} migrations"
-    samples = tuple(migration_metrics(m, device_kinds) for m in taken)
-    return Side(label, tuple(runs), samples, tuple(taken), counts, note)
+    kinds = tuple(device_kinds) if device_kinds is not None else None
+    samples = tuple(Sample(i, m, migration_metrics(m, kinds)) for i, m in taken)
+    return Group(label, tuple(runs), samples, counts, note)
 
 
 # ---------------------------------------------------------------------------- rules
@@ -284,6 +285,16 @@ class MetricResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LeftOut:
+    """A metric only one group has (e.g. per-device downtime, which QEMU 7.2 does not trace)."""
+
+    metric: str
+    only_in: str  # base | candidate
+    n: int  # samples that have it
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RuleResult:
     rule: str
     metric: str
@@ -293,10 +304,10 @@ class RuleResult:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    base: Side
-    candidate: Side
+    base: Group
+    candidate: Group
     metrics: tuple[MetricResult, ...]
-    left_out: tuple[dict[str, Any], ...]  # metrics only one side has
+    left_out: tuple[LeftOut, ...]
     rules: tuple[RuleResult, ...]
     alpha: float
     min_samples: int
@@ -378,22 +389,20 @@ def _metric_order(name: str) -> tuple[int, str]:
     return (len(top) + list(DEVICE_METRICS).index(f) if f in DEVICE_METRICS else 99, dev)
 
 
-def compare(base: Side, cand: Side, rules: Iterable[Rule] = (), *, alpha: float = ALPHA,
+def compare(base: Group, cand: Group, rules: Iterable[Rule] = (), *, alpha: float = ALPHA,
             min_samples: int = MIN_SAMPLES) -> Comparison:
-    """Compare two sides metric by metric, and evaluate the rules."""
-    names_b = {k for s in base.samples for k in s}
-    names_c = {k for s in cand.samples for k in s}
+    """Compare two groups metric by metric, and evaluate the rules."""
+    names_b = {k for s in base.samples for k in s.metrics}
+    names_c = {k for s in cand.samples for k in s.metrics}
     both = sorted(names_b & names_c, key=_metric_order)
     left_out = []
     for name, only in [(n, "base") for n in names_b - names_c] + [(n, "candidate") for n in names_c - names_b]:
-        side = base if only == "base" else cand
-        other = cand if only == "base" else base
-        qv = sorted({v for r in other.runs for v in r.qemu_versions})
+        group, other = (base, cand) if only == "base" else (cand, base)
         why = f"the {'candidate' if only == 'base' else 'base'} side has no value"
-        if qv:
-            why += f" (QEMU {', '.join(qv)})"
-        left_out.append({"metric": name, "only_in": only, "n": len(side.values(name)), "reason": why})
-    left_out.sort(key=lambda d: _metric_order(d["metric"]))
+        if other.qemu_versions:
+            why += f" (QEMU {', '.join(other.qemu_versions)})"
+        left_out.append(LeftOut(name, only, len(group.values(name)), why))
+    left_out.sort(key=lambda d: _metric_order(d.metric))
     enough = len(base.samples) >= min_samples and len(cand.samples) >= min_samples
     results = []
     for name in both:
@@ -426,16 +435,15 @@ def compare(base: Side, cand: Side, rules: Iterable[Rule] = (), *, alpha: float 
                       alpha, min_samples, tuple(warnings))
 
 
-def left_out_text(left_out: Sequence[dict[str, Any]]) -> str:
+def left_out_text(left_out: Sequence[LeftOut]) -> str:
     """Left-out metrics in a few words: device metrics grouped by field."""
     groups: dict[tuple[str, str, str], list[str]] = {}
     for d in left_out:
-        name = d["metric"]
-        if name.startswith("device."):
-            dev, _, f = name[len("device."):].rpartition(".")
-            key = (d["only_in"], f"device.*.{f}", d["reason"])
+        if d.metric.startswith("device."):
+            dev, _, f = d.metric[len("device."):].rpartition(".")
+            key = (d.only_in, f"device.*.{f}", d.reason)
         else:
-            dev, key = "", (d["only_in"], name, d["reason"])
+            dev, key = "", (d.only_in, d.metric, d.reason)
         groups.setdefault(key, []).append(dev)
     parts = []
     for (only, name, reason), devs in groups.items():
@@ -447,10 +455,10 @@ def left_out_text(left_out: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _apply_rule(rule: Rule, results: list[MetricResult], left_out: list[dict]) -> list[RuleResult]:
+def _apply_rule(rule: Rule, results: list[MetricResult], left_out: list[LeftOut]) -> list[RuleResult]:
     hits = [r for r in results if fnmatch.fnmatchcase(r.name, rule.metric)]
     if not hits:
-        missing = [d["metric"] for d in left_out if fnmatch.fnmatchcase(d["metric"], rule.metric)]
+        missing = [d.metric for d in left_out if fnmatch.fnmatchcase(d.metric, rule.metric)]
         why = (f"not evaluated: {', '.join(missing)} only on one side" if missing
                else "not evaluated: no such metric in these runs")
         return [RuleResult(rule.text, rule.metric, False, why)]
@@ -481,92 +489,3 @@ def _apply_rule(rule: Rule, results: list[MetricResult], left_out: list[dict]) -
             detail += f"; p={r.p_value:.3g}"
         out.append(RuleResult(rule.text, r.name, over, detail))
     return out
-
-
-def to_json(c: Comparison) -> dict[str, Any]:
-    """The one JSON form of a comparison (``schema: migprof.compare/1``)."""
-
-    def stats(s: Stats) -> dict[str, Any]:
-        return {"n": s.n, "median": s.median, "mean": s.mean, "min": s.min, "max": s.max,
-                "values": list(s.values)}
-
-    return {
-        "schema": COMPARE_SCHEMA,
-        "alpha": c.alpha,
-        "min_samples": c.min_samples,
-        "base": c.base.summary(),
-        "candidate": c.candidate.summary(),
-        "metrics": [{"name": m.name, "unit": m.unit, "lower_is_better": m.lower_is_better,
-                     "base": stats(m.base), "candidate": stats(m.candidate),
-                     "delta": m.delta, "delta_pct": _finite(m.delta_pct), "p_value": m.p_value,
-                     "significant": m.significant, "note": m.note} for m in c.metrics],
-        "left_out": list(c.left_out),
-        "rules": [{"rule": r.rule, "metric": r.metric, "fired": r.fired, "detail": r.detail}
-                  for r in c.rules],
-        "regression": c.regression,
-        "warnings": list(c.warnings),
-    }
-
-
-def _finite(v: float | None) -> float | None:
-    return None if v is None or not math.isfinite(v) else v
-
-
-def curves(side: Side) -> list[dict[str, Any]]:
-    """Convergence curve of every migration taken: check times, pending and threshold bytes."""
-    out = []
-    taken = {id(m) for m in side.migrations}
-    for run_i, r in enumerate(side.runs):
-        for m in r.migrations:
-            checks = m.get("checks") or []
-            if id(m) not in taken or not checks:
-                continue
-            xs = [c.get("t_ms") if c.get("t_ms") is not None else float(i) for i, c in enumerate(checks)]
-            out.append({"input": r.input, "run": run_i, "migration": m.get("index"),
-                        "x_is_time": all(c.get("t_ms") is not None for c in checks),
-                        "t_ms": xs, "pending_bytes": [c.get("pending_bytes") or 0 for c in checks],
-                        "threshold_bytes": [c.get("threshold_bytes") for c in checks]})
-    return out
-
-
-def cached_run(path: str) -> Run | None:
-    """The Run of a finalised recording from its stored summary alone, if it has a usable one."""
-    from profiler import store
-
-    cached = store.read_summary(path)
-    if cached is None:
-        return None
-    report, meta = cached
-    return Run(str(path), report, meta, cached=True)
-
-
-def load_run(path: str, *, use_summary: bool = True) -> Run:
-    """The report of one input: a recording, a trace file or a run directory.
-
-    A finalised recording carries a summary (its report, keyed by the model's code);
-    when the key matches this migprof's model, that summary is used and the events
-    are not read at all.
-    """
-    from profiler import store
-    from profiler.model import build_report
-    from profiler.model.results import to_json as report_json
-
-    if store.is_recording(path):
-        if use_summary:
-            run = cached_run(path)
-            if run is not None:
-                return run
-        df, meta, warns = store.read_recording(path)
-        malformed = skipped = 0
-    else:
-        from profiler.pipeline import load
-
-        loaded = load([path])
-        df, meta, warns = loaded.events, dict(loaded.meta or {}), list(loaded.warnings)
-        malformed, skipped = loaded.malformed, loaded.skipped
-        qv = store.qemu_version_of(meta)
-        if qv:
-            meta["qemu_version"] = qv
-    report = build_report(df, inputs=[path], malformed=malformed, skipped=skipped,
-                          warnings=warns, meta=meta)
-    return Run(str(path), report_json(report), meta)

@@ -1,0 +1,215 @@
+"""`migprof whatif` on REAL migrations (tests/data/real, tests/data/real-vfio).
+
+The replay is checked against what the same QEMU did: each recording replayed at its own
+settings, and one migration of a directory predicting the next one run from the same source
+QEMU at other settings (cancel-retry: stuck at 20 ms / 64 MiB/s, then 5000 ms / 256 MiB/s).
+Expected values are the recordings' own query-migrate replies and trace, never constants.
+How right the replay is when the lab is rerun at other settings is bench/bench_whatif.py's
+job (docs/whatif.md), not a test's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from profiler import pipeline
+from profiler.cli import main
+from profiler.model import build_report
+from profiler.model import whatif as W
+
+REAL = Path(__file__).resolve().parent / "data" / "real"
+VFIO = Path(__file__).resolve().parent / "data" / "real-vfio"
+_cache: dict[str, tuple] = {}
+
+
+def load(d: Path):
+    if str(d) not in _cache:
+        loaded = pipeline.load([str(d)])
+        _cache[str(d)] = (loaded, build_report(loaded.events, meta=loaded.meta))
+    return _cache[str(d)]
+
+
+def measured(d: Path, index: int | None = None) -> tuple[W.Measured, object]:
+    loaded, rep = load(d)
+    m = rep.migrations[index] if index is not None else W.pick(rep.migrations)
+    return W.measure(m, loaded.events), m
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("label,v72,on_pre,le,sbw,double,each", [
+    ("7.2", True, False, False, False, False, False),
+    (">=8.1", False, True, False, False, True, False),
+    (">=8.2", False, True, False, True, True, False),
+    (">=9.2", False, False, False, True, False, True),
+    (">=10.0", False, False, False, True, False, True),
+    (">=10.1", False, False, True, True, False, True),
+])
+def test_rule_per_release(label, v72, on_pre, le, sbw, double, each) -> None:
+    """qemu-trace.md §3.7: the exact-query gate, the completion test, avail-switchover-bandwidth
+    (8.2), the VFIO double count (8.1-9.1) and per-pass device iteration (9.0)."""
+    r = W.rule_for(label)
+    assert (r.v72, r.exact_on_pre, r.complete_le, r.switchover_bw, r.double_count, r.device_each_pass) == (
+        v72, on_pre, le, sbw, double, each)
+    assert r.known
+    assert not W.rule_for(None).known
+
+
+SELF = [REAL / "7.2-converges", REAL / "10.0-converges", REAL / "10.0-transferred-bytes",
+        VFIO / "converges", VFIO / "switchover-ack", VFIO / "multifd"]
+
+
+@pytest.mark.parametrize("d", SELF, ids=lambda d: f"{d.parent.name}/{d.name}")
+def test_replay_at_the_recorded_settings_reproduces_the_run(d: Path) -> None:
+    x, m = measured(d)
+    q = json.loads((d / "query-migrate-source.json").read_text())
+    p = W.predict(x, x.recorded)
+    assert m.outcome == q["status"] == "completed"
+    assert p.converges
+    assert abs(p.dirty_syncs - q["ram"]["dirty-sync-count"]) <= 1
+    # the replay switches over where QEMU did (within one 100 ms window or 25 %)
+    assert abs(p.switchover_ms - m.switchover_ms) <= max(W.WINDOW_MS, 0.25 * m.switchover_ms)
+    assert p.total_ms > p.downtime_ms > 0
+
+
+@pytest.mark.parametrize("d", [REAL / "7.2-cancel-retry", REAL / "10.0-cancel-retry",
+                               REAL / "7.2-destination-dies", REAL / "10.0-destination-dies"],
+                         ids=lambda d: d.name)
+def test_a_stuck_recording_stays_stuck_at_its_settings(d: Path) -> None:
+    x, m = measured(d, 0)
+    assert m.converged is False and x.saturated
+    p = W.predict(x, x.recorded, horizon_ms=m.total_ms)
+    assert not p.converges and p.dirty_syncs is None and p.total_ms is None
+    assert any("re-dirtied the whole working set" in w for w in x.weak)
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_stuck_migration_predicts_its_retry(version: str) -> None:
+    """The first migration (20 ms, 64 MiB/s, stuck) predicts the second one the same source
+    QEMU ran with 5000 ms and 256 MiB/s: it converges, with its dirty syncs."""
+    d = REAL / f"{version}-cancel-retry"
+    x, _ = measured(d, 0)
+    _, rep = load(d)
+    retry = rep.migrations[1]
+    q = json.loads((d / "query-migrate-source.json").read_text())
+    assert retry.outcome == q["status"] == "completed"
+    s = x.recorded.with_param("downtime-limit", retry.downtime_limit_ms).with_param(
+        "max-bandwidth", retry.max_bandwidth_bytes_per_s)
+    p = W.predict(x, s)
+    assert p.converges
+    assert abs(p.dirty_syncs - q["ram"]["dirty-sync-count"]) <= 1
+    # the switch-over comes at the first threshold QEMU computes (one window in)
+    assert p.switchover_ms <= retry.switchover_ms + W.WINDOW_MS
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_downtime_raise_replays_the_raise_from_the_start(version: str) -> None:
+    d = REAL / f"{version}-downtime-raise"
+    x, m = measured(d)
+    raised = [mk for mk in m.markers if "downtime-limit=5000" in mk["label"]]
+    assert raised and x.recorded.downtime_limit_ms == 20.0  # the setting before the raise
+    assert not W.predict(x, x.recorded, horizon_ms=raised[0]["t_ms"]).converges
+    p = W.predict(x, x.recorded.with_param("downtime-limit", 5000))
+    assert p.converges and p.switchover_ms < raised[0]["t_ms"]
+    assert any("changed mid-run" in w for w in x.weak)
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_sweep_and_the_verdict_agree(version: str) -> None:
+    """At any dirty rate, the smallest converging downtime-limit is the verdict's sure bound
+    (read at each window's bandwidth, not the run's mean: a little lower), and the verdict's
+    suggestion (+25 %) converges in the replay."""
+    x, m = measured(REAL / f"{version}-cancel-retry", 0)
+    sw = W.sweep(x, x.recorded, "downtime-limit", W.grid(20, 2000))
+    need = m.verdict.needed_downtime_limit_ms
+    ws = m.verdict.post_sync_pending_bytes
+    peak = max(w.bytes_per_ms for w in x.windows)
+    assert ws / peak <= sw.smallest_any_rate <= need * 1.02
+    assert sw.smallest <= sw.smallest_any_rate
+    sug = W.predict(x, x.recorded.with_param("downtime-limit", m.verdict.suggested_downtime_limit_ms), any_rate=True)
+    assert sug.converges
+    below = W.predict(x, x.recorded.with_param("downtime-limit", sw.smallest_any_rate - 1), any_rate=True)
+    assert not below.converges
+
+
+def test_vfio_device_is_replayed_with_its_sizes() -> None:
+    d = VFIO / "switchover-ack"
+    x, m = measured(d)
+    src = [dv for dv in m.devices if dv.kind == "vfio" and dv.side != "destination"]
+    assert [dv.name for dv in x.devices] == [dv.name for dv in src]
+    dev = x.devices[0]
+    assert (dev.initial_bytes, dev.stopcopy_size_bytes, dev.stopcopy_bytes) == (
+        src[0].initial_pending_bytes, src[0].stopcopy_size_bytes, src[0].stopcopy_bytes)
+    assert x.ack_delay_ms is not None  # switchover-ack was on: the replay waits for the ACK
+    p = W.predict(x, x.recorded)
+    assert p.switchover_ms >= m.switchover_ack_ms - 1.0
+    names = [d.name for d in p.devices]
+    assert names == ["ram", dev.name]
+    assert p.devices[1].stopcopy_bytes == src[0].stopcopy_bytes
+
+
+def test_cli_json_schema() -> None:
+    d = REAL / "10.0-cancel-retry"
+    rc, out, err = cli("whatif", str(d), "--migration", "1", "--downtime-limit", "700", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "migprof.whatif/1"
+    assert doc["input"]["migration"] == 0 and doc["input"]["converged"] is False
+    (p,) = doc["predictions"]
+    assert set(p) == {"setting", "converges", "dirty_syncs", "total_ms", "downtime_ms", "devices"}
+    assert p["setting"]["downtime_limit_ms"] == 700 and p["converges"] is True
+    assert isinstance(p["dirty_syncs"], int) and p["total_ms"] > p["downtime_ms"] > 0
+    assert [set(dv) for dv in p["devices"]] == [{"name", "stopcopy_bytes", "downtime_ms"}]
+
+
+def test_cli_sweep_and_default_predictions() -> None:
+    d = REAL / "7.2-cancel-retry"
+    rc, out, _ = cli("whatif", str(d), "--migration", "1", "--sweep", "downtime-limit=100..1500", "--json")
+    assert rc == 0
+    doc = json.loads(out)
+    # no setting asked: as recorded, then the verdict's two suggestions
+    x, m = measured(d, 0)
+    assert [p["setting"]["downtime_limit_ms"] for p in doc["predictions"]][:2] == [
+        20.0, m.verdict.suggested_downtime_limit_ms]
+    sw = doc["sweep"]
+    vals = [p["setting"]["downtime_limit_ms"] for p in sw["predictions"]]
+    assert vals == sorted(vals) and vals[0] == 100 and vals[-1] == 1500
+    conv = [p["converges"] for p in sw["predictions"]]
+    assert conv == sorted(conv)  # a larger downtime-limit never un-converges here
+    assert sw["smallest_converging_any_dirty_rate"] is not None
+    rc, out, _ = cli("whatif", str(d), "--migration", "1", "--sweep", "downtime-limit=100..1500")
+    assert rc == 0 and "smallest downtime-limit that converges" in out and "█" in out
+
+
+def test_cli_bad_input() -> None:
+    rc, _, err = cli("whatif", str(REAL / "10.0-no-timestamps"))
+    assert rc == 2 and "no timestamps" in err and "10.0-no-timestamps" in err
+    rc, _, err = cli("whatif", str(REAL / "7.2-converges"), "--avail-switchover-bandwidth", "100")
+    assert rc == 2 and "avail-switchover-bandwidth" in err and "8.2" in err
+    rc, _, err = cli("whatif", str(REAL / "7.2-converges"), "--migration", "3")
+    assert rc == 2 and "holds 1 migration" in err
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()) as buf:
+        main(["whatif", str(REAL / "7.2-converges"), "--sweep", "latency=1..2"])
+    assert e.value.code == 2 and "PARAM is one of" in buf.getvalue()
+
+
+def test_avail_switchover_bandwidth_sets_the_threshold() -> None:
+    """>= 8.2: with avail-switchover-bandwidth set, the threshold is it x downtime-limit,
+    whatever the measured bandwidth (qemu-trace.md §3.4)."""
+    x, _ = measured(REAL / "10.0-cancel-retry", 0)
+    s = x.recorded.with_param("downtime-limit", 700)
+    assert W.predict(x, s).converges
+    tiny = W.predict(x, s.with_param("avail-switchover-bandwidth", W.MiB))  # 0.7 MiB threshold
+    assert not tiny.converges and tiny.threshold_bytes == pytest.approx(W.MiB / 1000 * 700)
+    big = W.predict(x, x.recorded.with_param("avail-switchover-bandwidth", 2048 * W.MiB))  # at 20 ms
+    assert big.converges and big.threshold_bytes == pytest.approx(2048 * W.MiB / 1000 * 20)
