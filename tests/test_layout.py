@@ -30,7 +30,7 @@ RULES = [
                             "textual")),
     ("profiler/qmpctl.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
                             "textual")),
-    ("profiler/lab/", ("profiler.views", "profiler.commands", "tui", "textual")),
+    ("profiler/lab/", ("profiler.commands", "tui", "textual")),
     ("profiler/commands/", ("bcc", "pyroute2", "qemu", "textual")),
 ]
 # imports a rule's forbidden prefixes would catch but which the layout allows
