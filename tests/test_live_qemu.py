@@ -399,7 +399,9 @@ def test_second_ctrl_c_during_the_flush_is_ignored(pair):
     rec = pair["tmp"] / "flush.parquet"
     watched = ["migrate_set_state", "savevm_state_setup"]
     before = _trace_states(pair["qs"], watched)
-    live, _ = _start_live(pair["src"].pid, "--record", str(rec))
+    # the log in tmp_path: this QEMU's stderr is a file, so a temporary log would stay
+    live, _ = _start_live(pair["src"].pid, "--record", str(rec),
+                          "--trace-log", str(pair["tmp"] / "trace.log"))
     err = _Lines(live.stderr)
     live.send_signal(signal.SIGINT)
     err.wait(lambda x: "Detaching..." in x)
