@@ -26,6 +26,15 @@ RULES = [
                             "pyroute2", "qemu")),
     ("tui/", ("bcc", "pyroute2", "qemu.qmp", "libvirt")),
     ("profiler/dataset/", ("profiler.sources", "profiler.views", "tui", "textual", "bcc", "pyroute2", "qemu")),
+    # the live session and the glue around it: sources in, sinks out, no views of their own
+    ("profiler/session.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                             "textual", "bcc", "pyroute2", "qemu")),
+    ("profiler/attach.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                            "textual")),
+    ("profiler/qmpctl.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                            "textual")),
+    ("profiler/lab/", ("profiler.commands", "tui", "textual")),
+    ("profiler/commands/", ("bcc", "pyroute2", "qemu", "textual")),
 ]
 # imports a rule's forbidden prefixes would catch but which the layout allows
 ALLOWED = {"profiler/events.py": ("profiler.registry",)}
