@@ -139,7 +139,7 @@ class _Session:
     end_state: str | None
     stop_copy: bool  # went through STOP_COPY
     switch: int | None  # first SET to PRE_COPY_P2P/STOP_COPY
-    stop_end: int | None  # end of its last STOP_COPY read
+    stop_end: int | None  # end of its last STOP_COPY read (BPF stamps calls at their exit)
     refused: str | None  # the first SET the kernel refused, as text
     error_state: bool
     io: dict
@@ -224,7 +224,7 @@ def _sessions(r: _Rows) -> list[_Session]:
             end=int(r.t[e]) if e < n else None, end_state=str(r.state[e]) if e < n else None,
             stop_copy=bool((set_ok[rows] & (r.state[rows] == "STOP_COPY")).any()),
             switch=int(switch[s]) if switch[s] != np.iinfo(np.int64).max else None,
-            stop_end=int(np.nanmax(r.t[stops] + np.nan_to_num(r.dur[stops]))) if len(stops) else None,
+            stop_end=int(r.t[stops].max()) if len(stops) else None,
             refused=(f"the kernel refused SET {r.state[refused[0]]} (ret {int(r.ret[refused[0]])})"
                      if refused else None),
             error_state=bool((is_ioctl[rows] & (r.state[rows] == "ERROR")).any()),
@@ -258,8 +258,8 @@ def _rounds(r: _Rows, sess: np.ndarray, src: np.ndarray, info: np.ndarray, pre_r
     pos = rd & (bb > 0)
     if not pos.any():
         return {}
-    t = r.t[at][pos]
-    g = pd.DataFrame({"s": s[pos], "rid": rid[pos], "t": t, "end": t + np.nan_to_num(r.dur[at][pos]).astype(np.int64),
+    t = r.t[at][pos]  # BPF stamps a call at its exit
+    g = pd.DataFrame({"s": s[pos], "rid": rid[pos], "t": t - np.nan_to_num(r.dur[at][pos]).astype(np.int64), "end": t,
                       "b": bb[pos], "pend": pend[pos]})
     agg = g.groupby(["s", "rid"], sort=True).agg(t=("t", "min"), end=("end", "max"), b=("b", "sum"),
                                                  n=("b", "size"), pend=("pend", "first"))

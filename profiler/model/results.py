@@ -231,6 +231,8 @@ def _migration(m: dict[str, Any]) -> Migration:
         "devices": tuple(_device(d) for d in m.get("devices") or ()),
         "states": tuple(StateChange(**_known(StateChange, s)) for s in m.get("states") or ()),
         "markers": tuple(m.get("markers") or ()),
+        "findings": tuple(Finding(**{**_known(Finding, f), "evidence": tuple(f.get("evidence") or ())})
+                          for f in m.get("findings") or ()),
     })
 
 
