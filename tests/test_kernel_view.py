@@ -96,6 +96,9 @@ def test_kernel_view_agrees_with_the_full_model(name):
     assert (kd.precopy_bytes, kd.stopcopy_bytes) == (fsrc.precopy_bytes, fsrc.stopcopy_bytes) == (
         MTTY_PRECOPY_BYTES, MTTY_STOPCOPY_BYTES)
     assert (kd.read_calls, kd.write_calls) == (fsrc.read_calls, fdst.write_calls)
+    for k_, f_ in ((kd.read_ms, fsrc.read_ms), (kd.read_p50_us, fsrc.read_p50_us), (kd.read_max_us, fsrc.read_max_us),
+                   (kd.write_ms, fdst.write_ms), (kd.write_p50_us, fdst.write_p50_us)):
+        assert k_ == pytest.approx(f_)
     # pending from PRECOPY_INFO and the stop-copy size from MIG_DATA_SIZE
     assert kd.initial_pending_bytes == fsrc.initial_pending_bytes == MTTY_PRECOPY_BYTES
     assert kd.stopcopy_size_bytes == fsrc.stopcopy_size_bytes == MTTY_TOTAL_BYTES

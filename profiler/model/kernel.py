@@ -65,6 +65,29 @@ def _f(a: pd.Series) -> np.ndarray:
     return a.to_numpy(dtype="float64", na_value=np.nan)
 
 
+# Sessions are contiguous runs of rows (sorted by device, then time): the per-session sums,
+# carries and picks below are segment operations on flat arrays, no groupby.
+def _seg_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Running sum of ``x`` (>= 0) restarting at each ``first`` row (``first[0]`` is True)."""
+    cs = np.cumsum(x)
+    return cs - np.maximum.accumulate(np.where(first, cs - x, 0))
+
+
+def _seg_last(valid: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per row: the index of the last ``valid`` row at or before it in its segment, else -1."""
+    ix = np.arange(len(valid))
+    last = np.maximum.accumulate(np.where(valid, ix, -1))
+    return np.where(last >= np.maximum.accumulate(np.where(first, ix, 0)), last, -1)
+
+
+def _pick(seg: np.ndarray, vals: np.ndarray, first: bool) -> tuple[list[int], list[int]]:
+    """(segments, their first or last value) over rows already in segment order."""
+    if not len(seg):
+        return [], []
+    edge = np.r_[True, seg[1:] != seg[:-1]] if first else np.r_[seg[1:] != seg[:-1], True]
+    return seg[edge].tolist(), vals[edge].astype(np.int64).tolist()
+
+
 @dataclass(frozen=True, slots=True)
 class _Rows:
     """The BPF rows of every session, sorted by (pid, device, time), as numpy columns."""
@@ -84,6 +107,19 @@ class _Rows:
     data_fd: np.ndarray
 
 
+def _objects(s: pd.Series, at: np.ndarray) -> np.ndarray:
+    """A string column at rows ``at`` as an object array, None for NA (only those rows converted)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = np.append(s.cat.categories.to_numpy(dtype=object), None)
+        return cats[s.cat.codes.to_numpy()[at]]
+    pa_arr = getattr(s.array, "_pa_array", None)
+    if pa_arr is not None:
+        return np.asarray(pa_arr.take(at).to_numpy(zero_copy_only=False), dtype=object)
+    v = s.to_numpy(dtype=object)[at]
+    v[pd.isna(v)] = None
+    return v
+
+
 def _rows(events: pd.DataFrame) -> _Rows | None:
     """The BPF device and data-fd rows, or None when there are none (the usual QEMU-view input)."""
     origin = events["origin"]
@@ -97,32 +133,30 @@ def _rows(events: pd.DataFrame) -> _Rows | None:
     at = np.flatnonzero(m)
     if not len(at):
         return None
-    sub = events.iloc[at]
-    obj = {c: sub[c].astype(object).where(sub[c].notna(), None).to_numpy(dtype=object)
-           for c in ("event", "device", "state", "detail")}
-    fd = sub["fd"].to_numpy(dtype="float64", na_value=np.nan)
-    dev = obj["device"].copy()
+    event, dev, state, detail = (_objects(events[c], at) for c in ("event", "device", "state", "detail"))
+    num = {c: _f(events[c])[at] for c in ("fd", "bytes", "ret", "dur_ns", "init_bytes", "dirty_bytes",
+                                            "stopcopy_bytes", "data_fd")}
     no_dev = pd.isna(dev)
-    data = obj["event"] != E.BPF_IOCTL
+    data = event != E.BPF_IOCTL
     # a data fd whose device the collector never learnt keeps its own name; an ioctl
     # without a device is the container's (IOMMU dirty pages)
     lost = no_dev & data
     if lost.any():
-        dev[lost] = np.char.add("data-fd", np.nan_to_num(fd[lost], nan=-1).astype(np.int64).astype(str)).astype(object)
+        fd = np.nan_to_num(num["fd"][lost], nan=-1).astype(np.int64).astype(str)
+        dev[lost] = np.char.add("data-fd", fd).astype(object)
     keep = ~(no_dev & ~data)
-    t = sub["t_ns"].to_numpy(dtype=np.int64)
-    seq = sub["seq"].fillna(0).to_numpy(dtype=np.int64)
-    pid = sub["pid"].fillna(-1).to_numpy(dtype=np.int64)
+    t = events["t_ns"].to_numpy(dtype=np.int64, na_value=0)[at]
+    seq = events["seq"].to_numpy(dtype=np.int64, na_value=0)[at]
+    pid = events["pid"].to_numpy(dtype=np.int64, na_value=-1)[at]
     dcode, _ = pd.factorize(dev)
     order = np.lexsort((seq, t, dcode, pid))
     order = order[keep[order]]
     if not len(order):
         return None
-    return _Rows(t=t[order], pid=pid[order], dev=dev[order], event=obj["event"][order],
-                 state=obj["state"][order], detail=obj["detail"][order],
-                 bytes=_f(sub["bytes"])[order], ret=_f(sub["ret"])[order], dur=_f(sub["dur_ns"])[order],
-                 init=_f(sub["init_bytes"])[order], dirty=_f(sub["dirty_bytes"])[order],
-                 size=_f(sub["stopcopy_bytes"])[order], data_fd=_f(sub["data_fd"])[order])
+    return _Rows(t=t[order], pid=pid[order], dev=dev[order], event=event[order], state=state[order],
+                 detail=detail[order], bytes=num["bytes"][order], ret=num["ret"][order],
+                 dur=num["dur_ns"][order], init=num["init_bytes"][order], dirty=num["dirty_bytes"][order],
+                 size=num["stopcopy_bytes"][order], data_fd=num["data_fd"][order])
 
 
 @dataclass
@@ -145,7 +179,7 @@ class _Session:
     io: dict
     states: list[tuple[int, str, bool]]
     rounds: list[tuple[int, int, int, int, float]]  # t, end, bytes, reads, pending (NaN)
-    info: list[tuple[int, int]]  # (t, initial + dirty) of each PRECOPY_INFO before the switch
+    info: tuple[np.ndarray, np.ndarray]  # (t, initial + dirty) of its PRECOPY_INFO before the switch
     writes: tuple[np.ndarray, np.ndarray]  # destination: (t, bytes) of its data-fd writes
 
 
@@ -174,7 +208,7 @@ def _sessions(r: _Rows) -> list[_Session]:
     start_si = enter & (new_fd | (was_out & (known_prev | _isin(st, frozenset(["PRE_COPY", "RESUMING"])))))
     start = np.zeros(n, dtype=bool)
     start[si[start_si]] = True
-    sid = pd.Series(start).groupby(key).cumsum().to_numpy()
+    sid = _seg_cumsum(start.astype(np.int64), key_first)
     first = key_first | start  # sessions are contiguous: a key's rows, cut at each start
     sess = np.cumsum(first) - 1
     n_s = int(sess[-1]) + 1
@@ -231,7 +265,7 @@ def _sessions(r: _Rows) -> list[_Session]:
             io=io.get(s, {}),
             states=[(int(r.t[i]), str(r.state[i]), bool(ok[i])) for i in sets.tolist()],
             rounds=rounds.get(s, []),
-            info=[(int(r.t[i]), int(r.init[i] + r.dirty[i])) for i in infos.tolist()],
+            info=(r.t[infos], r.init[infos] + r.dirty[infos]),
             writes=(r.t[rows][wr[rows]], b[rows][wr[rows]]),
         ))
     return out
@@ -239,33 +273,34 @@ def _sessions(r: _Rows) -> list[_Session]:
 
 def _rounds(r: _Rows, sess: np.ndarray, src: np.ndarray, info: np.ndarray, pre_read: np.ndarray,
             b: np.ndarray) -> dict[int, list[tuple[int, int, int, int, float]]]:
-    """Per source session: its pre-copy rounds (first read t, last read end, bytes, reads, the
-    pending PRECOPY_INFO reported before it)."""
-    m = src & (info | pre_read)
-    if not m.any():
+    """Per source session: its pre-copy rounds (first read's start, last read's end, bytes,
+    reads, the pending PRECOPY_INFO reported before it)."""
+    at = np.flatnonzero(src & (info | pre_read))
+    if not len(at):
         return {}
-    at = np.flatnonzero(m)
     s, inf, rd = sess[at], info[at], pre_read[at]
-    pend = pd.Series(np.where(inf, r.init[at] + r.dirty[at], np.nan)).groupby(s).ffill().to_numpy()
-    seg = pd.Series(inf).groupby(s).cumsum().to_numpy()
+    first = np.r_[True, s[1:] != s[:-1]]
+    li = _seg_last(inf, first)  # the PRECOPY_INFO in force at each row
+    pend = np.where(li >= 0, (r.init[at] + r.dirty[at])[np.maximum(li, 0)], np.nan)
     bb = np.where(rd, b[at], 0.0)
-    cum = pd.Series(bb).groupby([s, seg]).cumsum().to_numpy()
+    cum = _seg_cumsum(bb, first | inf)  # bytes read since that PRECOPY_INFO
     with np.errstate(invalid="ignore"):
         drained = rd & (bb > 0) & (cum >= pend) & (cum - bb < pend)
     ret = r.ret[at]
     close = drained | (rd & ((ret == 0) | (ret == -ENOMSG)))
-    rid = pd.Series(close).groupby(s).cumsum().to_numpy() - close
+    rid = _seg_cumsum(close.astype(np.int64), first) - close
     pos = rd & (bb > 0)
     if not pos.any():
         return {}
-    t = r.t[at][pos]  # BPF stamps a call at its exit
-    g = pd.DataFrame({"s": s[pos], "rid": rid[pos], "t": t - np.nan_to_num(r.dur[at][pos]).astype(np.int64), "end": t,
-                      "b": bb[pos], "pend": pend[pos]})
-    agg = g.groupby(["s", "rid"], sort=True).agg(t=("t", "min"), end=("end", "max"), b=("b", "sum"),
-                                                 n=("b", "size"), pend=("pend", "first"))
+    ps, pr = s[pos], rid[pos]
+    end = r.t[at][pos]  # BPF stamps a call at its exit
+    beg = end - np.nan_to_num(r.dur[at][pos]).astype(np.int64)
+    lo = np.flatnonzero(np.r_[True, (ps[1:] != ps[:-1]) | (pr[1:] != pr[:-1])])
     out: dict[int, list] = {}
-    for (si, _), row in zip(agg.index.tolist(), agg.itertuples(index=False), strict=True):
-        out.setdefault(int(si), []).append((int(row.t), int(row.end), int(row.b), int(row.n), float(row.pend)))
+    for row in zip(ps[lo].tolist(), np.minimum.reduceat(beg, lo).tolist(), np.maximum.reduceat(end, lo).tolist(),
+                   np.add.reduceat(bb[pos], lo).astype(np.int64).tolist(), np.diff(np.r_[lo, len(ps)]).tolist(),
+                   pend[pos][lo].tolist(), strict=True):
+        out.setdefault(row[0], []).append(row[1:])
     return out
 
 
@@ -275,36 +310,42 @@ def _io(r: _Rows, sess: np.ndarray, live: np.ndarray, is_read: np.ndarray, is_wr
     """Per session: data-fd calls, time and latency, bytes per phase, pre-copy and stop-copy
     bytes, the first initial / last dirty pending and the last stop-copy size."""
     out: dict[int, dict] = {}
-    rw = live & (is_read | is_write)
-    if rw.any():
-        at = np.flatnonzero(rw)
-        f = pd.DataFrame({"s": sess[at], "op": np.where(is_read[at], "read", "write"),
-                          "dur": r.dur[at] / 1e3, "ph": phase[at], "b": b[at]})
-        lat = f.groupby(["s", "op"]).agg(calls=("dur", "size"), us=("dur", "sum"),
-                                         p50=("dur", "median"), mx=("dur", "max"))
-        for (s, op), row in zip(lat.index.tolist(), lat.itertuples(index=False), strict=True):
-            d = out.setdefault(int(s), {})
-            d[f"{op}_calls"] = int(row.calls)
-            d[f"{op}_ms"] = float(row.us) / 1e3
-            d[f"{op}_p50_us"] = None if math.isnan(row.p50) else float(row.p50)
-            d[f"{op}_max_us"] = None if math.isnan(row.mx) else float(row.mx)
-        by = f.groupby(["s", "ph"], sort=False)["b"].sum()
-        for (s, ph), v in zip(by.index.tolist(), by.tolist(), strict=True):
-            out.setdefault(int(s), {}).setdefault("bytes_by_phase", {})[str(ph)] = int(v)
+    for op, m in (("read", live & is_read), ("write", live & is_write)):
+        at = np.flatnonzero(m)
+        if not len(at):
+            continue
+        ss, d = sess[at], r.dur[at] / 1e3
+        o = np.lexsort((d, ss))  # NaN durations sort last in their session
+        ss, d = ss[o], d[o]
+        lo = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+        hi = np.r_[lo[1:], len(ss)]
+        ok = np.add.reduceat(~np.isnan(d), lo)  # durations known per session
+        mid = lo + np.maximum(ok - 1, 0) // 2
+        p50 = np.where(ok % 2 == 1, d[mid], (d[mid] + d[np.minimum(mid + 1, hi - 1)]) / 2)
+        mx = d[lo + np.maximum(ok - 1, 0)]
+        for si, n, tot, k, a, z in zip(ss[lo].tolist(), (hi - lo).tolist(), np.add.reduceat(np.nan_to_num(d), lo).tolist(),
+                                       ok.tolist(), p50.tolist(), mx.tolist(), strict=True):
+            out.setdefault(si, {}).update({f"{op}_calls": n, f"{op}_ms": tot / 1e3, f"{op}_p50_us": a if k else None,
+                                           f"{op}_max_us": z if k else None})
+    rw = np.flatnonzero(live & (is_read | is_write))
+    if len(rw):
+        code, names = pd.factorize(phase[rw])
+        key, inv = np.unique(sess[rw] * len(names) + code, return_inverse=True)
+        tot = np.bincount(inv, weights=b[rw])
+        for k, v in zip(key.tolist(), tot.tolist(), strict=True):
+            out.setdefault(k // len(names), {}).setdefault("bytes_by_phase", {})[str(names[k % len(names)])] = int(v)
     for name, m in (("pre", pre_read), ("stop", stop_read)):
         seen = np.bincount(sess[m], minlength=n_s) > 0
         tot = np.bincount(sess[m], weights=b[m], minlength=n_s)
-        for s in np.flatnonzero(seen).tolist():
-            out.setdefault(s, {})[name] = int(tot[s])
+        for si in np.flatnonzero(seen).tolist():
+            out.setdefault(si, {})[name] = int(tot[si])
     for name, vals, m, first in (
             ("init", r.init, live & (r.event == E.BPF_PRECOPY_INFO), True),
             ("dirty", r.dirty, live & info_before, False),
             ("size", r.size, live & (r.event == E.BPF_IOCTL) & (r.detail == DATA_SIZE), False)):
         at = np.flatnonzero(m & ~np.isnan(vals))
-        if len(at):
-            pick = pd.Series(vals[at]).groupby(sess[at])
-            for s, v in (pick.first() if first else pick.last()).items():
-                out.setdefault(int(s), {})[name] = int(v)
+        for si, v in zip(*_pick(sess[at], vals[at], first), strict=True):
+            out.setdefault(si, {})[name] = v
     return out
 
 
@@ -352,19 +393,56 @@ def _pairs(clusters: list[list[_Session]]) -> list[tuple[list[_Session] | None, 
     return sorted(pairs, key=lambda p: _span(p[0] or p[1])[0])  # type: ignore[arg-type]
 
 
-def _covered(c: list[_Session] | None, spans: pd.DataFrame) -> bool:
+def _qemu_spans(spans: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+    """Per side, the QEMU view's migrations as (starts, ends) in epoch ns; None when one of
+    them has no time (then that side is the QEMU view's alone)."""
+    out: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+    side = spans["side"].to_numpy(dtype=object)
+    s = spans["start_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    e = spans["end_ns"].to_numpy(dtype="float64", na_value=np.nan)
+    e = np.where(np.isnan(e), s, e)
+    for k in set(side.tolist()):
+        m = side == k
+        out[str(k)] = None if np.isnan(s[m]).any() else (s[m], e[m])
+    return out
+
+
+def _covered(c: list[_Session] | None, qemu: dict[str, tuple[np.ndarray, np.ndarray] | None]) -> bool:
     """Whether the QEMU view has a migration of this side overlapping the cluster."""
     if c is None:
         return True
-    mine = spans[spans["side"] == c[0].side]
-    if not len(mine):
+    side = c[0].side
+    if side not in qemu:
         return False
-    s, e = mine["start_ns"], mine["end_ns"]
-    if s.isna().any():
-        return True  # an untimed QEMU view of this side: it owns that side
+    se = qemu[side]
+    if se is None:
+        return True
     lo, hi = _span(c)
-    ends = e.fillna(s).to_numpy(dtype="float64")
-    return bool(((s.to_numpy(dtype="float64") <= hi) & (ends >= lo)).any())
+    return bool(((se[0] <= hi) & (se[1] >= lo)).any())
+
+
+def _all_covered(r: _Rows, qemu: dict[str, tuple[np.ndarray, np.ndarray] | None]) -> bool:
+    """Whether every row that can open a session (a SET into the saving group or RESUMING, a
+    data-fd call) falls inside a QEMU-view migration of its side: then every session overlaps
+    one, and the sessions need not be built (the usual live case, trace and BPF together)."""
+    setting = (r.event == E.BPF_IOCTL) & (r.detail == SET)
+    dst = (r.event == E.BPF_DATA_WRITE) | (setting & (r.state == "RESUMING"))
+    src = (r.event == E.BPF_DATA_READ) | (r.event == E.BPF_PRECOPY_INFO) | (setting & _isin(r.state, SAVING))
+    for side, m in (("source", src), ("destination", dst)):
+        if not m.any():
+            continue
+        if side not in qemu:
+            return False
+        se = qemu[side]
+        if se is None:
+            continue
+        t = r.t[m].astype(np.float64)
+        inside = np.zeros(len(t), dtype=bool)
+        for lo, hi in zip(se[0].tolist(), se[1].tolist(), strict=True):
+            inside |= (t >= lo) & (t <= hi)
+        if not inside.all():
+            return False
+    return True
 
 
 def _outcome(c: list[_Session]) -> tuple[str, str | None]:
@@ -434,28 +512,42 @@ def _device(name: str, ss: list[_Session], t0: int, switch: int | None) -> Devic
 
 def _checks(c: list[_Session], t0: int) -> tuple[Check, ...]:
     """Each k-th PRECOPY_INFO of the devices is one check (QEMU asks every device in turn)."""
-    rows = [(k, t, s.dev, p) for s in c for k, (t, p) in enumerate(s.info)]
-    if not rows:
+    n = [len(s.info[0]) for s in c]
+    if not sum(n):
         return ()
-    f = pd.DataFrame(rows, columns=["k", "t", "dev", "p"]).sort_values(["k", "t"], kind="stable")
-    out = []
-    for _, g in f.groupby("k", sort=True):
-        devs = dict(zip(g["dev"].tolist(), g["p"].astype(int).tolist(), strict=True))
-        out.append(Check(t_ms=_ms(int(g["t"].min()), t0), kind=CHECK_KIND, pending_bytes=sum(devs.values()),
-                         threshold_bytes=None, devices=devs))
-    return tuple(out)
+    k = np.concatenate([np.arange(x) for x in n])
+    t = np.concatenate([s.info[0] for s in c])
+    p = np.concatenate([s.info[1] for s in c]).astype(np.int64)
+    dev = np.repeat(np.arange(len(c)), n)
+    o = np.lexsort((t, k))
+    k, t, p, dev = k[o], t[o], p[o], dev[o]
+    lo = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    t_ms = ((t[lo] - t0) / 1e6).tolist()
+    total = np.add.reduceat(p, lo).tolist()
+    names = np.array([s.dev for s in c], dtype=object)[dev]
+    per = [dict(zip(a.tolist(), b.tolist(), strict=True))
+           for a, b in zip(np.split(names, lo[1:]), np.split(p, lo[1:]), strict=True)]
+    return tuple(Check(t_ms=tm, kind=CHECK_KIND, pending_bytes=tot, threshold_bytes=None, devices=d)
+                 for tm, tot, d in zip(t_ms, total, per, strict=True))
 
 
-def _params(events: pd.DataFrame, side: str, end_ns: int) -> dict:
-    """QMP's migration parameters for this side in force at ``end_ns`` (when QMP told them)."""
+def _qmp_params(events: pd.DataFrame) -> list[tuple[str, float, dict]]:
+    """QMP's migration-parameter rows (side, t_ns, the values), in time order."""
     m = events["event"].eq(E.QMP_PARAMS).to_numpy(dtype=bool, na_value=False)
     if not m.any():
-        return {}
-    g = events.iloc[np.flatnonzero(m)]
-    g = g[(g["side"].astype(object) == side).to_numpy(dtype=bool) & (g["t_ns"].fillna(0) <= end_ns).to_numpy(dtype=bool)]
+        return []
+    g = events.iloc[np.flatnonzero(m)].sort_values("t_ns", kind="stable")
+    return [(str(side), float(t) if t is not None and t is not pd.NA else -math.inf,
+             {k: v for k, v in qmp_reply(d).items() if not isinstance(v, dict | list)})
+            for side, t, d in zip(g["side"].astype(object), g["t_ns"].astype(object), g["detail"], strict=True)]
+
+
+def _params(rows: list[tuple[str, float, dict]], side: str, end_ns: int) -> dict:
+    """The parameters in force for ``side`` at ``end_ns`` (when QMP told them)."""
     params: dict = {}
-    for d in g.sort_values("t_ns", kind="stable")["detail"].tolist():
-        params.update({k: v for k, v in qmp_reply(d).items() if not isinstance(v, dict | list)})
+    for s, t, d in rows:
+        if s == side and t <= end_ns:
+            params.update(d)
     return params
 
 
@@ -476,8 +568,8 @@ def _summary(mig_devs: Sequence[Device], outcome: str, switch_ms: float | None, 
     return "; ".join(parts) + "."
 
 
-def _migration(index: int, sc: list[_Session] | None, dc: list[_Session] | None, events: pd.DataFrame,
-               warn: list[str]) -> Migration:
+def _migration(index: int, sc: list[_Session] | None, dc: list[_Session] | None,
+               qmp: list[tuple[str, float, dict]], warn: list[str]) -> Migration:
     main = sc or dc
     assert main is not None
     t0 = min(s.start for s in main)
@@ -495,7 +587,7 @@ def _migration(index: int, sc: list[_Session] | None, dc: list[_Session] | None,
     pend = [c for c in checks if c.devices]
     dominant = max(pend[-1].devices, key=pend[-1].devices.get) if pend else None  # type: ignore[arg-type]
     side = main[0].side
-    params = _params(events, side, end)
+    params = _params(qmp, side, end)
     dl = params.get("downtime-limit")
     mbw = params.get("max-bandwidth")
     procs = [f"pid {c[0].pid}" + (f" ({c[0].side})" if sc and dc else "") for c in (sc, dc) if c]
@@ -545,15 +637,20 @@ def kernel_view(events: pd.DataFrame, spans: pd.DataFrame, *, first_index: int,
     r = _rows(events)
     if r is None:
         return ()
+    qemu = _qemu_spans(spans)
+    if _all_covered(r, qemu):
+        return ()
     sessions = _sessions(r)
     if not sessions:
         return ()
     out: list[Migration] = []
+    qmp: list[tuple[str, float, dict]] | None = None
     for sc, dc in _pairs(_clusters(sessions)):
-        sc = None if _covered(sc, spans) else sc
-        dc = None if _covered(dc, spans) else dc
+        sc = None if _covered(sc, qemu) else sc
+        dc = None if _covered(dc, qemu) else dc
         if sc is None and dc is None:
             continue
-        out.append(_migration(first_index + len(out), sc, dc, events, warn))
+        qmp = _qmp_params(events) if qmp is None else qmp
+        out.append(_migration(first_index + len(out), sc, dc, qmp, warn))
     lost_warnings(events, out, warn)
     return tuple(out)
