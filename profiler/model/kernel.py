@@ -371,25 +371,25 @@ def _span(c: list[_Session]) -> tuple[int, int]:
 
 
 def _pairs(clusters: list[list[_Session]]) -> list[tuple[list[_Session] | None, list[_Session] | None]]:
-    """(source, destination) clusters: a destination joins the source it overlaps most."""
+    """(source, destination) clusters: a destination joins the free source it overlaps most."""
     src = [c for c in clusters if c[0].side == "source"]
     dst = [c for c in clusters if c[0].side == "destination"]
+    ss = np.array([_span(c) for c in src], dtype=np.int64).reshape(-1, 2)
+    free = np.ones(len(src), dtype=bool)
     taken: dict[int, list[_Session]] = {}
+    alone = []
     for d in dst:
         ds, de = _span(d)
-        best, best_ov = None, 0
-        for i, c in enumerate(src):
-            if i in taken:
-                continue
-            cs, ce = _span(c)
-            ov = min(ce, de) - max(cs, ds)
-            if ov > best_ov:
-                best, best_ov = i, ov
-        if best is not None:
+        ov = np.minimum(ss[:, 1], de) - np.maximum(ss[:, 0], ds)
+        ok = np.flatnonzero(free & (ov > 0))
+        if len(ok):
+            best = int(ok[np.argmax(ov[ok])])
+            free[best] = False
             taken[best] = d
+        else:
+            alone.append(d)
     pairs: list[tuple[list[_Session] | None, list[_Session] | None]] = [(c, taken.get(i)) for i, c in enumerate(src)]
-    paired = {id(d) for d in taken.values()}
-    pairs += [(None, d) for d in dst if id(d) not in paired]
+    pairs += [(None, d) for d in alone]
     return sorted(pairs, key=lambda p: _span(p[0] or p[1])[0])  # type: ignore[arg-type]
 
 
