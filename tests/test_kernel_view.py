@@ -164,3 +164,14 @@ def test_destination_with_bpf_alone_gets_the_kernel_view():
     assert (q.outcome, q.total_ms, q.downtime_ms, len(q.checks)) == (
         alone.migrations[0].outcome, alone.migrations[0].total_ms, alone.migrations[0].downtime_ms,
         len(alone.migrations[0].checks))
+
+
+def test_an_untimed_qemu_view_owns_its_side():
+    """A trace without timestamps cannot be placed against BPF's times: its side stays the
+    QEMU view's, and the kernel view adds nothing there."""
+    ld = loaded("converges")
+    ev = only(ld.events, lambda d: d["origin"].isin(["qemu-log", "bpf"])).copy()
+    trace = ev["origin"].eq("qemu-log").to_numpy(dtype=bool)
+    ev.loc[trace, "t_ns"] = pd.NA
+    rep = build_report(ev, meta=ld.meta)
+    assert [m.view for m in rep.migrations] == ["qemu"]

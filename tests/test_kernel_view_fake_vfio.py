@@ -247,3 +247,21 @@ def test_replay_shows_the_kernel_view(runs):
             assert "kernel only" in text and f"{MLX5} {len(want_rounds(MLX5))}" in text
 
     asyncio.run(run())
+
+
+def test_in_flight_pre_copy(runs):
+    """The recording cut before the switch-over (what `live` has while the migration runs):
+    incomplete, still in pre-copy, the rounds so far; the TUI's phase says which round."""
+    from profiler import pipeline
+    from profiler.model import build_report
+    from tui.view import phase
+
+    ev = pipeline.load([str(runs["src"].rec)]).events
+    sets = ev[(ev["detail"] == "SET MIG_DEVICE_STATE").fillna(False).to_numpy(dtype=bool)]
+    cut = int(sets.loc[(sets["state"] == "PRE_COPY_P2P").fillna(False), "t_ns"].min())
+    (m,) = build_report(ev[(ev["t_ns"] < cut).to_numpy(dtype=bool)].reset_index(drop=True)).migrations
+    assert (m.view, m.outcome, m.switchover_ms, m.total_ms) == ("kernel", "incomplete", None, None)
+    assert "still in pre-copy" in m.verdict.summary
+    rounds = {d.name: [r.bytes for r in d.rounds] for d in m.devices}
+    assert rounds == {n: want_rounds(n) for n in (MTTY, MLX5)}
+    assert phase(m) == f"pre-copy round {len(want_rounds(MLX5))}"
