@@ -175,3 +175,22 @@ def test_an_untimed_qemu_view_owns_its_side():
     ev.loc[trace, "t_ns"] = pd.NA
     rep = build_report(ev, meta=ld.meta)
     assert [m.view for m in rep.migrations] == ["qemu"]
+
+
+@pytest.mark.parametrize("name", WITH_BPF)
+def test_incremental_model_on_bpf_alone(name):
+    """What `live` builds batch by batch from the BPF rows alone equals a full build at every
+    cut point (in `converges` the destination enters RESUMING before the source's first SET)."""
+    from test_model_incremental import cut_points, same_report
+
+    from profiler import events as E
+    from profiler.model.incremental import IncrementalModel
+
+    events = E.sort_timeline(only(loaded(name).events, lambda d: d["origin"].eq("bpf")))
+    model = IncrementalModel()
+    last = 0
+    for cut in cut_points(len(events)):
+        model.add(events.iloc[last:cut])
+        last = cut
+        diff = same_report(model.report(), build_report(events.iloc[:cut]))
+        assert not diff, (cut, diff[:5])

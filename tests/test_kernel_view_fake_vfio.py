@@ -265,3 +265,27 @@ def test_in_flight_pre_copy(runs):
     rounds = {d.name: [r.bytes for r in d.rounds] for d in m.devices}
     assert rounds == {n: want_rounds(n) for n in (MTTY, MLX5)}
     assert phase(m) == f"pre-copy round {len(want_rounds(MLX5))}"
+
+
+@pytest.mark.parametrize("name", ["retry", "src", "mid"])
+def test_incremental_model_equals_full_builds(runs, name):
+    """`live` builds the kernel view incrementally (profiler/model/incremental.py): at every
+    cut point its report equals a full build of the events so far; the cancelled migration is
+    frozen once the retry has begun."""
+    from test_model_incremental import cut_points, same_report
+
+    from profiler import events as ev
+    from profiler import pipeline
+    from profiler.model import build_report
+    from profiler.model.incremental import IncrementalModel
+
+    events = ev.sort_timeline(pipeline.load([str(runs[name].rec)]).events)
+    model = IncrementalModel()
+    last = 0
+    for cut in cut_points(len(events)):
+        model.add(events.iloc[last:cut])
+        last = cut
+        diff = same_report(model.report(), build_report(events.iloc[:cut]))
+        assert not diff, (cut, diff[:5])
+    if name == "retry":
+        assert [m.outcome for m in model.frozen] == ["failed"]
