@@ -159,7 +159,7 @@ def _rows(events: pd.DataFrame) -> _Rows | None:
                  size=num["stopcopy_bytes"][order], data_fd=num["data_fd"][order])
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Session:
     """One device's data-transfer session (values for the Device it becomes)."""
 
@@ -184,6 +184,7 @@ class _Session:
 
 
 def _sessions(r: _Rows) -> list[_Session]:
+    """Every device's data-transfer sessions, with what the Device and Migration need of them."""
     n = len(r.t)
     pos = np.arange(n)
     is_ioctl, is_info = r.event == E.BPF_IOCTL, r.event == E.BPF_PRECOPY_INFO
