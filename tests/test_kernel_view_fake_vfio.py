@@ -18,6 +18,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,10 @@ class Traced:
             self.pid = client.pid
             if attach_after_pause:  # the migration is under way before migprof attaches
                 client.go()
+                deadline = time.monotonic() + 30
                 while "paused" not in client.log.read_text():
-                    assert client.proc.poll() is None, client.log.read_text()
+                    assert client.proc.poll() is None and time.monotonic() < deadline, client.log.read_text()
+                    time.sleep(0.01)
             live = subprocess.Popen([sys.executable, "-m", "profiler.cli", "live", "-p", str(client.pid),
                                      "--any-process", "--no-tui", "--record", str(self.rec)], cwd=ROOT,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
