@@ -102,7 +102,7 @@ def derive(report: Report, recording: str, meta: Mapping[str, Any], *,
             "device_driver": ",".join(sorted(set(drivers.values()))) or None,
             "vfio_devices": len(drivers),
             "start_ns": _int(m.start_ns), "end_ns": _int(m.end_ns),
-            "dirty_syncs": _int(m.dirty_syncs),
+            "dirty_syncs": None if m.view == "kernel" else _int(m.dirty_syncs),  # BPF alone sees none
             "transferred_bytes": _int(m.transferred_bytes),
             "vfio_transferred_bytes": _int(m.vfio_transferred_bytes),
             "converged": m.converged, "verdict": v.summary,
