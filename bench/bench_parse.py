@@ -5,7 +5,7 @@ Builds a log of >= 1.5 million lines by repeating the real QEMU logs of tests/da
 hour later, so the log reads as a long trace of many migrations), then measures:
 
 (a) baseline: ``for line in f: re.match(r'(\\d+)@(\\d+)\\.(\\d{6}):([a-z0-9_]+) ', line)``
-(b) ``read_log`` (chunked numba scan -> schema frame)
+(b) ``read_log`` (chunked numpy scan -> schema frame)
 (c) ``migprof report --json`` end to end: in process (``pipeline.load`` + ``build_report``)
     and as a fresh process (interpreter and imports included)
 (d) peak memory of ``read_log`` on that log vs. a log with the same events plus 10x as
@@ -94,7 +94,7 @@ print(time.perf_counter() - t, n, time.process_time() - c)
 READ_LOG = """
 import sys, time
 from profiler.sources.qemu_log import read_log
-read_log(sys.argv[2])  # compiled scanners loaded, as in any later call
+read_log(sys.argv[2])  # modules imported, as in any later call
 t = time.perf_counter()
 c = time.process_time()
 r = read_log(sys.argv[1])
