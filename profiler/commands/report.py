@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from profiler.errors import EXIT_OK, EXIT_USAGE, InputError, MigprofError
@@ -67,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
         raise MigprofError(f"--side given {len(args.side)} times for {len(args.inputs)} inputs; "
                            "give it once per INPUT, in order")
     from profiler import pipeline
+    from profiler.model.names import USED
 
     try:
-        loaded = pipeline.load(list(args.inputs), sides=args.side)
+        with _progress(list(args.inputs)) as progress:
+            # only the events the model reads become rows: memory follows the migrations
+            loaded = pipeline.load(list(args.inputs), sides=args.side, keep=USED, progress=progress)
     except InputError as e:  # nothing usable at all
         print(f"migprof: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -77,11 +81,52 @@ def run(args: argparse.Namespace) -> int:
     events = loaded.events
     paths = [str(i.get("path")) for i in loaded.inputs]
     report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
+                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta,
+                          n_events=loaded.rows)
     for w in report.warnings:
         print(w, file=sys.stderr)  # already `file:line: message`
     _print(report, args)
     return EXIT_USAGE if bad or not report.migrations else EXIT_OK
+
+
+PROGRESS_BYTES = 8 << 20  # inputs smaller than this are read before a bar would show
+
+
+def _input_bytes(paths: list[str]) -> int:
+    """Bytes of the input files (those directly inside a directory for a directory)."""
+    total = 0
+    for p in paths:
+        try:
+            if os.path.isdir(p):
+                total += sum(e.stat().st_size for e in os.scandir(p) if e.is_file())
+            else:
+                total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total
+
+
+@contextlib.contextmanager
+def _progress(paths: list[str]) -> Iterator[Callable[[str, int], None] | None]:
+    """A transient progress bar on stderr while big inputs are read, when stderr is a
+    terminal (never into a pipe or file); yields the loader's progress callback or None."""
+    total = _input_bytes(paths) if sys.stderr.isatty() else 0
+    if total < PROGRESS_BYTES:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    done: dict[str, int] = {}
+    with Progress(TextColumn("reading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task("read", total=total)
+
+        def update(path: str, n: int) -> None:
+            done[path] = n
+            bar.update(task, completed=min(sum(done.values()), total))
+
+        yield update
 
 
 def _print(report, args: argparse.Namespace) -> None:
@@ -89,10 +134,7 @@ def _print(report, args: argparse.Namespace) -> None:
 
     if args.json:
         # indented for a person; compact (json's C encoder, several times faster) for a pipe
-        if sys.stdout.isatty():
-            json.dump(view.to_json(report), sys.stdout, indent=1)
-        else:
-            json.dump(view.to_json(report), sys.stdout, separators=(",", ":"))
+        sys.stdout.write(view.json_text(report, pretty=sys.stdout.isatty()))
         sys.stdout.write("\n")
         return
     from rich.console import Console

@@ -391,13 +391,18 @@ class _Builder:
 
 def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed: int = 0,
                  skipped: int = 0, warnings: Iterable[str] = (),
-                 meta: Mapping[str, Any] | None = None) -> Report:
-    """The whole model over one event table (any mix of sides and origins)."""
+                 meta: Mapping[str, Any] | None = None, n_events: int | None = None) -> Report:
+    """The whole model over one event table (any mix of sides and origins).
+
+    ``n_events``: the events the inputs held, when ``events`` holds only those the model
+    reads (``names.USED``, as ``pipeline.load(keep=...)`` gives); default ``len(events)``.
+    """
     missing = [c for c in E.COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"build_report: event table lacks columns {missing}")
     warn = list(warnings)
     inputs = tuple(str(x) for x in inputs)
+    n_events = len(events) if n_events is None else int(n_events)
     sp = split(events)
     rows, spans = sp.rows, sp.spans
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
@@ -412,6 +417,6 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
               if s == "destination" and int(m) not in sp.pairs]
     migrations = tuple(b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order))
     if not migrations:
-        warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({len(events)} events)")
+        warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({n_events} events)")
     return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),
-                  events=len(events), warnings=tuple(warn), inputs=inputs)
+                  events=n_events, warnings=tuple(warn), inputs=inputs)
