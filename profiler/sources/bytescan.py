@@ -39,9 +39,9 @@ class Buf:
         self.w = np.ndarray((len(array) - 7,), dtype="<u8", buffer=array, strides=(1,))
 
 
-    def at(self, p: np.ndarray) -> np.ndarray:
-        """The word at each offset (at most ``n + PAD - 8``)."""
-        return self.w[p]
+    def at(self, p: np.ndarray, k: int = 0) -> np.ndarray:
+        """The word at each offset ``p + k`` (at most ``n + PAD - 8``)."""
+        return (self.w[k:] if k else self.w)[p]
 
 
 def _rng(w: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -57,8 +57,16 @@ def _eq(w: np.ndarray, c: int) -> np.ndarray:
     return _rng(w, c, c)
 
 
+_ZEROS = np.uint64(0x3030303030303030)
+_TEN = np.uint64(0x7676767676767676)  # 0x80 - 10 per byte
+
+
 def digit_bits(w: np.ndarray) -> np.ndarray:
-    return _rng(w, 0x30, 0x39)
+    """Top bit set in each digit byte, exact up to the first byte that is not one: after it
+    a carry may turn a digit into a non-digit, never the reverse. Callers count leading
+    digits or require all of a word's digits (where the first non-digit settles it)."""
+    t = w ^ _ZEROS  # digits -> 0..9
+    return ~((t + _TEN) | t) & _HIGH
 
 
 def hex_bits(w: np.ndarray) -> np.ndarray:
@@ -75,12 +83,17 @@ def graph_bits(w: np.ndarray) -> np.ndarray:
     return _rng(w, 0x21, 0x7E)
 
 
+_ONE = np.uint64(1)
+_SEVEN = np.uint64(7)
+_TOP = np.uint64(56)
+
+
 def lead(bits: np.ndarray) -> np.ndarray:
     """Number of leading (lowest) bytes whose top bit is set in ``bits``, 0..8."""
     miss = ~bits & _HIGH
-    low = miss & (~miss + np.uint64(1))  # lowest byte that is not in the class
-    e = np.frexp(low.astype(np.float64))[1]  # low = 2**(8i+7) -> e = 8i+8; low = 0 -> e = 0
-    return np.where(miss == 0, 8, (e - 8) >> 3).astype(np.int64)
+    low = miss & (~miss + _ONE)  # the top bit of the first byte not in the class (0: none)
+    # the top bits below it, one per byte, summed into the top byte by the multiply
+    return ((((low - _ONE) & _HIGH) >> _SEVEN) * _ONES >> _TOP).astype(np.int64)
 
 
 def run(buf: Buf, p: np.ndarray, cls, cap: int) -> np.ndarray:
@@ -129,10 +142,10 @@ def decimal(buf: Buf, p: np.ndarray, k: np.ndarray) -> np.ndarray:
     v = dec8(buf.at(p), k0)
     k1 = np.clip(k - 8, 0, 8)
     if (k1 > 0).any():
-        v = v * _POW10[k1] + dec8(buf.at(p + 8), k1)
+        v = v * _POW10[k1] + dec8(buf.at(p, 8), k1)
         k2 = np.clip(k - 16, 0, 3)
         if (k2 > 0).any():
-            v = v * _POW10[k2] + dec8(buf.at(p + 16), k2)
+            v = v * _POW10[k2] + dec8(buf.at(p, 16), k2)
     return v
 
 
@@ -142,19 +155,21 @@ def hexadecimal(buf: Buf, p: np.ndarray, k: np.ndarray) -> np.ndarray:
     v = _hex8(buf.at(p), k0)
     k1 = np.clip(k - 8, 0, 8)
     if (k1 > 0).any():
-        v = (v << (k1 * 4).astype(np.uint64)) | _hex8(buf.at(p + 8), k1)
+        v = (v << (k1 * 4).astype(np.uint64)) | _hex8(buf.at(p, 8), k1)
     return v
 
 
 def literal(buf: Buf, p: np.ndarray, lit: bytes) -> np.ndarray:
     """Does ``lit`` start at each ``p``?"""
-    ok = np.ones(len(p), bool)
+    ok = None
     for j in range(0, len(lit), 8):
         piece = lit[j:j + 8]
-        mask = np.uint64((1 << (8 * len(piece))) - 1)
         want = np.uint64(int.from_bytes(piece, "little"))
-        ok &= (buf.at(p + j) & mask) == want
-    return ok
+        w = buf.at(p, j)
+        if len(piece) < 8:
+            w &= np.uint64((1 << (8 * len(piece))) - 1)
+        ok = (w == want) if ok is None else ok & (w == want)
+    return ok if ok is not None else np.ones(len(p), bool)
 
 
 def line_bounds(buf: Buf) -> tuple[np.ndarray, np.ndarray]:

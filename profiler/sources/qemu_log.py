@@ -162,7 +162,7 @@ def _fits(b: BS.Buf, p: np.ndarray, tmpl: list) -> np.ndarray:
     """Do the bytes at each ``p`` follow the layout ``tmpl`` (``_template``)?"""
     ok = np.ones(len(p), bool)
     for j, (dig, m, v) in enumerate(tmpl):
-        w = b.at(p + 8 * j)
+        w = b.at(p, 8 * j)
         ok &= ((BS.digit_bits(w) & dig) == dig) & ((w & m) == v)
     return ok
 
@@ -482,7 +482,7 @@ def _slow_int(b: BS.Buf, q: int, stop: int, hex_: bool) -> tuple[int, int | None
     return end, (v if v < (1 << 64) else None)
 
 
-def _read_int(b: BS.Buf, p: np.ndarray, end: np.ndarray, kind: str, values: bool
+def _read_int(b: BS.Buf, p: np.ndarray, end: np.ndarray, kind: str, values: bool, packed: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """An integer field at each ``p``: ``-?(0x[hex]+|[0-9]+)`` (``INT``) or ``[hex]+``
     (``HEX``). Returns (position after it, found, int64 value, value fits in 64 bits).
@@ -493,12 +493,12 @@ def _read_int(b: BS.Buf, p: np.ndarray, end: np.ndarray, kind: str, values: bool
     w = b.at(p)
     cnt = BS.lead(BS.digit_bits(w))
     if kind == INT:
-        b0 = w & np.uint64(0xFF)
-        hexish = (b0 == 0x30) & (((w >> np.uint64(8)) & np.uint64(0xDF)) == 0x58)  # 0x / 0X
+        hexish = (w & np.uint64(0xDFFF)) == 0x5830  # 0x / 0X
         plain = (cnt > 0) & (cnt < 8) & ~hexish
     else:
         plain = np.zeros(m, bool)
-    cnt = np.minimum(cnt, np.maximum(end - p, 0))  # packed strings: the next one may be digits
+    if packed:  # strings side by side: the next one may begin with digits
+        cnt = np.minimum(cnt, np.maximum(end - p, 0))
     after = p + cnt
     found = plain & (cnt > 0)
     v = BS.dec8(w, cnt) if values else None
@@ -606,10 +606,12 @@ def _int_column(vals: np.ndarray, fits: np.ndarray) -> pa.Array:
     return pa.array(vals, type=pa.int64(), mask=~fits)
 
 
-def _scan_variant(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, values: bool
-                  ) -> tuple[np.ndarray, dict[str, pa.Array | Spans]]:
+def _scan_variant(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, values: bool,
+                  seen: dict | None = None) -> tuple[np.ndarray, dict[str, pa.Array | Spans]]:
     """Match bodies [pos, end) against one variant: (ok mask, the matched rows' args; no
-    args when ``values`` is False, only the match)."""
+    args when ``values`` is False, only the match). ``seen`` carries the state after each
+    token run from one variant to the next for the same rows (an event's variants mostly
+    begin alike), so a shared beginning is read once."""
     if not _fast_grammar(v):
         return _scan_variant_re2(b, v, pos, end, values)
     p = pos
@@ -617,7 +619,16 @@ def _scan_variant(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, value
     ints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     strs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     toks = v.tokens
-    for k, t in enumerate(toks):
+    k0 = 0
+    if seen is not None:  # the longest beginning read before
+        for k in range(len(toks) - 1, 0, -1):
+            got = seen.get((values, toks[:k]))
+            if got is not None:
+                p, ok, ints, strs = got[0], got[1].copy(), dict(got[2]), dict(got[3])
+                k0 = k
+                break
+    for k in range(k0, len(toks)):
+        t = toks[k]
         if t[0] == "lit":
             lit = t[1].encode()
             ok &= BS.literal(b, p, lit)
@@ -636,6 +647,10 @@ def _scan_variant(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, value
             ok &= found
             if values:
                 ints[t[1]] = (val, fits)
+        if seen is not None and k + 1 < len(toks):
+            seen[(values, toks[:k + 1])] = (p, ok.copy(), dict(ints), dict(strs))
+        if not ok.any():
+            return ok, {}
     ok &= p == end
     if not values:
         return ok, {}
@@ -680,7 +695,7 @@ def _scan_variant_re2(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, v
             texts = got.field(t[1]).cast(pa.large_string())
             offs = np.frombuffer(texts.buffers()[1], np.int64)[texts.offset: texts.offset + len(texts) + 1]
             tb = BS.Buf(memoryview(texts.buffers()[2]) if texts.buffers()[2] is not None else b"")
-            _, _, val, fits = _read_int(tb, offs[:-1], offs[1:], t[0], True)
+            _, _, val, fits = _read_int(tb, offs[:-1], offs[1:], t[0], True, packed=True)
             args[t[1]] = _int_column(val, fits)
     return ok, args
 
@@ -943,6 +958,7 @@ def _parse_chunk(data: bytes | BS.Buf, acc: _Acc, known: frozenset[str],
         pos = body_start[rows]
         end = L.e[rows]
         left = np.arange(len(rows))
+        seen: dict = {}
         for v in variants:
             if not len(left):
                 break
@@ -953,7 +969,7 @@ def _parse_chunk(data: bytes | BS.Buf, acc: _Acc, known: frozenset[str],
                 continue
             everyone = len(left) == len(rows)  # nothing matched yet: no gathers
             ok, args = _scan_variant(b, v, pos if everyone else pos[left], end if everyone else end[left],
-                                     values)
+                                     values, seen if everyone else None)
             if ok.any():
                 if values:
                     cols.put(kidx_of[rows[left[ok]]], fill_columns(name, args))
