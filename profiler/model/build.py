@@ -173,8 +173,8 @@ class _Builder:
     """Holds the whole-table results; ``migration()`` slices and packs one migration."""
 
     def __init__(self, T: Table, spans: pd.DataFrame, eras: dict[str, Era], glob: pd.DataFrame,
-                 warn: list[str], aliases: dict[tuple[str, str], str] | None = None):
-        self.T, self.warn, self.aliases = T, warn, aliases or {}
+                 warn: list[str], aliases: dict[tuple[str, str], str] | None = None, remember: bool = True):
+        self.T, self.warn, self.aliases, self.remember = T, warn, aliases or {}, remember
         self.t0 = [None if pd.isna(x) else int(x) for x in spans["start_ns"].tolist()]
         streams = spans["stream"].tolist()
         self.era = [eras.get(s) or Era(min_version=None) for s in streams]
@@ -200,6 +200,10 @@ class _Builder:
             c[k].to_numpy(dtype=np.float64) for k in ("pending", "threshold", "pre", "post", "gap", "bw")] + [
             c["below"].to_numpy(dtype=bool), c["pass_no"].to_numpy(dtype=np.int64),
             c["decisive"].to_numpy(dtype=bool)]
+        # the same as Python values, converted once for all migrations (Check's fields)
+        cc = self.c_cols
+        self.c_lists = [_floats(cc[0]), cc[1].tolist()] + [_ints(x) for x in cc[2:7]] + [
+            _floats(cc[7])] + [x.tolist() for x in cc[8:]]
         self.streams = streams
         self.sides = spans["side"].tolist()
         self.c_lo = np.searchsorted(c["mig"].to_numpy(), np.arange(T.n_mig), side="left")
@@ -221,6 +225,12 @@ class _Builder:
                                 minlength=T.n_mig).astype(np.int64) if lost_rows.any() else np.zeros(T.n_mig, np.int64)
         self.mpass = T.last(~T.trace & T.is_(E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["count"]))
 
+    def _objects(self, key: tuple, cols: list[np.ndarray], make) -> list:
+        """``reuse.objects`` (the live TUI's rebuilds), or just ``make`` for a one-off build."""
+        if self.remember:
+            return reuse.objects(key, cols, make)
+        return make(0, len(cols[0]) if cols else 0)
+
     def _dest_states(self, dm: int, t0: int | None) -> list[StateChange]:
         T = self.T
         S = np.flatnonzero(self.R.status)
@@ -239,7 +249,7 @@ class _Builder:
         c = {k: v[lo:hi] for k, v in self.c_np.items()}
         dnames, dmat = _per_check(self.k_chk, self.k_dev, self.k_val, lo, hi)
         key = (self.sides[m], self.streams[m], t0)
-        per = reuse.objects(("per", *key, tuple(dnames)), [dmat], lambda a, b: _dicts(dnames, dmat[a:b]))
+        per = self._objects(("per", *key, tuple(dnames)), [dmat], lambda a, b: _dicts(dnames, dmat[a:b]))
         decided = int(R.low[m]) if sm is not None else -1
         sources = dict(tm.sources)
         qmp = tm.qmp
@@ -334,15 +344,13 @@ class _Builder:
         base_ms = T.rel(t0)
 
         def make_checks(a: int, b: int) -> list[Check]:
-            cols = [x[lo + a:lo + b] for x in self.c_cols]
-            lists = [_floats(cols[0]), cols[1].tolist()] + [_ints(x) for x in cols[2:7]] + [
-                _floats(cols[7])] + [x.tolist() for x in cols[8:]]
-            t_ms_, kind_, pend_, thr_, pre_, post_, gap_, bw_, below_, pass_, dec_ = lists
+            t_ms_, kind_, pend_, thr_, pre_, post_, gap_, bw_, below_, pass_, dec_ = (
+                x[lo + a:lo + b] for x in self.c_lists)
             # positional, in Check's field order, through map(): no per-check Python frame
             return list(map(Check, t_ms_, kind_, pend_, thr_, pre_, post_, below_, pass_, per[a:b], gap_,
                             bw_, dec_))
 
-        checks = tuple(reuse.objects(("chk", *key, tuple(dnames)), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
+        checks = tuple(self._objects(("chk", *key, tuple(dnames)), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
 
         def make_passes(a: int, b: int) -> list[Pass]:
             return [Pass(n=int(n), t_ms=None if math.isnan(t) else (t - base_ms) / 1e6 if t0 is not None else None,
@@ -351,7 +359,7 @@ class _Builder:
                     for n, t, d, dp, ph_ in zip(p_n[a:b].tolist(), p_t[a:b].tolist(), p_d[a:b].tolist(),
                                                 p_pages[a:b].tolist(), p_phase[a:b].tolist(), strict=True)]
 
-        passes = tuple(reuse.objects(("pass", *key), [p_n, p_t - base_ms, p_d, p_pages, p_phase], make_passes))
+        passes = tuple(self._objects(("pass", *key), [p_n, p_t - base_ms, p_d, p_pages, p_phase], make_passes))
         transferred = _nn(qram.get("transferred"))
         if transferred is None:
             # unfinished: the windows miss bytes after the last one, the last poll misses
@@ -394,11 +402,14 @@ class _Builder:
 
 def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed: int = 0,
                  skipped: int = 0, warnings: Iterable[str] = (),
-                 meta: Mapping[str, Any] | None = None, n_events: int | None = None) -> Report:
+                 meta: Mapping[str, Any] | None = None, n_events: int | None = None,
+                 remember: bool = True) -> Report:
     """The whole model over one event table (any mix of sides and origins).
 
     ``n_events``: the events the inputs held, when ``events`` holds only those the model
     reads (``names.USED``, as ``pipeline.load(keep=...)`` gives); default ``len(events)``.
+    ``remember=False``: a one-off build (``migprof report``), which neither reuses nor keeps
+    objects for the next build (``reuse``).
     """
     missing = [c for c in E.COLUMNS if c not in events.columns]
     if missing:
@@ -412,7 +423,7 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     glob = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
     T = build_table(rows, len(spans))
     eras = _eras(rows, sp.iso)
-    b = _Builder(T, spans, eras, glob, warn, device_aliases(meta))
+    b = _Builder(T, spans, eras, glob, warn, device_aliases(meta), remember)
     by_src = {s: d for d, s in sp.pairs.items()}
     src = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]
