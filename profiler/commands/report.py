@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="side of each INPUT, in order (give it once per input; default: judged "
                    "from the events each file holds)")
     p.add_argument("--all-checks", action="store_true", help="show every check, not a trimmed table")
+    p.set_defaults(exit_at_once=True)  # nothing to clean up: skip the interpreter's teardown
     return p
 
 
@@ -70,22 +72,32 @@ def run(args: argparse.Namespace) -> int:
     from profiler import pipeline
     from profiler.model.names import USED
 
+    # the cyclic GC would scan every object the imports made, many times over, and the
+    # model's tens of thousands of results make no cycles: leave them all alone
+    gc.freeze()
+    was = gc.isenabled()
+    gc.disable()
     try:
-        with _progress(list(args.inputs)) as progress:
-            # only the events the model reads become rows: memory follows the migrations
-            loaded = pipeline.load(list(args.inputs), sides=args.side, keep=USED, progress=progress)
-    except InputError as e:  # nothing usable at all
-        print(f"migprof: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    bad = _unusable(list(args.inputs), loaded)
-    events = loaded.events
-    paths = [str(i.get("path")) for i in loaded.inputs]
-    report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta,
-                          n_events=loaded.rows)
-    for w in report.warnings:
-        print(w, file=sys.stderr)  # already `file:line: message`
-    _print(report, args)
+        try:
+            with _progress(list(args.inputs)) as progress:
+                # only the events the model reads become rows: memory follows the migrations
+                loaded = pipeline.load(list(args.inputs), sides=args.side, keep=USED, progress=progress)
+        except InputError as e:  # nothing usable at all
+            print(f"migprof: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        bad = _unusable(list(args.inputs), loaded)
+        events = loaded.events
+        paths = [str(i.get("path")) for i in loaded.inputs]
+        report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
+                              skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta,
+                              n_events=loaded.rows, remember=False)
+        for w in report.warnings:
+            print(w, file=sys.stderr)  # already `file:line: message`
+        _print(report, args)
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
     return EXIT_USAGE if bad or not report.migrations else EXIT_OK
 
 
@@ -130,13 +142,15 @@ def _progress(paths: list[str]) -> Iterator[Callable[[str, int], None] | None]:
 
 
 def _print(report, args: argparse.Namespace) -> None:
-    from profiler.views import report as view
-
     if args.json:
+        from profiler.model.results import dumps  # (views.report would import rich)
+
         # indented for a person; compact (json's C encoder, several times faster) for a pipe
-        sys.stdout.write(view.json_text(report, pretty=sys.stdout.isatty()))
+        sys.stdout.write(dumps(report, indent=1 if sys.stdout.isatty() else None))
         sys.stdout.write("\n")
         return
     from rich.console import Console
+
+    from profiler.views import report as view
 
     view.render(report, Console(file=sys.stdout, highlight=False), all_checks=args.all_checks)
