@@ -193,6 +193,11 @@ class _Builder:
         self.c_np = {k: c[k].to_numpy() for k in ("row", "pending", "threshold", "gap", "decisive",
                                                    "below", "bw", "sbw", "pass_no", "t_ns")}
         self.c_np["kind"] = c["kind"].to_numpy(dtype=object)
+        # verdict.post_sync for every migration's checks at once (a migration's first check
+        # follows only the setup sync)
+        pn = self.c_np["pass_no"].astype(np.int64)
+        self.c_np["post_sync"] = (np.r_[False, pn[1:] > pn[:-1]] & (c["k"].to_numpy() > 0)) | (
+            self.c_np["kind"] == "exact")
         base = np.array([T.rel(x) for x in self.t0])
         t_ms = (c["t_ns"].to_numpy() - base[c["mig"].to_numpy()]) / 1e6 if len(c) else np.zeros(0)
         # the columns Check objects are made of, in Check's field order (reuse compares them)

@@ -49,6 +49,9 @@ class Index:
         self.dt = np.flatnonzero(T.is_(N.DOWNTIME_SAVE, N.DOWNTIME_LOAD) & notnone(T.device))
         self.vf_lo, self.vf_hi = np.searchsorted(self.vf, T.start), np.searchsorted(self.vf, T.end)
         self.dt_lo, self.dt_hi = np.searchsorted(self.dt, T.start), np.searchsorted(self.dt, T.end)
+        # the downtime rows as Python lists: read a few at a time per migration
+        self._dt_rows = (T.name[self.dt].tolist(), T.device[self.dt].tolist(),
+                         T.num["dur_ns"][self.dt].tolist())
 
     def vfio(self, m: int | None) -> np.ndarray:
         return self.vf[self.vf_lo[m]:self.vf_hi[m]] if m is not None else self.vf[:0]
@@ -58,10 +61,11 @@ class Index:
         out: dict[str, float] = {}
         if m is None:
             return out
-        T = self.T
-        for i in self.dt[self.dt_lo[m]:self.dt_hi[m]]:
-            if T.name[i] == event and not math.isnan(T.num["dur_ns"][i]):
-                out[T.device[i]] = out.get(T.device[i], 0.0) + T.num["dur_ns"][i] / 1e6
+        lo, hi = int(self.dt_lo[m]), int(self.dt_hi[m])
+        names, devs, durs = (x[lo:hi] for x in self._dt_rows)
+        for name, dev, dur in zip(names, devs, durs, strict=True):
+            if name == event and not math.isnan(dur):
+                out[dev] = out.get(dev, 0.0) + dur / 1e6
         return out
 
 
