@@ -160,7 +160,7 @@ def hexadecimal(buf: Buf, p: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def literal(buf: Buf, p: np.ndarray, lit: bytes) -> np.ndarray:
-    """Does ``lit`` start at each ``p``?"""
+    """Does ``lit`` (no NUL in it: the padding is zeros) start at each ``p``?"""
     ok = None
     for j in range(0, len(lit), 8):
         piece = lit[j:j + 8]
