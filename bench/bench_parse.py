@@ -6,7 +6,7 @@ hour later, so the log reads as a long trace of many migrations), then measures:
 
 (a) baseline: ``for line in f: re.match(r'(\\d+)@(\\d+)\\.(\\d{6}):([a-z0-9_]+) ', line)``
 (b) ``read_log`` (chunked numpy scan -> schema frame)
-(c) ``migprof report --json`` end to end: in process (``pipeline.load`` + ``build_report``)
+(c) ``migprof report --json`` end to end: in process (``pipeline.load(keep=USED)`` + ``build_report``)
     and as a fresh process (interpreter and imports included)
 (d) peak memory of ``read_log`` on that log vs. a log with the same events plus 10x as
     many non-trace lines (memory must follow the events kept, not the lines read)
@@ -105,12 +105,14 @@ REPORT = """
 import sys, time
 from profiler import pipeline
 from profiler.model import build_report
-pipeline.load([sys.argv[2]])
+from profiler.model.names import USED
+pipeline.load([sys.argv[2]], keep=USED)
 t = time.perf_counter()
 c = time.process_time()
-L = pipeline.load([sys.argv[1]])
-rep = build_report(L.events, inputs=(sys.argv[1],), malformed=L.malformed, skipped=L.skipped)
-print(time.perf_counter() - t, len(L.events), len(rep.migrations), time.process_time() - c)
+L = pipeline.load([sys.argv[1]], keep=USED)  # as `migprof report` loads
+rep = build_report(L.events, inputs=(sys.argv[1],), malformed=L.malformed, skipped=L.skipped,
+                   n_events=L.rows, remember=False)
+print(time.perf_counter() - t, L.rows, len(rep.migrations), time.process_time() - c)
 """
 
 MEMORY = """
