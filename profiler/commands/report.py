@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         except InputError as e:  # nothing usable at all
             print(f"migprof: error: {e}", file=sys.stderr)
             return EXIT_USAGE
+        _give_back_freed_memory()  # the parse's freed chunks, before the model allocates
         bad = _unusable(list(args.inputs), loaded)
         events = loaded.events
         paths = [str(i.get("path")) for i in loaded.inputs]
@@ -99,6 +100,18 @@ def run(args: argparse.Namespace) -> int:
         if was:
             gc.enable()
     return EXIT_USAGE if bad or not report.migrations else EXIT_OK
+
+
+def _give_back_freed_memory() -> None:
+    """Return the memory freed by the parse to the system: the allocators keep it (glibc in
+    the worker threads' arenas, Arrow's pool), so the peak would add the model on top."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 PROGRESS_BYTES = 8 << 20  # inputs smaller than this are read before a bar would show

@@ -51,7 +51,7 @@ from profiler.sources.trace_formats import (
     formats,
 )
 
-CHUNK_BYTES = 4 << 20  # a chunk's scan arrays stay in cache; 3 chunks in flight at most
+CHUNK_BYTES = 8 << 20  # fewer chunks, less per-chunk work; 3 chunks in flight at most
 WORKERS = 2
 MAX_WARNINGS = 50
 
