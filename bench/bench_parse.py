@@ -5,8 +5,8 @@ Builds a log of >= 1.5 million lines by repeating the real QEMU logs of tests/da
 hour later, so the log reads as a long trace of many migrations), then measures:
 
 (a) baseline: ``for line in f: re.match(r'(\\d+)@(\\d+)\\.(\\d{6}):([a-z0-9_]+) ', line)``
-(b) ``read_log`` (chunked numba scan -> schema frame)
-(c) ``migprof report --json`` end to end: in process (``pipeline.load`` + ``build_report``)
+(b) ``read_log`` (chunked numpy scan -> schema frame)
+(c) ``migprof report --json`` end to end: in process (``pipeline.load(keep=kept())`` + ``build_report``)
     and as a fresh process (interpreter and imports included)
 (d) peak memory of ``read_log`` on that log vs. a log with the same events plus 10x as
     many non-trace lines (memory must follow the events kept, not the lines read)
@@ -94,7 +94,7 @@ print(time.perf_counter() - t, n, time.process_time() - c)
 READ_LOG = """
 import sys, time
 from profiler.sources.qemu_log import read_log
-read_log(sys.argv[2])  # compiled scanners loaded, as in any later call
+read_log(sys.argv[2])  # modules imported, as in any later call
 t = time.perf_counter()
 c = time.process_time()
 r = read_log(sys.argv[1])
@@ -105,12 +105,14 @@ REPORT = """
 import sys, time
 from profiler import pipeline
 from profiler.model import build_report
-pipeline.load([sys.argv[2]])
+from profiler.model.names import kept
+pipeline.load([sys.argv[2]], keep=kept())
 t = time.perf_counter()
 c = time.process_time()
-L = pipeline.load([sys.argv[1]])
-rep = build_report(L.events, inputs=(sys.argv[1],), malformed=L.malformed, skipped=L.skipped)
-print(time.perf_counter() - t, len(L.events), len(rep.migrations), time.process_time() - c)
+L = pipeline.load([sys.argv[1]], keep=kept())  # as `migprof report` loads
+rep = build_report(L.events, inputs=(sys.argv[1],), malformed=L.malformed, skipped=L.skipped,
+                   n_events=L.rows)
+print(time.perf_counter() - t, L.rows, len(rep.migrations), time.process_time() - c)
 """
 
 MEMORY = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    rows: int = 0  # rows read from all inputs, before ``keep`` (== len(events) without it)
+
+
+Progress = Callable[[str, int], None]  # (file, bytes of it read so far), after each chunk
+_ROWS = "migprof_rows"  # frame.attrs: rows the input had before ``keep``
+
+
+def _size(frame: pd.DataFrame) -> int:
+    return int(frame.attrs.get(_ROWS, len(frame)))
 
 
 def sniff(path: str) -> str:
@@ -115,19 +125,22 @@ def _side_of(path: str, sides: list[str] | None, i: int) -> str | None:
     return None
 
 
-def _load_log(path: str, side: str | None, out: Loaded) -> pd.DataFrame:
+def _load_log(path: str, side: str | None, out: Loaded, keep: Collection[str] | None = None,
+              progress: Progress | None = None) -> pd.DataFrame:
     from profiler.sources.qemu_log import read_log
 
-    res = read_log(path, side=side)
+    res = read_log(path, side=side, keep=keep,
+                   progress=(lambda done: progress(path, done)) if progress is not None else None)
     out.warnings.extend(res.warnings)
     out.malformed += res.malformed
     out.skipped += res.skipped
     out.lines += res.lines
     out.inputs.append({"path": path, "kind": "qemu-log", "side": res.side, "lines": res.lines,
                        "events": res.events, "skipped": res.skipped, "malformed": res.malformed})
-    if len(res.frame) == 0:
+    if len(res.frame) + res.dropped == 0:
         raise InputError(path, f"no QEMU trace lines in {res.lines} lines (is tracing enabled, "
                                "e.g. -trace enable=migrat*,vfio_*?)")
+    res.frame.attrs[_ROWS] = len(res.frame) + res.dropped
     return res.frame
 
 
@@ -157,7 +170,8 @@ def _load_recording(path: str, out: Loaded) -> pd.DataFrame:
     return events.conform(frame)
 
 
-def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
+def _load_run_dir(path: str, out: Loaded, keep: Collection[str] | None = None,
+                  progress: Progress | None = None) -> list[pd.DataFrame]:
     """A lab run directory: run.json, source.log, destination.log, events.jsonl."""
     d = Path(path)
     frames = []
@@ -171,7 +185,7 @@ def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
             p = d / (name + ".gz")
         if p.exists():
             try:
-                frames.append(_load_log(str(p), side, out))
+                frames.append(_load_log(str(p), side, out, keep, progress))
             except InputError as e:
                 out.warnings.append(str(e))
     # events.jsonl: QMP, sock_diag and lab marks; bpf.jsonl: the BPF collector (VFIO lab)
@@ -194,18 +208,19 @@ def _load_run_dir(path: str, out: Loaded) -> list[pd.DataFrame]:
         c = d / f"{side}.cmdline"
         if c.exists():
             out.meta.setdefault("cmdline", {})[side] = c.read_text(errors="replace")
-    if not any(len(f) for f in frames):
+    if not any(_size(f) for f in frames):
         raise InputError(path, "lab run directory holds no trace events "
                                "(source.log, destination.log, events.jsonl)")
     return frames
 
 
-def _load_one(path: str, side: str | None, out: Loaded) -> list[pd.DataFrame]:
+def _load_one(path: str, side: str | None, out: Loaded, keep: Collection[str] | None = None,
+              progress: Progress | None = None) -> list[pd.DataFrame]:
     if not os.path.exists(path):
         raise InputError(path, "no such file or directory")
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "run.json")):
-            return _load_run_dir(path, out)
+            return _load_run_dir(path, out, keep, progress)
         traces = sorted(p for p in Path(path).iterdir()
                         if p.suffix in (".log", ".parquet", ".arrow", ".jsonl") and p.is_file())
         if not traces:
@@ -214,7 +229,7 @@ def _load_one(path: str, side: str | None, out: Loaded) -> list[pd.DataFrame]:
         frames = []
         for p in traces:
             try:
-                frames += _load_one(str(p), None, out)
+                frames += _load_one(str(p), None, out, keep, progress)
             except InputError as e:
                 out.warnings.append(str(e))
         if not frames:
@@ -240,7 +255,7 @@ def _load_one(path: str, side: str | None, out: Loaded) -> list[pd.DataFrame]:
         if not len(df):
             raise InputError(path, "no JSON event rows")
         return [df]
-    return [_load_log(path, side, out)]
+    return [_load_log(path, side, out, keep, progress)]
 
 
 def sort_timeline(df: pd.DataFrame) -> pd.DataFrame:
@@ -259,11 +274,14 @@ def sort_timeline(df: pd.DataFrame) -> pd.DataFrame:
     return events.sort_timeline(df)
 
 
-def load(paths: list[str], sides: list[str] | None = None) -> Loaded:
+def load(paths: list[str], sides: list[str] | None = None, *, keep: Collection[str] | None = None,
+         progress: Progress | None = None) -> Loaded:
     """Read every input and merge them on one timeline (``events.sort_timeline``).
 
     An unusable input is an ``InputError`` when nothing else is usable; otherwise it
-    becomes a warning and the rest is kept.
+    becomes a warning and the rest is kept. ``keep``: only events of these names become
+    rows (the others are read, checked and counted in ``rows``, not kept), so memory
+    follows the events a caller uses. ``progress`` is told how far each log is read.
     """
     if not paths:
         raise InputError("-", "no input given")
@@ -274,12 +292,15 @@ def load(paths: list[str], sides: list[str] | None = None) -> Loaded:
         path = os.fspath(raw)
         try:
             side = _side_of(path, sides, i)
-            frames += _load_one(path, side, out)
+            frames += _load_one(path, side, out, keep, progress)
         except InputError as e:
             errors.append(e)
-    if not any(len(f) for f in frames):
+    out.rows = sum(_size(f) for f in frames)
+    if not out.rows:
         raise errors[0] if errors else InputError(paths[0], "no events")
     out.warnings = [str(e) for e in errors] + out.warnings
+    if keep is not None:
+        frames = [f if _ROWS in f.attrs else f[f["event"].isin(keep).to_numpy(dtype=bool)] for f in frames]
     merged = events.concat([f for f in frames if len(f)])
     out.events = sort_timeline(merged)
     out.meta.setdefault("inputs", [i["path"] for i in out.inputs])

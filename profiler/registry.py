@@ -92,6 +92,12 @@ ROLES: dict[str, str] = {
     "vfio_thread_end": "a device's final data thread ends",
     "vfio_load_state": "a device's data section arrives (destination)",
     "vfio_load_data": "a device's data loaded (destination)",
+    "vfio_load_thread_start": "a device's multifd load thread begins (destination)",
+    "vfio_load_thread_end": "a device's multifd load thread ends (destination)",
+    "vfio_buffer_incoming": "a device's multifd buffer arrives (destination)",
+    "vfio_buffer_starved": "a device's load thread waits for a buffer (destination)",
+    "vfio_buffer_load_start": "a device's multifd buffer load begins (destination)",
+    "vfio_buffer_load_end": "a device's multifd buffer load ends (destination)",
     "qmp_status": "migration status from QMP events",
     "qmp_query": "query-migrate polls: status, counters, reply",
     "qmp_pass": "dirty-bitmap sync count from QMP events",
@@ -404,23 +410,23 @@ ROWS: tuple[Row, ...] = (
           'vfio_save_complete_precopy_start(const char *name) " (%s)"'),
     trace("9.2", SRC, "vfio_iterate_start", "name=device",
           'vfio_save_iterate_start(const char *name) " (%s)"'),
-    trace("10.0", DST, None, "name=device",
+    trace("10.0", DST, "vfio_load_thread_start", "name=device",
           'vfio_load_bufs_thread_start(const char *name) " (%s)"'),
-    trace("10.0", DST, None, "name=device",
+    trace("10.0", DST, "vfio_load_thread_end", "name=device",
           'vfio_load_bufs_thread_end(const char *name) " (%s)"'),
     trace("10.0", DST, None, "name=device",
           'vfio_load_device_config_state_start(const char *name) " (%s)"'),
     trace("10.0", DST, None, "name=device",
           'vfio_load_device_config_state_end(const char *name) " (%s)"'),
-    trace("10.0", DST, None, "name=device idx=buffer_idx",
+    trace("10.0", DST, "vfio_buffer_incoming", "name=device idx=buffer_idx",
           'vfio_load_state_device_buffer_incoming(const char *name, uint32_t idx) " (%s) idx %"PRIu32'),
     trace("10.0", DST, None, "name=device",
           'vfio_load_state_device_buffer_start(const char *name) " (%s)"'),
-    trace("10.0", DST, None, "name=device idx=buffer_idx",
+    trace("10.0", DST, "vfio_buffer_starved", "name=device idx=buffer_idx",
           'vfio_load_state_device_buffer_starved(const char *name, uint32_t idx) " (%s) idx %"PRIu32'),
-    trace("10.0", DST, None, "name=device idx=buffer_idx",
+    trace("10.0", DST, "vfio_buffer_load_start", "name=device idx=buffer_idx",
           'vfio_load_state_device_buffer_load_start(const char *name, uint32_t idx) " (%s) idx %"PRIu32'),
-    trace("10.0", DST, None, "name=device idx=buffer_idx",
+    trace("10.0", DST, "vfio_buffer_load_end", "name=device idx=buffer_idx",
           'vfio_load_state_device_buffer_load_end(const char *name, uint32_t idx) " (%s) idx %"PRIu32'),
     trace("10.0", DST, None, "name=device",
           'vfio_load_state_device_buffer_end(const char *name) " (%s)"'),
@@ -610,6 +616,16 @@ def introduced() -> tuple[tuple[str, tuple[int, int]], ...]:
 def used() -> frozenset[str]:
     """Every event the model reads (has a role)."""
     return frozenset(r.event for r in rows() if r.role is not None)
+
+
+# read beside the migration model (views/libvirt.py's comparison with libvirt's figures)
+BESIDE = (LIBVIRT_JOB, LIBVIRT_LIFECYCLE)
+
+
+@derived
+def kept() -> frozenset[str]:
+    """What a one-off ``report`` keeps of its inputs: the model's events and those read beside it."""
+    return used() | frozenset(BESIDE)
 
 
 @derived

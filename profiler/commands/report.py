@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import gc
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from profiler.errors import EXIT_OK, EXIT_USAGE, InputError, MigprofError
@@ -41,6 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="side of each INPUT, in order (give it once per input; default: judged "
                    "from the events each file holds)")
     p.add_argument("--all-checks", action="store_true", help="show every check, not a trimmed table")
+    p.set_defaults(exit_at_once=True)  # nothing to clean up: skip the interpreter's teardown
     return p
 
 
@@ -67,38 +70,104 @@ def run(args: argparse.Namespace) -> int:
         raise MigprofError(f"--side given {len(args.side)} times for {len(args.inputs)} inputs; "
                            "give it once per INPUT, in order")
     from profiler import pipeline
+    from profiler.model.names import kept
 
+    # the cyclic GC would scan every object the imports made, many times over, and the
+    # model's tens of thousands of results make no cycles: leave them all alone
+    gc.freeze()
+    was = gc.isenabled()
+    gc.disable()
     try:
-        loaded = pipeline.load(list(args.inputs), sides=args.side)
-    except InputError as e:  # nothing usable at all
-        print(f"migprof: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    bad = _unusable(list(args.inputs), loaded)
-    events = loaded.events
-    paths = [str(i.get("path")) for i in loaded.inputs]
-    report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
-                          skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta)
-    for w in report.warnings:
-        print(w, file=sys.stderr)  # already `file:line: message`
-    _print(report, args)
-    if "libvirt_jobinfo" in loaded.meta and not args.json:  # a `lab --libvirt` run
-        from profiler.views.libvirt import beside
+        try:
+            with _progress(list(args.inputs)) as progress:
+                # only the events the model reads become rows: memory follows the migrations
+                loaded = pipeline.load(list(args.inputs), sides=args.side, keep=kept(), progress=progress)
+        except InputError as e:  # nothing usable at all
+            print(f"migprof: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        _give_back_freed_memory()  # the parse's freed chunks, before the model allocates
+        bad = _unusable(list(args.inputs), loaded)
+        events = loaded.events
+        paths = [str(i.get("path")) for i in loaded.inputs]
+        report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
+                              skipped=loaded.skipped, warnings=tuple(loaded.warnings), meta=loaded.meta,
+                              n_events=loaded.rows)
+        for w in report.warnings:
+            print(w, file=sys.stderr)  # already `file:line: message`
+        _print(report, args)
+        if "libvirt_jobinfo" in loaded.meta and not args.json:  # a `lab --libvirt` run
+            from profiler.views.libvirt import beside
 
-        print(beside(report, events, loaded.meta["libvirt_jobinfo"]))
+            print(beside(report, events, loaded.meta["libvirt_jobinfo"]))
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
     return EXIT_USAGE if bad or not report.migrations else EXIT_OK
 
 
-def _print(report, args: argparse.Namespace) -> None:
-    from profiler.views import report as view
+def _give_back_freed_memory() -> None:
+    """Return the memory freed by the parse to the system: the allocators keep it (glibc in
+    the worker threads' arenas, Arrow's pool), so the peak would add the model on top."""
+    import ctypes
 
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+PROGRESS_BYTES = 8 << 20  # inputs smaller than this are read before a bar would show
+
+
+def _input_bytes(paths: list[str]) -> int:
+    """Bytes of the input files (those directly inside a directory for a directory)."""
+    total = 0
+    for p in paths:
+        try:
+            if os.path.isdir(p):
+                total += sum(e.stat().st_size for e in os.scandir(p) if e.is_file())
+            else:
+                total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total
+
+
+@contextlib.contextmanager
+def _progress(paths: list[str]) -> Iterator[Callable[[str, int], None] | None]:
+    """A transient progress bar on stderr while big inputs are read, when stderr is a
+    terminal (never into a pipe or file); yields the loader's progress callback or None."""
+    total = _input_bytes(paths) if sys.stderr.isatty() else 0
+    if total < PROGRESS_BYTES:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    done: dict[str, int] = {}
+    with Progress(TextColumn("reading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task("read", total=total)
+
+        def update(path: str, n: int) -> None:
+            done[path] = n
+            bar.update(task, completed=min(sum(done.values()), total))
+
+        yield update
+
+
+def _print(report, args: argparse.Namespace) -> None:
     if args.json:
+        from profiler.model.results import dumps  # (views.report would import rich)
+
         # indented for a person; compact (json's C encoder, several times faster) for a pipe
-        if sys.stdout.isatty():
-            json.dump(view.to_json(report), sys.stdout, indent=1)
-        else:
-            json.dump(view.to_json(report), sys.stdout, separators=(",", ":"))
+        sys.stdout.write(dumps(report, indent=1 if sys.stdout.isatty() else None))
         sys.stdout.write("\n")
         return
     from rich.console import Console
+
+    from profiler.views import report as view
 
     view.render(report, Console(file=sys.stdout, highlight=False), all_checks=args.all_checks)

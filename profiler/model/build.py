@@ -99,10 +99,13 @@ def _per_check(chk: np.ndarray, dev: np.ndarray, val: np.ndarray, lo: int, hi: i
     ``chk``/``dev``/``val``: the contributions (sorted by check), RAM first in each check, so
     the columns are ``ram`` then the devices in order of appearance."""
     a, b = np.searchsorted(chk, lo, side="left"), np.searchsorted(chk, hi, side="left")
-    col, devs = pd.factorize(dev[a:b])
-    mat = np.full((hi - lo, len(devs)), -1, dtype=np.int64)
-    mat[chk[a:b] - lo, col] = val[a:b]
-    return [str(d) for d in devs], mat
+    # pd.factorize's codes (order of first appearance, NA -> -1) for a few dozen names:
+    # plain Python is ~20x faster than pandas' per-call overhead
+    pos: dict[object, int] = {}
+    col = [-1 if d is None or d != d else pos.setdefault(d, len(pos)) for d in dev[a:b].tolist()]
+    mat = np.full((hi - lo, len(pos)), -1, dtype=np.int64)
+    mat[chk[a:b] - lo, np.array(col, dtype=np.int64)] = val[a:b]
+    return [str(d) for d in pos], mat
 
 
 def _dicts(names: list[str], mat: np.ndarray) -> list[dict[str, int]]:
@@ -195,6 +198,11 @@ class _Builder:
         self.c_np = {k: c[k].to_numpy() for k in ("row", "pending", "threshold", "gap", "decisive",
                                                    "below", "bw", "sbw", "pass_no", "t_ns")}
         self.c_np["kind"] = c["kind"].to_numpy(dtype=object)
+        # verdict.post_sync for every migration's checks at once (a migration's first check
+        # follows only the setup sync)
+        pn = self.c_np["pass_no"].astype(np.int64)
+        self.c_np["post_sync"] = (np.r_[False, pn[1:] > pn[:-1]] & (c["k"].to_numpy() > 0)) | (
+            self.c_np["kind"] == "exact")
         base = np.array([T.rel(x) for x in self.t0])
         t_ms = (c["t_ns"].to_numpy() - base[c["mig"].to_numpy()]) / 1e6 if len(c) else np.zeros(0)
         # the columns Check objects are made of, in Check's field order (a PrefixCache compares them)
@@ -202,6 +210,10 @@ class _Builder:
             c[k].to_numpy(dtype=np.float64) for k in ("pending", "threshold", "pre", "post", "gap", "bw")] + [
             c["below"].to_numpy(dtype=bool), c["pass_no"].to_numpy(dtype=np.int64),
             c["decisive"].to_numpy(dtype=bool)]
+        # the same as Python values, converted once for all migrations (Check's fields)
+        cc = self.c_cols
+        self.c_lists = [_floats(cc[0]), cc[1].tolist()] + [_ints(x) for x in cc[2:7]] + [
+            _floats(cc[7])] + [x.tolist() for x in cc[8:]]
         self.streams = streams
         self.sides = spans["side"].tolist()
         self.c_lo = np.searchsorted(c["mig"].to_numpy(), np.arange(T.n_mig), side="left")
@@ -344,10 +356,8 @@ class _Builder:
         base_ms = T.rel(t0)
 
         def make_checks(a: int, b: int) -> list[Check]:
-            cols = [x[lo + a:lo + b] for x in self.c_cols]
-            lists = [_floats(cols[0]), cols[1].tolist()] + [_ints(x) for x in cols[2:7]] + [
-                _floats(cols[7])] + [x.tolist() for x in cols[8:]]
-            t_ms_, kind_, pend_, thr_, pre_, post_, gap_, bw_, below_, pass_, dec_ = lists
+            t_ms_, kind_, pend_, thr_, pre_, post_, gap_, bw_, below_, pass_, dec_ = (
+                x[lo + a:lo + b] for x in self.c_lists)
             # positional, in Check's field order, through map(): no per-check Python frame
             return list(map(Check, t_ms_, kind_, pend_, thr_, pre_, post_, below_, pass_, per[a:b], gap_,
                             bw_, dec_))
@@ -411,17 +421,22 @@ def stream_eras(events: pd.DataFrame) -> dict[str, Era]:
 def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed: int = 0,
                  skipped: int = 0, warnings: Iterable[str] = (),
                  meta: Mapping[str, Any] | None = None, cache: PrefixCache | None = None,
-                 eras: Mapping[str, Era] | None = None) -> Report:
+                 eras: Mapping[str, Era] | None = None,
+                 n_events: int | None = None) -> Report:
     """The whole model over one event table (any mix of sides and origins).
 
     Incremental builds (``profiler.model.incremental``) pass ``cache``, to reuse the Check/Pass
     objects of their earlier builds (see prefix_cache), and ``eras``: per trace stream, the era
-    its events before ``events`` showed (merged with what ``events`` show)."""
+    its events before ``events`` showed (merged with what ``events`` show).
+
+    ``n_events``: the events the inputs held, when ``events`` holds only those the model
+    reads (``names.used()``, as ``pipeline.load(keep=...)`` gives); default ``len(events)``."""
     missing = [c for c in E.COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"build_report: event table lacks columns {missing}")
     warn = list(warnings)
     inputs = tuple(str(x) for x in inputs)
+    n_events = len(events) if n_events is None else int(n_events)
     sp = split(events)
     rows, spans = sp.rows, sp.spans
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
@@ -441,6 +456,6 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     migrations += kernel_view(events, spans, first_index=len(migrations), warn=warn)
     migrations = findings.attach(events, migrations)
     if not migrations:
-        warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({len(events)} events)")
+        warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({n_events} events)")
     return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),
-                  events=len(events), warnings=tuple(warn), inputs=inputs)
+                  events=n_events, warnings=tuple(warn), inputs=inputs)

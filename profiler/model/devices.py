@@ -49,6 +49,9 @@ class Index:
         self.dt = np.flatnonzero(T.is_(N.DOWNTIME_SAVE, N.DOWNTIME_LOAD) & notnone(T.device))
         self.vf_lo, self.vf_hi = np.searchsorted(self.vf, T.start), np.searchsorted(self.vf, T.end)
         self.dt_lo, self.dt_hi = np.searchsorted(self.dt, T.start), np.searchsorted(self.dt, T.end)
+        # the downtime rows as Python lists: read a few at a time per migration
+        self._dt_rows = (T.name[self.dt].tolist(), T.device[self.dt].tolist(),
+                         T.num["dur_ns"][self.dt].tolist())
 
     def vfio(self, m: int | None) -> np.ndarray:
         return self.vf[self.vf_lo[m]:self.vf_hi[m]] if m is not None else self.vf[:0]
@@ -58,10 +61,11 @@ class Index:
         out: dict[str, float] = {}
         if m is None:
             return out
-        T = self.T
-        for i in self.dt[self.dt_lo[m]:self.dt_hi[m]]:
-            if T.name[i] == event and not math.isnan(T.num["dur_ns"][i]):
-                out[T.device[i]] = out.get(T.device[i], 0.0) + T.num["dur_ns"][i] / 1e6
+        lo, hi = int(self.dt_lo[m]), int(self.dt_hi[m])
+        names, devs, durs = (x[lo:hi] for x in self._dt_rows)
+        for name, dev, dur in zip(names, devs, durs, strict=True):
+            if name == event and not math.isnan(dur):
+                out[dev] = out.get(dev, 0.0) + dur / 1e6
         return out
 
 
@@ -74,7 +78,7 @@ def _states(T: Table, rows: np.ndarray, names_: np.ndarray, t0: int | None, era:
     """State changes of ``rows`` (``names_``: their canonical device names)."""
     if not len(rows):
         return []
-    sel = T.is_(*_STATE_EVENTS)[rows] & notnone(T.state[rows])
+    sel = T.is_at(rows, *_STATE_EVENTS) & notnone(T.state[rows])
     r, rn = rows[sel], names_[sel]
     if not len(r):
         return []
@@ -136,7 +140,7 @@ _BPF_EVENTS = (E.BPF_IOCTL, E.BPF_DATA_READ, E.BPF_DATA_WRITE, E.BPF_PRECOPY_INF
 
 def _is_bpf(T: Table, rows: np.ndarray, dev: np.ndarray, name: str) -> bool:
     """Whether ``name`` comes from BPF rows (else QMP) among ``rows``."""
-    return bool(T.is_(*_BPF_EVENTS)[rows[dev == name]].any())
+    return bool(T.is_at(rows[dev == name], *_BPF_EVENTS).any())
 
 
 def _us(v: np.ndarray, q: float | None) -> float | None:
@@ -150,7 +154,7 @@ def _bpf_io(T: Table, rows: np.ndarray, names_: np.ndarray, cut_t: float) -> dic
     """Per device: data-fd reads/writes (calls, ms, latency), bytes per phase, and the BPF
     pre-copy/stop-copy bytes (reads by the phase BPF charged them to; writes, and reads of
     unknown phase, by time against the source's stop-copy start ``cut_t``, ns on t_at's scale)."""
-    io = T.is_(E.BPF_DATA_READ, E.BPF_DATA_WRITE)[rows]
+    io = T.is_at(rows, E.BPF_DATA_READ, E.BPF_DATA_WRITE)
     r, rn = rows[io], names_[io]
     out: dict[str, dict[str, Any]] = {}
     if not len(r):
@@ -210,7 +214,7 @@ def _idstr_names(T: Table, rows: np.ndarray, dts: np.ndarray) -> dict[str, str]:
         if T.detail[i] is not None:
             out[str(T.detail[i])] = str(T.device[i])
     # non-multifd: the entry's downtime line follows its own vfio_save_complete_precopy
-    done = rows[T.is_(N.VFIO_COMPLETE, N.VFIO_COMPLETE_START)[rows]]
+    done = rows[T.is_at(rows, N.VFIO_COMPLETE, N.VFIO_COMPLETE_START)]
     for i in dts:
         idstr = T.device[i]
         if T.name[i] == N.DOWNTIME_SAVE and idstr.endswith("vfio") and idstr not in out:
@@ -230,6 +234,8 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
     T = ix.T
     aliases = aliases or {}
     sv, dv = ix.vfio(src), ix.vfio(dst)
+    if not len(sv) and not len(dv):  # RAM and save-state entries only (no VFIO, no BPF)
+        return _plain_devices(ix, src, dst, ram)
     s_names, s_join = canonical(T, sv, "source", aliases)
     d_names, d_join = canonical(T, dv, "destination", aliases)
     s_uniq = [str(x) for x in pd.unique(s_names)]
@@ -253,7 +259,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         uniq = [str(u) for u in uniq]
         pre = r < cut
         b = T.num["bytes"][r]
-        blk = T.is_(N.VFIO_BLOCK, N.VFIO_BUFFER)[r] & ~np.isnan(b)
+        blk = T.is_at(r, N.VFIO_BLOCK, N.VFIO_BUFFER) & ~np.isnan(b)
         for flag, tag in ((pre, "pre"), (~pre, "stop")):
             sel = blk & flag
             if sel.any():
@@ -264,7 +270,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         init_first = _pick(code, uniq, T.num["init_bytes"][r], np.ones(len(r), dtype=bool), first=True)
         dirty_last = _pick(code, uniq, T.num["dirty_bytes"][r], pre, first=False)
         stop_last = _pick(code, uniq, T.num["stopcopy_bytes"][r], np.ones(len(r), dtype=bool), first=False)
-        for i in r[T.is_(N.VFIO_THREAD_START, N.VFIO_THREAD_END)[r] & ~T.tna[r]]:
+        for i in r[T.is_at(r, N.VFIO_THREAD_START, N.VFIO_THREAD_END) & ~T.tna[r]]:
             key = "start" if T.name[i] == N.VFIO_THREAD_START else "end"
             thread.setdefault(T.device[i], {})[key] = int(T.t[i])
     # BPF: data-fd I/O of both sides, pre-copy info and data size on the source
@@ -274,7 +280,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
     b_init: dict[str, float] = {}
     b_dirty: dict[str, float] = {}
     b_size: dict[str, float] = {}
-    bp = ~T.trace[sv] & T.is_(E.BPF_PRECOPY_INFO, E.BPF_IOCTL)[sv]
+    bp = ~T.trace[sv] & T.is_at(sv, E.BPF_PRECOPY_INFO, E.BPF_IOCTL)
     if bp.any():
         br, bn = sv[bp], s_names[bp]
         code, uniq = pd.factorize(bn)
@@ -309,14 +315,7 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
         load_dev = {v: k for k, v in idmap.items()}
     for dev in dst_vfio:
         rev.setdefault(dev, load_dev.get(dev))
-    out = [Device(
-        name="ram", kind="ram", precopy_bytes=ram.get("precopy_bytes"),
-        stopcopy_bytes=ram.get("stopcopy_bytes"),
-        initial_pending_bytes=ram.get("initial_pending_bytes"),
-        dirty_pending_bytes=ram.get("dirty_pending_bytes"),
-        downtime_ms=save.get("ram"), load_ms=load.get("ram"), idstr="ram",
-        sources=dict(ram.get("sources") or {}),
-    )]
+    out = [_ram(ram, save, load)]
     for dev in names:
         idstr = rev.get(dev)
         th = thread.get(dev, {})
@@ -351,6 +350,29 @@ def devices(ix: Index, src: int | None, dst: int | None, *, t0: int | None, swit
     used = set(idmap) | {"ram"}
     for idstr in list(save) + [i for i in load if i not in save]:
         if idstr not in used:
+            out.append(Device(name=idstr, kind="other", downtime_ms=save.get(idstr),
+                              load_ms=load.get(idstr), idstr=idstr))
+    return tuple(out)
+
+
+def _ram(ram: dict[str, Any], save: dict[str, float], load: dict[str, float]) -> Device:
+    return Device(
+        name="ram", kind="ram", precopy_bytes=ram.get("precopy_bytes"),
+        stopcopy_bytes=ram.get("stopcopy_bytes"),
+        initial_pending_bytes=ram.get("initial_pending_bytes"),
+        dirty_pending_bytes=ram.get("dirty_pending_bytes"),
+        downtime_ms=save.get("ram"), load_ms=load.get("ram"), idstr="ram",
+        sources=dict(ram.get("sources") or {}),
+    )
+
+
+def _plain_devices(ix: Index, src: int | None, dst: int | None, ram: dict[str, Any]) -> tuple[Device, ...]:
+    """``devices`` of a migration without VFIO or BPF rows: RAM, then the other entries."""
+    save = ix.downtime(src, N.DOWNTIME_SAVE)
+    load = ix.downtime(dst, N.DOWNTIME_LOAD)
+    out = [_ram(ram, save, load)]
+    for idstr in list(save) + [i for i in load if i not in save]:
+        if idstr != "ram":
             out.append(Device(name=idstr, kind="other", downtime_ms=save.get(idstr),
                               load_ms=load.get(idstr), idstr=idstr))
     return tuple(out)

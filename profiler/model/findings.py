@@ -44,12 +44,11 @@ FEW = 0.5  # stop-copy bytes under this share of the reported stop-copy size are
 SLOW_LOAD = 2.0  # load > this x save (and 5 ms more) is a slow load
 STARVED_SHARE = 0.5  # a load thread starved for more than this share of its time: a warning
 MAX_EVIDENCE = 4
-_BUF = "vfio_load_state_device_buffer_"
 EVENTS = frozenset([
     N.VFIO_PENDING_EST, N.VFIO_PENDING_EXACT, N.VFIO_ITERATE, N.VFIO_BLOCK, N.VFIO_SET_STATE,
     N.VFIO_SET_DEVICE_STATE, N.LOW_PENDING, N.SWITCHOVER_ACKED, N.DEST_ACK_NEEDED, N.DEST_ACK_APPROVE,
-    N.DOWNTIME_SAVE, N.DOWNTIME_LOAD, "vfio_load_bufs_thread_start", "vfio_load_bufs_thread_end",
-    _BUF + "incoming", _BUF + "starved", _BUF + "load_start", _BUF + "load_end",
+    N.DOWNTIME_SAVE, N.DOWNTIME_LOAD, N.VFIO_LOAD_THREAD_START, N.VFIO_LOAD_THREAD_END,
+    N.VFIO_BUFFER_INCOMING, N.VFIO_BUFFER_STARVED, N.VFIO_BUFFER_LOAD_START, N.VFIO_BUFFER_LOAD_END,
     E.BPF_DATA_READ, E.BPF_DATA_WRITE, E.BPF_IOCTL, E.BPF_PRECOPY_INFO, E.QMP_VFIO_MIGRATION])
 _STATE_ROWS = (N.VFIO_SET_STATE, N.VFIO_SET_DEVICE_STATE, E.QMP_VFIO_MIGRATION, E.BPF_IOCTL)
 _REINIT = 1  # VFIO_PRECOPY_INFO_REINIT
@@ -339,7 +338,7 @@ def _load_vs_save(m: Migration, S: _Rows, D: _Rows) -> list[Finding]:
         return out
 
     save, load = per_idstr(S, N.DOWNTIME_SAVE), per_idstr(D, N.DOWNTIME_LOAD)
-    threaded = len(D.where("vfio_load_bufs_thread_start")) > 0
+    threaded = len(D.where(N.VFIO_LOAD_THREAD_START)) > 0
     by_idstr = {d.idstr: d.name for d in m.devices if d.kind == "vfio" and d.side != "destination" and d.idstr}
     out = []
     for k in load.keys() & save.keys():
@@ -356,7 +355,7 @@ def _load_vs_save(m: Migration, S: _Rows, D: _Rows) -> list[Finding]:
 
 
 def _multifd_load(D: _Rows) -> list[Finding]:
-    start, end = D.where("vfio_load_bufs_thread_start"), D.where("vfio_load_bufs_thread_end")
+    start, end = D.where(N.VFIO_LOAD_THREAD_START), D.where(N.VFIO_LOAD_THREAD_END)
     if not len(start):
         return []
     out = []
@@ -367,11 +366,11 @@ def _multifd_load(D: _Rows) -> list[Finding]:
         s0 = next(i for i in start if D.device[i] == dev)
         e0 = next((i for i in end if D.device[i] == dev), None)
         span = D.t_ms[e0] - D.t_ms[s0] if e0 is not None else math.nan
-        incoming = {D.idx[i]: D.t_ms[i] for i in mine(_BUF + "incoming")}
-        starved = mine(_BUF + "starved")
+        incoming = {D.idx[i]: D.t_ms[i] for i in mine(N.VFIO_BUFFER_INCOMING)}
+        starved = mine(N.VFIO_BUFFER_STARVED)
         waits = [incoming.get(D.idx[i], D.t_ms[e0] if e0 is not None else math.nan) - D.t_ms[i] for i in starved]
         waited = float(np.nansum(waits)) if waits else 0.0
-        ls, le = mine(_BUF + "load_start"), mine(_BUF + "load_end")
+        ls, le = mine(N.VFIO_BUFFER_LOAD_START), mine(N.VFIO_BUFFER_LOAD_END)
         ends = {D.idx[i]: D.t_ms[i] for i in le}
         loads = [ends.get(D.idx[i], math.nan) - D.t_ms[i] for i in ls]
         share = waited / span if span and span > 0 else math.nan
@@ -387,5 +386,5 @@ def _multifd_load(D: _Rows) -> list[Finding]:
         if warn:
             msg += ": the destination waited for the network (or the source's save thread), not the device"
         out.append(Finding("multifd-load", dev, "warning" if warn else "info", msg,
-                           _ev(D, [s0, *starved[:2], *(mine(_BUF + "incoming")[:1]), *([e0] if e0 is not None else [])])))
+                           _ev(D, [s0, *starved[:2], *(mine(N.VFIO_BUFFER_INCOMING)[:1]), *([e0] if e0 is not None else [])])))
     return out

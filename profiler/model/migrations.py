@@ -254,10 +254,13 @@ def _cut(a: _Rows, idx: np.ndarray, trace: bool, side: str, stream: str, mig: np
     pos[o] = np.arange(len(o))
     seg = _segments(a.name[o], a.state[o], trace, side)
     keep0 = bool(_in(a.name[o][seg == 0], N.core()).any())
-    for s_no in np.unique(seg):
+    # seg counts up along ``o``: each segment is one run of it
+    nos, lo = np.unique(seg, return_index=True)
+    hi = np.append(lo[1:], len(seg))
+    for s_no, a_, b_ in zip(nos.tolist(), lo.tolist(), hi.tolist(), strict=True):
         if s_no == 0 and not keep0:
             continue
-        rows = o[seg == s_no]
+        rows = o[a_:b_]
         timed = rows[~a.tna[rows]]
         first = rows[0]
         start = int(a.t[first]) if not a.tna[first] else (int(a.t[timed[0]]) if len(timed) else None)

@@ -51,6 +51,12 @@ VFIO_THREAD_START = R.only("vfio_thread_start")
 VFIO_THREAD_END = R.only("vfio_thread_end")
 VFIO_LOAD_STATE = R.only("vfio_load_state")
 VFIO_LOAD_DATA = R.only("vfio_load_data")
+VFIO_LOAD_THREAD_START = R.only("vfio_load_thread_start")  # multifd load thread (>=10.0)
+VFIO_LOAD_THREAD_END = R.only("vfio_load_thread_end")
+VFIO_BUFFER_INCOMING = R.only("vfio_buffer_incoming")
+VFIO_BUFFER_STARVED = R.only("vfio_buffer_starved")
+VFIO_BUFFER_LOAD_START = R.only("vfio_buffer_load_start")
+VFIO_BUFFER_LOAD_END = R.only("vfio_buffer_load_end")
 
 QMP_STATUS_EVENTS = (E.QMP_MIGRATION, E.QMP_QUERY_MIGRATE)
 
@@ -65,6 +71,11 @@ def used() -> frozenset[str]:
     """Everything the model reads; the rest (e.g. the migration_transferred_bytes flood) is
     dropped in one vectorised isin before any other work."""
     return R.used()
+
+
+def kept() -> frozenset[str]:
+    """``used()`` and the events read beside the model: what ``report`` parses into rows."""
+    return R.kept()
 
 
 def source_only() -> frozenset[str]:

@@ -57,6 +57,19 @@ class Table:
             return self.code == ids[0]
         return np.isin(self.code, np.array(ids, dtype=self.code.dtype))
 
+    def is_at(self, rows: np.ndarray, *events: str) -> np.ndarray:
+        """``is_(*events)[rows]``, looking at ``rows`` only (per-migration callers: the whole
+        table's mask each time would cost the table's length per migration)."""
+        if self.code is None or self.codes is None:
+            return self.is_(*events)[rows]
+        ids = [self.codes[e] for e in events if e in self.codes]
+        if not ids or not len(rows):
+            return np.zeros(len(rows), dtype=bool)
+        code = self.code[rows]
+        if len(ids) == 1:
+            return code == ids[0]
+        return np.isin(code, np.array(ids, dtype=self.code.dtype))
+
     def first(self, mask: np.ndarray) -> np.ndarray:
         """Per migration: the first row where ``mask`` holds, or -1."""
         idx = np.flatnonzero(mask)[::-1]

@@ -82,7 +82,8 @@ _RECENT = 3  # passes the steady state is read from
 
 
 def post_sync(c: dict[str, np.ndarray]) -> np.ndarray:
-    """Mask of the checks made right after a dirty-bitmap sync (their pending is post-sync).
+    """Mask of the checks made right after a dirty-bitmap sync (their pending is post-sync);
+    ``c`` may hold it already (``post_sync``, computed for every migration's checks at once).
 
     A sync completed between the previous check and this one (``pass_no`` grew: 7.2 syncs in
     ``ram_save_pending`` before printing ``migrate_pending``; >= 8.0 the exact query syncs
@@ -165,7 +166,7 @@ def verdict(c: dict[str, np.ndarray], per: Sequence[dict[str, int]], *, decided_
     # the figures QEMU decided on: decisive (not an estimate it re-queried) and post-sync;
     # without a sync after setup, the decisive estimates (a lower bound)
     decisive = np.asarray(c["decisive"], dtype=bool) if n else np.zeros(0, dtype=bool)
-    dec = decisive & post_sync(c)
+    dec = decisive & (c["post_sync"] if "post_sync" in c else post_sync(c))
     gap = np.asarray(c["gap"], dtype=np.float64)
     pend = np.asarray(c["pending"], dtype=np.float64)
     gaps = np.where(dec if dec.any() else decisive, gap, np.nan) if n else np.zeros(0)

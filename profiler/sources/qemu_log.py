@@ -1,10 +1,12 @@
 """Parse the QEMU ``log`` trace back end (every prefix, QEMU 7.2 to 10.2) into schema frames.
 
 Lines are never handled one by one in Python: the file is read in chunks of bytes and
-each chunk is scanned with numpy (prefix, event name, then each event's body grammar
-from ``trace_formats``); only rare lines (the proposed ``prog(tid:thread):`` prefix,
-bodies the vectorised scanner cannot settle) go through ``re``. Memory grows with the
-events kept: a chunk's lines are dropped once its events are extracted.
+each chunk is scanned with numpy, every line at once (``bytescan``: prefix, event name,
+then each event's body grammar from ``trace_formats``, eight bytes per step; grammars
+with a string before other fields go through Arrow's RE2); only rare lines (the proposed
+``prog(tid:thread):`` prefix, bodies the vectorised passes cannot settle) go through
+``re``. Memory grows with the events kept: a chunk's lines are dropped once its events
+are extracted, and ``keep`` limits the rows to the events a caller reads.
 
 Line prefixes (qemu-trace.md section 4, landscape.md section 4.1):
 
@@ -22,7 +24,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ import pyarrow.compute as pc
 
 from profiler import events
 from profiler.errors import InputError
-from profiler.sources import _nbscan as NB
+from profiler.sources import bytescan as BS
 from profiler.sources.qemu_event_names import known_event_names
 from profiler.sources.trace_formats import (
     HEX,
@@ -47,7 +49,7 @@ from profiler.sources.trace_formats import (
     formats,
 )
 
-CHUNK_BYTES = 16 << 20  # bigger chunks: less per-chunk work; 3 in flight at most
+CHUNK_BYTES = 8 << 20  # fewer chunks, less per-chunk work; 3 chunks in flight at most
 WORKERS = 2
 MAX_WARNINGS = 50
 
@@ -69,7 +71,8 @@ class ParseResult:
     """What one input yielded: kept events, and counts that always add up.
 
     ``lines == events + malformed + skipped``; malformed lines are kept in ``frame``
-    with their raw text and no fields.
+    with their raw text and no fields. ``dropped`` counts the events and malformed lines
+    left out of ``frame`` because the caller asked only for some events (``keep``).
     """
 
     frame: pd.DataFrame
@@ -80,11 +83,12 @@ class ParseResult:
     side: str = "unknown"
     file: str | None = None
     event_names: set[str] = field(default_factory=set)
+    dropped: int = 0
 
     @property
     def events(self) -> int:
-        """Well-formed events (rows of ``frame`` that are not malformed)."""
-        return len(self.frame) - self.malformed
+        """Well-formed events (in ``frame`` or dropped)."""
+        return len(self.frame) - self.malformed + self.dropped
 
 
 class _Acc:
@@ -98,6 +102,7 @@ class _Acc:
         self.lines = 0
         self.skipped = 0
         self.malformed = 0
+        self.dropped = 0
         self.warnings: list[str] = []
         self.names: set[str] = set()
 
@@ -114,6 +119,7 @@ class _Acc:
         self.lines += other.lines
         self.skipped += other.skipped
         self.malformed += other.malformed
+        self.dropped += other.dropped
         self.warnings += other.warnings[: max(0, MAX_WARNINGS - len(self.warnings))]
         self.names |= other.names
 
@@ -123,84 +129,578 @@ class _Acc:
 
 
 # ---------------------------------------------------------------------------
-# body scanning
+# line prefixes and event names (every line of a chunk at once)
+
+KIND_BARE, KIND_TID, KIND_STAP, KIND_ISO = 0, 1, 2, 3
+SAMPLE = 64  # lines whose layout and event name are read first, to try on all lines at once
 
 
-_OPS = {"lit": NB.OP_LIT, INT: NB.OP_INT, HEX: NB.OP_HEX, STR: NB.OP_STR}
+def _word_mask(spec: dict[int, int]) -> tuple[np.uint64, np.uint64]:
+    """(mask, value) that test bytes at offsets within one word."""
+    m = v = 0
+    for i, c in spec.items():
+        m |= 0xFF << (8 * i)
+        v |= c << (8 * i)
+    return np.uint64(m), np.uint64(v)
 
 
-@dataclass
-class _Program:
-    """A variant's grammar compiled for ``_nbscan.scan_bodies``."""
-
-    ops: np.ndarray
-    slot: np.ndarray
-    lit: np.ndarray
-    litoff: np.ndarray
-    litlen: np.ndarray
-    ints: list[str]
-    strs: list[str]
-
-
-_PROGRAMS: dict[int, _Program | None] = {}
+def _template(text: str) -> list[tuple[np.uint64, np.uint64, np.uint64]]:
+    """Per word of a fixed layout (``d`` = a digit, any other character itself): (digit
+    bits, separator mask, separator value)."""
+    out = []
+    for j in range(0, len(text), 8):
+        part = text[j:j + 8]
+        dig = sum(0x80 << (8 * i) for i, c in enumerate(part) if c == "d")
+        m, v = _word_mask({i: ord(c) for i, c in enumerate(part) if c != "d"})
+        out.append((np.uint64(dig), m, v))
+    return out
 
 
-def _program(v: Variant) -> _Program | None:
-    """None when the grammar has fields the scanner does not read (pointers, floats)."""
-    key = id(v)
-    if key in _PROGRAMS:
-        return _PROGRAMS[key]
-    prog = None
-    if v.simple_scannable and all(
-            not (t[0] == STR and k + 1 < len(v.tokens) and v.tokens[k + 1][0] != "lit")
-            for k, t in enumerate(v.tokens)):
-        ops, slot, lits, ints, strs = [], [], [], [], []
-        for t in v.tokens:
-            ops.append(_OPS[t[0]])
-            if t[0] == "lit":
-                slot.append(len(lits))
-                lits.append(t[1].encode())
-            elif t[0] == STR:
-                slot.append(len(strs))
-                strs.append(t[1])
-            else:
-                slot.append(len(ints))
-                ints.append(t[1])
-        litlen = np.array([len(x) for x in lits] or [0], np.int64)
-        litoff = np.zeros(len(litlen), np.int64)
-        litoff[1:] = np.cumsum(litlen)[:-1]
-        prog = _Program(np.array(ops, np.int8), np.array(slot, np.int64),
-                        np.frombuffer(b"".join(lits) or b"\0", np.uint8).copy(), litoff, litlen, ints, strs)
-    _PROGRAMS[key] = prog
-    return prog
+def _fits(b: BS.Buf, p: np.ndarray, tmpl: list) -> np.ndarray:
+    """Do the bytes at each ``p`` follow the layout ``tmpl`` (``_template``)?"""
+    ok = np.ones(len(p), bool)
+    for j, (dig, m, v) in enumerate(tmpl):
+        w = b.at(p, 8 * j)
+        ok &= ((BS.digit_bits(w) & dig) == dig) & ((w & m) == v)
+    return ok
 
 
-def _slices(buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
-    offs, data = NB.copy_slices(buf, s, e)
-    return pa.Array.from_buffers(pa.large_string(), len(s), [None, pa.py_buffer(offs), pa.py_buffer(data)])
+_ISO = _template("dddd-dd-ddTdd:dd:dd")
 
 
-def _scan_variant(buf: np.ndarray, v: Variant, pos: np.ndarray, end: np.ndarray
-                  ) -> tuple[np.ndarray, dict[str, pa.Array]] | None:
-    """Match one variant's grammar on spans [pos, end): ok mask and the matched rows' args."""
-    prog = _program(v)
-    if prog is None:
-        return None
-    ok, ival, ivalid, sst, sen = NB.scan_bodies(buf, pos, end, prog.ops, prog.slot, prog.lit,
-                                                prog.litoff, prog.litlen, len(prog.ints), len(prog.strs))
-    rows = slice(None) if ok.all() else np.flatnonzero(ok)  # all match: no gathers
-    args: dict[str, pa.Array] = {}
-    for k, name in enumerate(prog.ints):
-        valid = ivalid[rows, k]
-        args[name] = pa.array(np.ascontiguousarray(ival[rows, k]), type=pa.int64(),
-                              mask=None if valid.all() else ~valid)
-    for k, name in enumerate(prog.strs):  # copied later, once per column (``_Cols.arrays``)
-        args[name] = Spans(np.ascontiguousarray(sst[rows, k]), np.ascontiguousarray(sen[rows, k]))
+class _Lines:
+    """What the prefix and name scan found, one entry per line of a chunk: the prefix
+    ``kind`` and its digit counts (``d1``, ``d2``: before and after the ``@``; ``d2`` is the
+    fraction's digits for ISO), where the event name starts (``ns``) and ends (``ne``),
+    whether the line is a trace candidate (``valid``), and its name ``key``. Times and ids
+    are read later, for the rows kept only (``_times``)."""
+
+    def __init__(self, s: np.ndarray, e: np.ndarray) -> None:
+        n = len(s)
+        self.s, self.e = s, e
+        self.kind = np.zeros(n, np.int8)
+        self.d1 = np.zeros(n, np.int64)
+        self.d2 = np.zeros(n, np.int64)
+        self.ns = s.copy()
+        self.ne = s.copy()
+        self.valid = np.zeros(n, bool)
+        self.key = np.zeros(n, np.uint64)
+        self.done = np.zeros(n, bool)  # settled by ``_common_lines``
+        self.prog: dict[int, tuple[int | None, bool]] = {}  # row -> (tid, time kept)
+
+
+def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    y = y - (m <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _tid_stap(b: BS.Buf, L: _Lines, r: np.ndarray) -> None:
+    """``TID@SEC.USEC:`` and ``PID@NS `` on rows ``r``, one digit run at a time."""
+    a, s = b.a, L.s[r]
+    d1 = BS.run(b, s, BS.digit_bits, 20)
+    at = (d1 >= 1) & (d1 <= 18) & (a[s + d1] == 0x40)  # at most 18 digits before the @
+    r, s, d1 = r[at], s[at], d1[at]
+    k0 = s + d1 + 1
+    d2 = BS.run(b, k0, BS.digit_bits, 20)
+    nxt = a[k0 + d2]
+    k1 = k0 + d2 + 1
+    tid = (d2 >= 1) & (d2 <= 18) & (nxt == 0x2E)
+    tid[tid] = (BS.run(b, k1[tid], BS.digit_bits, 7) == 6) & (a[k1[tid] + 6] == 0x3A)
+    stap = (d2 >= 1) & (d2 <= 19) & (nxt == 0x20)
+    L.kind[r[tid]] = KIND_TID
+    L.ns[r[tid]] = k1[tid] + 7
+    L.kind[r[stap]] = KIND_STAP
+    L.ns[r[stap]] = k1[stap]
+    got = tid | stap
+    L.d1[r[got]] = d1[got]
+    L.d2[r[got]] = d2[got]
+
+
+def _sample(rows: np.ndarray) -> np.ndarray:
+    return rows[np.unique(np.linspace(0, len(rows) - 1, min(len(rows), SAMPLE)).astype(np.int64))]
+
+
+def _layouts(b: BS.Buf, L: _Lines, rows: np.ndarray) -> np.ndarray:
+    """Lines in the ``TID@SEC.USEC:`` layouts most of the sample has (the same digit counts:
+    one thread, seconds of the same length), checked against that layout a word at a time;
+    returns the rows left for the digit-by-digit scan."""
+    sample = _sample(rows)
+    _tid_stap(b, L, sample)
+    tid = sample[L.kind[sample] == KIND_TID]
+    if not len(tid):
+        return rows
+    pairs, counts = np.unique(L.d1[tid] * 64 + L.d2[tid], return_counts=True)
+    rest = rows
+    for pair in pairs[np.argsort(-counts)][:2].tolist():
+        d1, d2 = divmod(pair, 64)
+        ok = _fits(b, L.s[rest], _template("d" * d1 + "@" + "d" * d2 + ".dddddd:"))
+        got = rest[ok]
+        L.kind[got] = KIND_TID
+        L.d1[got] = d1
+        L.d2[got] = d2
+        L.ns[got] = L.s[got] + d1 + d2 + 9
+        rest = rest[~ok]
+    return rest
+
+
+def _prefixes(b: BS.Buf, L: _Lines, rows: np.ndarray) -> None:
+    """Read the prefix of each line in ``rows``: ``TID@SEC.USEC:``, ``PID@NS `` (SystemTap),
+    ISO-8601 or none."""
+    rest = _layouts(b, L, rows)
+    rest = rest[L.kind[rest] == KIND_BARE]
+    if len(rest):
+        _tid_stap(b, L, rest)
+    # YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z<space>
+    cand = rest[(L.kind[rest] == KIND_BARE) & (L.e[rest] - L.s[rest] >= 21)]
+    if len(cand):
+        a = b.a
+        cand = cand[_fits(b, L.s[cand], _ISO)]
+        ss = L.s[cand]
+        dot = a[ss + 19] == 0x2E
+        nf = np.zeros(len(ss), np.int64)
+        if dot.any():
+            nf[dot] = BS.run(b, ss[dot] + 20, BS.digit_bits, 10)
+        q = ss + 19 + np.where(dot, nf + 1, 0)
+        ok = (~dot | ((nf >= 1) & (nf <= 9))) & (q + 1 < L.e[cand]) & (a[q] == 0x5A) & (a[q + 1] == 0x20)
+        cand = cand[ok]
+        L.kind[cand] = KIND_ISO
+        L.d2[cand] = nf[ok]
+        L.ns[cand] = q[ok] + 2
+
+
+def _times(b: BS.Buf, L: _Lines, rows: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """t_ns, tid and pid (values, valid) of ``rows`` from their prefixes."""
+    k = len(rows)
+    t, t_ok = np.zeros(k, np.int64), np.zeros(k, bool)
+    tid, tid_ok = np.zeros(k, np.int64), np.zeros(k, bool)
+    pid = np.zeros(k, np.int64)
+    kind, s, d1, d2 = L.kind[rows], L.s[rows], L.d1[rows], L.d2[rows]
+    for kd in (KIND_TID, KIND_STAP):
+        i = np.flatnonzero(kind == kd)
+        if not len(i):
+            continue
+        lead = BS.decimal(b, s[i], d1[i]).view(np.int64)
+        k0 = s[i] + d1[i] + 1
+        sec = BS.decimal(b, k0, d2[i])
+        if kd == KIND_TID:
+            tid[i], tid_ok[i] = lead, True
+            usec = BS.decimal(b, k0 + d2[i] + 1, np.full(len(i), 6))
+            sec = sec * np.uint64(1_000_000_000) + usec * np.uint64(1000)
+        else:
+            pid[i] = lead
+        t[i], t_ok[i] = sec.view(np.int64), True
+    i = np.flatnonzero(kind == KIND_ISO)
+    if len(i):
+        ss, nf = s[i], d2[i]
+        two = np.full(len(i), 2)
+        y = BS.decimal(b, ss, np.full(len(i), 4)).astype(np.int64)
+        mo, d, hh, mi, sec = (BS.decimal(b, ss + o, two).astype(np.int64) for o in (5, 8, 11, 14, 17))
+        frac = BS.decimal(b, ss + 20, nf).astype(np.int64) * (10 ** (9 - nf))
+        good = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (hh <= 23) & (mi <= 59) & (sec <= 60)
+        tt = (_days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + sec) * 1_000_000_000 + frac
+        t[i[good]], t_ok[i[good]] = tt[good], True
+    if L.prog:
+        where = {int(r): j for j, r in enumerate(rows.tolist()) if int(r) in L.prog}
+        for r, j in where.items():
+            ptid, timed = L.prog[r]
+            tid[j], tid_ok[j] = ptid or 0, ptid is not None
+            t_ok[j] &= timed
+    return {"t": (t, t_ok), "tid": (tid, tid_ok), "pid": (pid, kind == KIND_STAP)}
+
+
+_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_NAME_RE = re.compile(rb"[A-Za-z0-9_]{1,127}")
+
+
+def _tokens(b: BS.Buf, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Length (up to 128) and 64-bit key of the word (bytes ``!``..``~``) at each ``p``:
+    equal words, equal keys (a collision among a chunk's few hundred names is out of reach)."""
+    n = np.zeros(len(p), np.int64)
+    h = np.zeros(len(p), np.uint64)
+    act = np.arange(len(p))
+    q = p
+    for _ in range(16):
+        if not len(act):
+            break
+        w = b.at(q)
+        c = BS.lead(BS.graph_bits(w))
+        x = (h[act] ^ (w & _MASKS[c])) * _MIX
+        h[act] = x ^ (x >> np.uint64(29))
+        n[act] += c
+        more = c == 8
+        act = act[more]
+        q = q[more] + 8
+    return n, h ^ (n.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+
+
+def _key(word: bytes) -> np.uint64:
+    """``_tokens``' key of one word."""
+    return _tokens(BS.Buf(word + b" "), np.zeros(1, np.int64))[1][0]
+
+
+def _names(b: BS.Buf, L: _Lines, rows: np.ndarray) -> None:
+    """The event name of each line in ``rows``: the word after the prefix, when it is a name
+    followed by a space or the line end. The sample's common names are tried on every line
+    as literals first; the rest are read word by word."""
+    ln = np.zeros(len(L.s), np.int64)
+    sample = _sample(rows)
+    sl, sk = _tokens(b, L.ns[sample])
+    rest = rows
+    keys, first, counts = np.unique(sk, return_index=True, return_counts=True)
+    for j in np.argsort(-counts)[:3].tolist():
+        if counts[j] < len(sample) // 8:
+            break
+        r = sample[first[j]]
+        word = bytes(b.a[L.ns[r]: L.ns[r] + sl[first[j]]])
+        if not _NAME_RE.fullmatch(word):
+            continue
+        ok = BS.literal(b, L.ns[rest], word + b" ")
+        got = rest[ok]
+        ln[got] = len(word)
+        L.key[got] = keys[j]
+        rest = rest[~ok]
+    if len(rest):
+        ln[rest], L.key[rest] = _tokens(b, L.ns[rest])
+    ne = L.ns[rows] + ln[rows]
+    L.ne[rows] = ne
+    valid = (ln[rows] > 0) & (ln[rows] < 128) & ((ne == L.e[rows]) | (b.a[ne] == 0x20))
+    # a word of other printable characters is no name: checked once per distinct word
+    vrows = rows[valid]
+    codes, uniq = pd.factorize(L.key[vrows])
+    if len(uniq):
+        first = np.empty(len(uniq), np.int64)
+        first[codes[::-1]] = vrows[::-1]
+        good = np.array([bool(_NAME_RE.fullmatch(bytes(b.a[L.ns[r]: L.ne[r]]))) for r in first.tolist()])
+        valid[valid] = good[codes]
+    L.valid[rows] = valid
+
+
+def _prog_lines(data, b: BS.Buf, L: _Lines, rows: np.ndarray) -> None:
+    """The proposed ``prog(tid:thread):`` prefix: rare, one regex per line holding ``): ``
+    that the other prefixes did not settle."""
+    need = rows[~L.valid[rows] | (L.kind[rows] == KIND_ISO) | (L.kind[rows] == KIND_BARE)]
+    if not len(need):
+        return
+    a = b.a[: b.n]
+    c = np.flatnonzero(a[:-2] == 0x29)
+    c = c[(a[c + 1] == 0x3A) & (a[c + 2] == 0x20)]
+    if not len(c):
+        return
+    li = np.searchsorted(L.s, c, side="right") - 1
+    li = np.unique(li[c + 2 < L.e[li]])
+    li = li[np.isin(li, need)]
+    got = []
+    for r in li.tolist():
+        m = _PROG_RE.match(data, int(L.s[r]), int(L.e[r]))
+        if not m:
+            continue
+        L.ns[r] = m.start("name")
+        L.ne[r] = m.end("name")
+        L.valid[r] = True
+        tid = int(m["tid"])
+        L.prog[r] = (tid if tid < (1 << 63) else None, bool(m["iso"]))
+        got.append(r)
+    if got:
+        got_rows = np.array(got, np.int64)
+        L.key[got_rows] = _tokens(b, L.ns[got_rows])[1]
+
+
+_PREFIX_RE = (r"(?:\d{1,18}@\d{1,18}\.\d{6}:|\d{1,18}@\d{1,19} "
+              r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z )?")
+_LINE_RE: dict[str, str | None] = {}
+
+
+def _line_pattern(name: str, variants: list[Variant]) -> str | None:
+    """An RE2 pattern for a whole, well-formed line of event ``name`` (any prefix but
+    ``prog(tid:thread):``, a space, then a body of one of its variants), or None when a
+    variant's grammar is empty (the line may end right after the name)."""
+    if name not in _LINE_RE:
+        bodies = [v.regex.pattern.removeprefix("^").removesuffix("$") for v in variants]
+        if any(not v.tokens for v in variants) or not all(bodies):
+            _LINE_RE[name] = None
+        else:
+            alts = "|".join(re.sub(r"\(\?P<[A-Za-z0-9_]+>", "(?:", x) for x in bodies)
+            _LINE_RE[name] = f"(?s)^{_PREFIX_RE}{re.escape(name)} (?:{alts})\\r?\\n?\\z"
+    return _LINE_RE[name]
+
+
+def _common_lines(b: BS.Buf, L: _Lines, known: frozenset[str], keep: Collection[str],
+                  fmts: dict[str, list[Variant]]) -> dict[int, str]:
+    """Settle the lines of the sample's most common events that the caller does not keep
+    with one RE2 match per event over every line (prefix, name and body at once, in C):
+    they only need counting. Marks them ``done`` (well-formed, name ``key``); returns
+    key -> name of those events."""
+    n = len(L.s)
+    sample = _sample(np.arange(n))
+    _prefixes(b, L, sample)
+    _names(b, L, sample)
+    keys, first, counts = np.unique(L.key[sample[L.valid[sample]]], return_index=True, return_counts=True)
+    vs = sample[L.valid[sample]]
+    names: dict[int, str] = {}
+    lines = None
+    for j in np.argsort(-counts).tolist():
+        if counts[j] < len(sample) // 8:
+            break
+        r = vs[first[j]]
+        name = bytes(b.a[L.ns[r]: L.ne[r]]).decode("ascii")
+        pat = _line_pattern(name, fmts[name]) if name in known and name in fmts and name not in keep else None
+        if pat is None:
+            continue
+        if lines is None:  # every line with its newline, without a copy
+            offs = np.append(L.s, b.n)
+            lines = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offs),
+                                                                  pa.py_buffer(b.a[: b.n])])
+        hit = pc.match_substring_regex(lines, pat).to_numpy(zero_copy_only=False) & ~L.done
+        key = _key(name.encode())
+        names[int(key)] = name
+        L.done |= hit
+        L.valid |= hit
+        L.key[hit] = key
+    return names
+
+
+# ---------------------------------------------------------------------------
+# event bodies
+
+
+_U64_MAX_10 = np.uint64(1844674407370955161)
+
+
+def _slow_int(b: BS.Buf, q: int, stop: int, hex_: bool) -> tuple[int, int | None]:
+    """(end, value or None when over 64 bits) of a digit run too long for the word reads."""
+    digits = b"0123456789abcdefABCDEF" if hex_ else b"0123456789"
+    end = q
+    while end < stop and b.a[end] in digits:
+        end += 1
+    v = int(bytes(b.a[q:end]), 16 if hex_ else 10)
+    return end, (v if v < (1 << 64) else None)
+
+
+def _read_int(b: BS.Buf, p: np.ndarray, end: np.ndarray, kind: str, values: bool, packed: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """An integer field at each ``p``: ``-?(0x[hex]+|[0-9]+)`` (``INT``) or ``[hex]+``
+    (``HEX``). Returns (position after it, found, int64 value, value fits in 64 bits).
+
+    Plain decimals of up to 7 digits (most fields) are read from one word; signs, hex and
+    longer numbers take a second pass over their rows only."""
+    m = len(p)
+    w = b.at(p)
+    cnt = BS.lead(BS.digit_bits(w))
+    if kind == INT:
+        hexish = (w & np.uint64(0xDFFF)) == 0x5830  # 0x / 0X
+        plain = (cnt > 0) & (cnt < 8) & ~hexish
+    else:
+        plain = np.zeros(m, bool)
+    if packed:  # strings side by side: the next one may begin with digits
+        cnt = np.minimum(cnt, np.maximum(end - p, 0))
+    after = p + cnt
+    found = plain & (cnt > 0)
+    v = BS.dec8(w, cnt) if values else None
+    slow = np.flatnonzero(~plain)
+    if len(slow):
+        a2, f2, v2, fits2 = _read_int_slow(b, p[slow], end[slow], kind, values)
+        after[slow], found[slow] = a2, f2
+        if values:
+            v[slow] = v2.view(np.uint64)
+            fits = np.ones(m, bool)
+            fits[slow] = fits2
+            return after, found, v.view(np.int64), fits
+    if not values:
+        return after, found, None, None
+    return after, found, v.view(np.int64), np.ones(m, bool)
+
+
+def _read_int_slow(b: BS.Buf, p: np.ndarray, end: np.ndarray, kind: str, values: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``_read_int`` for any integer: sign, ``0x``, runs past one word, past 64 bits."""
+    m = len(p)
+    if kind == INT:
+        neg = b.a[p] == 0x2D
+        p = p + neg
+        zx = (b.a[p] == 0x30) & ((b.a[p + 1] | 0x20) == 0x78) & (p + 2 < end)
+        q = p + 2 * zx
+    else:
+        neg = np.zeros(m, bool)
+        zx = np.ones(m, bool)
+        q = p
+    cnt = np.zeros(m, np.int64)
+    hx = np.flatnonzero(zx)
+    dc = np.flatnonzero(~zx)
+    if len(hx):
+        cnt[hx] = BS.run(b, q[hx], BS.hex_bits, 24)
+    if len(dc):
+        cnt[dc] = BS.run(b, q[dc], BS.digit_bits, 24)
+    cnt = np.minimum(cnt, np.maximum(end - q, 0))
+    found = cnt > 0
+    after = q + cnt
+    if not values:
+        long = np.flatnonzero(found & (cnt >= 24))
+        for r in long.tolist():
+            after[r] = _slow_int(b, int(q[r]), int(end[r]), bool(zx[r]))[0]
+        return after, found, None, None
+    v = np.zeros(m, np.uint64)
+    fits = found.copy()
+    if len(hx):
+        k = cnt[hx]
+        v[hx] = BS.hexadecimal(b, q[hx], np.minimum(k, 16))
+        fits[hx[k > 16]] = False
+    if len(dc):
+        k = cnt[dc]
+        v[dc] = BS.decimal(b, q[dc], np.minimum(k, 19))
+        twenty = dc[k == 20]
+        if len(twenty):
+            last = b.a[q[twenty] + 19].astype(np.uint64) - np.uint64(48)
+            v19 = v[twenty]
+            fits[twenty] = (v19 < _U64_MAX_10) | ((v19 == _U64_MAX_10) & (last <= 5))
+            v[twenty] = v19 * np.uint64(10) + last
+        fits[dc[k > 20]] = False
+    # runs past the word reads (leading zeros) or past 64 bits: one by one, exactly
+    long = np.flatnonzero(found & np.where(zx, cnt > 16, cnt > 20))
+    for r in long.tolist():
+        after[r], val = _slow_int(b, int(q[r]), int(end[r]), bool(zx[r]))
+        fits[r] = val is not None
+        v[r] = np.uint64(val or 0)
+    sv = v.view(np.int64)
+    return after, found, np.where(neg, -sv, sv), fits
+
+
+def _fast_grammar(v: Variant) -> bool:
+    """Literals, integers, and strings that end the body or a literal follows: read with
+    word scans (other grammars, with pointers or floats, go to RE2)."""
+    toks = v.tokens
+    return all(t[0] in ("lit", INT, HEX) or (t[0] == STR and (k == len(toks) - 1 or toks[k + 1][0] == "lit"))
+               for k, t in enumerate(toks))
+
+
+def _find_literal(b: BS.Buf, p: np.ndarray, end: np.ndarray, lit: bytes, last: bool) -> np.ndarray:
+    """Where a string field that starts at each ``p`` ends: at the first place ``lit`` (the
+    literal after it) occurs, or, when that literal ends the body, where it must start
+    (``end - len(lit)``); -1 where it does not occur."""
+    n = len(lit)
+    if last:
+        at = end - n
+        ok = (at >= p) & BS.literal(b, np.maximum(at, 0), lit)
+        return np.where(ok, at, -1)
+    found = np.full(len(p), -1, np.int64)
+    offs, data = BS.slices(b, p, end - n + 1)  # where the literal may start
+    c = np.flatnonzero(data == lit[0])
+    if len(c):
+        row = np.searchsorted(offs, c, side="right") - 1
+        at = p[row] + (c - offs[row])
+        hit = BS.literal(b, at, lit)
+        row, at = row[hit], at[hit]
+        first = np.flatnonzero(np.diff(row, prepend=-1))  # candidates are in row, then place, order
+        found[row[first]] = at[first]
+    return found
+
+
+def _int_column(vals: np.ndarray, fits: np.ndarray) -> pa.Array:
+    if fits.all():  # (an explicit mask=None sends pa.array down a slow path)
+        return pa.array(vals, type=pa.int64())
+    return pa.array(vals, type=pa.int64(), mask=~fits)
+
+
+def _scan_variant(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, values: bool,
+                  seen: dict | None = None) -> tuple[np.ndarray, dict[str, pa.Array | Spans]]:
+    """Match bodies [pos, end) against one variant: (ok mask, the matched rows' args; no
+    args when ``values`` is False, only the match). ``seen`` carries the state after each
+    token run from one variant to the next for the same rows (an event's variants mostly
+    begin alike), so a shared beginning is read once."""
+    if not _fast_grammar(v):
+        return _scan_variant_re2(b, v, pos, end, values)
+    p = pos
+    ok = np.ones(len(pos), bool)
+    ints: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    strs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    toks = v.tokens
+    k0 = 0
+    if seen is not None:  # the longest beginning read before
+        for k in range(len(toks) - 1, 0, -1):
+            got = seen.get((values, toks[:k]))
+            if got is not None:
+                p, ok, ints, strs = got[0], got[1].copy(), dict(got[2]), dict(got[3])
+                k0 = k
+                break
+    for k in range(k0, len(toks)):
+        t = toks[k]
+        if t[0] == "lit":
+            lit = t[1].encode()
+            ok &= BS.literal(b, p, lit)
+            p = p + len(lit)
+        elif t[0] == STR:
+            if k == len(toks) - 1:
+                strs[t[1]] = (p, end)
+                p = end
+            else:  # up to the first place the next literal occurs (no backtracking)
+                stop = np.where(ok, _find_literal(b, p, end, toks[k + 1][1].encode(), k + 2 == len(toks)), -1)
+                ok &= stop >= 0
+                strs[t[1]] = (p, stop)
+                p = np.where(ok, stop, end + 1)
+        else:
+            p, found, val, fits = _read_int(b, p, end, t[0], values)
+            ok &= found
+            if values:
+                ints[t[1]] = (val, fits)
+        if seen is not None and k + 1 < len(toks):
+            seen[(values, toks[:k + 1])] = (p, ok.copy(), dict(ints), dict(strs))
+        if not ok.any():
+            return ok, {}
+    ok &= p == end
+    if not values:
+        return ok, {}
+    rows = slice(None) if ok.all() else np.flatnonzero(ok)
+    args: dict[str, pa.Array | Spans] = {}
+    for name, (val, fits) in ints.items():
+        args[name] = _int_column(val[rows], fits[rows])
+    for name, (start, stop) in strs.items():  # copied later, once per column (``_Cols.arrays``)
+        args[name] = Spans(np.ascontiguousarray(start[rows]), np.ascontiguousarray(stop[rows]))
+    return ok, args
+
+
+_RE2: dict[tuple, str] = {}
+
+
+def _re2_pattern(v: Variant) -> str:
+    """The variant's regex for Arrow's RE2 (same syntax; ``(?s)`` for ``re.DOTALL``)."""
+    pat = _RE2.get(v.tokens)
+    if pat is None:
+        pat = _RE2[v.tokens] = "(?s)" + v.regex.pattern
+    return pat
+
+
+def _scan_variant_re2(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, values: bool
+                      ) -> tuple[np.ndarray, dict[str, pa.Array | Spans]]:
+    """Grammars with pointers, floats or a string before a number: Arrow's RE2 over the
+    bodies, which backtracks like the variant's regex."""
+    bodies = _slices(b, pos, end)
+    pat = _re2_pattern(v)
+    if not values:
+        return pc.match_substring_regex(bodies, pat).to_numpy(zero_copy_only=False), {}
+    got = pc.extract_regex(bodies, pat)
+    ok = got.is_valid().to_numpy(zero_copy_only=False)
+    if not ok.any():
+        return ok, {}
+    got = got.filter(pa.array(ok))
+    args: dict[str, pa.Array | Spans] = {}
+    for t in v.tokens:
+        if t[0] == STR:
+            args[t[1]] = got.field(t[1])
+        elif t[0] in (INT, HEX):
+            texts = got.field(t[1]).cast(pa.large_string())
+            offs = np.frombuffer(texts.buffers()[1], np.int64)[texts.offset: texts.offset + len(texts) + 1]
+            tb = BS.Buf(memoryview(texts.buffers()[2]) if texts.buffers()[2] is not None else b"")
+            _, _, val, fits = _read_int(tb, offs[:-1], offs[1:], t[0], True, packed=True)
+            args[t[1]] = _int_column(val, fits)
     return ok, args
 
 
 def _regex_args(v: Variant, body: str) -> dict[str, object] | None:
-    """Args of one body by the variant's regex (grammars the scanner does not read)."""
+    """Args of one body by the variant's regex (the last resort: a body none of the
+    vectorised passes read, e.g. one with non-ASCII digits)."""
     m = v.regex.match(body)
     if not m:
         return None
@@ -225,7 +725,7 @@ def _regex_rows(v: Variant, data: bytes, pos: np.ndarray, end: np.ndarray,
     (the rows it matched, their args as columns, the rows it did not match)."""
     hits, found, rest = [], [], []
     for j in left:
-        a = _regex_args(v, data[pos[j]: end[j]].decode("utf-8", "replace"))
+        a = _regex_args(v, bytes(data[pos[j]: end[j]]).decode("utf-8", "replace"))
         if a is None:
             rest.append(j)
         else:
@@ -237,15 +737,86 @@ def _regex_rows(v: Variant, data: bytes, pos: np.ndarray, end: np.ndarray,
     return np.asarray(hits, np.int64), args, np.asarray(rest, np.int64)
 
 
+SMALL = 48  # a group of fewer lines is read line by line (fewer steps than the array passes)
+_NO_BACKTRACK: dict[tuple, re.Pattern[bytes]] = {}
+_INT_RE = rb"-?(?:0[xX](?=.)(?>[0-9a-fA-F]+)|(?!0[xX].)(?>[0-9]+))"
+
+
+def _no_backtrack(v: Variant) -> re.Pattern[bytes]:
+    """The variant's grammar read the way the array passes read it (``_scan_variant``), for
+    one line at a time: numbers and strings never give back what they took (a string ends
+    at the first place the next literal occurs, or where the last literal must start)."""
+    pat = _NO_BACKTRACK.get(v.tokens)
+    if pat is None:
+        toks, parts = v.tokens, []
+        for k, t in enumerate(toks):
+            if t[0] == "lit":
+                parts.append(re.escape(t[1].encode()))
+            elif t[0] == INT:
+                parts.append(b"(?P<%s>%s)" % (t[1].encode(), _INT_RE))
+            elif t[0] == HEX:
+                parts.append(b"(?P<%s>(?>[0-9a-fA-F]+))" % t[1].encode())
+            elif k == len(toks) - 1 or k + 2 == len(toks):
+                parts.append(b"(?P<%s>.*)" % t[1].encode())
+            else:
+                lit = re.escape(toks[k + 1][1].encode())
+                parts.append(b"(?P<%s>(?>(?:(?!%s).)*))" % (t[1].encode(), lit))
+        pat = _NO_BACKTRACK[v.tokens] = re.compile(b"".join(parts), re.DOTALL)
+    return pat
+
+
+def _int_value(text: bytes, kind: str) -> int | None:
+    """An integer field's int64 value as the array passes compute it (None: over 64 bits)."""
+    neg = text.startswith(b"-")
+    t = text[1:] if neg else text
+    v = int(t, 16) if kind == HEX or t[:2] in (b"0x", b"0X") else int(t)
+    if v >> 64:
+        return None
+    v = as_signed64(v)
+    return as_signed64(-v) if neg else v
+
+
+def _scan_rows(v: Variant, text, pos: np.ndarray, end: np.ndarray, left: np.ndarray, values: bool
+               ) -> tuple[np.ndarray, dict[str, pa.Array], np.ndarray]:
+    """``_scan_variant`` for a few rows, one line at a time: (the rows it matched, their args
+    as columns, the rest). Grammars the array passes hand to RE2 go to the regex instead."""
+    if not _fast_grammar(v):
+        return _regex_rows(v, text, pos, end, left)
+    pat = _no_backtrack(v)
+    hits, found, rest = [], [], []
+    for j in left.tolist():
+        m = pat.fullmatch(text, int(pos[j]), int(end[j]))
+        if m is None:
+            rest.append(j)
+            continue
+        hits.append(j)
+        if values:
+            found.append(m.groupdict())
+    args: dict[str, pa.Array] = {}
+    if values and found:
+        for t in v.tokens:
+            if t[0] == STR:
+                args[t[1]] = pa.array([bytes(a[t[1]]).decode("utf-8", "replace") for a in found],
+                                      type=pa.large_string())
+            elif t[0] in (INT, HEX):
+                args[t[1]] = pa.array([_int_value(bytes(a[t[1]]), t[0]) for a in found], type=pa.int64())
+    return np.asarray(hits, np.int64), args, np.asarray(rest, np.int64)
+
+
 # ---------------------------------------------------------------------------
 # one chunk
+
+
+def _slices(b: BS.Buf, s: np.ndarray, e: np.ndarray) -> pa.Array:
+    offs, data = BS.slices(b, s, e)
+    return pa.Array.from_buffers(pa.large_string(), len(s), [None, pa.py_buffer(offs), pa.py_buffer(data)])
 
 
 class _Cols:
     """Column builder for the kept rows of one chunk (scatter by row)."""
 
-    def _spans_column(self, buf: np.ndarray, pieces: list) -> pa.Array:
-        """One string column from byte ranges: a single compiled copy, nulls elsewhere."""
+    def _spans_column(self, buf: BS.Buf, pieces: list) -> pa.Array:
+        """One string column from byte ranges: a single copy, nulls elsewhere."""
         s = np.zeros(self.k, np.int64)
         e = np.zeros(self.k, np.int64)
         valid = np.zeros(self.k, bool)
@@ -253,7 +824,7 @@ class _Cols:
             s[rows] = sp.start
             e[rows] = sp.end
             valid[rows] = True
-        offs, data = NB.copy_slices(buf, s, e)
+        offs, data = BS.slices(buf, s, e)
         bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
         return pa.Array.from_buffers(pa.large_string(), self.k,
                                      [bitmap, pa.py_buffer(offs), pa.py_buffer(data)])
@@ -282,9 +853,9 @@ class _Cols:
                 vals[rows] = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
             mask[rows] = valid
 
-    def arrays(self, buf: np.ndarray | None = None) -> dict[str, object]:
+    def arrays(self, buf: BS.Buf | None = None) -> dict[str, object]:
         """Chunk columns: ("num", values, valid) for numbers, Arrow arrays for strings
-        (``Spans`` are read from ``buf``, so call this before the buffer is reused)."""
+        (``Spans`` are read from ``buf``)."""
         out: dict[str, object] = {}
         for c, (vals, mask) in self.num.items():
             out[c] = ("num", vals, mask)
@@ -315,124 +886,63 @@ def _decode_utf8(data: bytes) -> bytes:
         return data.decode("utf-8", "replace").encode("utf-8")
 
 
-def _name_hash(seg: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for c in seg:
-        h = ((h ^ c) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def _scan(data: bytes | bytearray) -> tuple:
-    """Find the newlines and run the prefix scanner over every line (compiled)."""
-    buf = np.frombuffer(data, np.uint8)
-    nl, high = NB.find_newlines(buf)
-    cap = len(nl)
-    out = [np.empty(cap, t) for t in (np.int64, np.int64, np.int8, np.int64, np.int64, np.bool_,
-                                      np.int64, np.bool_, np.int64, np.int64, np.bool_, np.uint64,
-                                      np.bool_)]
-    n = NB.scan_lines(buf, nl, *out)
-    return (buf, n, *out, high)
-
-
-def _raw_column(data: bytes | bytearray, buf: np.ndarray, s: np.ndarray, e: np.ndarray) -> pa.Array:
-    """The kept lines as strings. A writable chunk mostly kept is compacted in place and
-    shared (no new memory to fault in); otherwise the lines are copied, so memory follows
-    the events kept, not the lines read."""
-    kept_bytes = int((e - s).sum())
-    if isinstance(data, bytearray) and kept_bytes * 2 >= len(data):
-        offs = NB.compact_lines(buf, s, e)
-        return pa.Array.from_buffers(pa.large_string(), len(s),
-                                     [None, pa.py_buffer(offs), pa.py_buffer(data)])
-    return _slices(buf, s, e)
-
-
-def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
-    """Parse whole lines in ``data`` (the last one may lack its newline) into ``acc``;
-    line numbers count from 0 within the chunk (``_Acc.merge`` shifts them)."""
-    first_line = 0
-    if not data:
+def _parse_chunk(data: bytes | BS.Buf, acc: _Acc, known: frozenset[str],
+                 keep: Collection[str] | None = None) -> None:
+    """Parse whole lines in ``data`` (bytes, or a ``Buf`` read straight from a file; the
+    last line may lack its newline) into ``acc``; line numbers count from 0 within the
+    chunk (``_Acc.merge`` shifts them). With ``keep``, only events of those names become
+    rows (the others are still checked and counted: ``acc.dropped``)."""
+    if isinstance(data, BS.Buf):
+        b = data
+        if b.n and b.a[: b.n].max() >= 0x80:
+            b = BS.Buf(_decode_utf8(b.a[: b.n].tobytes()))
+    elif not data:
         return
-    if not isinstance(data, bytearray):  # one (writable) buffer type: one compiled kernel set
-        data = bytearray(data)
-    scanned = _scan(data)
-    if scanned[-1] & 0x80:  # non-ASCII bytes: replace invalid UTF-8 (lengths may change)
-        fixed = _decode_utf8(bytes(data))
-        if len(fixed) != len(data) or fixed != data:
-            data = bytearray(fixed)
-            scanned = _scan(data)
-    (buf, n, starts, ends, kind, name_start, nend, valid, tid, tid_ok, pid, t_ns, t_ok, nhash,
-     progmark, _) = scanned
+    else:
+        b = BS.Buf(data if data.isascii() else _decode_utf8(bytes(data)))  # invalid UTF-8 replaced
+    text = memoryview(b.a)[: b.n]  # the chunk as bytes, for the few lines read one by one
+    L = _Lines(*BS.line_bounds(b))
+    n = len(L.s)
     acc.lines += n
     if not n:
         return
-    strong = (kind[:n] == NB.KIND_TID) | (kind[:n] == NB.KIND_STAP)
-
-    # the proposed prog(tid:thread) prefix: rare, one regex per marked line
-    for r in np.flatnonzero(progmark[:n]):
-        m = _PROG_RE.match(data, int(starts[r]), int(ends[r]))
-        if not m:
-            continue
-        name_start[r] = m.start("name")
-        nend[r] = m.end("name")
-        valid[r] = True
-        nhash[r] = _name_hash(data[m.start("name"): m.end("name")])
-        tid[r] = int(m["tid"])
-        tid_ok[r] = True
-        if not m["iso"]:
-            t_ok[r] = False
-
-    cand = np.flatnonzero(valid[:n])
-    _, first, inv = np.unique(nhash[cand], return_index=True, return_inverse=True)
-    rep = cand[first]
-    # rows share a name when its 64-bit FNV-1a hash and length agree (a collision among
-    # a chunk's few hundred names is out of reach; the length check costs nothing)
-    nlen = (nend[:n] - name_start[:n])[cand]
-    same = nlen == nlen[first][inv]
-    if not same.all():
-        inv = inv.copy()
-        extra: dict[bytes, int] = {}
-        reps = list(rep)
-        for j in np.flatnonzero(~same):
-            r = cand[j]
-            nm = data[name_start[r]: nend[r]]
-            if nm not in extra:
-                extra[nm] = len(reps)
-                reps.append(r)
-            inv[j] = extra[nm]
-        rep = np.array(reps, np.int64)
-    dict_names = [data[name_start[r]: nend[r]].decode("ascii") for r in rep]
-    is_known = np.array([nm in known for nm in dict_names], bool)
-    keep_c = (strong[cand] | is_known[inv]) if len(dict_names) else np.zeros(0, bool)
-    kept = cand[keep_c]
-    kcodes = inv[keep_c]
-    k = len(kept)
-    acc.skipped += n - k
-    if not k:
-        return
-    line_no = first_line + kept
-
-    cols = _Cols(k)
-    if k == n:  # every line is a trace line: row r is kept row r, views instead of copies
-        kidx_of = np.arange(n, dtype=np.int64)
-
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a[:n]
-    else:
-        kidx_of = np.full(n, -1, np.int64)
-        kidx_of[kept] = np.arange(k)
-
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a[kept]
-    body_start = np.minimum(nend[:n] + 1, ends[:n])
     fmts = formats()
-    n_bad = 0
-    bad: list[np.ndarray] = []
+    rows = np.arange(n)
+    settled: dict[int, str] = {}
+    if keep is not None:
+        settled = _common_lines(b, L, known, keep, fmts)
+        rows = np.flatnonzero(~L.done)
+    _prefixes(b, L, rows)
+    _names(b, L, rows)
+    _prog_lines(text, b, L, rows)
 
-    def inv_of_row(r: int) -> int:
-        return int(kcodes[kidx_of[r]])
+    cand = np.flatnonzero(L.valid)
+    codes, uniq = pd.factorize(L.key[cand])
+    first = np.empty(len(uniq), np.int64)
+    first[codes[::-1]] = cand[::-1]  # the first row of each name
+    dict_names = [settled.get(int(u)) or bytes(text[L.ns[r]: L.ne[r]]).decode("ascii")
+                  for u, r in zip(uniq.tolist(), first.tolist(), strict=True)]
+    is_known = np.array([nm in known for nm in dict_names], bool)
+    strong = (L.kind[cand] == KIND_TID) | (L.kind[cand] == KIND_STAP)
+    keep_c = (strong | is_known[codes]) if len(dict_names) else np.zeros(0, bool)
+    kept = cand[keep_c]
+    kcodes = codes[keep_c]
+    acc.skipped += n - len(kept)
+    if not len(kept):
+        return
+    out_c = np.array([keep is None or nm in keep for nm in dict_names], bool)
+    out_m = out_c[kcodes]
+    out = kept[out_m]
+    k = len(out)
+    acc.dropped += len(kept) - k
+    kidx_of = np.full(n, -1, np.int64)
+    kidx_of[out] = np.arange(k)
 
-    # kept rows grouped by event name (16-bit codes sort by radix)
-    order = np.argsort(kcodes.astype(np.int16 if len(dict_names) < 32000 else np.int64), kind="stable")
+    body_start = np.minimum(L.ne + 1, L.e)
+    cols = _Cols(k)
+    bad: list[tuple[np.ndarray, str]] = []
+    # kept rows grouped by event name
+    order = np.argsort(kcodes, kind="stable")
     bounds = np.flatnonzero(np.diff(kcodes[order])) + 1
     for grp in np.split(order, bounds):
         name = dict_names[kcodes[grp[0]]]
@@ -440,61 +950,67 @@ def _parse_chunk(data: bytes, acc: _Acc, known: frozenset[str]) -> None:
         variants = fmts.get(name)
         if not variants:
             continue
+        values = bool(out_c[kcodes[grp[0]]])
         rows = kept[grp]
+        rows = rows[~L.done[rows]]  # well-formed already
         pos = body_start[rows]
-        end = ends[rows]
+        end = L.e[rows]
         left = np.arange(len(rows))
+        seen: dict = {}
         for v in variants:
             if not len(left):
                 break
-            everyone = len(left) == len(rows)  # nothing matched yet: no gathers
-            got = _scan_variant(buf, v, pos if everyone else pos[left], end if everyone else end[left])
-            if got is None:  # a grammar only the regex reads
-                hits, args, left = _regex_rows(v, data, pos, end, left)
-                if len(hits):
+            if len(left) < SMALL:
+                hits, args, left = _scan_rows(v, text, pos, end, left, values)
+                if len(hits) and values:
                     cols.put(kidx_of[rows[hits]], fill_columns(name, args))
                 continue
-            ok, args = got
+            everyone = len(left) == len(rows)  # nothing matched yet: no gathers
+            ok, args = _scan_variant(b, v, pos if everyone else pos[left], end if everyone else end[left],
+                                     values, seen if everyone else None)
             if ok.any():
-                hit = rows[left[ok]]
-                cols.put(hit if k == n else kidx_of[hit], fill_columns(name, args))
+                if values:
+                    cols.put(kidx_of[rows[left[ok]]], fill_columns(name, args))
                 left = left[~ok]
         if len(left):
-            # the scanner takes the first place a string's next literal matches; a name
-            # that holds that literal needs the regex's backtracking
+            # last resort: the variant's regex one line at a time (a body the passes above
+            # could not read, e.g. with non-ASCII digits), then it is malformed
             for v in variants:
                 if not len(left):
                     break
-                hits, args, left = _regex_rows(v, data, pos, end, left)
-                if len(hits):
+                hits, args, left = _regex_rows(v, text, pos, end, left)
+                if len(hits) and values:
                     cols.put(kidx_of[rows[hits]], fill_columns(name, args))
         if len(left):
-            bad.append(rows[left])
-            n_bad += len(left)
-    acc.malformed += n_bad
+            bad.append((rows[left], name))
+    acc.malformed += sum(len(r) for r, _ in bad)
     if bad:  # warnings in line order
-        for r in np.sort(np.concatenate(bad))[:MAX_WARNINGS]:
-            name = dict_names[inv_of_row(r)]
-            text = data[body_start[r]: ends[r]].decode("utf-8", "replace")
+        rows = np.concatenate([r for r, _ in bad])
+        which = np.concatenate([np.full(len(r), i) for i, (r, _) in enumerate(bad)])
+        o = np.argsort(rows, kind="stable")[:MAX_WARNINGS]
+        for r, i in zip(rows[o].tolist(), which[o].tolist(), strict=True):
+            body = bytes(text[body_start[r]: L.e[r]]).decode("utf-8", "replace")
             acc.line_warnings.append(
-                (int(r), f"malformed {name} line (matches no known format): {text[:160]!r}"))
+                (int(r), f"malformed {bad[i][1]} line (matches no known format): {body[:160]!r}"))
+    if not k:
+        return
 
-    colarrays = cols.arrays(buf)  # before _raw_column may move the buffer's bytes
-    kt = pick(t_ok)
-    tk = pick(t_ns)
+    tm = _times(b, L, out)
+    tk, kt = tm["t"]
+    line_no = out.astype(np.int64)
     tbl: dict[str, object] = {
         "_n": k,
         "t_ns": ("num", tk, kt),
         "clock_ns": ("num", tk, kt),
         "clock": ("cat", np.where(kt, 0, 1).astype(np.int32), ["realtime", "none"]),
         "seq": ("num", line_no, np.ones(k, bool)),
-        "pid": ("num", pick(pid), pick(kind) == NB.KIND_STAP),
-        "tid": ("num", pick(tid), pick(tid_ok)),
-        "event": ("cat", kcodes.astype(np.int32), dict_names),
+        "pid": ("num", *tm["pid"]),
+        "tid": ("num", *tm["tid"]),
+        "event": ("cat", kcodes[out_m].astype(np.int32), dict_names),
         "line": ("num", line_no, np.ones(k, bool)),
-        "raw": _raw_column(data, buf, pick(starts), pick(ends)),  # last: may move bytes
+        "raw": _slices(b, L.s[out], L.e[out]),
     }
-    tbl.update(colarrays)
+    tbl.update(cols.arrays(b))
     acc.tables.append(tbl)
 
 
@@ -599,7 +1115,8 @@ def _finish(acc: _Acc, side: str | None, path: str | None) -> ParseResult:
         warnings.append(f"{acc.file or '<bytes>'}: {acc.malformed} malformed trace lines in all "
                         f"(first {MAX_WARNINGS} shown)")
     return ParseResult(frame=frame, lines=acc.lines, skipped=acc.skipped, malformed=acc.malformed,
-                       warnings=warnings, side=str(s), file=acc.file, event_names=set(acc.names))
+                       warnings=warnings, side=str(s), file=acc.file, event_names=set(acc.names),
+                       dropped=acc.dropped)
 
 
 def _split_chunks(data: bytes, size: int | None = None) -> Iterator[bytes]:
@@ -616,66 +1133,63 @@ def _split_chunks(data: bytes, size: int | None = None) -> Iterator[bytes]:
         start = stop
 
 
-def iter_chunks(f, size: int | None = None) -> Iterator[bytearray]:
-    """Read ``f`` in writable pieces that end at a newline (the last one may not)."""
-    size = size or CHUNK_BYTES
-    carry = b""
-    while True:
-        block = bytearray(len(carry) + size)
-        block[: len(carry)] = carry
-        with memoryview(block) as mv, mv[len(carry):] as tail:
-            got = f.readinto(tail)
-        if not got:
-            if carry:
-                yield bytearray(carry)
-            return
-        del block[len(carry) + got:]
-        cut = block.rfind(b"\n")
-        if cut < 0:
-            carry = bytes(block)
-            continue
-        carry = bytes(block[cut + 1:])
-        del block[cut + 1:]
-        yield block
+Progress = Callable[[int], None]  # called with the input bytes read so far
 
 
-def _parse_pieces(pieces: Iterator[bytes], acc: _Acc) -> None:
-    """Parse pieces on two threads (the scanners release the GIL), merging in order."""
+def _parse_pieces(pieces: Iterator[bytes | BS.Buf], acc: _Acc, keep: Collection[str] | None = None,
+                  progress: Progress | None = None, where: Callable[[], int] | None = None) -> None:
+    """Parse pieces on two threads (numpy releases the GIL in its loops), merging in order."""
     known = known_event_names()
-    pending: deque[tuple[Future, _Acc]] = deque()
+    pending: deque[tuple[Future, _Acc, int]] = deque()
+    done = 0
+
+    def merge() -> None:
+        nonlocal done
+        fut, part, size = pending.popleft()
+        fut.result()
+        acc.merge(part)
+        done += size
+        if progress is not None:
+            progress(where() if where is not None else done)
+
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="qemu-log") as ex:
         for piece in pieces:
             local = _Acc(acc.file)
-            pending.append((ex.submit(_parse_chunk, piece, local, known), local))
+            size = piece.n if isinstance(piece, BS.Buf) else len(piece)
+            pending.append((ex.submit(_parse_chunk, piece, local, known, keep), local, size))
             while len(pending) > WORKERS:  # bounded: memory stays a few chunks
-                fut, done = pending.popleft()
-                fut.result()
-                acc.merge(done)
+                merge()
         while pending:
-            fut, done = pending.popleft()
-            fut.result()
-            acc.merge(done)
+            merge()
 
 
 def parse_bytes(data: bytes, *, side: str | None = None, file: str | None = None,
-                first_line: int = 1) -> ParseResult:
-    """Parse log text held in memory; ``side`` None = detect from content/file name."""
+                first_line: int = 1, keep: Collection[str] | None = None) -> ParseResult:
+    """Parse log text held in memory; ``side`` None = detect from content/file name;
+    ``keep``: only events of these names become rows (the rest are counted)."""
     acc = _Acc(file, first_line)
-    _parse_pieces(_split_chunks(data), acc)
+    _parse_pieces(_split_chunks(data), acc, keep)
     return _finish(acc, side, file)
 
 
-def read_log(path: str | os.PathLike, side: str | None = None) -> ParseResult:
-    """Parse a QEMU trace log file (plain or gzip), streaming it in chunks."""
+def read_log(path: str | os.PathLike, side: str | None = None, *, keep: Collection[str] | None = None,
+             progress: Progress | None = None) -> ParseResult:
+    """Parse a QEMU trace log file (plain or gzip), streaming it in chunks.
+
+    ``keep``: only events of these names become rows of the frame (the others are still
+    checked and counted), so memory follows the events kept. ``progress`` is called after
+    each chunk with the bytes of the file read so far (compressed bytes for a .gz).
+    """
     p = str(path)
     acc = _Acc(p)
     try:
-        f = open(p, "rb")  # noqa: SIM115 (closed by the with below)
-        if f.read(2) == b"\x1f\x8b":
-            f.close()
-            f = gzip.open(p, "rb")  # noqa: SIM115
+        raw = open(p, "rb")  # noqa: SIM115 (closed by the with below)
+        f = raw
+        if raw.read(2) == b"\x1f\x8b":
+            raw.seek(0)
+            f = gzip.open(raw, "rb")  # noqa: SIM115
         else:
-            f.seek(0)
+            raw.seek(0)
     except FileNotFoundError:
         raise InputError(p, "no such file") from None
     except IsADirectoryError:
@@ -683,14 +1197,15 @@ def read_log(path: str | os.PathLike, side: str | None = None) -> ParseResult:
     except OSError as e:
         raise InputError(p, e.strerror or str(e)) from None
     read_errors: list[Exception] = []
-    with f:
-        _parse_pieces(_until_read_error(iter_chunks(f), read_errors), acc)
+    with raw, f:
+        _parse_pieces(_until_read_error(BS.read_lines(f, CHUNK_BYTES), read_errors), acc, keep, progress,
+                      raw.tell)
     if read_errors:  # a cut or corrupt .gz: keep what was read
         acc.warnings.append(f"{p}: {read_errors[0]}; parsed the first {acc.lines} lines")
     return _finish(acc, side, p)
 
 
-def _until_read_error(chunks: Iterator[bytes], errors: list[Exception]) -> Iterator[bytes]:
+def _until_read_error(chunks: Iterator, errors: list[Exception]) -> Iterator:
     """The chunks up to a failed read, which lands in ``errors``.
 
     Only reading may end a file early with a warning; an error in the parser itself (an

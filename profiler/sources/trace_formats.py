@@ -280,9 +280,13 @@ def fill_columns(event: str, args: dict[str, pa.Array | Spans]) -> dict[str, pa.
         else:
             if not pa.types.is_integer(arr.type) and not pa.types.is_floating(arr.type):
                 continue
+            # a float column takes any uint64 QEMU prints (rounded past 2**53: a value that
+            # large is garbage or a cap, never a sum to keep exact)
+            lossy = pa.types.is_floating(typ)
             if unit in R.UNITS:
-                arr = pc.multiply(pc.cast(arr, pa.int64()), R.UNITS[unit])
+                arr = (pc.multiply(pc.cast(arr, pa.float64(), safe=False), float(R.UNITS[unit])) if lossy
+                       else pc.multiply(pc.cast(arr, pa.int64()), R.UNITS[unit]))
             if arr.type != typ:
-                arr = pc.cast(arr, typ)
+                arr = pc.cast(arr, typ, safe=not lossy)
         out[col] = arr
     return out

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.model.results import Check, Migration, Report
+from profiler.model.results import dumps as _dumps
 from profiler.model.results import to_json as _to_json
 from profiler.model.verdict import fmt_bytes
 
@@ -24,6 +25,11 @@ _OUTCOME_STYLE = {"completed": "bold green", "failed": "bold red", "cancelled": 
 def to_json(report: Report) -> dict[str, Any]:
     """The ``migprof.report/1`` object (see docs/report.md)."""
     return _to_json(report)
+
+
+def json_text(report: Report, pretty: bool = False) -> str:
+    """``to_json`` as text: indented for a person, compact (and much faster) otherwise."""
+    return _dumps(report, indent=1 if pretty else None)
 
 
 def _ms(v: float | None, nd: int = 1) -> str:

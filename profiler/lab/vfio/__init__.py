@@ -36,8 +36,7 @@ def add_vfio_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--vfio-rebuild", action="store_true",
                    help="rebuild the cached L1 image even if its inputs did not change")
     g.add_argument("--vfio-report-in-l1", action="store_true",
-                   help="also run 'migprof report --json' inside L1 on each run (minutes: "
-                        "numba compiles under nested TCG)")
+                   help="also run 'migprof report --json' inside L1 on each run")
     g.add_argument("--vfio-keep", action="store_true",
                    help="keep the L1 results directory (console log, dmesg, runner log)")
     have = parser._option_string_actions  # argparse offers no public lookup

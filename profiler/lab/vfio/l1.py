@@ -87,7 +87,7 @@ def run_job(image: L1Image, results: Path, scenarios: list[str], boot_timeout_s:
     the runner; scenario failures are reported in the run directories instead.
     ``modules`` replaces the kernel modules L1 loads (default: vfio vfio_iommu_type1
     mdev mtty). ``report_in_l1`` also runs ``migprof report --json`` inside L1 on each
-    run (report-l1.json); slow: the parser's numba JIT compiles under nested TCG.
+    run (report-l1.json).
     """
     if not Path(qemu).exists():
         raise SetupError(f"vfio lab: step boot: host QEMU {qemu} is missing; run 'bash scripts/run.sh setup'")
