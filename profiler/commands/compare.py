@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from profiler.commands.options import check_output
 from profiler.errors import EXIT_OK, EXIT_REGRESSION, MigprofError
 
 EXAMPLES = """examples:
@@ -94,6 +95,7 @@ def config(args: argparse.Namespace) -> Config:
         sides.append(tuple(expand_runs(extra)))
     if not sides[0] or not sides[1]:
         raise MigprofError("compare: each side needs at least one input: BASE... -- CAND...")
+    check_output(o["html"], "the HTML page")
     return Config(sides[0], sides[1], tuple(o["fail_on"] or ()),
                   "json" if o["json"] else "markdown" if o["markdown"] else "terminal",
                   o["html"], o["plotly"], o["alpha"], o["outcome"], o["all_devices"],

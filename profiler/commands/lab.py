@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from profiler.commands.options import LabRunConfig, add_lab_args, attach_hint, quiet_qmp_logs
+from profiler.commands.options import (
+    LabRunConfig,
+    add_lab_args,
+    attach_hint,
+    check_output,
+    quiet_qmp_logs,
+)
 from profiler.errors import MigprofError
 
 EXAMPLES = """examples:
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "vfio", None):
         from profiler.lab.vfio import run_vfio_lab
 
+        check_output(args.out, "the run directories", directory=True)
         return run_vfio_lab(args)
     from profiler.lab import scenarios
 

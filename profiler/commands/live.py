@@ -121,4 +121,7 @@ def _writer(path: str | None, meta: dict):
         from profiler.store import RecordingWriter
     except ImportError:
         raise SetupError("--record needs profiler.store (recordings), which is missing") from None
-    return RecordingWriter(path, meta=meta)
+    try:
+        return RecordingWriter(path, meta=meta)
+    except OSError as e:
+        raise MigprofError(f"{path}: cannot write the recording: {e.strerror or e}") from None

@@ -9,11 +9,51 @@ and how to show and keep the run); ``replay`` takes ``ReplayConfig``, ``import``
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# ---------------------------------------------------------------- output paths
+
+
+def check_output(path: str | os.PathLike[str] | None, what: str, *, directory: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: one line naming the path
+    and the reason (exit 2). ``what`` names the output ("the recording"); ``directory``: a
+    directory migprof fills (it may exist). Missing parents are fine where the nearest
+    existing one is a writable directory, as the writers create them."""
+    if path is None:
+        return
+    from profiler.errors import MigprofError
+
+    p = os.path.abspath(os.fspath(path))
+    if os.path.isdir(p) and not directory:
+        raise MigprofError(f"{path}: cannot write {what}: {os.strerror(errno.EISDIR)}")
+    if os.path.exists(p) and not os.path.isdir(p) and directory:
+        raise MigprofError(f"{path}: cannot write {what}: {os.strerror(errno.ENOTDIR)}")
+    probe = p if (directory and os.path.isdir(p)) or (not directory and os.path.isfile(p)) else None
+    if probe is None:  # to be created: in its nearest existing parent
+        probe = os.path.dirname(p)
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise MigprofError(f"{path}: cannot write {what}: {probe} is not a directory")
+    need = os.W_OK | (os.X_OK if os.path.isdir(probe) else 0)
+    if not os.access(probe, need, effective_ids=os.access in os.supports_effective_ids):
+        why = os.strerror(errno.EROFS if _read_only(probe) else errno.EACCES)
+        where = "" if probe == p else f" ({probe} is not writable)"
+        raise MigprofError(f"{path}: cannot write {what}: {why}{where}")
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
 
 # ---------------------------------------------------------------- live and record
 
@@ -73,6 +113,7 @@ class LiveConfig:
             ebpf=getattr(args, "ebpf", False), debug=getattr(args, "debug", False),
         )
         kv.update(overrides)
+        check_output(kv["record"], "the recording")
         return cls(**kv)
 
 
@@ -129,7 +170,10 @@ class LabRunConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LabRunConfig:
-        return cls(lab=lab_config(args), record=args.record, json=bool(args.json),
+        check_output(args.record, "the recording")
+        lab = lab_config(args)
+        check_output(lab.out, "the run directory", directory=True)
+        return cls(lab=lab, record=args.record, json=bool(args.json),
                    tui=not getattr(args, "no_tui", False), interval_s=getattr(args, "interval", 1.0),
                    all_checks=getattr(args, "all_checks", False),
                    libvirt=getattr(args, "libvirt", False), debug=getattr(args, "debug", False))
@@ -229,5 +273,7 @@ class ImportConfig:
             from profiler.errors import MigprofError
 
             raise MigprofError("import: give -o FILE, --dataset DIR, or both")
+        check_output(args.output, "the recording")
+        check_output(args.dataset, "the dataset", directory=True)
         return cls(inputs=tuple(args.inputs), output=args.output, qemu_version=args.qemu_version,
                    dataset=args.dataset, host=args.host)
