@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
+        return rc
     except MigprofError as e:
         if args.debug:
             raise
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        from profiler.pipes import reader_gone
+
+        reader_gone()  # what is still buffered goes nowhere, with no error at exit
         return 0
 
 

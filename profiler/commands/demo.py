@@ -98,11 +98,10 @@ def _tui():
 
 def _final_report(run_dir: Any, cfg: LabRunConfig) -> int:
     """The report of the finished run, read back from its directory like `migprof report`."""
-    from rich.console import Console
-
     from profiler.model.build import build_report
     from profiler.pipeline import load
     from profiler.views import report as view
+    from profiler.views.console import output_console
 
     loaded = load([str(run_dir)])
     rep = build_report(loaded.events, inputs=loaded.meta.get("inputs", ()),
@@ -112,6 +111,6 @@ def _final_report(run_dir: Any, cfg: LabRunConfig) -> int:
         print(json.dumps(view.to_json(rep), indent=2))
     else:
         print(file=sys.stdout)
-        view.render(rep, Console(), all_checks=cfg.all_checks)
+        view.render(rep, output_console(sys.stdout), all_checks=cfg.all_checks)
         print(f"run directory: {run_dir}  (migprof report {run_dir})", file=sys.stderr)
     return 0

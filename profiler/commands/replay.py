@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from profiler.commands.options import ReplayConfig
-from profiler.errors import InputError
+from profiler.errors import InputError, MigprofError
 
 EXAMPLES = """examples:
   migprof replay run.mpr                 # a recording, played from the start at 1x
@@ -63,6 +64,9 @@ def run_config(cfg: ReplayConfig) -> int:
     loaded = pipeline.load(list(cfg.inputs))
     if not len(loaded.events):
         raise InputError(cfg.inputs[0], "no events found in the input")
+    if not sys.stdout.isatty():  # the TUI would write its escape codes into the pipe or file
+        raise MigprofError("replay: stdout is not a terminal; replay is interactive (for text: "
+                           "migprof report INPUT..., for a pipe: migprof report --json INPUT...)")
     paths = [str(i.get("path", i)) if isinstance(i, dict) else str(i) for i in loaded.inputs]
     build = default_build(
         inputs=tuple(paths),

@@ -99,6 +99,6 @@ def _print(report, args: argparse.Namespace) -> None:
             json.dump(view.to_json(report), sys.stdout, separators=(",", ":"))
         sys.stdout.write("\n")
         return
-    from rich.console import Console
+    from profiler.views.console import output_console
 
-    view.render(report, Console(file=sys.stdout, highlight=False), all_checks=args.all_checks)
+    view.render(report, output_console(sys.stdout), all_checks=args.all_checks)

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                   indent=1 if sys.stdout.isatty() else None)
         sys.stdout.write("\n")
         return EXIT_OK
-    from rich.console import Console
+    from profiler.views.console import output_console
 
-    view.render(Console(file=sys.stdout, highlight=False), x, preds, sw)
+    view.render(output_console(sys.stdout), x, preds, sw)
     return EXIT_OK

@@ -7,12 +7,14 @@ from typing import Any
 from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
 from profiler.model.results import Check, Migration, Report
 from profiler.model.results import to_json as _to_json
 from profiler.model.verdict import fmt_bytes
+from profiler.views.console import drawing_width
 
 HEAD_CHECKS = 5  # checks shown at the start of a long run
 TAIL_CHECKS = 8  # ... and at its end
@@ -300,7 +302,7 @@ def render(report: Report, console: Console, *, all_checks: bool = False) -> Non
         console.print("No migration found.")
     for i, m in enumerate(report.migrations):
         if i:
-            console.rule()
+            console.print(Rule(), width=drawing_width(console))
         console.print(render_migration(m, all_checks))
     console.print(Text(f"{report.events} events from {', '.join(report.inputs) or 'input'}; "
                        f"{report.malformed_lines} malformed, {report.skipped_lines} skipped lines",
