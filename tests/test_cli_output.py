@@ -101,6 +101,15 @@ def test_query_reader_gone(dataset: str, form: str) -> None:
     assert got.returncode == 0 and got.stderr == "", got.stderr
 
 
+def test_query_maps_are_objects(dataset: str) -> None:
+    """DuckDB maps, alone or inside lists and structs, print as JSON objects (the same at
+    every pyarrow the floors allow: its own maps_as_pydicts came in pyarrow 20)."""
+    q = "SELECT MAP {'a': 1, 'b': 2} AS m, [MAP {'x': 3}] AS l, {'s': MAP {'k': 'v'}} AS st, host FROM recordings"
+    r = _migprof("query", dataset, q, "--json")
+    assert json.loads(r.stdout) == [{"m": {"a": 1, "b": 2}, "l": [{"x": 3}], "st": {"s": {"k": "v"}},
+                                     "host": "h1"}], r.stderr
+
+
 def test_replay_without_a_terminal_says_so_and_exits_2() -> None:
     r = _migprof("replay", RUN)
     assert r.returncode == 2

@@ -73,9 +73,8 @@ def build_guest(cache: Path | None = None, src_dir: Path | None = None, cc: str 
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
     except OSError as e:
-        raise SetupError(f"{e.filename or root}: cannot write the cache (the lab guest is built "
-                         f"there): {e.strerror or e}; set MIGPROF_CACHE to a writable "
-                         "directory") from None
+        raise SetupError(f"{root.parent}: cannot write the cache (the lab guest is built there): "
+                         f"{e.strerror or e}; set MIGPROF_CACHE to a writable directory") from None
     try:
         for name, data in sources.items():
             (tmp / name).write_bytes(data)
