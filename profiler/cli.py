@@ -8,6 +8,7 @@ import logging
 import sys
 
 from profiler import __version__
+from profiler.commands.flags import upgrade_argv
 from profiler.errors import EXIT_USAGE, MigprofError
 
 # subcommand -> module in profiler.commands; each module defines
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(upgrade_argv(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="migprof: %(name)s: %(message)s",

@@ -27,7 +27,8 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
     p.add_argument("--fail-on", action="append", metavar="RULE", default=d([]),
                    help="fail (exit 1) when a metric gets worse by more than this; repeatable")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", default=d(False), help="print JSON (migprof.compare/1)")
+    out.add_argument("-j", "--json", action="store_true", default=d(False),
+                     help="print JSON (migprof.compare/1)")
     out.add_argument("--markdown", action="store_true", default=d(False), help="print a Markdown table")
     p.add_argument("--html", metavar="FILE", default=d(None),
                    help="also write an HTML page with both sides' convergence curves overlaid")
@@ -41,7 +42,7 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
                    help="per-device metrics for every device QEMU names, not only RAM and VFIO")
     p.add_argument("--no-summary", action="store_true", default=d(False),
                    help="rebuild every report from the events, ignoring stored summaries")
-    p.add_argument("-j", "--jobs", type=int, default=d(0), metavar="N",
+    p.add_argument("--jobs", type=int, default=d(0), metavar="N",
                    help="load inputs in N processes (default: one per CPU, at most 4)")
 
 

@@ -124,9 +124,9 @@ def add_lab_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by `lab` and `demo`."""
     from profiler.lab.scenarios import SCENARIOS
 
-    p.add_argument("-s", "--scenario", default="converges", choices=sorted(SCENARIOS),
-                   help="named preset (default: converges)")
-    p.add_argument("-o", "--out", type=Path,
+    p.add_argument("-s", "--scenario", default="converges", choices=sorted(SCENARIOS), metavar="NAME",
+                   help="named preset: " + ", ".join(sorted(SCENARIOS)) + " (default: converges)")
+    p.add_argument("-o", "--out", "--output", dest="out", type=Path, metavar="DIR",
                    help="run directory (default: ./migprof-lab-<scenario>-<time>)")
     p.add_argument("--qemu",
                    help="QEMU version (7.2, 10.0) or path to qemu-system-x86_64 (default: Debian's 7.2)")

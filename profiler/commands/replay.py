@@ -11,7 +11,7 @@ from profiler.errors import InputError, MigprofError
 
 EXAMPLES = """examples:
   migprof replay run.mpr                 # a recording, played from the start at 1x
-  migprof replay src.log dst.log -s 10   # QEMU trace logs of both sides, 10x
+  migprof replay src.log dst.log --speed 10   # QEMU trace logs of both sides, 10x
   migprof replay tests/data/real/precopy-128m --at end   # a lab run dir, show its end
   migprof replay run.mpr --at 2.5s --paused              # open paused at 2.5 s
 
@@ -34,7 +34,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUT", help="recording, QEMU trace log, or lab run directory"
     )
     p.add_argument(
-        "-s",
         "--speed",
         type=float,
         default=1.0,

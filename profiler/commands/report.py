@@ -36,7 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="QEMU trace log (log or simple back end), "
                    "QMP capture or recording")
-    p.add_argument("--json", action="store_true", help="print one migprof.report/1 JSON object")
+    p.add_argument("-j", "--json", action="store_true", help="print one migprof.report/1 JSON object")
     p.add_argument("--side", action="append", choices=["source", "destination"], default=None,
                    help="side of each INPUT, in order (give it once per input; default: judged "
                    "from the events each file holds)")

@@ -56,7 +56,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="which migration of the input (1-based; default: the longest pre-copy)")
     p.add_argument("--side", action="append", choices=["source", "destination"], default=None,
                    help="side of each INPUT, in order (as for `migprof report`)")
-    p.add_argument("--json", action="store_true", help="print one migprof.whatif/1 JSON object")
+    p.add_argument("-j", "--json", action="store_true", help="print one migprof.whatif/1 JSON object")
     return p
 
 
