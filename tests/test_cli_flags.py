@@ -83,6 +83,16 @@ def test_replay_s_number_is_still_speed() -> None:
     assert ns.speed == 10.0 and ns.inputs == [RUN]
 
 
+def test_debug_after_the_command() -> None:
+    """`migprof report --debug X` is `migprof --debug report X`: a bad input shows the
+    traceback instead of the one line."""
+    r = _migprof("compare", RUN, "--", "--debug", RUN, "--alpha", "2")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "MigprofError" in r.stderr
+    plain = _migprof("compare", RUN, "--", RUN, "--alpha", "2")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert build_parser().parse_args(upgrade_argv(["report", "--debug", "x"])).debug
+
+
 def test_long_options_unchanged() -> None:
     """--jobs, --speed, --out and --output parse as before."""
     p = build_parser()

@@ -5,7 +5,7 @@ The short flags follow bcc's tools where they overlap (-p PID, -d DURATION, -i I
 spellings of older releases meant something else and keep working, with a warning on
 stderr, where nothing else can be meant: ``replay -s N`` (now ``--speed N``; -s is
 --scenario) and ``compare -j N`` with N a number that is not a path (now ``--jobs N``;
--j is --json).
+-j is --json). ``--debug`` is taken after the command too.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def upgrade_argv(argv: Sequence[str]) -> list[str]:
     at = _command(out)
     if at is None:
         return out
+    if "--debug" in out[at + 1:]:  # a top-level flag, also accepted after the command
+        out = ["--debug", *out[:at], *(w for w in out[at:] if w != "--debug")]
+        at += 1
     cmd = out[at]
     if cmd == "replay":
         return out[:at + 1] + _rewrite(out[at + 1:], "-s", "--speed", r"\d*\.?\d+",
