@@ -247,7 +247,7 @@ class ReplayConfig:
 
 def _at(text: str) -> str | float:
     from profiler.errors import MigprofError
-    from tui.fmt import parse_time
+    from profiler.views.fmt import parse_time
 
     if text in ("start", "end"):
         return text
