@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,21 @@ def test_replay_without_a_terminal_says_so_and_exits_2() -> None:
     assert r.stdout == ""  # no escape codes in the pipe
     assert r.stderr.count("\n") == 1 and "stdout is not a terminal" in r.stderr
     assert "migprof report" in r.stderr  # says what to use instead
+
+
+def test_replay_with_stderr_redirected_says_so() -> None:
+    """Textual draws on stderr: stdout a real terminal (a pty) and stderr a file is refused
+    too, rather than escape codes in the file."""
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([*MIGPROF, "replay", RUN], cwd=ROOT, stdin=slave, stdout=slave,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 2
+    assert r.stderr.startswith("migprof: error: replay: stderr is not a terminal")
+    assert "\x1b" not in r.stderr
 
 
 # ---------------------------------------------------------------- live, on a real QEMU

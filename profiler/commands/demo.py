@@ -7,7 +7,13 @@ import json
 import sys
 from typing import Any
 
-from profiler.commands.options import LabRunConfig, add_lab_args, attach_hint, quiet_qmp_logs
+from profiler.commands.options import (
+    LabRunConfig,
+    add_lab_args,
+    attach_hint,
+    not_a_terminal,
+    quiet_qmp_logs,
+)
 
 EXAMPLES = """examples:
   migprof demo                              # 'converges' on QEMU 7.2, TUI on a terminal
@@ -53,7 +59,7 @@ def run_config(cfg: LabRunConfig) -> int:
     sc, out = cfg.lab.scenario, cfg.lab.out
     print(f"migprof demo: scenario {sc.name} ({sc.description}); run directory {out}",
           file=sys.stderr)
-    tui = _tui() if sys.stdout.isatty() and cfg.tui and not cfg.json else None
+    tui = _tui() if not_a_terminal() is None and cfg.tui and not cfg.json else None
     if tui is None:
         print(attach_hint(out), file=sys.stderr)
     writer = None

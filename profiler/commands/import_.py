@@ -12,7 +12,7 @@ from profiler.errors import EXIT_OK, InputError
 EXAMPLES = """examples:
     migprof import src.log dst.log -o run.parquet        # both sides of one migration
     migprof import trace-12345 -o run.parquet            # a simpletrace file
-    migprof import /var/cache/migprof/runs/r1 -o r1.parquet   # a lab run directory
+    migprof import run/ -o r1.parquet                    # a lab run directory
     migprof import run/ --dataset fleet/ --host hv17      # into a fleet dataset (docs/dataset.md)
 """
 

@@ -19,13 +19,13 @@ from profiler.errors import MigprofError
 EXAMPLES = """examples:
   migprof lab                                   # 'converges' on QEMU 7.2, netns + veth
   migprof lab --scenario never-converges        # cancelled after its timeout
-  migprof lab --scenario downtime-raise --qemu 10.0 --out /tmp/run1
+  migprof lab --scenario downtime-raise --qemu 10.0 --out run1
   migprof lab --scenario bandwidth-change --rate-mbit 40
   migprof lab --scenario converges --net loopback --dirty-mb 16 --rate-mbps 20
   migprof lab --record run.parquet              # also write every event to a recording
   migprof lab --list                            # the scenarios and what they do
   migprof lab --libvirt -s never-converges      # the same under two libvirt daemons
-  migprof report /tmp/run1                      # the report of a finished run
+  migprof report run1                           # the report of a finished run
 """
 
 

@@ -55,6 +55,20 @@ def _read_only(path: str) -> bool:
         return False
 
 
+def not_a_terminal() -> str | None:
+    """Why the TUI cannot show here, or None: it needs stdout to be a terminal (or its
+    output would go into a pipe or file) and stderr too (Textual draws on stderr)."""
+    import sys
+
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        try:
+            if not stream.isatty():
+                return f"{name} is not a terminal"
+        except (AttributeError, ValueError):  # closed or replaced
+            return f"{name} is not a terminal"
+    return None
+
+
 # ---------------------------------------------------------------- live and record
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from profiler.commands.options import ReplayConfig
+from profiler.commands.options import ReplayConfig, not_a_terminal
 from profiler.errors import InputError, MigprofError
 
 EXAMPLES = """examples:
-  migprof replay run.mpr                 # a recording, played from the start at 1x
+  migprof replay run.parquet             # a recording, played from the start at 1x
   migprof replay src.log dst.log --speed 10   # QEMU trace logs of both sides, 10x
-  migprof replay tests/data/real/precopy-128m --at end   # a lab run dir, show its end
-  migprof replay run.mpr --at 2.5s --paused              # open paused at 2.5 s
+  migprof replay tests/data/real/7.2-converges --at end   # a lab run dir, show its end
+  migprof replay run.parquet --at 2.5s --paused           # open paused at 2.5 s
 
 keys: space play/pause, +/- speed, . , step by check, > < step by pass,
       g jump to a time, l log scale, / filter events, ? help, q quit
@@ -63,8 +62,9 @@ def run_config(cfg: ReplayConfig) -> int:
     loaded = pipeline.load(list(cfg.inputs))
     if not len(loaded.events):
         raise InputError(cfg.inputs[0], "no events found in the input")
-    if not sys.stdout.isatty():  # the TUI would write its escape codes into the pipe or file
-        raise MigprofError("replay: stdout is not a terminal; replay is interactive (for text: "
+    why = not_a_terminal()  # the TUI would write its escape codes into a pipe or file
+    if why:
+        raise MigprofError(f"replay: {why}; replay is interactive (for text: "
                            "migprof report INPUT..., for a pipe: migprof report --json INPUT...)")
     paths = [str(i.get("path", i)) if isinstance(i, dict) else str(i) for i in loaded.inputs]
     build = default_build(
