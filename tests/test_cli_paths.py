@@ -131,3 +131,15 @@ def test_lab_with_an_unwritable_cache_is_one_line(place: Path) -> None:
     assert errors[0].startswith("migprof: error: /nonexistent/.cache/migprof: ")
     assert "cannot write the cache" in errors[0] and "MIGPROF_CACHE" in errors[0]
     assert "Permission denied" in errors[0]
+
+
+def test_qemu_10_from_the_setup_is_found_by_a_user(place: Path) -> None:
+    """scripts/setup.d/40-qemu10.sh unpacks QEMU 10.0 into the system cache as root; a user
+    whose own cache lacks it runs that one (`lab --qemu 10.0`)."""
+    from profiler.cache import SYSTEM_CACHE
+
+    code = "from profiler.lab.qemu import find_qemu; b = find_qemu('10.0'); print(b.path, b.short)"
+    r = run_as_nobody(code, imports=["profiler.lab.qemu"],
+                      env={"MIGPROF_CACHE": None, "XDG_CACHE_HOME": str(place / "rw" / "empty")})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(SYSTEM_CACHE / "qemu-10.0/usr/bin/qemu-system-x86_64"), "10.0"]
