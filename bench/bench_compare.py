@@ -67,7 +67,7 @@ def main() -> int:
         t_meta, _ = timed(lambda: [store.read_summary(f) for f in files])
         args = [*base, "--", *cand, "--json"]
         t_warm, rc = timed(lambda: quiet_compare(args))
-        t_cold1, rc1 = timed(lambda: quiet_compare([*args, "--no-summary", "-j", "1"]))
+        t_cold1, rc1 = timed(lambda: quiet_compare([*args, "--no-summary", "--jobs", "1"]))
         t_cold, rc2 = timed(lambda: quiet_compare([*args, "--no-summary"]))
         t_cli, res = timed(lambda: subprocess.run([sys.executable, "-m", "profiler.cli", "compare", *args],
                                                   capture_output=True, cwd=ROOT, check=False, text=True))
@@ -82,7 +82,7 @@ def main() -> int:
         ("read stored summaries alone (footers x100)", t_meta),
         ("compare, stored summaries (in process)", t_warm),
         ("compare, whole CLI process (python start)", t_cli),
-        ("compare --no-summary -j 1 (rebuild reports)", t_cold1),
+        ("compare --no-summary --jobs 1 (rebuild reports)", t_cold1),
         ("compare --no-summary (rebuild, processes)", t_cold),
     ]
     for what, t in rows:

@@ -9,6 +9,7 @@ import os
 import sys
 
 from profiler import __version__
+from profiler.commands.flags import upgrade_argv
 from profiler.errors import EXIT_USAGE, MigprofError
 
 # subcommand -> (module in profiler.commands, its one-line help). Each module defines
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; ``argv`` None = this process's command line (then a command that
     asks for it, ``exit_at_once``, ends the process as soon as its output is written)."""
     whole_process = argv is None
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = upgrade_argv(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     import logging
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
+        return rc
     except MigprofError as e:
         if args.debug:
             raise
@@ -100,6 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        from profiler.pipes import reader_gone
+
+        reader_gone()  # what is still buffered goes nowhere, with no error at exit
         return 0
 
 

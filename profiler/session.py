@@ -37,6 +37,7 @@ from typing import IO, Any, Protocol
 import pandas as pd
 
 from profiler import events as ev
+from profiler.pipes import reader_gone
 from profiler.sources.base import Source
 from profiler.sources.procfd import pid_alive
 from profiler.stream import MergedSource
@@ -166,6 +167,8 @@ class Session(Source):
             for s in sinks:
                 try:
                     s.close(health)
+                except BrokenPipeError:  # the reader of a line view left (`| head`)
+                    reader_gone()
                 except Exception as e:  # one sink failing to flush must not lose the others'
                     log.warning("closing %s: %s", type(s).__name__, e)
         finally:
@@ -198,6 +201,12 @@ class Session(Source):
                     done_at = done_at or now
                     if now - done_at >= self.drain_s:
                         self._end("done")
+        except BrokenPipeError:
+            # the reader of a line view left (`| head`): stop; the flush still writes the
+            # recording, and what it prints goes nowhere instead of failing again
+            reader_gone()
+            self._end("stopped")
+            raise
         except GeneratorExit:
             # the consumer stopped reading (the TUI quit): what the sources still hold
             # goes to the sinks all the same
@@ -208,12 +217,21 @@ class Session(Source):
         self.reason = self.reason or "sources-ended"
 
     def _feed(self, batch: pd.DataFrame) -> None:
+        gone: BrokenPipeError | None = None  # a line view's reader left: the others go on
         if batch is not None and len(batch):
             for s in self._started:
-                s.feed(batch)
+                try:
+                    s.feed(batch)
+                except BrokenPipeError as e:
+                    gone = e
         now = time.monotonic()
         for s in self._started:
-            s.tick(now)
+            try:
+                s.tick(now)
+            except BrokenPipeError as e:
+                gone = e
+        if gone is not None:
+            raise gone
 
     def _end(self, reason: str) -> None:
         if self.reason is None:

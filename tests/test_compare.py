@@ -408,7 +408,7 @@ def test_unusable_input_in_a_worker_exits_2_with_one_line(recs: dict[str, Path],
     bad2.write_text("no trace here\n")
     for argv, named in (([*good, "--", str(bad1), *good], bad1),
                         ([*good, str(bad2), "--", *good, str(bad1)], bad2)):
-        rc = main(["compare", *argv, "--no-summary", "-j", "2"])
+        rc = main(["compare", *argv, "--no-summary", "--jobs", "2"])
         cap = capsys.readouterr()
         assert rc == 2 and cap.out == ""
         err = cap.err.strip().splitlines()
@@ -455,7 +455,7 @@ def test_failing_worker_names_its_input_and_keeps_the_sound_runs(
     want = {p: to_json_of(pipeline.load_run(p, use_summary=False)) for p in set(paths) - {victim}}
     assert all(to_json_of(r) == want[r.input] for r in sound)
 
-    rc = main(["compare", *paths[:3], "--", *paths[3:], "--no-summary", "-j", "2"])
+    rc = main(["compare", *paths[:3], "--", *paths[3:], "--no-summary", "--jobs", "2"])
     cap = capsys.readouterr()
     assert rc == 2 and cap.out == ""
     err = cap.err.strip().splitlines()

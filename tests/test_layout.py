@@ -14,6 +14,9 @@ RULES = [
     # the events level: the schema and the event registry (events.py derives from the registry)
     ("profiler/registry.py", ("profiler", "tui", "bcc", "pyroute2", "qemu", "textual", "libvirt")),
     ("profiler/events.py", ("profiler", "tui", "bcc", "pyroute2", "qemu", "textual", "libvirt")),
+    # stdlib only: everything may use them, the command line's start-up included
+    ("profiler/pipes.py", ("profiler", "tui", "rich", "pandas", "pyarrow", "numpy", "textual")),
+    ("profiler/cache.py", ("profiler", "tui", "rich", "pandas", "pyarrow", "numpy", "textual")),
     # libvirt-python only where libvirt is the job (profiler/sources/libvirt.py)
     *[(str(p.relative_to(ROOT)), ("libvirt", "libvirt_qemu"))
       for p in sorted((ROOT / "profiler").rglob("*.py")) + sorted((ROOT / "tui").rglob("*.py"))

@@ -19,10 +19,10 @@ from profiler.model import build_report
 from profiler.sources.base import Source
 from profiler.sources.recording import RecordingSource
 from profiler.store import write_recording
+from profiler.views.fmt import fmt_bytes, short_name
 from tui.app import MigprofApp
 from tui.commands import SeekTime, SetFilter, Step, TogglePlay
 from tui.feed import LiveFeed, ReplayFeed, default_build
-from tui.fmt import fmt_bytes, short_name
 from tui.messages import ModelUpdated, SourceEnded
 from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
@@ -491,9 +491,10 @@ def test_replay_rejects_bad_options_in_one_line(args, msg, capsys):
 def test_chart_marks_switchover_parameter_change_and_passes():
     """On a real run where downtime-limit was raised: P and S on the time axis, pass ticks,
     the zero row for the threshold before the first bandwidth window."""
+    from profiler.views.curve import Y_LABEL_W
     from tui.view import View
     from tui.widgets.base import Shown
-    from tui.widgets.chart import Y_LABEL_W, render_chart
+    from tui.widgets.chart import render_chart
 
     loaded = pipeline.load([str(real_run("downtime-raise"))])
     rep = report_of(loaded)

@@ -15,7 +15,7 @@ from test_tui import real_run, report_of
 
 from profiler import pipeline
 from profiler.cli import main
-from tui.fmt import fmt_bytes
+from profiler.views.fmt import fmt_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGPROF = ROOT / ".venv" / "bin" / "migprof"

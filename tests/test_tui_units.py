@@ -7,10 +7,10 @@ import pytest
 
 from profiler import events as ev
 from profiler.replay import next_speed
+from profiler.views.curve import Canvas
+from profiler.views.fmt import fmt_bytes, fmt_bytes_axis, fmt_ms, parse_time
 from tui.event_index import EventIndex
-from tui.fmt import fmt_bytes, fmt_bytes_axis, fmt_ms, parse_time
 from tui.health import health_items
-from tui.widgets.braille import Canvas
 
 
 @pytest.mark.parametrize(

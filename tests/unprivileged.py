@@ -38,9 +38,10 @@ print(" ".join(sorted(n for n in names if not n.startswith("__editable__"))))
 """
 
 
-def run_as_nobody(code: str, *args: str, imports: Iterable[str],
-                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``python -c code args...`` as nobody; ``imports``: the modules it needs."""
+def run_as_nobody(code: str, *args: str, imports: Iterable[str], timeout: float = 60,
+                  env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code args...`` as nobody; ``imports``: the modules it needs; ``env``:
+    variables to set (None: to unset) in the probe's environment."""
     site = Path(sysconfig.get_paths()["purelib"])
     used = subprocess.run([sys.executable, "-c", _USED, str(site), *imports], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout.split()
@@ -57,9 +58,14 @@ def run_as_nobody(code: str, *args: str, imports: Iterable[str],
         for p in [d, *d.rglob("*")]:
             if p.is_dir() and not p.is_symlink():
                 p.chmod(0o755)
-        env = {**os.environ, "PYTHONPATH": f"{d}:{d / 'site'}", "PYTHONDONTWRITEBYTECODE": "1"}
-        env.pop("VIRTUAL_ENV", None)
+        run_env = {**os.environ, "PYTHONPATH": f"{d}:{d / 'site'}", "PYTHONDONTWRITEBYTECODE": "1"}
+        run_env.pop("VIRTUAL_ENV", None)
+        for k, v in (env or {}).items():
+            if v is None:
+                run_env.pop(k, None)
+            else:
+                run_env[k] = v
         return subprocess.run([*UNPRIVILEGED, os.path.realpath(sys.executable), "-c", code, *args],
-                              cwd=d, env=env, capture_output=True, text=True, timeout=timeout)
+                              cwd=d, env=run_env, capture_output=True, text=True, timeout=timeout)
     finally:
         shutil.rmtree(d, ignore_errors=True)

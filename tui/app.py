@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Input, TabbedContent
 
 from profiler.errors import EXIT_OK, EXIT_USAGE
+from profiler.views.fmt import parse_time
 from tui import feed as feeds
 from tui.commands import (
     ChangeSpeed,
@@ -29,7 +30,6 @@ from tui.commands import (
     Step,
     TogglePlay,
 )
-from tui.fmt import parse_time
 from tui.messages import (
     FilterChanged,
     ModelUpdated,

@@ -126,11 +126,6 @@ def downtime_so_far_ms(view: View, mig: Migration | None) -> float | None:
     return None
 
 
-def check_x(check: Check, i: int) -> float:
-    """A check's position on the time axis: its t_ms, or its index without timestamps."""
-    return check.t_ms if check.t_ms is not None else float(i)
-
-
 def last_check(mig: Migration | None) -> Check | None:
     if mig is None or not mig.checks:
         return None

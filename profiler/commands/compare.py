@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from profiler.commands.options import check_output
 from profiler.errors import EXIT_OK, EXIT_REGRESSION, MigprofError
 
 EXAMPLES = """examples:
@@ -26,7 +27,8 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
     p.add_argument("--fail-on", action="append", metavar="RULE", default=d([]),
                    help="fail (exit 1) when a metric gets worse by more than this; repeatable")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", default=d(False), help="print JSON (migprof.compare/1)")
+    out.add_argument("-j", "--json", action="store_true", default=d(False),
+                     help="print JSON (migprof.compare/1)")
     out.add_argument("--markdown", action="store_true", default=d(False), help="print a Markdown table")
     p.add_argument("--html", metavar="FILE", default=d(None),
                    help="also write an HTML page with both sides' convergence curves overlaid")
@@ -40,7 +42,7 @@ def _options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
                    help="per-device metrics for every device QEMU names, not only RAM and VFIO")
     p.add_argument("--no-summary", action="store_true", default=d(False),
                    help="rebuild every report from the events, ignoring stored summaries")
-    p.add_argument("-j", "--jobs", type=int, default=d(0), metavar="N",
+    p.add_argument("--jobs", type=int, default=d(0), metavar="N",
                    help="load inputs in N processes (default: one per CPU, at most 4)")
 
 
@@ -94,6 +96,7 @@ def config(args: argparse.Namespace) -> Config:
         sides.append(tuple(expand_runs(extra)))
     if not sides[0] or not sides[1]:
         raise MigprofError("compare: each side needs at least one input: BASE... -- CAND...")
+    check_output(o["html"], "the HTML page")
     return Config(sides[0], sides[1], tuple(o["fail_on"] or ()),
                   "json" if o["json"] else "markdown" if o["markdown"] else "terminal",
                   o["html"], o["plotly"], o["alpha"], o["outcome"], o["all_devices"],

@@ -7,7 +7,13 @@ import json
 import sys
 from typing import Any
 
-from profiler.commands.options import LabRunConfig, add_lab_args, attach_hint, quiet_qmp_logs
+from profiler.commands.options import (
+    LabRunConfig,
+    add_lab_args,
+    attach_hint,
+    not_a_terminal,
+    quiet_qmp_logs,
+)
 
 EXAMPLES = """examples:
   migprof demo                              # 'converges' on QEMU 7.2, TUI on a terminal
@@ -53,7 +59,7 @@ def run_config(cfg: LabRunConfig) -> int:
     sc, out = cfg.lab.scenario, cfg.lab.out
     print(f"migprof demo: scenario {sc.name} ({sc.description}); run directory {out}",
           file=sys.stderr)
-    tui = _tui() if sys.stdout.isatty() and cfg.tui and not cfg.json else None
+    tui = _tui() if not_a_terminal() is None and cfg.tui and not cfg.json else None
     if tui is None:
         print(attach_hint(out), file=sys.stderr)
     writer = None
@@ -98,11 +104,10 @@ def _tui():
 
 def _final_report(run_dir: Any, cfg: LabRunConfig) -> int:
     """The report of the finished run, read back from its directory like `migprof report`."""
-    from rich.console import Console
-
     from profiler.model.build import build_report
     from profiler.pipeline import load
     from profiler.views import report as view
+    from profiler.views.console import output_console
 
     loaded = load([str(run_dir)])
     rep = build_report(loaded.events, inputs=loaded.meta.get("inputs", ()),
@@ -112,6 +117,6 @@ def _final_report(run_dir: Any, cfg: LabRunConfig) -> int:
         print(json.dumps(view.to_json(rep), indent=2))
     else:
         print(file=sys.stdout)
-        view.render(rep, Console(), all_checks=cfg.all_checks)
+        view.render(rep, output_console(sys.stdout), all_checks=cfg.all_checks)
         print(f"run directory: {run_dir}  (migprof report {run_dir})", file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ from profiler.errors import EXIT_OK, InputError
 EXAMPLES = """examples:
     migprof import src.log dst.log -o run.parquet        # both sides of one migration
     migprof import trace-12345 -o run.parquet            # a simpletrace file
-    migprof import /var/cache/migprof/runs/r1 -o r1.parquet   # a lab run directory
+    migprof import run/ -o r1.parquet                    # a lab run directory
     migprof import run/ --dataset fleet/ --host hv17      # into a fleet dataset (docs/dataset.md)
 """
 
@@ -64,14 +64,18 @@ def _import(cfg: ImportConfig, quiet: bool) -> int:
     try:
         path = store.write_recording(cfg.output, events, meta)
     except OSError as e:
-        raise InputError(cfg.output, f"cannot write the recording: {e}") from None
+        raise InputError(cfg.output, f"cannot write the recording: {e.strerror or e}") from None
     if not quiet:
         print(f"migprof: wrote {path}: {len(events)} events from {len(cfg.inputs)} input(s) "
               f"({loaded.malformed} malformed, {loaded.skipped} skipped lines)", file=sys.stderr)
     if cfg.dataset:
         from profiler.dataset import add_recording
 
-        a = add_recording(cfg.dataset, path, host=cfg.host)
+        try:
+            a = add_recording(cfg.dataset, path, host=cfg.host)
+        except OSError as e:
+            where = e.filename or cfg.dataset
+            raise InputError(where, f"cannot write the dataset: {e.strerror or e}") from None
         print(f"migprof: added to {cfg.dataset}: host={a.host} date={a.date} recording {a.unit}: "
               f"{a.migrations} migration(s), {a.events} events from {len(cfg.inputs)} input(s)",
               file=sys.stderr)

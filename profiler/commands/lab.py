@@ -7,19 +7,25 @@ import json
 import sys
 from pathlib import Path
 
-from profiler.commands.options import LabRunConfig, add_lab_args, attach_hint, quiet_qmp_logs
+from profiler.commands.options import (
+    LabRunConfig,
+    add_lab_args,
+    attach_hint,
+    check_output,
+    quiet_qmp_logs,
+)
 from profiler.errors import MigprofError
 
 EXAMPLES = """examples:
   migprof lab                                   # 'converges' on QEMU 7.2, netns + veth
   migprof lab --scenario never-converges        # cancelled after its timeout
-  migprof lab --scenario downtime-raise --qemu 10.0 --out /tmp/run1
+  migprof lab --scenario downtime-raise --qemu 10.0 --out run1
   migprof lab --scenario bandwidth-change --rate-mbit 40
   migprof lab --scenario converges --net loopback --dirty-mb 16 --rate-mbps 20
   migprof lab --record run.parquet              # also write every event to a recording
   migprof lab --list                            # the scenarios and what they do
   migprof lab --libvirt -s never-converges      # the same under two libvirt daemons
-  migprof report /tmp/run1                      # the report of a finished run
+  migprof report run1                           # the report of a finished run
 """
 
 
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "vfio", None):
         from profiler.lab.vfio import run_vfio_lab
 
+        check_output(args.out, "the run directories", directory=True)
         return run_vfio_lab(args)
     from profiler.lab import scenarios
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from profiler.commands.options import LiveConfig, add_target_options, quiet_qmp_logs
+from profiler.commands.options import (
+    LiveConfig,
+    add_target_options,
+    not_a_terminal,
+    quiet_qmp_logs,
+)
 from profiler.errors import EXIT_OK, EXIT_USAGE, MigprofError, SetupError
 
 EPILOG = """\
@@ -15,8 +20,10 @@ examples:
   migprof live -p 4242 --no-tui -d 60  # bcc-style line view for 60 s, then the summary
   migprof live -p 4242 --record mig.parquet   # also record every event (replay later)
   migprof live -p 4242 --no-bpf        # QMP and QEMU trace only (no root, no bcc)
-  migprof live -p 4242 --path kprobe   # kprobes on the VFIO handlers (hosts with VFIO)
   migprof live --domain vm1 -c qemu:///system   # a libvirt domain (QMP through libvirt)
+(4242, /run/qemu/src.qmp, vm1 and qemu:///system stand for your QEMU's pid, its QMP socket,
+a libvirt domain and its URI; --path kprobe puts kprobes on the VFIO handlers of hosts
+whose kernel has them.)
 
 Over QMP, migprof enables QEMU's migration and VFIO trace events (trace-event-set-state)
 and, when QEMU logs to stderr, points its log at a file it tails (HMP logfile); both are
@@ -59,7 +66,7 @@ def run_config(cfg: LiveConfig) -> int:
         raise MigprofError("--duration must be > 0")
     quiet_qmp_logs(cfg.debug)
     target = resolve_target(cfg.pid, cfg.qmp, cfg.side, cfg.any_process, cfg.domain, cfg.connect)
-    tui = _tui() if cfg.tui and sys.stdout.isatty() else None
+    tui = _tui() if cfg.tui and not_a_terminal() is None else None
     sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
                                         bpf=cfg.bpf, path=cfg.path, err=sys.stderr)
     if not sources:
@@ -121,4 +128,7 @@ def _writer(path: str | None, meta: dict):
         from profiler.store import RecordingWriter
     except ImportError:
         raise SetupError("--record needs profiler.store (recordings), which is missing") from None
-    return RecordingWriter(path, meta=meta)
+    try:
+        return RecordingWriter(path, meta=meta)
+    except OSError as e:
+        raise MigprofError(f"{path}: cannot write the recording: {e.strerror or e}") from None

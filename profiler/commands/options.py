@@ -9,11 +9,65 @@ and how to show and keep the run); ``replay`` takes ``ReplayConfig``, ``import``
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# ---------------------------------------------------------------- output paths
+
+
+def check_output(path: str | os.PathLike[str] | None, what: str, *, directory: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: one line naming the path
+    and the reason (exit 2). ``what`` names the output ("the recording"); ``directory``: a
+    directory migprof fills (it may exist). Missing parents are fine where the nearest
+    existing one is a writable directory, as the writers create them."""
+    if path is None:
+        return
+    from profiler.errors import MigprofError
+
+    p = os.path.abspath(os.fspath(path))
+    if os.path.isdir(p) and not directory:
+        raise MigprofError(f"{path}: cannot write {what}: {os.strerror(errno.EISDIR)}")
+    if os.path.exists(p) and not os.path.isdir(p) and directory:
+        raise MigprofError(f"{path}: cannot write {what}: {os.strerror(errno.ENOTDIR)}")
+    probe = p if (directory and os.path.isdir(p)) or (not directory and os.path.isfile(p)) else None
+    if probe is None:  # to be created: in its nearest existing parent
+        probe = os.path.dirname(p)
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise MigprofError(f"{path}: cannot write {what}: {probe} is not a directory")
+    need = os.W_OK | (os.X_OK if os.path.isdir(probe) else 0)
+    if not os.access(probe, need, effective_ids=os.access in os.supports_effective_ids):
+        why = os.strerror(errno.EROFS if _read_only(probe) else errno.EACCES)
+        where = "" if probe == p else f" ({probe} is not writable)"
+        raise MigprofError(f"{path}: cannot write {what}: {why}{where}")
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def not_a_terminal() -> str | None:
+    """Why the TUI cannot show here, or None: it needs stdout to be a terminal (or its
+    output would go into a pipe or file) and stderr too (Textual draws on stderr)."""
+    import sys
+
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        try:
+            if not stream.isatty():
+                return f"{name} is not a terminal"
+        except (AttributeError, ValueError):  # closed or replaced
+            return f"{name} is not a terminal"
+    return None
+
 
 # ---------------------------------------------------------------- live and record
 
@@ -73,6 +127,7 @@ class LiveConfig:
             ebpf=getattr(args, "ebpf", False), debug=getattr(args, "debug", False),
         )
         kv.update(overrides)
+        check_output(kv["record"], "the recording")
         return cls(**kv)
 
 
@@ -83,9 +138,9 @@ def add_lab_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by `lab` and `demo`."""
     from profiler.lab.scenarios import SCENARIOS
 
-    p.add_argument("-s", "--scenario", default="converges", choices=sorted(SCENARIOS),
-                   help="named preset (default: converges)")
-    p.add_argument("-o", "--out", type=Path,
+    p.add_argument("-s", "--scenario", default="converges", choices=sorted(SCENARIOS), metavar="NAME",
+                   help="named preset: " + ", ".join(sorted(SCENARIOS)) + " (default: converges)")
+    p.add_argument("-o", "--out", "--output", dest="out", type=Path, metavar="DIR",
                    help="run directory (default: ./migprof-lab-<scenario>-<time>)")
     p.add_argument("--qemu",
                    help="QEMU version (7.2, 10.0) or path to qemu-system-x86_64 (default: Debian's 7.2)")
@@ -129,7 +184,10 @@ class LabRunConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LabRunConfig:
-        return cls(lab=lab_config(args), record=args.record, json=bool(args.json),
+        check_output(args.record, "the recording")
+        lab = lab_config(args)
+        check_output(lab.out, "the run directory", directory=True)
+        return cls(lab=lab, record=args.record, json=bool(args.json),
                    tui=not getattr(args, "no_tui", False), interval_s=getattr(args, "interval", 1.0),
                    all_checks=getattr(args, "all_checks", False),
                    libvirt=getattr(args, "libvirt", False), debug=getattr(args, "debug", False))
@@ -203,7 +261,7 @@ class ReplayConfig:
 
 def _at(text: str) -> str | float:
     from profiler.errors import MigprofError
-    from tui.fmt import parse_time
+    from profiler.views.fmt import parse_time
 
     if text in ("start", "end"):
         return text
@@ -229,5 +287,7 @@ class ImportConfig:
             from profiler.errors import MigprofError
 
             raise MigprofError("import: give -o FILE, --dataset DIR, or both")
+        check_output(args.output, "the recording")
+        check_output(args.dataset, "the dataset", directory=True)
         return cls(inputs=tuple(args.inputs), output=args.output, qemu_version=args.qemu_version,
                    dataset=args.dataset, host=args.host)

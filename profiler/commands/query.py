@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DATASET", help="the dataset directory")
     p.add_argument("sql", nargs="?", metavar="SQL", help="the statement(s); the last one's rows are printed")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="a JSON list of row objects")
+    out.add_argument("-j", "--json", action="store_true", help="a JSON list of row objects")
     out.add_argument("--csv", action="store_true", help="CSV with a header")
     p.add_argument("--check", action="store_true",
                    help="check every file (foreign files, unfinished adds, versions, duplicates)")

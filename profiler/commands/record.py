@@ -9,9 +9,10 @@ from profiler.commands.options import LiveConfig, add_target_options
 EPILOG = """\
 examples:
   migprof record -p 4242 -o mig.parquet        # until Ctrl-C or QEMU exits
-  migprof record --qmp /run/src.qmp -o mig.parquet -d 120
+  migprof record --qmp /run/qemu/src.qmp -o mig.parquet -d 120
   migprof report mig.parquet                   # later: the report of what was recorded
   migprof replay mig.parquet                   # later: the TUI, replayed
+(4242 and /run/qemu/src.qmp stand for your QEMU's pid and its QMP socket.)
 
 Same sources as `migprof live` (BPF on VFIO fds, QEMU trace events, QMP); the line view
 goes to stdout. The recording is a crash-safe stream while running, Parquet at the end.

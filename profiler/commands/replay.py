@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from profiler.commands.options import ReplayConfig
-from profiler.errors import InputError
+from profiler.commands.options import ReplayConfig, not_a_terminal
+from profiler.errors import InputError, MigprofError
 
 EXAMPLES = """examples:
-  migprof replay run.mpr                 # a recording, played from the start at 1x
-  migprof replay src.log dst.log -s 10   # QEMU trace logs of both sides, 10x
-  migprof replay tests/data/real/precopy-128m --at end   # a lab run dir, show its end
-  migprof replay run.mpr --at 2.5s --paused              # open paused at 2.5 s
+  migprof replay run.parquet             # a recording, played from the start at 1x
+  migprof replay src.log dst.log --speed 10   # QEMU trace logs of both sides, 10x
+  migprof replay tests/data/real/7.2-converges --at end   # a lab run dir, show its end
+  migprof replay run.parquet --at 2.5s --paused           # open paused at 2.5 s
 
 keys: space play/pause, +/- speed, . , step by check, > < step by pass,
       g jump to a time, l log scale, / filter events, ? help, q quit
@@ -33,7 +33,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUT", help="recording, QEMU trace log, or lab run directory"
     )
     p.add_argument(
-        "-s",
         "--speed",
         type=float,
         default=1.0,
@@ -63,6 +62,10 @@ def run_config(cfg: ReplayConfig) -> int:
     loaded = pipeline.load(list(cfg.inputs))
     if not len(loaded.events):
         raise InputError(cfg.inputs[0], "no events found in the input")
+    why = not_a_terminal()  # the TUI would write its escape codes into a pipe or file
+    if why:
+        raise MigprofError(f"replay: {why}; replay is interactive (for text: "
+                           "migprof report INPUT..., for a pipe: migprof report --json INPUT...)")
     paths = [str(i.get("path", i)) if isinstance(i, dict) else str(i) for i in loaded.inputs]
     build = default_build(
         inputs=tuple(paths),

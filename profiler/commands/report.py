@@ -38,7 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="QEMU trace log (log or simple back end), "
                    "QMP capture or recording")
-    p.add_argument("--json", action="store_true", help="print one migprof.report/1 JSON object")
+    p.add_argument("-j", "--json", action="store_true", help="print one migprof.report/1 JSON object")
     p.add_argument("--side", action="append", choices=["source", "destination"], default=None,
                    help="side of each INPUT, in order (give it once per input; default: judged "
                    "from the events each file holds)")
@@ -166,8 +166,7 @@ def _print(report, args: argparse.Namespace) -> None:
         sys.stdout.write(dumps(report, indent=1 if sys.stdout.isatty() else None))
         sys.stdout.write("\n")
         return
-    from rich.console import Console
-
     from profiler.views import report as view
+    from profiler.views.console import output_console
 
-    view.render(report, Console(file=sys.stdout, highlight=False), all_checks=args.all_checks)
+    view.render(report, output_console(sys.stdout), all_checks=args.all_checks)

@@ -56,7 +56,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="which migration of the input (1-based; default: the longest pre-copy)")
     p.add_argument("--side", action="append", choices=["source", "destination"], default=None,
                    help="side of each INPUT, in order (as for `migprof report`)")
-    p.add_argument("--json", action="store_true", help="print one migprof.whatif/1 JSON object")
+    p.add_argument("-j", "--json", action="store_true", help="print one migprof.whatif/1 JSON object")
     return p
 
 
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                   indent=1 if sys.stdout.isatty() else None)
         sys.stdout.write("\n")
         return EXIT_OK
-    from rich.console import Console
+    from profiler.views.console import output_console
 
-    view.render(Console(file=sys.stdout, highlight=False), x, preds, sw)
+    view.render(output_console(sys.stdout), x, preds, sw)
     return EXIT_OK

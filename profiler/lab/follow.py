@@ -106,9 +106,13 @@ def open_recording(path: Any, meta: dict[str, Any]) -> Any:
     deliver about once a second (``TAIL_S``), a flush costs a few ms of pandas/Arrow
     work, and a killed run still leaves a file at most ~1 s behind.
     """
+    from profiler.errors import MigprofError
     from profiler.store import RecordingWriter
 
-    return RecordingWriter(path, meta=meta, flush_interval_s=0.9)
+    try:
+        return RecordingWriter(path, meta=meta, flush_interval_s=0.9)
+    except OSError as e:
+        raise MigprofError(f"{path}: cannot write the recording: {e.strerror or e}") from None
 
 
 def clock_offsets() -> dict[str, Any]:

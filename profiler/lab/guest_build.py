@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from profiler.cache import cache_dir
 from profiler.errors import SetupError
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,6 @@ CFLAGS = (
     "-Wall",
     "-Wextra",
 )
-
-
-def cache_dir() -> Path:
-    """Where built artefacts live: ``$MIGPROF_CACHE`` (default /var/cache/migprof)."""
-    return Path(os.environ.get("MIGPROF_CACHE", "/var/cache/migprof"))
 
 
 def _read_sources(src_dir: Path | None) -> dict[str, bytes]:
@@ -74,8 +69,12 @@ def build_guest(cache: Path | None = None, src_dir: Path | None = None, cc: str 
     kernel = out_dir / GUEST_NAME
     if kernel.is_file():
         return kernel
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+    except OSError as e:
+        raise SetupError(f"{root.parent}: cannot write the cache (the lab guest is built there): "
+                         f"{e.strerror or e}; set MIGPROF_CACHE to a writable directory") from None
     try:
         for name, data in sources.items():
             (tmp / name).write_bytes(data)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler import registry
+from profiler.cache import SYSTEM_CACHE, cache_dir
 from profiler.errors import SetupError
-from profiler.lab.guest_build import cache_dir
 from profiler.sources.procfd import pid_alive
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,13 @@ def _probe_version(path: str, mtime: float) -> tuple[tuple[int, int, int], str]:
 
 
 def private_prefix(short: str) -> Path:
-    """Where ``scripts/setup.d/40-qemu10.sh`` unpacks a backports QEMU (``10.0``)."""
-    return cache_dir() / f"qemu-{short}"
+    """Where ``scripts/setup.d/40-qemu10.sh`` unpacks a backports QEMU (``10.0``): in the
+    cache, or for a user whose own cache lacks it, in the system's (setup runs as root)."""
+    own = cache_dir() / f"qemu-{short}"
+    system = SYSTEM_CACHE / f"qemu-{short}"
+    if not own.exists() and "MIGPROF_CACHE" not in os.environ and system.exists():
+        return system
+    return own
 
 
 def qemu_binary(path: str | Path) -> QemuBinary:

@@ -81,11 +81,12 @@ def kernel_only(g: Group) -> int:
 
 def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool | None = None) -> None:
     """The comparison table on a terminal (rich); rules and left-out metrics below it."""
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console(file=file, highlight=False, no_color=color is False,
-                  force_terminal=color if color else None, soft_wrap=False)
+    from profiler.views.console import output_console
+
+    con = output_console(file, no_color=color is False, force_terminal=color if color else None,
+                         soft_wrap=False)
     con.print(side_line(c, "base"))
     con.print(side_line(c, "candidate"))
     t = Table(box=None, pad_edge=False, header_style="bold")

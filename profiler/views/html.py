@@ -138,11 +138,12 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 """
 
 
-def _write(path: Path, text: str, *, replace: bool = False) -> None:
+def _write(path: Path, text: str, what: str, *, replace: bool = False) -> None:
     """Write ``text``; ``replace``: through a temporary file renamed over ``path``, so a page
     being opened meanwhile never loads half a shared script."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp") if replace else path
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # pages/c1.html: pages/ made here
         tmp.write_text(text, encoding="utf-8")
         if replace:
             os.replace(tmp, path)
@@ -150,7 +151,7 @@ def _write(path: Path, text: str, *, replace: bool = False) -> None:
         if replace:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        raise MigprofError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise MigprofError(f"{path}: cannot write {what}: {e.strerror or e}") from None
 
 
 def write_html(c: Comparison, path: str, plotly: str = "inline") -> list[str]:
@@ -167,7 +168,7 @@ def write_html(c: Comparison, path: str, plotly: str = "inline") -> list[str]:
         except (OSError, UnicodeDecodeError):
             same = False
         if not same:
-            _write(js, script, replace=True)
+            _write(js, script, "the shared plotly.js", replace=True)
             written.append(str(js))
-    _write(page, text)
+    _write(page, text, "the HTML page")
     return [str(page), *written]

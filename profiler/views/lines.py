@@ -294,13 +294,14 @@ def print_summary(events: pd.DataFrame, health: Mapping[str, Any], out: IO[str] 
         print(f"bpf: {bpf.get('path')} path, {bpf.get('buffer')} buffer, {bpf.get('events', 0)} events, "
               f"{bpf.get('lost', 0)} lost", file=out)
     try:
-        from rich.console import Console
-
         from profiler.model.build import build_report
+        from profiler.views.console import output_console
         from profiler.views.report import render
 
         report = build_report(events, inputs=["live"])
         if report.migrations:
-            render(report, Console(file=out))
+            render(report, output_console(out))
+    except BrokenPipeError:
+        raise  # the reader left: not a failure of the report
     except Exception as e:  # the summary must never hide the data-fd table above
         log.warning("report: %s", e)

@@ -33,9 +33,31 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _has_map(t: pa.DataType) -> bool:
+    if pa.types.is_map(t):
+        return True
+    return any(_has_map(t.field(i).type) for i in range(t.num_fields))
+
+
+def _with_dicts(v: Any, t: pa.DataType) -> Any:
+    """A map as a dict (a repeated key: the last wins), inside lists and structs too. Arrow
+    gives maps as lists of pairs; its own maps_as_pydicts needs pyarrow >= 20."""
+    if v is None or not _has_map(t):
+        return v
+    if pa.types.is_map(t):
+        return {k: _with_dicts(x, t.item_type) for k, x in v}
+    if pa.types.is_struct(t):
+        return {f.name: _with_dicts(v[f.name], f.type) for f in t}
+    return [_with_dicts(x, t.value_type) for x in v]  # list, large list, fixed-size list
+
+
 def _rows(table: pa.Table):
+    maps = [f for f in table.schema if _has_map(f.type)]
     for batch in table.to_batches(max_chunksize=65536):
-        yield from batch.to_pylist(maps_as_pydicts="lossy")
+        for row in batch.to_pylist():
+            for f in maps:
+                row[f.name] = _with_dicts(row[f.name], f.type)
+            yield row
 
 
 def write_json(table: pa.Table, out: IO[str]) -> None:
@@ -81,16 +103,13 @@ def _cell(v: Any) -> str:
 
 def render_terminal(table: pa.Table, console=None) -> None:
     """A rich table of at most TERMINAL_ROWS rows; numbers right-aligned."""
-    from rich.console import Console
     from rich.table import Table
+
+    from profiler.views.console import output_console
 
     shown = table.slice(0, TERMINAL_ROWS)
     rows = [[_cell(v) for v in row.values()] for row in _rows(shown)]
-    widths = [max([len(f.name), *(len(r[i]) for r in rows)]) for i, f in enumerate(table.schema)]
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # piped: whole rows, never folded to 80 columns
-            console = Console(width=max(80, sum(widths) + 3 * len(widths) + 1))
+    console = console or output_console()  # piped: whole rows, never folded to 80 columns
     t = Table(show_header=True, header_style="bold", show_lines=False)
     for f in table.schema:
         num = pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)

@@ -7,6 +7,7 @@ from typing import Any
 from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -14,6 +15,8 @@ from profiler.model.results import Check, Migration, Report
 from profiler.model.results import dumps as _dumps
 from profiler.model.results import to_json as _to_json
 from profiler.model.verdict import fmt_bytes
+from profiler.views.console import PIPED_WIDTH, drawing_width
+from profiler.views.curve import Y_LABEL_W, draw, x_range
 
 HEAD_CHECKS = 5  # checks shown at the start of a long run
 TAIL_CHECKS = 8  # ... and at its end
@@ -268,8 +271,30 @@ def timeline(m: Migration) -> Table:
     return tb
 
 
-def render_migration(m: Migration, all_checks: bool = False) -> Group:
+CURVE_ROWS = 10  # plot rows of the convergence curve
+
+
+def curve(m: Migration, width: int = PIPED_WIDTH) -> Group | None:
+    """The convergence curve over ``width`` columns, as the TUI draws it but for any
+    terminal or none: pending (solid) against the threshold (dashed) per check, log scale.
+    None under two checks, or with no room."""
+    if len(m.checks) < 2 or width < Y_LABEL_W + 20:
+        return None
+    c = draw(m, width, CURVE_ROWS, x_max=x_range(m), devices=False)
+    if m.view == "kernel":
+        what = "VFIO pending (PRECOPY_INFO), no threshold"
+    else:
+        what = "pending solid, threshold dashed"
+    marks = "S switch-over, P setting changed, ╵ pass" if m.checks[0].t_ms is not None \
+        else "x: check number (no timestamps)"
+    return Group(Text(f"Convergence, log scale: {what}; {marks}", style="bold"), *c.rows)
+
+
+def render_migration(m: Migration, all_checks: bool = False, width: int = PIPED_WIDTH) -> Group:
     parts: list[Any] = [header(m)]
+    cv = curve(m, width)
+    if cv is not None:
+        parts.append(cv)
     if m.checks:
         parts.append(checks_table(m, all_checks))
     parts.append(devices_table(m))
@@ -306,8 +331,8 @@ def render(report: Report, console: Console, *, all_checks: bool = False) -> Non
         console.print("No migration found.")
     for i, m in enumerate(report.migrations):
         if i:
-            console.rule()
-        console.print(render_migration(m, all_checks))
+            console.print(Rule(), width=drawing_width(console))
+        console.print(render_migration(m, all_checks, drawing_width(console)))
     console.print(Text(f"{report.events} events from {', '.join(report.inputs) or 'input'}; "
                        f"{report.malformed_lines} malformed, {report.skipped_lines} skipped lines",
                        style="dim"))

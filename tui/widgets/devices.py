@@ -6,7 +6,7 @@ from rich.cells import cell_len
 from textual.widgets import DataTable
 
 from profiler.model.results import Device, Migration
-from tui.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, short_name
+from profiler.views.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_rate, short_name
 from tui.view import View, elapsed_ms
 from tui.widgets.base import Shown
 

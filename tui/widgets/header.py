@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from profiler.model.results import Migration
-from tui.fmt import fmt_bytes, fmt_ms, fmt_rate
+from profiler.views.fmt import fmt_bytes, fmt_ms, fmt_rate
 from tui.view import View, downtime_so_far_ms, elapsed_ms, phase
 from tui.widgets.base import Panel
 

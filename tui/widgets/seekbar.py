@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual import events
 
-from tui.fmt import fmt_ms
+from profiler.views.fmt import fmt_ms
 from tui.messages import SeekRequested
 from tui.widgets.base import Panel
 

@@ -6,10 +6,10 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from profiler.model.results import Migration, StateChange
-from tui.fmt import short_name
+from profiler.views.curve import Y_LABEL_W
+from profiler.views.fmt import short_name
 from tui.view import cursor_ms
 from tui.widgets.base import Panel, Shown
-from tui.widgets.chart import Y_LABEL_W
 
 LABEL_W = Y_LABEL_W  # the bars start in the chart's first plot column, so times line up
 PHASE_STYLE = {

@@ -6,7 +6,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tui.fmt import fmt_bytes, fmt_ms, fmt_rate
+from profiler.views.fmt import fmt_bytes, fmt_ms, fmt_rate
 from tui.widgets.base import AutoHeightPanel, Shown
 from tui.widgets.header import verdict_line
 

@@ -59,7 +59,9 @@ class L1Image:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("MIGPROF_CACHE", "/var/cache/migprof")) / "vfio-l1"
+    from profiler.cache import cache_dir
+
+    return cache_dir() / "vfio-l1"
 
 
 def l1_requirements(pyproject: Path = REPO / "pyproject.toml") -> list[str]:

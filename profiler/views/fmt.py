@@ -1,4 +1,4 @@
-"""Number formatting shared by every TUI panel (bytes, rates, times), one style everywhere."""
+"""Number and time formatting shared by the terminal views and the TUI: one style everywhere."""
 
 from __future__ import annotations
 
