@@ -7,7 +7,8 @@ least any pass over the table costs).
 
 Each workload is timed cold (no objects remembered from an earlier build: `migprof report`)
 and as a live refresh (the TUI's case: the frame grew by 0.1 s of events, ~1 %, since the
-last build, so the unchanged checks' objects are reused; see profiler/model/reuse.py).
+last build, so the unchanged checks' objects are reused through the caller's PrefixCache; see
+profiler/model/prefix_cache.py).
 
     .venv/bin/python bench/bench_model.py [--events 100000]
 """
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from profiler import events as E  # noqa: E402
-from profiler.model import build_report, reuse  # noqa: E402
+from profiler.model import build_report  # noqa: E402
+from profiler.model.prefix_cache import PrefixCache  # noqa: E402
 
 
 def _synthetic(n_events: int) -> pd.DataFrame:
@@ -76,15 +78,15 @@ def main() -> None:
         rep = build_report(df)
 
         def cold(df=df):
-            reuse.clear()
             build_report(df)
 
         grown = df.iloc[: len(df) - max(1, len(df) // 100)].reset_index(drop=True)
 
         def live(df=df, grown=grown):
-            build_report(grown)  # the previous refresh (untimed)
+            cache = PrefixCache()
+            build_report(grown, cache=cache)  # the previous refresh (untimed)
             t = time.process_time()
-            build_report(df)
+            build_report(df, cache=cache)
             return time.process_time() - t
 
         m = _time(cold, a.repeat)

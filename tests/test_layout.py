@@ -22,6 +22,8 @@ RULES = [
     ("profiler/model/", ("profiler.sources", "profiler.views", "tui", "bcc", "pyroute2", "qemu", "textual",
                          "libvirt")),
     ("profiler/views/", ("bcc", "pyroute2", "qemu", "textual", "profiler.sources", "libvirt")),
+    ("profiler/replay.py", ("profiler.sources", "profiler.model", "profiler.views", "tui", "textual", "bcc",
+                            "pyroute2", "qemu")),
     ("tui/", ("bcc", "pyroute2", "qemu.qmp", "libvirt")),
 ]
 # imports a rule's forbidden prefixes would catch but which the layout allows

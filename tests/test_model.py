@@ -324,24 +324,29 @@ def test_synthetic_logs_match_their_generator() -> None:
 
 def test_live_refresh_on_a_growing_frame_equals_a_fresh_build() -> None:
     """The TUI rebuilds the open migration on a growing frame; objects reused from the last
-    build (profiler/model/reuse.py) must give exactly what a build from nothing gives."""
-    from profiler.model import reuse
+    build (a PrefixCache) must give exactly what a build from nothing gives."""
+    from profiler.model.prefix_cache import PrefixCache
 
     src, dst = make.v100_multifd()
     full = frame([src, dst], "text")
     full = E.sort_timeline(full)
-    reuse.clear()
-    fresh = [to_json(build_report(full.iloc[:n].reset_index(drop=True)))
-             for n in (len(full) // 3, 2 * len(full) // 3, len(full))]
-    reuse.clear()
-    for n, want in zip((len(full) // 3, 2 * len(full) // 3, len(full)), fresh, strict=True):
-        got = to_json(build_report(full.iloc[:n].reset_index(drop=True)))  # reuses the previous build
-        assert got == want
+    cuts = (len(full) // 3, 2 * len(full) // 3, len(full))
+    fresh = [to_json(build_report(full.iloc[:n].reset_index(drop=True))) for n in cuts]
+    cache = PrefixCache()
+    reps = []
+    for n, want in zip(cuts, fresh, strict=True):
+        reps.append(build_report(full.iloc[:n].reset_index(drop=True), cache=cache))
+        assert to_json(reps[-1]) == want
+    # the later build holds the earlier build's objects for the unchanged checks (reused, not
+    # made again); a build without the cache makes its own
+    a, b = reps[1].migrations[0].checks, reps[2].migrations[0].checks
+    assert a and b[0] is a[0] and b[len(a) // 2] is a[len(a) // 2]
+    assert build_report(full).migrations[0].checks[0] is not a[0]
     # a changed value inside the reused prefix is seen (the prefix is compared, not trusted)
     bumped = full.copy()
     i = int(np.flatnonzero((bumped["event"] == "migrate_pending_exact").to_numpy())[0])
     bumped.loc[i, "bytes"] = bumped.loc[i, "bytes"] + 4096
-    m = build_report(bumped).migrations[0]
+    m = build_report(bumped, cache=cache).migrations[0]
     k = next(j for j, c in enumerate(m.checks) if c.kind == "exact")
     assert m.checks[k].pending_bytes == int(full.loc[i, "bytes"]) + 4096
 

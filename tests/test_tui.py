@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,8 +20,10 @@ from profiler.sources.base import Source
 from profiler.sources.recording import RecordingSource
 from profiler.store import write_recording
 from tui.app import MigprofApp
-from tui.feed import LiveFeed, ReplayFeed, TailModel, default_build, frozen_at, splice, tail_frame
+from tui.commands import SeekTime, SetFilter, Step, TogglePlay
+from tui.feed import LiveFeed, ReplayFeed, default_build
 from tui.fmt import fmt_bytes, short_name
+from tui.messages import ModelUpdated, SourceEnded
 from tui.screens.help import HelpScreen
 from tui.screens.jump import JumpScreen
 from tui.view import cursor_ms
@@ -355,39 +357,90 @@ async def test_live_source_dying_mid_run_keeps_the_screen(converging):
     assert app.return_code == 2
 
 
-def _summary(rep):
-    return [
-        (
-            m.outcome,
-            m.start_ns,
-            m.total_ms,
-            [(c.t_ms, c.pending_bytes, c.threshold_bytes) for c in m.checks],
-        )
-        for m in rep.migrations
-    ]
-
-
-def test_tail_model_matches_a_full_rebuild_across_migrations():
-    """Live and replay rebuild only the open migration; the result equals a full build."""
+def test_replay_feed_answers_typed_commands_without_a_terminal():
+    """The feed worker alone (no Textual): typed commands move the cursor; inside a retry
+    the report equals a full build of the prefix while only the open attempt was built."""
     loaded = pipeline.load([str(real_run("cancel-retry"))])
     events = ev.sort_timeline(loaded.events)
-    full = build_report(events)
-    assert len(full.migrations) >= 2, "the cancel-retry run has a cancelled and a retried migration"
-    tail = TailModel()
-    bounds = np.linspace(0, len(events), 6).astype(int)[1:]
-    for end in bounds:  # batches arrive; each refresh builds the tail only
-        rep = tail.report(events.iloc[:end], build_report)
-    assert tail.frozen, "the finished migration was frozen"
-    assert _summary(rep) == _summary(full)
-    # replay: a cursor inside the second migration
-    second = sorted(m.start_ns for m in full.migrations)[1]
-    cursor = second + 50_000_000
-    pos = int(np.searchsorted(events["t_ns"].to_numpy(dtype="int64"), cursor, side="right"))
-    frozen, cut = frozen_at(full, cursor)
-    assert len(frozen) == 1 and cut == second
-    prefix = events.iloc[:pos]
-    spliced = splice(frozen, build_report(tail_frame(prefix, cut)), pos)
-    assert _summary(spliced) == _summary(build_report(prefix))
+    feed = ReplayFeed(loaded.events, build=default_build(), playing=False)
+    posted: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    worker = threading.Thread(target=feed.run, args=(posted.put, stop))
+    worker.start()
+
+    def view_where(cond):
+        while True:
+            msg = posted.get(timeout=60)
+            if isinstance(msg, ModelUpdated) and cond(msg.view):
+                return msg.view
+
+    try:
+        full = view_where(lambda v: v.full is not None).full
+        second = sorted(m.start_ns for m in full.migrations)[1]
+        cursor = second + 50_000_000
+        feed.send(SeekTime(cursor))
+        v = view_where(lambda v: v.cursor_ns == cursor)
+        pos = int((events["t_ns"] <= cursor).sum())
+        assert v.applied == pos and not v.playing
+        assert len(feed.model.frozen) == 1  # the cancelled attempt, from the whole report
+        want = build_report(events.iloc[:pos])
+        assert [m.outcome for m in v.report.migrations] == [m.outcome for m in want.migrations]
+        assert v.report.migrations[-1].checks == want.migrations[-1].checks
+        feed.send(Step("check", -1))
+        back = view_where(lambda v: v.applied < pos)
+        assert events["event"].iloc[back.applied - 1].startswith("migrate_pending")  # a check
+        at_check = build_report(events.iloc[: back.applied]).migrations[-1]
+        assert back.report.migrations[-1].checks == at_check.checks
+        feed.send(SetFilter("cancel"))
+        v = view_where(lambda v: v.log_filter == "cancel")
+        assert v.log_rows and all("cancel" in (r.event + r.text).lower() for r in v.log_rows)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+
+
+def test_live_feed_is_driven_batch_by_batch_by_any_loop(converging):
+    """consume/tick/end without the feed's own loop (as a session would drive it): a
+    refresh when due, nothing new while frozen, everything at the end."""
+    events = ev.sort_timeline(converging.events)
+    feed = LiveFeed(None, title="driven")
+    posted: list = []
+    feed.attach(posted.append)
+    later = iter(range(1, 1000))
+
+    def views():
+        return [m.view for m in posted if isinstance(m, ModelUpdated)]
+
+    def due() -> float:
+        """A "now" a second after the last one: the tick is due."""
+        return time.monotonic() + next(later)
+
+    chunks = [events.iloc[i : i + len(events) // 4] for i in range(0, len(events), len(events) // 4)]
+    feed.consume(chunks[0])
+    feed.tick(due())
+    assert views()[-1].applied == len(chunks[0]) and views()[-1].playing
+    feed.tick(feed._last_post)  # not due: no second view within 100 ms
+    assert len(views()) == 1
+    feed.send(TogglePlay())
+    feed.consume(chunks[1])
+    feed.tick(due())  # the freeze itself is shown
+    frozen_at = views()[-1].applied
+    assert not views()[-1].playing
+    feed.consume(chunks[2])
+    feed.tick(due())
+    assert views()[-1].applied == frozen_at  # frozen: no newer data drawn
+    feed.send(TogglePlay())
+    feed.send(SetFilter("pending"))
+    for c in chunks[3:]:
+        feed.consume(c)
+    feed.tick(due())
+    feed.end()
+    last = views()[-1]
+    assert last.status == "ended" and last.applied == len(events) and last.log_filter == "pending"
+    assert isinstance(posted[-1], SourceEnded)
+    want = build_report(events).migrations[-1]
+    assert last.report.migrations[-1].checks == want.checks
 
 
 @run_async

@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 
 from profiler import events as ev
-from tui.feed import EventIndex, health_items, next_speed
+from profiler.replay import next_speed
+from tui.event_index import EventIndex
 from tui.fmt import fmt_bytes, fmt_bytes_axis, fmt_ms, parse_time
+from tui.health import health_items
 from tui.widgets.braille import Canvas
 
 

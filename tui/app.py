@@ -19,6 +19,16 @@ from textual.widgets import Input, TabbedContent
 
 from profiler.errors import EXIT_OK, EXIT_USAGE
 from tui import feed as feeds
+from tui.commands import (
+    ChangeSpeed,
+    SeekEnd,
+    SeekFraction,
+    SeekPosition,
+    SeekTime,
+    SetFilter,
+    Step,
+    TogglePlay,
+)
 from tui.fmt import parse_time
 from tui.messages import (
     FilterChanged,
@@ -193,13 +203,13 @@ class MigprofApp(App[int]):
         if self.feed.mode != "replay":
             return
         if message.fraction is not None:
-            self.feed.send("seek_fraction", message.fraction)
+            self.feed.send(SeekFraction(message.fraction))
         elif message.t_ms is not None:
-            self.feed.send("seek_ns", self._abs_ns(message.t_ms))
+            self.feed.send(SeekTime(self._abs_ns(message.t_ms)))
 
     @on(FilterChanged)
     def _filter(self, message: FilterChanged) -> None:
-        self.feed.send("filter", message.text)
+        self.feed.send(SetFilter(message.text))
 
     def _abs_ns(self, t_ms: float) -> int:
         """A time from the selected migration's start (or the first event) to epoch ns."""
@@ -233,25 +243,25 @@ class MigprofApp(App[int]):
             self.push_screen(HelpScreen())
 
     def action_toggle(self) -> None:
-        self.feed.send("toggle")
+        self.feed.send(TogglePlay())
 
     def action_faster(self) -> None:
-        self.feed.send("faster")
+        self.feed.send(ChangeSpeed(+1))
 
     def action_slower(self) -> None:
-        self.feed.send("slower")
+        self.feed.send(ChangeSpeed(-1))
 
     def action_step_check(self, direction: int) -> None:
-        self.feed.send("step_check", direction)
+        self.feed.send(Step("check", direction))
 
     def action_step_pass(self, direction: int) -> None:
-        self.feed.send("step_pass", direction)
+        self.feed.send(Step("pass", direction))
 
     def action_seek_start(self) -> None:
-        self.feed.send("seek_pos", 0)
+        self.feed.send(SeekPosition(0))
 
     def action_seek_end(self) -> None:
-        self.feed.send("seek_pos", 1 << 62)
+        self.feed.send(SeekEnd())
 
     def action_jump(self) -> None:
         def done(text: str | None) -> None:
@@ -262,7 +272,7 @@ class MigprofApp(App[int]):
             except ValueError as e:
                 self.notify(str(e), severity="error")
                 return
-            self.feed.send("seek_ns", self._abs_ns(t_ms))
+            self.feed.send(SeekTime(self._abs_ns(t_ms)))
 
         self.push_screen(JumpScreen(), done)
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from profiler import events as E
-from profiler.model import findings, reuse
+from profiler.model import findings
 from profiler.model import names as N
 from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
@@ -29,6 +29,9 @@ from profiler.model.results import Check, Migration, Pass, Report, StateChange
 from profiler.model.table import Table, build_table
 from profiler.model.verdict import increase_dirty_rate, sync_dirty_rate, verdict
 from profiler.model.version import Era, detect_from
+
+if TYPE_CHECKING:
+    from profiler.model.prefix_cache import PrefixCache
 
 # make_checks builds Check positionally (much faster than keywords for ~30k checks)
 _CHECK_FIELDS = ("t_ms", "kind", "pending_bytes", "threshold_bytes", "pre_bytes", "post_bytes",
@@ -170,8 +173,9 @@ class _Builder:
     """Holds the whole-table results; ``migration()`` slices and packs one migration."""
 
     def __init__(self, T: Table, spans: pd.DataFrame, eras: dict[str, Era], glob: pd.DataFrame,
-                 warn: list[str], aliases: dict[tuple[str, str], str] | None = None):
-        self.T, self.warn, self.aliases = T, warn, aliases or {}
+                 warn: list[str], aliases: dict[tuple[str, str], str] | None = None,
+                 cache: PrefixCache | None = None):
+        self.T, self.warn, self.aliases, self.cache = T, warn, aliases or {}, cache
         self.t0 = [None if pd.isna(x) else int(x) for x in spans["start_ns"].tolist()]
         streams = spans["stream"].tolist()
         self.era = [eras.get(s) or Era(min_version=None) for s in streams]
@@ -192,7 +196,7 @@ class _Builder:
         self.c_np["kind"] = c["kind"].to_numpy(dtype=object)
         base = np.array([T.rel(x) for x in self.t0])
         t_ms = (c["t_ns"].to_numpy() - base[c["mig"].to_numpy()]) / 1e6 if len(c) else np.zeros(0)
-        # the columns Check objects are made of, in Check's field order (reuse compares them)
+        # the columns Check objects are made of, in Check's field order (a PrefixCache compares them)
         self.c_cols = [t_ms, c["kind"].to_numpy(dtype=object)] + [
             c[k].to_numpy(dtype=np.float64) for k in ("pending", "threshold", "pre", "post", "gap", "bw")] + [
             c["below"].to_numpy(dtype=bool), c["pass_no"].to_numpy(dtype=np.int64),
@@ -218,6 +222,13 @@ class _Builder:
                                 minlength=T.n_mig).astype(np.int64) if lost_rows.any() else np.zeros(T.n_mig, np.int64)
         self.mpass = T.last(~T.trace & T.is_(E.QMP_MIGRATION_PASS) & ~np.isnan(T.num["dirty_syncs"]))
 
+    def _objects(self, key: Hashable, cols: list[np.ndarray], make: Callable[[int, int], list]) -> list:
+        """``make(0, n)`` for the n rows of ``cols``, or through the caller's cache (which reuses
+        the objects of its last build up to the first changed row)."""
+        if self.cache is None:
+            return make(0, len(cols[0]))
+        return self.cache.objects(key, cols, make)
+
     def _dest_states(self, dm: int, t0: int | None) -> list[StateChange]:
         T = self.T
         S = np.flatnonzero(self.R.status)
@@ -236,7 +247,7 @@ class _Builder:
         c = {k: v[lo:hi] for k, v in self.c_np.items()}
         dnames, dmat = _per_check(self.k_chk, self.k_dev, self.k_val, lo, hi)
         key = (self.sides[m], self.streams[m], t0)
-        per = reuse.objects(("per", *key, tuple(dnames)), [dmat], lambda a, b: _dicts(dnames, dmat[a:b]))
+        per = self._objects(("per", *key, tuple(dnames)), [dmat], lambda a, b: _dicts(dnames, dmat[a:b]))
         decided = int(R.low[m]) if sm is not None else -1
         sources = dict(tm.sources)
         qmp = tm.qmp
@@ -340,7 +351,7 @@ class _Builder:
             return list(map(Check, t_ms_, kind_, pend_, thr_, pre_, post_, below_, pass_, per[a:b], gap_,
                             bw_, dec_))
 
-        checks = tuple(reuse.objects(("chk", *key, tuple(dnames)), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
+        checks = tuple(self._objects(("chk", *key, tuple(dnames)), [x[lo:hi] for x in self.c_cols] + [dmat], make_checks))
 
         def make_passes(a: int, b: int) -> list[Pass]:
             return [Pass(n=int(n), t_ms=None if math.isnan(t) else (t - base_ms) / 1e6 if t0 is not None else None,
@@ -349,7 +360,7 @@ class _Builder:
                     for n, t, d, dp, ph_ in zip(p_n[a:b].tolist(), p_t[a:b].tolist(), p_d[a:b].tolist(),
                                                 p_pages[a:b].tolist(), p_phase[a:b].tolist(), strict=True)]
 
-        passes = tuple(reuse.objects(("pass", *key), [p_n, p_t - base_ms, p_d, p_pages, p_phase], make_passes))
+        passes = tuple(self._objects(("pass", *key), [p_n, p_t - base_ms, p_d, p_pages, p_phase], make_passes))
         transferred = _nn(qram.get("transferred"))
         if transferred is None:
             # unfinished: the windows miss bytes after the last one, the last poll misses
@@ -390,10 +401,21 @@ class _Builder:
         )
 
 
+def stream_eras(events: pd.DataFrame) -> dict[str, Era]:
+    """The release family of each trace stream in ``events`` (for ``build_report(eras=...)``)."""
+    sp = split(events)
+    return _eras(sp.rows, sp.iso)
+
+
 def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed: int = 0,
                  skipped: int = 0, warnings: Iterable[str] = (),
-                 meta: Mapping[str, Any] | None = None) -> Report:
-    """The whole model over one event table (any mix of sides and origins)."""
+                 meta: Mapping[str, Any] | None = None, cache: PrefixCache | None = None,
+                 eras: Mapping[str, Era] | None = None) -> Report:
+    """The whole model over one event table (any mix of sides and origins).
+
+    Incremental builds (``profiler.model.incremental``) pass ``cache``, to reuse the Check/Pass
+    objects of their earlier builds (see prefix_cache), and ``eras``: per trace stream, the era
+    its events before ``events`` showed (merged with what ``events`` show)."""
     missing = [c for c in E.COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"build_report: event table lacks columns {missing}")
@@ -404,8 +426,10 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     glob = rows[rows["event"].isin([E.QMP_PARAMS, E.LAB_MARK]).to_numpy(dtype=bool)]
     glob = glob.sort_values(["t_ns", "_i"], kind="stable", na_position="first")
     T = build_table(rows, len(spans))
-    eras = _eras(rows, sp.iso)
-    b = _Builder(T, spans, eras, glob, warn, device_aliases(meta))
+    seen = _eras(rows, sp.iso)
+    if eras:
+        seen = {s: e.merge(eras.get(s)) for s, e in seen.items()}
+    b = _Builder(T, spans, seen, glob, warn, device_aliases(meta), cache)
     by_src = {s: d for d, s in sp.pairs.items()}
     src = spans[spans["side"] != "destination"].sort_values(["start_ns", "mig"], na_position="last")
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]

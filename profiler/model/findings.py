@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as E
-from profiler.model import columns
 from profiler.model import names as N
 from profiler.model.results import Finding, Migration
 
@@ -64,7 +63,7 @@ def _columns(events: pd.DataFrame, at: np.ndarray) -> dict[str, np.ndarray]:
     out = {c: events[c].iloc[at].astype(object).to_numpy() for c in ("event", "side", "device", "state", "detail")}
     for c in ("t_ns", "bytes", "init_bytes", "stopcopy_bytes", "dur_ns", "ret", "flags", "cmd"):
         out[c] = events[c].iloc[at].to_numpy(dtype="float64", na_value=np.nan)
-    out["idx"] = columns.buffer_idx(events[[columns.BUFFER_IDX_COLUMN]].iloc[at])
+    out["idx"] = events["buffer_idx"].iloc[at].to_numpy(dtype="float64", na_value=np.nan)
     out["row"] = at  # the evidence's file, line and text are read from ``events`` at these
     return out
 

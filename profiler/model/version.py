@@ -18,6 +18,16 @@ class Era:
     v72: bool = False  # the old `migrate_pending` check line (threshold printed as `max`)
     iso_prefix: bool = False  # `YYYY-MM-DDTHH:MM:SS[.f]Z ` prefix: v10.1+
 
+    def merge(self, other: Era | None) -> Era:
+        """The era both pieces of evidence allow (one stream's earlier and later events):
+        what ``detect_from`` gives on the union of what each saw."""
+        if other is None or self.v72:
+            return self
+        if other.v72:
+            return other
+        vs = [v for v in (self.min_version, other.min_version) if v is not None]
+        return Era(min_version=max(vs) if vs else None, iso_prefix=self.iso_prefix or other.iso_prefix)
+
     @property
     def set_state_is_request(self) -> bool:
         """>=9.1 prints vfio_migration_set_state at entry: a request, not a confirmation."""

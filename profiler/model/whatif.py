@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from profiler.model import columns
 from profiler.model import names as N
 from profiler.model.results import Check, Migration, _plain
 from profiler.model.verdict import fmt_bytes, fmt_rate
@@ -248,7 +247,7 @@ def _windows(rows: pd.DataFrame, max_bw: float) -> pd.DataFrame:
     budget = max_bw / 1000.0 * WINDOW_MS if max_bw > 0 else np.inf
     return pd.DataFrame({"end_ms": end, "dur_ms": dur, "bytes": nbytes, "bw": bw,
                          "limited": nbytes >= _LIMITED * budget, "slept": slept > 0, "burst": burst,
-                         "sbw": columns.switchover_bw_bytes_per_ms(tr),
+                         "sbw": tr["switchover_bw_bytes_per_ms"].to_numpy(dtype="float64", na_value=np.nan),
                          "threshold": tr["threshold_bytes"].to_numpy(dtype="float64", na_value=np.nan)})
 
 
