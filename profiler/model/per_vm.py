@@ -2,8 +2,9 @@
 
 ``migprof top`` follows every QEMU on a host through one event stream; each row must show
 the numbers ``migprof report`` gives for that QEMU, so each QEMU gets the report of exactly
-its events. Building costs a few to tens of ms whatever the size of the input, so a QEMU is
-rebuilt only when it has new events, at most every ``min_gap_s``, and no more often than
+its events. Each QEMU has its own ``IncrementalModel`` (only its open migration is built
+again); a build still costs a few to tens of ms, so a QEMU is rebuilt only when it has new
+events, at most every ``min_gap_s``, and no more often than
 keeps the time spent building within ``budget`` of the wall clock: with many migrations at
 once each row refreshes less often instead of the process taking more CPU. A change of
 migration status or a new pass makes its QEMU due at ``min_gap_s`` whatever the budget, and
@@ -13,17 +14,16 @@ migration status or a new pass makes its QEMU due at ``min_gap_s`` whatever the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from profiler import events as E
-from profiler.model.build import build_report
+from profiler.model.incremental import Build, IncrementalModel, bind
 from profiler.model.results import Report
 
-Build = Callable[[pd.DataFrame], Report]
 # rows that move a row's status or pass: its QEMU is rebuilt soon whatever the budget
 STATUS_EVENTS = (E.QMP_MIGRATION, E.QMP_MIGRATION_PASS, "migrate_set_state",
                  "migration_bitmap_sync_end", E.LIBVIRT_LIFECYCLE)
@@ -31,7 +31,8 @@ STATUS_EVENTS = (E.QMP_MIGRATION, E.QMP_MIGRATION_PASS, "migrate_set_state",
 
 @dataclass(slots=True)
 class _Vm:
-    frames: list[pd.DataFrame] = field(default_factory=list)
+    model: IncrementalModel
+    frames: list[pd.DataFrame] = field(default_factory=list)  # every event (the full TUI's start)
     events: int = 0
     built_events: int = 0  # events the report was built from
     report: Report | None = None
@@ -44,13 +45,14 @@ class _Vm:
 class VmModels:
     """Takes event batches of many QEMUs; gives each one's report (``report(pid)``).
 
-    ``build``: frame -> Report (``build_report`` by default). Not thread-safe: one owner
+    ``build``: ``build_report`` bound to its context (``incremental.bind``; by default inputs
+    ["live"]). Not thread-safe: one owner
     feeds it and refreshes it. Rows without a pid (a host-wide ``bpf_lost``) are counted in
     ``unattributed`` and belong to no QEMU.
     """
 
     def __init__(self, build: Build | None = None, *, min_gap_s: float = 1.0, budget: float = 0.03):
-        self._build = build or (lambda df: build_report(df, inputs=["live"]))
+        self._build = build or bind(inputs=["live"])
         self.min_gap_s = min_gap_s
         self.budget = budget
         self._vms: dict[int, _Vm] = {}
@@ -63,7 +65,7 @@ class VmModels:
 
     def track(self, pid: int) -> None:
         """Know ``pid`` before any event of its arrives (its row shows "waiting")."""
-        self._vms.setdefault(int(pid), _Vm())
+        self._vm(int(pid))
 
     def forget(self, pid: int) -> None:
         self._vms.pop(int(pid), None)
@@ -83,13 +85,20 @@ class VmModels:
         touched = set()
         for i, p in enumerate(uniques.tolist()):
             rows = codes == i
-            vm = self._vms.setdefault(int(p), _Vm())
+            vm = self._vm(int(p))
             sub = part if len(uniques) == 1 else part[rows]
             vm.frames.append(sub)
+            vm.model.add(sub)
             vm.events += len(sub)
             vm.urgent |= bool(np.any(status & rows))
             touched.add(int(p))
         return touched
+
+    def _vm(self, pid: int) -> _Vm:
+        vm = self._vms.get(pid)
+        if vm is None:
+            vm = self._vms[pid] = _Vm(IncrementalModel(self._build))
+        return vm
 
     def _due(self, vm: _Vm, now: float, active: int) -> bool:
         if vm.events == vm.built_events:
@@ -117,17 +126,16 @@ class VmModels:
 
     def _rebuild(self, pid: int, now: float) -> None:
         vm = self._vms[pid]
-        frame = self.events(pid)
         t0 = time.perf_counter()
         try:
-            vm.report = self._build(frame)
+            vm.report = vm.model.report()
             vm.error = None
         except Exception as e:  # one QEMU's odd input must not stop the others' rows
             vm.error = f"{type(e).__name__}: {e}"
         vm.build_s = time.perf_counter() - t0
         self.build_s += vm.build_s
         self.builds += 1
-        vm.built_events, vm.built_at, vm.urgent = len(frame), now, False
+        vm.built_events, vm.built_at, vm.urgent = vm.events, now, False
 
     def events(self, pid: int) -> pd.DataFrame:
         """Every event of ``pid`` so far, in one frame (kept as one from then on)."""
