@@ -55,9 +55,11 @@ class TopApp(App[tuple[str, int]]):
         Binding("enter", "open", "Open in the full TUI"),
     ]
 
-    def __init__(self, rows: Rows, *, interval: float = 1.0, selected: int | None = None) -> None:
+    def __init__(self, rows: Rows, *, interval: float = 1.0, selected: int | None = None,
+                 running: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self.rows = rows
+        self.running = running  # False once the session has ended (-d, count): the app ends
         self.interval = interval
         self.selected = selected  # pid to put the cursor on (coming back from the full TUI)
         self.shown: list[int] = []  # pids in table order
@@ -82,6 +84,9 @@ class TopApp(App[tuple[str, int]]):
         self.set_interval(self.interval, self.refresh_rows)
 
     def refresh_rows(self) -> None:
+        if self.running is not None and not self.running():
+            self._quit()
+            return
         rows, host = self.rows()
         rows = order(rows)
         table = self.query_one("#vms", DataTable)

@@ -1,13 +1,20 @@
-"""`migprof top` without the TUI: a bcc-style table of every QEMU per interval, or JSON lines."""
+"""`migprof top`'s rows: every QEMU's model fed from the session (``TopBoard``), and without the
+TUI a bcc-style table per interval or JSON lines."""
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
-from collections.abc import Sequence
-from typing import IO
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
 
-from profiler.model.vm_row import ROW_SCHEMA, TERMINAL, VmRow, row_json
+import pandas as pd
+
+from profiler.model.per_vm import VmModels
+from profiler.model.vm_row import ROW_SCHEMA, TERMINAL, VmRow, row_json, vm_row
 
 MIB = 1 << 20
 HEADER = (f"{'PID':>7} {'VM':<14} {'SIDE':<4} {'STATUS':<9} {'PHASE':<9} {'PASS':>4} "
@@ -72,3 +79,145 @@ class TopPrinter:
                 print("", file=self.out)
             print("\n".join(table(rows, now_s, final)), file=self.out, flush=True)
         self.printed += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Follows:
+    """What a session tells the board of one QEMU it follows (no event needed)."""
+
+    pid: int
+    label: str
+    side: str
+    alive: bool = True
+    domain: str | None = None
+    name: str | None = None
+    sources: tuple[str, ...] = ()
+
+
+class TopBoard:
+    """A session sink: every QEMU's events into its own model (``VmModels``), and every
+    ``interval`` seconds the rows: published (``rows()``, read from any thread: the TUI) and,
+    with a ``printer``, printed. ``follows()`` says which QEMUs the session follows now.
+    ``count``: stop after that many intervals (``done()``). At the end the rows are built
+    from every event and printed once more as ``final``."""
+
+    def __init__(self, follows: Callable[[], Sequence[Follows]], *, interval: float = 1.0,
+                 printer: TopPrinter | None = None, count: int | None = None,
+                 models: VmModels | None = None, host: Callable[[], str] | None = None):
+        self.follows = follows
+        self.interval = interval
+        self.printer = printer
+        self.count = count
+        self.models = models or VmModels(min_gap_s=min(interval, 1.0))
+        self.host = host or (lambda: "")
+        self.shown = 0
+        self._rows: tuple[VmRow, ...] = ()
+        self._next: float | None = None
+        self.health: Mapping[str, Any] = {}
+        self._subs: dict[int, list[Callable[[pd.DataFrame], None]]] = {}
+        self._asks: list[tuple[int, Callable[[pd.DataFrame], None], bool]] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, pid: int, put: Callable[[pd.DataFrame], None]) -> None:
+        """From any thread: hand ``put`` the events of ``pid`` so far, then each new batch."""
+        with self._lock:
+            self._asks.append((pid, put, True))
+
+    def unsubscribe(self, pid: int, put: Callable[[pd.DataFrame], None]) -> None:
+        with self._lock:
+            self._asks.append((pid, put, False))
+
+    def _serve(self) -> None:
+        with self._lock:
+            asks, self._asks = self._asks, []
+        for pid, put, on in asks:
+            subs = self._subs.setdefault(pid, [])
+            if on:
+                backlog = self.models.events(pid)
+                if len(backlog):
+                    put(backlog)
+                subs.append(put)
+            elif put in subs:
+                subs.remove(put)
+
+    def rows(self) -> tuple[tuple[VmRow, ...], str]:
+        """The latest rows and the host line (a snapshot: safe from any thread)."""
+        return self._rows, self.host()
+
+    def done(self) -> bool:
+        return self.count is not None and self.shown >= self.count
+
+    def start(self, health: Mapping[str, Any]) -> None:
+        self.health = health
+        self._publish(time.monotonic())
+
+    def feed(self, batch: pd.DataFrame) -> None:
+        self._serve()
+        touched = self.models.add(batch)
+        for pid in touched & self._subs.keys():
+            for put in self._subs[pid]:
+                put(batch[(batch["pid"] == pid).to_numpy(dtype=bool, na_value=False)])
+
+    def tick(self, now: float) -> None:
+        self._serve()
+        if self._next is None:
+            self._next = now + self.interval
+        if now < self._next:
+            return
+        self._next += self.interval
+        if self._next < now:  # fell behind (a loaded host): no burst of catching up
+            self._next = now + self.interval
+        self.models.refresh(now)
+        self._publish(now)
+        if self.printer is not None:
+            self.printer.show(self._rows)
+        self.shown += 1
+
+    def close(self, health: Mapping[str, Any]) -> None:
+        self.health = health
+        self.models.flush()
+        self._publish(time.monotonic())
+        if self.printer is not None:
+            self.printer.show(self._rows, final=True)
+
+    def _publish(self, now: float) -> None:
+        rows = []
+        for f in self.follows():
+            self.models.track(f.pid)
+            rows.append(vm_row(self.models.report(f.pid), pid=f.pid, label=f.label, side=f.side,
+                               events=self.models.count(f.pid), alive=f.alive, domain=f.domain,
+                               name=f.name, sources=f.sources))
+        self._rows = tuple(rows)
+
+
+class VmStream:
+    """One QEMU's events out of a running board, as a ``Source`` (the full TUI of that QEMU):
+    what the board holds of it first, then each new batch. The board hands both over on the
+    session's thread, so the model is never read from another."""
+
+    name = "vm"
+
+    def __init__(self, board: TopBoard, pid: int):
+        self.board = board
+        self.pid = pid
+        self._q: queue.SimpleQueue[pd.DataFrame] = queue.SimpleQueue()
+
+    def __enter__(self) -> VmStream:
+        self.board.subscribe(self.pid, self._q.put)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.board.unsubscribe(self.pid, self._q.put)
+
+    def batches(self, stop: Any) -> Any:
+        while not stop.is_set():
+            try:
+                yield self._q.get(timeout=0.1)
+            except queue.Empty:
+                yield pd.DataFrame()
+
+    def health(self) -> dict[str, Any]:
+        return {"source": self.name, "pid": self.pid}
