@@ -22,6 +22,7 @@ COMMANDS = {
     "import": "import_",
     "compare": "compare",
     "whatif": "whatif",
+    "query": "query",
 }
 
 

@@ -78,10 +78,18 @@ def test_bandwidths_compare_in_the_expected_direction(bandwidth_runs: dict[str, 
     t, bw = by["total_ms"], by["bandwidth_bytes_per_s"]
     assert min(t["candidate"]["values"]) > max(t["base"]["values"]), t
     assert max(bw["candidate"]["values"]) < min(bw["base"]["values"]), bw
-    # ... and then the U test's p-value is exact: 2 of the C(13, 5) orderings are that extreme
+    # ... and then the U test's p-value follows: with no tied values it is exact, 2 of the
+    # C(13, 5) orderings are that extreme; runs that tie to the unit (a few ms, same bytes)
+    # take scipy's normal approximation with tie correction, for which full separation of
+    # 8 against 5 still gives p < 0.005
     separated = 2 / math.comb(SAME_RUNS + LOW_RUNS, LOW_RUNS)
     for m in (t, bw):
-        assert m["p_value"] == pytest.approx(separated) and m["significant"] is True
+        vals = m["base"]["values"] + m["candidate"]["values"]
+        if len(set(vals)) == len(vals):
+            assert m["p_value"] == pytest.approx(separated), m
+        else:
+            assert separated < m["p_value"] < 0.005, m
+        assert m["significant"] is True
     assert t["delta"] > 0 and bw["delta"] < 0
     assert rc == 1 and out["regression"] and out["rules"][0]["fired"]
     # the other way round it is an improvement, not a regression

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from profiler import events as ev
@@ -29,7 +30,7 @@ from profiler.lab.run import Lab, LabConfig, cleanup_leftovers, run_scenario
 from profiler.lab.verify import throughput_check
 from profiler.model import build_report
 from profiler.pipeline import load
-from profiler.sources.qmp import read_events_jsonl
+from profiler.sources.jsonl import read_events_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGPROF = ROOT / ".venv/bin/migprof"
@@ -207,20 +208,27 @@ def test_sockdiag_throughput_matches_qemu(lab_run, scenario: str, qemu: str) -> 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("qemu", ["7.2", "10.0"])
-def test_query_migrate_polled_at_10hz(lab_run, qemu: str) -> None:
+def test_query_migrate_polled_while_active(lab_run, qemu: str) -> None:
+    """Polls recorded through pre-copy agree with QEMU's own MIGRATION_PASS events.
+
+    (Their rate is timing: bench/, not here.)"""
     run = lab_run("never-converges", qemu)
-    q = run.events[
-        (run.events["event"] == ev.QMP_QUERY_MIGRATE)
-        & (run.events["side"] == ev.Side.SOURCE)
-        & (run.events["state"] == "active")
-    ]
-    span_s = (int(q["t_ns"].max()) - int(q["t_ns"].min())) / 1e9
-    assert span_s > 2
-    assert len(q) / span_s >= 9.0  # 10 Hz, allowing for a late poll on a loaded host
-    assert (run.events["event"] == ev.QMP_MIGRATION_PASS).sum() >= 2
-    statuses = run.events.loc[
-        (run.events["event"] == ev.QMP_MIGRATION) & (run.events["side"] == ev.Side.SOURCE), "state"
-    ].tolist()
+    e = run.events
+    src = e["side"] == ev.Side.SOURCE
+    q = e[(e["event"] == ev.QMP_QUERY_MIGRATE) & src & (e["state"] == "active")]
+    q = q[q["dirty_syncs"].notna()]
+    passes = e[(e["event"] == ev.QMP_MIGRATION_PASS) & src]
+    assert len(q) >= 2 and len(passes) >= 2
+    # counters only grow, in the order the replies came
+    assert q["t_ns"].is_monotonic_increasing
+    assert q["dirty_syncs"].is_monotonic_increasing and q["bytes"].is_monotonic_increasing
+    # each reply's dirty-sync count is the pass QEMU had announced by then (a reply and a
+    # pass event crossing on the wire: one either way)
+    announced = np.searchsorted(passes["t_ns"].to_numpy(dtype="int64"),
+                                q["t_ns"].to_numpy(dtype="int64"), side="right")
+    last = np.concatenate([[0], passes["dirty_syncs"].to_numpy(dtype="int64")])[announced]
+    assert (np.abs(q["dirty_syncs"].to_numpy(dtype="int64") - last) <= 1).all()
+    statuses = e.loc[(e["event"] == ev.QMP_MIGRATION) & src, "state"].tolist()
     assert statuses[:2] == ["setup", "active"] and statuses[-1] == "cancelled"
 
 
@@ -247,11 +255,20 @@ def test_bandwidth_shaping_changes_mid_run(lab_run) -> None:
     log = load([str(run.out / "source.log")]).events
     tr = log[log["event"] == "migrate_transferred"]
     before = tr[tr["t_ns"] < t_mark]["bw_bytes_per_ms"].median()
-    after = tr[tr["t_ns"] > t_mark + 200_000_000]["bw_bytes_per_ms"]
     shaped = 80e6 / 8 / 1000  # 80 Mbit/s in bytes/ms
     assert before == pytest.approx(shaped, rel=0.3)
-    assert len(after) == 0 or after.max() > 3 * shaped
     assert run.result.status == "completed"
+    (m,) = run.report.migrations
+    # it could not converge through the shaped link: it ended only after the change ...
+    assert m.end_ns is not None and m.end_ns > t_mark
+    # ... and what was left went faster than the shaped link carries: from the last poll
+    # before the change to the end, by QEMU's own byte count
+    polls = e[(e["event"] == ev.QMP_QUERY_MIGRATE) & (e["side"] == ev.Side.SOURCE)
+              & e["bytes"].notna() & (e["t_ns"] <= t_mark)]
+    at = polls.iloc[-1]
+    moved = run.final["ram"]["transferred"] - int(at["bytes"])
+    assert moved > 0
+    assert moved / ((m.end_ns - int(at["t_ns"])) / 1e6) > 2 * shaped
 
 
 @pytest.mark.slow
@@ -409,9 +426,12 @@ def test_guest_build_failure_leaves_nothing(tmp_path: Path, monkeypatch) -> None
 
 
 def _spawn_lab(tmp_path: Path, scenario: str = "never-converges") -> subprocess.Popen:
+    """A lab run that cannot end by itself before the test signals it (no timeout to
+    cancel it: a never-converging migration goes on)."""
     out = tmp_path / "run"
     return subprocess.Popen(
-        [str(MIGPROF), "lab", "--scenario", scenario, "--accel", "tcg", "--out", str(out)],
+        [str(MIGPROF), "lab", "--scenario", scenario, "--accel", "tcg", "--timeout", "600",
+         "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -425,14 +445,11 @@ def _wait_running(p: subprocess.Popen, out: Path, timeout: float = 30) -> str:
         if p.poll() is not None:
             raise AssertionError(f"lab exited early: {p.stderr.read().decode()}")
         ev_file = out / "events.jsonl"
-        data = ev_file.read_bytes() if ev_file.exists() else b""
-        # pre-copy is under way: a query-migrate reply with counters has been recorded
-        if (
-            b'"qmp_query_migrate"' in data
-            and b'"state": "active"' in data
-            and len(_lab_qemus(tag)) == 2
-        ):
-            time.sleep(0.3)  # a poll or two more, so 'active' has its counters
+        lines = ev_file.read_text().splitlines() if ev_file.exists() else []
+        # pre-copy is under way: an active query-migrate reply with counters is recorded
+        rows = [json.loads(x) for x in lines if '"qmp_query_migrate"' in x and x.endswith("}")]
+        if any(r.get("state") == "active" and "bytes" in r for r in rows) and len(
+                _lab_qemus(tag)) == 2:
             return tag
         time.sleep(0.1)
     raise AssertionError("lab did not start migrating")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from profiler.cli import main
-from profiler.commands import demo
+from profiler.views.lines import StatusLines
 
 
 @pytest.mark.slow
@@ -59,20 +59,14 @@ def test_demo_json(tmp_path: Path, capsys) -> None:
     assert m["outcome"] == "completed" and m["dirty_syncs"] == fin["ram"]["dirty-sync-count"]
 
 
-def test_tui_hook_is_the_tui_entry_point() -> None:
-    from tui.app import run_live
-
-    assert demo._try_tui() is run_live
-
-
 def test_line_view_same_values_whatever_the_batching() -> None:
     """The line view reads only the last row of each kind per batch: the values it shows
     must not depend on how the stream was cut into batches (real lab run data)."""
     import io
 
     from profiler import events as ev
+    from profiler.sources.jsonl import read_events_jsonl
     from profiler.sources.qemu_log import read_log
-    from profiler.sources.qmp import read_events_jsonl
 
     run = Path(__file__).parent / "data/real/7.2-downtime-raise"
     log = next(p for p in (run / "source.log", run / "source.log.gz") if p.exists())
@@ -81,9 +75,9 @@ def test_line_view_same_values_whatever_the_batching() -> None:
     )
     seen = set()
     for step in (1, 3, 50, len(rows)):
-        v = demo.LineView(io.StringIO())
+        v = StatusLines(io.StringIO())
         for k in range(0, len(rows), step):
-            v.feed_events(rows.iloc[k : k + step].reset_index(drop=True))
+            v.feed(rows.iloc[k : k + step].reset_index(drop=True))
         seen.add((v.state, v.passes, v.pending, v.threshold, v.xfer, v.mibps))
     (state,) = seen
     fin = json.loads((run / "query-migrate-source.json").read_text())

@@ -25,9 +25,21 @@ RULES = [
     ("profiler/replay.py", ("profiler.sources", "profiler.model", "profiler.views", "tui", "textual", "bcc",
                             "pyroute2", "qemu")),
     ("tui/", ("bcc", "pyroute2", "qemu.qmp", "libvirt")),
+    ("profiler/dataset/", ("profiler.sources", "profiler.views", "tui", "textual", "bcc", "pyroute2", "qemu")),
+    # the live session and the glue around it: sources in, sinks out, no views of their own
+    ("profiler/session.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                             "textual", "bcc", "pyroute2", "qemu")),
+    ("profiler/attach.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                            "textual")),
+    ("profiler/qmpctl.py", ("profiler.model", "profiler.views", "profiler.commands", "tui",
+                            "textual")),
+    ("profiler/lab/", ("profiler.commands", "tui", "textual")),
+    ("profiler/commands/", ("bcc", "pyroute2", "qemu", "textual")),
 ]
 # imports a rule's forbidden prefixes would catch but which the layout allows
 ALLOWED = {"profiler/events.py": ("profiler.registry",)}
+# heavy engines, each imported by one module only (the CLI's start-up never pays for them)
+ONLY_IN = {"duckdb": ("profiler/dataset/sql.py",), "pyspark": ("profiler/jobs/",)}
 
 
 def _imports(path: Path) -> list[str]:
@@ -58,6 +70,17 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
 def test_imports_go_one_way(path: Path, forbidden: tuple[str, ...], allowed: tuple[str, ...]) -> None:
     bad = [n for n in _imports(path) if _under(n, forbidden) and not _under(n, allowed)]
     assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_engines_are_imported_in_one_place() -> None:
+    bad = []
+    for f in sorted([*(ROOT / "profiler").rglob("*.py"), *(ROOT / "tui").rglob("*.py")]):
+        rel = str(f.relative_to(ROOT))
+        for name in _imports(f):
+            for engine, allowed in ONLY_IN.items():
+                if (name == engine or name.startswith(engine + ".")) and not rel.startswith(allowed):
+                    bad.append(f"{rel} imports {name}")
+    assert not bad, bad
 
 
 def test_bcc_from_pypi_is_not_installed() -> None:

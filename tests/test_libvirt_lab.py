@@ -19,7 +19,7 @@ import pytest
 from profiler.lab.libvirt import agreement
 from profiler.model import build_report
 from profiler.pipeline import load
-from profiler.sources.qmp import read_events_jsonl
+from profiler.sources.jsonl import read_events_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from unprivileged import run_as_nobody
 
-from profiler.commands import live
-
-ROOT = Path(__file__).resolve().parent.parent
+from profiler.sources.target import qmp_socket_from_cmdline
 
 
 @pytest.mark.parametrize("argv,sock", [
@@ -26,27 +21,26 @@ ROOT = Path(__file__).resolve().parent.parent
     (["qemu"], None),
 ])
 def test_qmp_socket_from_cmdline(argv, sock):
-    assert live.qmp_socket_from_cmdline(argv) == sock
+    assert qmp_socket_from_cmdline(argv) == sock
 
 
 # run as nobody with no capabilities: a real host where BPF cannot load (check_host is not
 # replaced; this once caught it crashing on tracefs' mode 700 instead of falling back)
-UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
 FALLBACK_PROBE = """
-import argparse, io, json
-from profiler.commands import live
-args = argparse.Namespace(no_trace=False, trace_log=None, no_bpf=False, path="auto")
-target = live.Target(pid=4242, side="source", qmp="/run/x.qmp", log_file="/var/log/q.log", comm="qemu")
+import io, json
+from profiler.attach import live_sources
+from profiler.sources.target import Target
+target = Target(pid=4242, side="source", qmp="/run/x.qmp", log_file="/var/log/q.log", comm="qemu")
 err = io.StringIO()
-sources, info = live._sources(args, target, err)
+sources, info = live_sources(target, err=err)
 print(json.dumps({"sources": [s.name for s in sources], "err": err.getvalue(), "info": info}))
 """
 
 
 def test_no_bpf_falls_back_to_qmp_and_trace():
     """A host where BPF cannot load: one line naming the fix, QMP and trace go on."""
-    r = subprocess.run([*UNPRIVILEGED, sys.executable, "-c", FALLBACK_PROBE], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = run_as_nobody(FALLBACK_PROBE, imports=["bcc", "profiler.attach", "profiler.qmpctl",
+                                               "profiler.sources.bpf", "profiler.sources.qemu_tail"])
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["sources"] == ["qmp", "trace-control", "qemu-trace"]
@@ -57,8 +51,10 @@ def test_no_bpf_falls_back_to_qmp_and_trace():
 
 
 def test_ebpf_prints_the_program(capsys):
-    assert live.run(argparse.Namespace(ebpf=True, path="auto")) == 0
+    from profiler.cli import main
+
+    assert main(["live", "-p", "1", "--ebpf"]) == 0
     out = capsys.readouterr().out
     assert "TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)" in out
-    assert live.run(argparse.Namespace(ebpf=True, path="kprobe")) == 0
+    assert main(["live", "-p", "1", "--ebpf", "--path", "kprobe"]) == 0
     assert "int ioctl_enter(struct pt_regs *ctx" in capsys.readouterr().out

@@ -37,7 +37,7 @@ def test_live_on_fake_vfio(fake_vfio_bins, tmp_path):  # noqa: F811
             banner += line
         assert "no QMP socket found" in banner  # said once, then BPF only
         client.go()
-        client.wait()
+        log = client.wait()
         out, err = live.communicate(timeout=60)  # ends by itself when the client exits
         assert live.returncode == 0, err
         assert f"pid {client.pid} exited" in err
@@ -54,6 +54,22 @@ def test_live_on_fake_vfio(fake_vfio_bins, tmp_path):  # noqa: F811
     stop = {d: int(summary[("source", d, "STOP_COPY")][4]) for d in (MTTY, MLX5)}
     assert stop == {MTTY: 1000, MLX5: 1500000}
     assert {d: pre[d] + stop[d] for d in pre} == TOTAL
+    # every read() the client made, by device and phase (its own log): calls and bytes
+    want: dict[tuple[str, str], list[int]] = {}
+    for r in log:
+        if r[0] == "read":
+            w = want.setdefault((r[1], r[2]), [0, 0])
+            w[0] += 1
+            w[1] += max(0, int(r[3]))
+    got = {(k[1], k[2]): [int(v[3]), int(v[4])] for k, v in summary.items()}
+    assert got == want
+    # the line view's periodic data-fd totals add up to the same bytes
+    periodic: dict[str, int] = {}
+    for x in lines:
+        f = x.split()
+        if len(f) > 4 and f[2] == "bpf_data_read" and f[-1] == "lat)":
+            periodic[f[3]] = periodic.get(f[3], 0) + int(f[4])
+    assert periodic == TOTAL
     df, meta, warnings = read_recording(rec)
     assert not warnings
     reads = df[df["event"] == "bpf_data_read"]

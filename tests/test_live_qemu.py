@@ -142,11 +142,19 @@ def test_live_attach_sigint(pair):
     out, err = live.communicate(timeout=60)
     assert live.returncode == 0, err
     assert "Traceback" not in err
-    # the line view printed the status change and the trace's state changes
-    assert "completed" in out
     # the recording is complete and agrees with the test's own query-migrate
     df, meta, warnings = read_recording(rec)
     assert not warnings
+    # the line view: each query-migrate status once, as it changed, ending where QEMU did;
+    # the trace's state changes, as recorded; then the summary with the report
+    view = out.splitlines()
+    polled = [x.split()[-1] for x in view if " qmp query-migrate " in x]
+    assert polled[-1] == final["status"] and len(polled) == len(set(polled))
+    traced = [x.split()[-1] for x in view if " migrate_set_state " in x]
+    rec_states = df.loc[(df["event"] == "migrate_set_state") & (df["origin"] == "qemu-log"), "state"]
+    assert traced == rec_states.astype(str).tolist()
+    assert "no VFIO data-fd traffic seen" in view  # a QEMU without VFIO devices
+    assert f"dirty syncs {final['ram']['dirty-sync-count']}" in " ".join(out.split())
     q = df[df["event"] == "qmp_query_migrate"]
     assert len(q) >= 2
     last = q.iloc[-1]
@@ -251,3 +259,226 @@ def test_sigkill_leaves_nothing_attached(pair):
     while mine & loaded_prog_ids() and time.monotonic() < deadline:
         time.sleep(0.1)  # programs are freed after an RCU grace period
     assert not (mine & loaded_prog_ids())
+
+
+# ---------------------------------------------------------------- a monitor someone else holds
+
+
+class _Lines:
+    """Collects a pipe's lines in a thread; ``wait`` blocks until one matches."""
+
+    def __init__(self, pipe):
+        import threading
+
+        self.lines: list[str] = []
+        self._cv = threading.Condition()
+        self._t = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._t.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            with self._cv:
+                self.lines.append(line)
+                self._cv.notify_all()
+        with self._cv:
+            self.lines.append(None)  # end of the stream
+            self._cv.notify_all()
+
+    def wait(self, pred, timeout: float = 120) -> str:
+        with self._cv:
+            ok = self._cv.wait_for(lambda: any(x is None or pred(x) for x in self.lines), timeout)
+            hit = next((x for x in self.lines if x is not None and pred(x)), None)
+        assert ok and hit is not None, "".join(x for x in self.lines if x)
+        return hit
+
+    def text(self) -> str:
+        self._t.join(30)
+        return "".join(x for x in self.lines if x)
+
+
+def test_live_on_a_held_monitor(tmp_path):
+    """Issue 11, part 0: QEMU's only QMP socket is held by the client driving its migration.
+
+    migprof says so once, naming the holder, goes on with BPF and QEMU's -D trace log (from
+    its end: never a line twice), records the migration from the log, and picks QMP up once
+    the client lets go."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    from profiler.store import read_recording
+
+    log = tmp_path / "src.log"
+    rec = tmp_path / "held.parquet"
+    mig = tmp_path / "mig.sock"
+    dst = _qemu(tmp_path, "dst", "-incoming", f"unix:{mig}")
+    src = subprocess.Popen(
+        [QEMU, "-machine", "q35", "-accel", "kvm", "-accel", "tcg", "-m", "64", "-display", "none",
+         "-nodefaults", "-name", "migprof-test-held", "-msg", "timestamp=on", "-D", str(log),
+         "-qmp", f"unix:{tmp_path / 'src.qmp'},server=on,wait=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live = None
+    try:
+        Qmp(tmp_path / "dst.test.qmp").close()  # the destination is up
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "src.qmp").exists():
+            assert time.monotonic() < deadline and src.poll() is None
+            time.sleep(0.05)
+        holder = QEMUMonitorProtocol(str(tmp_path / "src.qmp"))
+        holder.connect()
+        # the driving script traces the migration into the -D log, and its own commands
+        for name in ("migrate_set_state", "migration_bitmap_sync_*", "savevm_state_*",
+                     "vmstate_downtime_*", "qmp_enter_query_name"):
+            holder.cmd("trace-event-set-state", name=name, enable=True)
+        for _ in range(3):
+            holder.cmd("query-name")  # lines logged before migprof attaches
+        before = log.read_text().count("\n")
+        assert before >= 3
+        live = subprocess.Popen(
+            [*MIGPROF, "live", "-p", str(src.pid), "--no-tui", "-d", "300", "--record", str(rec)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = _Lines(live.stdout), _Lines(live.stderr)
+        err.wait(lambda x: "Hit Ctrl-C to end." in x)
+        at_banner = log.read_text().count("\n")
+        holder.cmd("query-name")
+        holder.cmd("migrate", uri=f"unix:{mig}")
+        while (final := holder.cmd("query-migrate"))["status"] not in ("completed", "failed"):
+            time.sleep(0.1)
+        assert final["status"] == "completed"
+        # the migration's last trace lines reach the line view from the log ...
+        out.wait(lambda x: "migrate_set_state" in x and x.split()[-1] == "completed")
+        # ... and once the client lets go, QMP is picked up: its rows appear
+        holder.close()
+        out.wait(lambda x: "qmp query-migrate" in x and x.split()[-1] == "completed")
+        live.send_signal(signal.SIGINT)
+        assert live.wait(60) == 0, err.text()
+        stderr = err.text()
+        held = [x for x in stderr.splitlines() if "is held by" in x]
+        assert len(held) == 1 and f"pid {os.getpid()} (" in held[0], stderr
+        assert "qemu.qmp" not in stderr and "Traceback" not in stderr, stderr
+        assert "is free now" in stderr
+        # what migprof switched on once it had QMP is off again; the client's own stays on
+        after = QEMUMonitorProtocol(str(tmp_path / "src.qmp"))
+        after.connect()
+        on = {e["name"]: e["state"] for e in after.cmd("trace-event-get-state", name="*")}
+        after.close()
+        assert on["migrate_set_state"] == "enabled" and on["migrate_pending"] == "disabled"
+    finally:
+        if live is not None and live.poll() is None:
+            live.kill()
+        for p in (src, dst):
+            p.kill()
+            p.wait()
+    df, meta, warnings = read_recording(rec)
+    assert not warnings
+    # the migration, from the trace log: every line once, with its true number, none from
+    # before migprof attached and none skipped after
+    tr = df[df["origin"] == "qemu-log"]
+    lines = log.read_text().splitlines()
+    nums = tr["line"].astype(int).tolist()
+    assert len(set(nums)) == len(nums)
+    assert min(nums) > before and min(nums) <= at_banner + 1
+    assert sorted(nums) == list(range(min(nums), max(nums) + 1))
+    assert all(lines[n - 1] == raw for n, raw in zip(nums, tr["raw"], strict=True))
+    states = tr.loc[tr["event"] == "migrate_set_state", "state"].tolist()
+    assert states[0] == "setup" and states[-1] == "completed" and "active" in states
+    # QMP: held first (by us), then connected, then rows that agree with the client's view
+    conn = df[df["event"] == "qmp_event"]
+    assert conn["state"].tolist()[:2] == ["qmp-held", "qmp-connected"]
+    assert f"pid {os.getpid()} (" in json.loads(conn["detail"].iloc[0])["held_by"]
+    q = df[df["event"] == "qmp_query_migrate"]
+    assert len(q) and (q["state"] == "completed").all()
+    assert int(q["bytes"].iloc[-1]) == final["ram"]["transferred"]
+    assert meta["attach"] == "tracepoint" and meta["health"]["qmp"]["source_polls"] > 0
+    assert meta["health"]["trace-control"]["enabled"] > 0  # switched on after the pick-up
+
+
+def test_second_ctrl_c_during_the_flush_is_ignored(pair):
+    """Ctrl-C: "Detaching...", then the flush; more Ctrl-C meanwhile change nothing: exit 0,
+    the summary printed, the recording whole, QEMU's trace events put back."""
+    from profiler.store import read_recording
+
+    rec = pair["tmp"] / "flush.parquet"
+    watched = ["migrate_set_state", "savevm_state_setup"]
+    before = _trace_states(pair["qs"], watched)
+    # the log in tmp_path: this QEMU's stderr is a file, so a temporary log would stay
+    live, _ = _start_live(pair["src"].pid, "--record", str(rec),
+                          "--trace-log", str(pair["tmp"] / "trace.log"))
+    err = _Lines(live.stderr)
+    live.send_signal(signal.SIGINT)
+    err.wait(lambda x: "Detaching..." in x)
+    extra = 0
+    while live.poll() is None:  # keep interrupting until it has flushed and exited
+        live.send_signal(signal.SIGINT)
+        extra += 1
+        time.sleep(0.01)
+    out = live.stdout.read()
+    stderr = err.text()
+    assert live.returncode == 0, stderr
+    assert extra >= 1  # at least one more Ctrl-C reached it before it was done
+    assert stderr.count("Detaching...") == 1
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "no VFIO data-fd traffic seen" in out and out.lstrip().startswith("TIME(s)")
+    df, meta, warnings = read_recording(rec)
+    assert not warnings and meta["health"]["bpf"]["programs"]
+    assert _trace_states(pair["qs"], watched) == before
+
+
+def test_default_log_redirected_and_restored(tmp_path):
+    """QEMU logging to stderr (no -D, stderr a pipe) and without timestamps: live points its
+    log at a temporary file (HMP logfile), reads it, stamps the untimed lines as they
+    arrive, and at exit points the log back at stderr and removes the file."""
+    from profiler.store import read_recording
+
+    mig = tmp_path / "mig.sock"
+    dst = _qemu(tmp_path, "dst", "-incoming", f"unix:{mig}")
+    src = subprocess.Popen(
+        [QEMU, "-machine", "q35", "-accel", "kvm", "-accel", "tcg", "-m", "64", "-display", "none",
+         "-nodefaults", "-name", "migprof-test-stderr",
+         "-qmp", f"unix:{tmp_path / 'src.qmp'},server=on,wait=off",
+         "-qmp", f"unix:{tmp_path / 'src.test.qmp'},server=on,wait=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    qemu_err = _Lines(src.stderr)
+    rec = tmp_path / "redirect.parquet"
+    live = None
+    try:
+        Qmp(tmp_path / "dst.test.qmp").close()
+        qs = Qmp(tmp_path / "src.test.qmp")
+        qs.cmd("trace-event-set-state", name="qmp_enter_query_name", enable=True)
+        qs.cmd("query-name")
+        qemu_err.wait(lambda x: "qmp_enter_query_name" in x)  # QEMU logs to its stderr
+        t0 = time.time_ns()
+        live, _ = _start_live(src.pid, "--record", str(rec))
+        qs.cmd("query-name")  # into migprof's file now
+        qs.cmd("migrate", uri=f"unix:{mig}")
+        final = _wait_completed(qs)
+        assert final["status"] == "completed"
+        out = _Lines(live.stdout)
+        out.wait(lambda x: "migrate_set_state" in x and x.split()[-1] == "completed")
+        live.send_signal(signal.SIGINT)
+        assert live.wait(60) == 0
+        t1 = time.time_ns()
+        # the log is back on QEMU's stderr
+        qs.cmd("query-name")
+        deadline = time.monotonic() + 30
+        while sum("qmp_enter_query_name" in x for x in qemu_err.lines if x) < 2:
+            assert time.monotonic() < deadline, "QEMU's log did not come back to stderr"
+            time.sleep(0.05)
+        qs.close()
+    finally:
+        if live is not None and live.poll() is None:
+            live.kill()
+        for p in (src, dst):
+            p.kill()
+            p.wait()
+    assert sum("qmp_enter_query_name" in x for x in qemu_err.text().splitlines()) == 2
+    df, meta, warnings = read_recording(rec)
+    assert not warnings
+    temp = meta["live"]["trace_log"]
+    assert Path(temp).name.startswith(f"migprof-live-{src.pid}-") and not Path(temp).exists()
+    tr = df[df["origin"] == "qemu-log"]
+    assert (tr["file"] == temp).all() and (tr["event"] == "qmp_enter_query_name").sum() == 1
+    states = tr.loc[tr["event"] == "migrate_set_state", "state"].tolist()
+    assert states[0] == "setup" and states[-1] == "completed"
+    # no timestamps in these lines: each got the time it was read, and says so
+    assert tr["clock_ns"].isna().all() and (tr["clock"] == "none").all()
+    assert tr["t_ns"].between(t0, t1).all()
+    assert meta["health"]["qemu-trace"]["stamped_on_arrival"] == len(tr)

@@ -18,8 +18,8 @@ REAL = Path(__file__).resolve().parent / "data" / "real"
 
 
 def _frame(name: str) -> pd.DataFrame:
+    from profiler.sources.jsonl import read_events_jsonl
     from profiler.sources.qemu_log import read_log
-    from profiler.sources.qmp import read_events_jsonl
 
     d = REAL / name
     return E.concat([read_log(d / "source.log", side="source").frame,

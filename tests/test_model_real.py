@@ -40,7 +40,7 @@ def load(run: Path, qmp: bool) -> pd.DataFrame:
             if (run / name).exists():
                 frames.append(_log(run / name, side))
     if qmp:
-        from profiler.sources.qmp import read_events_jsonl
+        from profiler.sources.jsonl import read_events_jsonl
 
         frames.append(read_events_jsonl(run / "events.jsonl"))
     return E.concat(frames)
@@ -165,7 +165,7 @@ def test_transferred_bytes_flood_does_not_change_the_model() -> None:
                          ids=lambda p: p.name)
 def test_qmp_only(run: Path) -> None:
     """Only the QMP capture (no trace): outcomes, counts and times are QEMU's own."""
-    from profiler.sources.qmp import read_events_jsonl
+    from profiler.sources.jsonl import read_events_jsonl
 
     info = json.loads((run / "run.json").read_text())
     rep = build_report(read_events_jsonl(run / "events.jsonl"))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +20,7 @@ import pytest
 from profiler import events
 from profiler.errors import InputError
 from profiler.sources import qemu_log
-from profiler.sources.qemu_log import QemuLogSource, detect_side, parse_bytes, read_log
+from profiler.sources.qemu_log import detect_side, parse_bytes, read_log
 from profiler.sources.trace_formats import FIELD_MAP, as_signed64, formats
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -499,72 +497,6 @@ def test_real_logs_parse_without_malformed_lines(path: Path) -> None:
         save = df[df["event"] == "vmstate_downtime_save"]
         if len(save):
             assert save["dur_ns"].notna().all() and save["device"].notna().all()
-
-
-# ---------------------------------------------------------------------------
-# live tail
-
-
-def _collect(src: QemuLogSource, stop: threading.Event, out: list) -> None:
-    with src:
-        for b in src.batches(stop):
-            if len(b):
-                out.append(b)
-
-
-def _wait(pred, timeout: float = 10.0) -> bool:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def test_tail_complete_lines_truncation_and_rotation(tmp_path: Path) -> None:
-    p = tmp_path / "src.log"
-    p.write_text("")
-    src = QemuLogSource(p, follow=True, poll_s=0.02)
-    stop = threading.Event()
-    out: list = []
-    th = threading.Thread(target=_collect, args=(src, stop, out), daemon=True)
-    th.start()
-    try:
-        with open(p, "a") as f:
-            f.write("1@1.000001:migrate_set_state new state setup\n1@1.000002:migrate_set_st")
-            f.flush()
-            assert _wait(lambda: sum(len(b) for b in out) == 1)
-            time.sleep(0.2)
-            assert sum(len(b) for b in out) == 1  # the half line waits for its end
-            f.write("ate new state active\n")
-            f.flush()
-            assert _wait(lambda: sum(len(b) for b in out) == 2)
-        # truncated in place (copytruncate)
-        p.write_text("1@2.000000:migrate_set_state new state completed\n")
-        assert _wait(lambda: sum(len(b) for b in out) == 3)
-        # rotated: a new file under the same name
-        os.rename(p, tmp_path / "src.log.1")
-        p.write_text("1@3.000000:migrate_set_state new state failed\n")
-        assert _wait(lambda: sum(len(b) for b in out) == 4)
-    finally:
-        stop.set()
-        th.join(5)
-    df = events.concat(out)
-    assert list(df["state"]) == ["setup", "active", "completed", "failed"]
-    assert set(df["side"]) == {"source"}
-    h = src.health()
-    assert h["events"] == 4 and h["rotations"] >= 2 and h["malformed"] == 0
-
-
-def test_tail_without_follow_reads_to_the_end(tmp_path: Path) -> None:
-    p = tmp_path / "dst.log"
-    p.write_text("loadvm_state_setup \nmigrate_set_state new state active")
-    src = QemuLogSource(p, follow=False)
-    out: list = []
-    _collect(src, threading.Event(), out)
-    df = events.concat(out)
-    assert list(df["event"]) == ["loadvm_state_setup", "migrate_set_state"]
-    assert set(df["side"]) == {"destination"}
 
 
 FIXTURES = sorted(LINES.glob("*.log"))

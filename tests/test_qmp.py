@@ -13,6 +13,8 @@ import pytest
 from profiler import events as ev
 from profiler.errors import InputError
 from profiler.lab import qemu as lq
+from profiler.qmpctl import QmpControl
+from profiler.sources.jsonl import read_events_jsonl
 from profiler.sources.qmp import (
     QmpGone,
     QmpRefused,
@@ -20,7 +22,6 @@ from profiler.sources.qmp import (
     event_row,
     params_row,
     query_row,
-    read_events_jsonl,
     rows_to_frame,
 )
 
@@ -116,34 +117,37 @@ def qemu_qmp(tmp_path: Path):
 def test_qmp_source_against_real_qemu(qemu_qmp) -> None:
     proc, sock = qemu_qmp
     with QmpSource({"source": str(sock)}, poll_hz=20, params_hz=2) as q:
-        assert q.version("source").startswith("7.2.")
-        q.enable_migration_events("source")
-        new = q.set_parameters("source", downtime_limit=123, max_bandwidth=2**20)
+        ctl = QmpControl(q)
+        assert ctl.version("source").startswith("7.2.")
+        ctl.enable_migration_events("source")
+        new = ctl.set_parameters("source", downtime_limit=123, max_bandwidth=2**20)
         assert new["downtime-limit"] == 123 and new["max-bandwidth"] == 2**20
         with pytest.raises(QmpRefused) as e:
-            q.set_parameters("source", avail_switchover_bandwidth=1)
+            ctl.set_parameters("source", avail_switchover_bandwidth=1)
         msg = str(e.value)
         assert "QEMU 7.2" in msg and "(source)" in msg and "avail-switchover-bandwidth" in msg
         stop = threading.Event()
         frames = []
-        t_end = time.monotonic() + 1.0
+        deadline = time.monotonic() + 60  # a failure bound only: the loop ends on a state
         for b in q.batches(stop):
             if len(b):
                 ev.validate(b)
                 frames.append(b)
-            if time.monotonic() > t_end:
+            # ten idle polls answered, and the parameters read again by the params task
+            if q.health()["source_polls"] >= 10 and sum(
+                    (f["event"] == ev.QMP_PARAMS).sum() for f in frames) >= 2:
                 stop.set()
+            assert time.monotonic() < deadline, q.health()
         df = ev.concat(frames)
         sets = df[(df["event"] == ev.QMP_PARAMS) & (df["state"] == "set")]
         assert (sets["dur_ns"] == 123_000_000).any()
-        assert q.health()["source_polls"] >= 10  # 20 Hz for a second, give or take
         # no migration yet: idle polls are not recorded
         assert not (df["event"] == ev.QMP_QUERY_MIGRATE).any()
         proc.kill()
         proc.wait()
         with pytest.raises(QmpGone):
             for _ in range(20):  # the poll task notices the hang-up first, or this call does
-                q.execute("source", "query-status", timeout=2)
+                ctl.execute("source", "query-status", timeout=2)
                 time.sleep(0.1)
 
 
@@ -184,7 +188,8 @@ def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
     proc, sock = qemu_qmp
     frames = []
     with QmpSource({"source": str(sock)}, poll_hz=10, params_hz=0) as q:
-        q.enable_migration_events("source")
+        ctl = QmpControl(q)
+        ctl.enable_migration_events("source")
         proc.kill()
         proc.wait()
         sock.unlink()
@@ -195,9 +200,9 @@ def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
                 time.sleep(0.05)
             assert q.sides["source"].reconnects == 1 and q.sides["source"].gone is None
             assert q.health()["source_reconnects"] == 1
-            caps = q.execute("source", "query-migrate-capabilities")
+            caps = ctl.execute("source", "query-migrate-capabilities")
             assert {c["capability"]: c["state"] for c in caps}["events"] is True
-            assert "status" not in q.query_migrate("source")  # the new QEMU: no migration yet
+            assert "status" not in ctl.query_migrate("source")  # the new QEMU: no migration yet
             stop = threading.Event()
             stop.set()
             frames = [b for b in q.batches(stop) if len(b)]
@@ -207,3 +212,43 @@ def test_qmp_source_reconnects_to_a_restarted_qemu(qemu_qmp) -> None:
     df = ev.concat(frames)
     conn = df.loc[df["event"] == ev.QMP_EVENT, "state"].astype(str).tolist()
     assert conn == ["qmp-disconnected", "qmp-reconnected"]
+
+
+@pytest.mark.slow
+def test_held_monitor_named_then_picked_up(qemu_qmp) -> None:
+    """A monitor another client holds: the kernel names the holder (sock_diag + /proc),
+    the live source says so once and connects when the client lets go."""
+    import os
+    import socket
+
+    from profiler.sources.unixpeer import connected_peers
+
+    proc, sock = qemu_qmp
+    while not sock.exists():
+        assert proc.poll() is None
+        time.sleep(0.05)
+    assert connected_peers(sock) == []  # free
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    holder.connect(str(sock))
+    holder.makefile("r").readline()  # QEMU's greeting: this client is the one it serves
+    (peer,) = connected_peers(sock)
+    assert peer.pid == os.getpid() and peer.describe().startswith(f"pid {os.getpid()} (")
+    # the lab's kind of source (no waiting) fails: nothing answers on a held monitor
+    with pytest.raises(QmpGone, match="cannot connect"), QmpSource({"source": str(sock)},
+                                                                   connect_timeout=0.5):
+        pass
+    said: list[str] = []
+    with QmpSource({"source": str(sock)}, params_hz=0, wait_if_held=True, notify=said.append) as q:
+        conn = q.sides["source"]
+        assert not conn.up.is_set() and f"pid {os.getpid()}" in q.health()["source_held_by"]
+        with pytest.raises(QmpGone, match="held by"):
+            QmpControl(q).execute("source", "query-status")
+        holder.close()
+        assert conn.up.wait(60), q.health()
+        assert QmpControl(q).execute("source", "query-status")["status"] == "prelaunch"
+        stop = threading.Event()
+        stop.set()
+        df = ev.concat([b for b in q.batches(stop) if len(b)])
+    assert len(said) == 2 and "is held by" in said[0] and "is free now" in said[1]
+    conn_rows = df.loc[df["event"] == ev.QMP_EVENT, "state"].astype(str).tolist()
+    assert conn_rows == ["qmp-held", "qmp-connected"]

@@ -101,15 +101,15 @@ def test_new_row_decodes_from_usdt(new_row) -> None:
 
 
 def test_new_row_is_switched_on_by_live_and_the_lab(new_row, monkeypatch: pytest.MonkeyPatch) -> None:
-    from profiler.commands.live import TraceControl
     from profiler.lab import qemu as lq
+    from profiler.qmpctl import wanted_trace_events
 
     binary = lq.find_qemu()
     real = lq.available_trace_events(binary)
     # a QEMU built with the new event: the binary's own list plus its name
     monkeypatch.setattr(lq, "available_trace_events", lambda b: real | {TEST_EVENT})
     lab = lq.select_trace_events(binary)
-    live = TraceControl(qmp=None, side="source", target=None, log_path=None)._wanted(real | {TEST_EVENT})
+    live = wanted_trace_events(real | {TEST_EVENT})
     assert TEST_EVENT in lab and TEST_EVENT in live
     assert "migrate_set_state" in lab and "migration_transferred_bytes" not in live
 
@@ -253,7 +253,7 @@ def test_upgrade_leaves_v2_rows_alone() -> None:
 
 def test_v1_json_lines_are_upgraded(tmp_path: Path) -> None:
     """An events.jsonl written by the v1 code (a lab run directory) reads with v2 columns."""
-    from profiler.sources.qmp import read_events_jsonl
+    from profiler.sources.jsonl import read_events_jsonl
 
     p = tmp_path / "events.jsonl"
     p.write_text(

@@ -102,6 +102,8 @@ def phase(mig: Migration | None) -> str:
         return mig.outcome
     if mig.switchover_ms is not None:
         return "stop-and-copy"
+    if mig.view == "kernel":  # no QEMU status or RAM pass: the devices' pre-copy rounds
+        return f"pre-copy round {max([len(d.rounds) for d in mig.devices] + [1])}"
     states = [s.state for s in mig.states]
     if "device" in states:
         return "stop-and-copy"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from profiler.commands.options import LiveConfig, add_target_options
+
 EPILOG = """\
 examples:
   migprof record -p 4242 -o mig.parquet        # until Ctrl-C or QEMU exits
@@ -17,8 +19,6 @@ exit status: 0 ok, 2 bad target or setup problem."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from profiler.commands.live import add_target_options
-
     p = sub.add_parser("record", help="Record a live migration without the TUI",
                        description="Record every event of a running QEMU (BPF, QEMU trace, QMP) "
                        "to a file, as `migprof live --no-tui --record FILE` does.",
@@ -29,10 +29,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.commands import live
+    from profiler.commands.live import run_config
 
-    args.record = args.output
-    args.no_tui = True
-    args.any_process = False
-    args.ebpf = False
-    return live.run(args)
+    return run_config(LiveConfig.from_args(args, record=args.output, tui=False))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from profiler.errors import InputError, MigprofError
+from profiler.commands.options import ReplayConfig
+from profiler.errors import InputError
 
 EXAMPLES = """examples:
   migprof replay run.mpr                 # a recording, played from the start at 1x
@@ -49,29 +50,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _at(text: str) -> str | float:
-    from tui.fmt import parse_time
-
-    if text in ("start", "end"):
-        return text
-    try:
-        return parse_time(text)
-    except ValueError as e:
-        raise MigprofError(f"--at: {e}") from None
-
-
 def run(args: argparse.Namespace) -> int:
+    return run_config(ReplayConfig.from_args(args))
+
+
+def run_config(cfg: ReplayConfig) -> int:
     from profiler import pipeline
     from tui.app import run_replay
     from tui.feed import ReplayFeed, default_build
     from tui.view import HealthItem
 
-    if not 0.01 <= args.speed <= 10000:
-        raise MigprofError(f"--speed {args.speed:g}: use a factor between 0.01 and 10000")
-    at = _at(args.at)
-    loaded = pipeline.load(args.inputs)
+    loaded = pipeline.load(list(cfg.inputs))
     if not len(loaded.events):
-        raise InputError(args.inputs[0], "no events found in the input")
+        raise InputError(cfg.inputs[0], "no events found in the input")
     paths = [str(i.get("path", i)) if isinstance(i, dict) else str(i) for i in loaded.inputs]
     build = default_build(
         inputs=tuple(paths),
@@ -89,15 +80,15 @@ def run(args: argparse.Namespace) -> int:
                 "warn" if loaded.malformed else "ok",
             )
         )
-    names = " ".join(Path(str(i)).name for i in args.inputs)
+    names = " ".join(Path(str(i)).name for i in cfg.inputs)
     feed = ReplayFeed(
         loaded.events,
         title=f"migprof replay {names}",
         build=build,
-        speed=args.speed,
-        playing=not args.paused and at == "start",
-        at=at,
+        speed=cfg.speed,
+        playing=not cfg.paused and cfg.at == "start",
+        at=cfg.at,
         health=health,
         notices=list(loaded.warnings)[:3],
     )
-    return run_replay(feed, debug=getattr(args, "debug", False))
+    return run_replay(feed, debug=cfg.debug)

@@ -1,25 +1,23 @@
-"""Follow a lab run live: its QMP/sock_diag/mark rows and both trace logs, as one stream.
+"""Follow a lab run live: its QMP/sock_diag/mark rows and both trace logs, as one session.
 
-``follow_run`` plays the lab's scenario in a worker thread and hands every batch of
-events (lab rows and the parsed lines of both QEMU trace logs) to a callback, then
-reads the logs to their end once QEMU has exited, so nothing the run logged is missed.
+``follow_run`` plays the lab's scenario in a worker thread while a ``profiler.session``
+feeds every batch (lab rows and the parsed lines of both QEMU trace logs) to sinks; once
+QEMU has exited the logs are read to their end, so nothing the run logged is missed.
 `migprof demo` uses it for its live view, and `--record` on `lab` and `demo` for the
-recording. ``recording_meta`` / ``finish_recording`` give a recording its metadata.
+recording. ``open_recording`` / ``recording_meta`` / ``finish_recording`` make that
+recording.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from profiler.sources.qemu_log import QemuLogSource
+from profiler.session import BaseSink, Session, Signals, Sink
+from profiler.sources.qemu_tail import QemuLogSource
 
 # The trace logs are tailed in big, infrequent batches: a parse costs ~1 ms however few
 # lines it gets (building the frame dominates), a second of lab log is a few hundred
@@ -30,99 +28,87 @@ HEARTBEAT_S = 0.2
 # after QEMU exits, how long the stream may still deliver before it is stopped
 DRAIN_S = 0.5
 
-WARM_LINES = (  # both prefix forms the lab writes, and the events the line view reads
-    b"12@1700000000.000001:migrate_set_state new state setup\n"
-    b"12@1700000000.000002:migrate_pending_estimate estimate pending size 1 (pre = 1 post=0)\n"
-    b"12@1700000000.000003:migrate_transferred transferred 1 time_spent 100 bandwidth 1 "
-    b"switchover_bw 0 max_size 1\n",
-    b"migrate_pending pending size 1 max 1 (pre = 1 compat=0 post=0)\n"
-    b"migrate_transferred transferred 1 time_spent 100 bandwidth 1 max_size 1\n",
-)
-
-
-class LogTail(QemuLogSource):
-    """A trace-log tail that polls every ``TAIL_S`` and, once stopped, reads to the end.
-
-    The plain tail returns as soon as it is stopped; a recording must also hold the
-    last lines QEMU wrote (and a retry's log that the lab appends at its close).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], side: str, poll_s: float = TAIL_S):
-        super().__init__(path, side, follow=True, poll_s=poll_s)
-
-    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
-        yield from super().batches(stop)
-        self.follow = False  # the rest of the file, then the end
-        yield from super().batches(threading.Event())
-
-
-def warm_parser(path: Path) -> None:
-    """Build the log parser's tables and load its compiled scanners now (a second or
-    more of CPU on first use), not while the migration is being profiled."""
-    from profiler.sources.qemu_log import parse_bytes
-
-    warm = QemuLogSource(path, "source")
-    for sample in WARM_LINES:
-        parse_bytes(sample, side="source")
-        warm._parse(sample)
-
 
 def lab_sources(lab: Any, tail_s: float = TAIL_S) -> list:
-    """The lab's own row stream and both trace logs, tailed (what `demo` profiles)."""
-    warm_parser(lab.procs["source"].spec.log_file)
+    """The lab's own row stream and both trace logs, tailed to their ends (QEMU exits first)."""
     return [
         lab.stream,
-        LogTail(lab.procs["source"].spec.log_file, "source", tail_s),
-        LogTail(lab.procs["destination"].spec.log_file, "destination", tail_s),
+        QemuLogSource(lab.procs["source"].spec.log_file, "source", poll_s=tail_s, drain=True),
+        QemuLogSource(lab.procs["destination"].spec.log_file, "destination", poll_s=tail_s,
+                      drain=True),
     ]
 
 
-def follow_run(
-    lab: Any,
-    on_batch: Callable[[pd.DataFrame], None] | None = None,
-    on_tick: Callable[[], None] | None = None,
-    tail_s: float = TAIL_S,
-) -> dict[str, Any]:
-    """Run ``lab``'s scenario in a worker thread while its events stream to ``on_batch``.
+class LabDriver(BaseSink):
+    """Runs ``lab.run()`` in a worker thread from the moment the session is attached.
 
-    ``on_tick`` is called after every batch and heartbeat (``HEARTBEAT_S``).
-    Returns ``{"run": RunResult}`` or ``{"error": exception}`` (the caller raises it).
+    ``done()`` is true once the run is over and QEMU has gone (the logs are complete);
+    ``result()`` joins the worker and returns the RunResult or raises what the run raised.
+    """
+
+    def __init__(self, lab: Any):
+        self.lab = lab
+        self._result: dict[str, Any] = {}
+        self.worker = threading.Thread(target=self._drive, name="lab-run", daemon=True)
+
+    def _drive(self) -> None:
+        try:
+            self._result["run"] = self.lab.run()
+        except BaseException as e:  # raised again on the caller's thread by result()
+            self._result["error"] = e
+        finally:
+            self.lab.close()  # stops QEMU; the stream ends once drained
+
+    def start(self, health: Mapping[str, Any]) -> None:
+        self.worker.start()
+
+    def done(self) -> bool:
+        return (self.worker.ident is not None and not self.worker.is_alive()
+                and self.lab.stream.finished.is_set())
+
+    def result(self) -> Any:
+        if self.worker.ident is not None:
+            self.worker.join()
+        if "error" in self._result:
+            raise self._result["error"]
+        return self._result.get("run")
+
+
+def lab_session(lab: Any, sinks: Sequence[Sink], tail_s: float = TAIL_S) -> tuple[Session, LabDriver]:
+    """A session that runs ``lab``'s scenario and feeds its events to ``sinks``.
+
+    Ctrl-C / SIGTERM unwind as KeyboardInterrupt (after the sinks are flushed), so the
+    lab's own exit path stops QEMU and writes what was captured.
+    """
+    driver = LabDriver(lab)
+    session = Session(lab_sources(lab, tail_s), [driver, *sinks], done=driver.done,
+                      drain_s=DRAIN_S, poll_s=HEARTBEAT_S, signals=Signals.RAISE)
+    return session, driver
+
+
+def follow_run(lab: Any, sinks: Sequence[Sink], tail_s: float = TAIL_S) -> Any:
+    """Run ``lab``'s scenario while its events stream to ``sinks``; returns its RunResult.
+
     The lab is closed (QEMU stopped) before this returns.
     """
-    from profiler.stream import MergedSource
-
-    result: dict[str, Any] = {}
-
-    def drive() -> None:
-        try:
-            result["run"] = lab.run()
-        except BaseException as e:  # reported by the caller's thread
-            result["error"] = e
-        finally:
-            lab.close()  # stops QEMU; the stream ends once drained
-
-    merged = MergedSource(lab_sources(lab, tail_s), poll_s=HEARTBEAT_S)
-    worker = threading.Thread(target=drive, name="lab-run", daemon=True)
-    stop = threading.Event()
-    done_at = 0.0
-    with merged:
-        worker.start()
-        for batch in merged.batches(stop):
-            if on_batch is not None and len(batch):
-                on_batch(batch)
-            if on_tick is not None:
-                on_tick()
-            if not stop.is_set() and not worker.is_alive() and lab.stream.finished.is_set():
-                # QEMU has exited, so the logs are complete: the tails read their ends
-                # once stopped (LogTail); the lab rows are all queued by now
-                done_at = done_at or time.monotonic()
-                if time.monotonic() - done_at > DRAIN_S:
-                    stop.set()
-    worker.join()
-    return result
+    session, driver = lab_session(lab, sinks, tail_s)
+    session.run()
+    return driver.result()
 
 
 # ---------------------------------------------------------------- recordings
+
+
+def open_recording(path: Any, meta: dict[str, Any]) -> Any:
+    """A ``RecordingWriter`` for ``--record`` (`lab` and `demo`).
+
+    Flushed every 0.9 s rather than the writer's default 0.5 s: the lab's streams
+    deliver about once a second (``TAIL_S``), a flush costs a few ms of pandas/Arrow
+    work, and a killed run still leaves a file at most ~1 s behind.
+    """
+    from profiler.store import RecordingWriter
+
+    return RecordingWriter(path, meta=meta, flush_interval_s=0.9)
 
 
 def clock_offsets() -> dict[str, Any]:

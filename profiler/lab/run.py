@@ -42,14 +42,15 @@ from profiler.errors import MigprofError, SetupError
 from profiler.lab import qemu as lq
 from profiler.lab.guest_build import build_guest
 from profiler.lab.scenarios import Scenario
+from profiler.qmpctl import QmpControl
 from profiler.sources.base import Source
+from profiler.sources.jsonl import row_to_json
 from profiler.sources.qmp import (
     FINAL_STATUSES,
     QmpGone,
     QmpRefused,
     QmpSource,
     mark_row,
-    row_to_json,
     rows_to_frame,
 )
 
@@ -172,6 +173,7 @@ class Lab:
         self.accel = "tcg"
         self.procs: dict[str, lq.QemuProcess] = {}
         self.qmp: QmpSource | None = None
+        self.ctl: QmpControl | None = None  # commands over self.qmp's connections
         self.net: Any = None
         self.recorder: Recorder | None = None
         self.uri = ""
@@ -206,7 +208,7 @@ class Lab:
         if self._written or self.binary is None or self.t_migrate_ns is None:
             return
         status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "error"
-        last = {s: (self.qmp.last_reply(s) if self.qmp else None) for s in SIDES}
+        last = {s: (self.ctl.last_reply(s) if self.ctl else None) for s in SIDES}
         self.attempts.append({"status": status, "final": last, "last_counters": self._counters()})
         self._write_final(last, status)
         info = json.loads((self.run_dir / "run.json").read_text())
@@ -286,8 +288,9 @@ class Lab:
         )
         self.qmp.tap(self.recorder.add)
         self.qmp.__enter__()
+        self.ctl = QmpControl(self.qmp)
         for side in SIDES:
-            self.qmp.enable_migration_events(side)
+            self.ctl.enable_migration_events(side)
 
     def mark(self, action: str, side: str = "unknown", **detail: Any) -> None:
         row = mark_row(action, side, **detail)
@@ -343,7 +346,7 @@ class Lab:
         return time.monotonic() - t0
 
     def _migrate(self, params: dict[str, Any]) -> None:
-        q = self.qmp
+        q = self.ctl
         try:
             q.set_parameters("source", **params)
         except QmpRefused as e:
@@ -364,7 +367,7 @@ class Lab:
         self._start_sockdiag()
 
     def _act(self, a: Any) -> None:
-        q = self.qmp
+        q = self.ctl
         if a.kind == "set-parameters":
             self.mark("set-parameters", "source", **a.args)
             q.set_parameters("source", **a.args)
@@ -384,7 +387,7 @@ class Lab:
 
     def _follow(self, actions: tuple, timeout_s: float) -> str:
         """Play actions until the source's migration ends or the timeout cancels it."""
-        q = self.qmp
+        q = self.ctl
         pending = sorted(actions, key=lambda a: a.at_s)
         t0 = time.monotonic()
         cancelled = False
@@ -392,7 +395,7 @@ class Lab:
             st = q.status("source")
             if st in FINAL_STATUSES:
                 return st
-            gone = q.sides["source"].gone
+            gone = q.gone("source")
             if gone or not self.procs["source"].alive():
                 raise MigprofError(
                     f"source QEMU went away mid-migration ({gone or 'exited'}): "
@@ -414,21 +417,21 @@ class Lab:
     def _final(self, side: str) -> dict[str, Any] | None:
         proc = self.procs.get(side)
         if proc is None or not proc.alive():
-            return self.qmp.last_reply(side) if self.qmp else None
+            return self.ctl.last_reply(side) if self.ctl else None
         try:
-            return self.qmp.query_migrate(side)
+            return self.ctl.query_migrate(side)
         except (QmpGone, QmpRefused):
-            return self.qmp.last_reply(side)
+            return self.ctl.last_reply(side)
 
     def _counters(self) -> dict[str, Any]:
         """Per side, the last query-migrate reply that still had RAM counters (a cancelled
         or failed migration's final reply has none)."""
-        return {s: self.qmp.sides[s].last_ram_reply for s in SIDES} if self.qmp else {}
+        return {s: self.ctl.last_ram_reply(s) for s in SIDES} if self.ctl else {}
 
     def _wait_destination(self, timeout: float = 10.0) -> None:
         """After the source completed, the destination finishes loading and runs."""
         try:
-            self.qmp.wait_status("destination", FINAL_STATUSES, timeout)
+            self.ctl.wait_status("destination", FINAL_STATUSES, timeout)
         except (TimeoutError, QmpGone) as e:
             log.info("destination: %s", e)
             return
@@ -463,7 +466,7 @@ class Lab:
             old.stop()
         old.stop()
         self.qmp.close()
-        self.qmp = None
+        self.qmp = self.ctl = None
         retry_log = self.run_dir / "destination-retry.log"
         spec = self._spec("destination")
         spec.log_name = retry_log.name
@@ -487,9 +490,9 @@ class Lab:
             )
         sc = self.sc
         params = None
-        if self.qmp and self.procs["source"].alive():
+        if self.ctl and self.procs["source"].alive():
             with contextlib.suppress(MigprofError):
-                params = self.qmp.read_parameters("source")
+                params = self.ctl.read_parameters("source")
         info = {
             "schema": "migprof.lab-run/1",
             "scenario": sc.name,
@@ -504,7 +507,7 @@ class Lab:
                 "path": str(self.binary.path),
                 "version": self.binary.short,
                 "version_text": self.binary.version_text,
-                "qmp_version": self.qmp.version("source") if self.qmp else None,
+                "qmp_version": self.ctl.version("source") if self.ctl else None,
             },
             "accel": self.accel,
             "net": self.cfg.net,
@@ -543,7 +546,7 @@ class Lab:
         if self.qmp is not None:
             with contextlib.suppress(Exception):
                 self.qmp.close()
-            self.qmp = None
+            self.qmp = self.ctl = None
         for side in ("source", "destination"):
             p = self.procs.get(side)
             if p is not None:

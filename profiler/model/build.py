@@ -21,6 +21,7 @@ from profiler.model import names as N
 from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
 from profiler.model.devices import Index, devices
+from profiler.model.kernel import kernel_view
 from profiler.model.migrations import split
 from profiler.model.outcome import dest_outcomes, qmp_reply, times_all
 from profiler.model.outcome import rows as status_rows
@@ -435,7 +436,10 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     order: list[tuple[int | None, int | None]] = [(int(m), by_src.get(int(m))) for m in src["mig"]]
     order += [(None, int(m)) for m, s in zip(spans["mig"], spans["side"], strict=True)
               if s == "destination" and int(m) not in sp.pairs]
-    migrations = findings.attach(events, [b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order)])
+    migrations = [b.migration(i, sm, dm) for i, (sm, dm) in enumerate(order)]
+    # what the kernel saw where the QEMU view has no migration (model/kernel.py says when)
+    migrations += kernel_view(events, spans, first_index=len(migrations), warn=warn)
+    migrations = findings.attach(events, migrations)
     if not migrations:
         warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({len(events)} events)")
     return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),

@@ -95,6 +95,8 @@ def migration_metrics(m: Migration, device_kinds: Iterable[str] | None = DEFAULT
         "checks": float(len(m.checks)) if m.checks else None,
         "transferred_bytes": _num(m.transferred_bytes),
     }
+    if m.view == "kernel":  # the kernel sees no dirty syncs; its checks are PRECOPY_INFO calls
+        out["dirty_syncs"] = out["checks"] = None
     at = _num(m.verdict.converged_at_check)
     out["checks_to_converge"] = at + 1 if at is not None else None
     sent, total = out["transferred_bytes"], out["total_ms"]

@@ -377,3 +377,32 @@ def _both(trace: int | None, bpf: int | None, key: str, srcs: dict[str, str],
             warn.append(f"{what}: trace says {trace}, BPF {how} {bpf}")
         return trace
     return _first_of(trace, bpf, key, srcs)
+
+
+def data_fd_io(events: pd.DataFrame) -> pd.DataFrame:
+    """BPF data-fd reads and writes per side, device and phase, over the whole input.
+
+    One row per (side, device, phase) with ``calls``, ``bytes``, ``avg_us`` and ``max_us``
+    (latency of one call, microseconds), sorted by those keys; the phase is the device
+    state BPF charged the call to, ``?`` when unknown (as is an unknown device). Unlike
+    ``Device.bytes_by_phase`` this needs no migration: BPF alone sees the traffic.
+    """
+    for c in ("event", "side", "device", "state", "bytes", "dur_ns"):
+        if c not in events:
+            raise KeyError(f"data_fd_io: no {c!r} column")
+    io = events[events["event"].isin([E.BPF_DATA_READ, E.BPF_DATA_WRITE]).to_numpy()]
+    out = pd.DataFrame({
+        "side": io["side"].astype("string").fillna("?"),
+        "device": io["device"].astype("string").fillna("?"),
+        "phase": io["state"].astype("string").fillna("?"),
+        "bytes": io["bytes"].astype("Int64").fillna(0),
+        "dur_ns": io["dur_ns"].astype("Float64"),
+    })
+    g = out.groupby(["side", "device", "phase"], sort=True)
+    agg = g.agg(calls=("bytes", "size"), bytes=("bytes", "sum"), avg_ns=("dur_ns", "mean"),
+                max_ns=("dur_ns", "max")).reset_index()
+    agg["calls"] = agg["calls"].astype("int64")
+    agg["bytes"] = agg["bytes"].astype("int64")
+    agg["avg_us"] = agg.pop("avg_ns") / 1000
+    agg["max_us"] = agg.pop("max_ns") / 1000
+    return agg

@@ -28,7 +28,7 @@ class Check:
     """One convergence check of the migration thread (one pending line)."""
 
     t_ms: float | None
-    kind: str  # estimate | exact | pending (v7.2 migrate_pending)
+    kind: str  # estimate | exact | pending (v7.2 migrate_pending) | precopy_info (kernel view: VFIO devices only)
     pending_bytes: int
     threshold_bytes: int | None
     pre_bytes: int | None = None
@@ -50,6 +50,19 @@ class Pass:
     dur_ms: float | None
     dirty_pages: int | None
     phase: str  # setup | precopy | stopcopy
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One pre-copy round of a VFIO device as the kernel saw it: data-fd reads from fresh data
+    to its end (a read returning 0 or -ENOMSG, or the bytes PRECOPY_INFO reported consumed)."""
+
+    n: int
+    t_ms: float | None  # first read
+    dur_ms: float | None  # first read to the end of the last
+    bytes: int
+    reads: int
+    pending_bytes: int | None = None  # initial + dirty bytes PRECOPY_INFO reported before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,7 @@ class Device:
     side: str | None = None  # source | destination | both (None: not known)
     aliases: tuple[str, ...] = ()  # other names joined into this one (QMP device-id, BPF fdN)
     sources: dict[str, str] = field(default_factory=dict)  # field -> trace | bpf | qmp | trace+bpf
+    rounds: tuple[Round, ...] = ()  # pre-copy rounds (kernel view: data-fd read bursts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +160,9 @@ class Migration:
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
     vfio_transferred_bytes: int | None = None  # query-migrate vfio.transferred (>=8.1)
     findings: tuple[Finding, ...] = ()  # device health beside the verdict (model/findings.py)
+    # qemu: QEMU's trace and/or QMP (BPF beside them); kernel: BPF on the VFIO uAPI alone
+    # (model/kernel.py: no RAM, no dirty syncs, no threshold, no guest downtime)
+    view: str = "qemu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +215,8 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
 
 def _device(d: dict[str, Any]) -> Device:
     return Device(**{**_known(Device, d), "aliases": tuple(d.get("aliases") or ()),
-                     "states": tuple(StateChange(**_known(StateChange, s)) for s in d.get("states") or ())})
+                     "states": tuple(StateChange(**_known(StateChange, s)) for s in d.get("states") or ()),
+                     "rounds": tuple(Round(**_known(Round, r)) for r in d.get("rounds") or ())})
 
 
 def _migration(m: dict[str, Any]) -> Migration:
@@ -213,6 +231,8 @@ def _migration(m: dict[str, Any]) -> Migration:
         "devices": tuple(_device(d) for d in m.get("devices") or ()),
         "states": tuple(StateChange(**_known(StateChange, s)) for s in m.get("states") or ()),
         "markers": tuple(m.get("markers") or ()),
+        "findings": tuple(Finding(**{**_known(Finding, f), "evidence": tuple(f.get("evidence") or ())})
+                          for f in m.get("findings") or ()),
     })
 
 

@@ -281,6 +281,9 @@ def _left_72(prev: Check, c: Check, first: Check, sync_ms: float) -> float:
 
 def measure(m: Migration, events: pd.DataFrame) -> Measured:
     """Everything the replay needs from migration ``m`` (built from ``events``)."""
+    if m.view == "kernel":
+        raise Unpredictable(f"migration {m.index + 1}: kernel view only (BPF alone): no RAM and no "
+                            "switch-over threshold to replay")
     if m.start_ns is None or not m.checks or any(c.t_ms is None for c in m.checks):
         raise Unpredictable(f"migration {m.index + 1}: " + (
             "no pre-copy checks (migrate_pending*) traced" if not m.checks else

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -36,7 +35,6 @@ import pyarrow.compute as pc
 from profiler import events
 from profiler.errors import InputError
 from profiler.sources import _nbscan as NB
-from profiler.sources.base import Source
 from profiler.sources.qemu_event_names import known_event_names
 from profiler.sources.trace_formats import (
     HEX,
@@ -702,117 +700,6 @@ def _until_read_error(chunks: Iterator[bytes], errors: list[Exception]) -> Itera
         yield from chunks
     except (OSError, EOFError) as e:
         errors.append(e)
-
-
-# ---------------------------------------------------------------------------
-# live tail
-
-
-class QemuLogSource(Source):
-    """Tails a growing QEMU trace log: complete lines only, survives truncation/rotation."""
-
-    name = "qemu-log"
-
-    def __init__(self, path: str | os.PathLike, side: str | None = None, follow: bool = True,
-                 poll_s: float = 0.1):
-        self.path = str(path)
-        self.side = side or detect_side(set(), self.path)
-        self.follow = follow
-        self.poll_s = poll_s
-        self.lines = 0
-        self.skipped = 0
-        self.malformed = 0
-        self.events = 0
-        self.rotations = 0
-        self.warnings: list[str] = []
-        self._f = None
-        self._ino: int | None = None
-        self._pos = 0
-        self._carry = b""
-        self._line = 1
-        self.name = f"qemu-log:{Path(self.path).name}"
-
-    def __enter__(self) -> QemuLogSource:
-        return self
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def _open(self) -> bool:
-        try:
-            f = open(self.path, "rb")  # noqa: SIM115 (kept open while tailing; close())
-        except FileNotFoundError:
-            return False
-        self._f = f
-        self._ino = os.fstat(f.fileno()).st_ino
-        self._pos = 0
-        self._carry = b""
-        return True
-
-    def _check_rotation(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return
-        if self._f is None:
-            return
-        if st.st_ino != self._ino:  # rotated: finish the old file, then the new one
-            self.rotations += 1
-            self.close()
-            self._open()
-        elif st.st_size < self._pos:  # truncated in place
-            self.rotations += 1
-            self._f.seek(0)
-            self._pos = 0
-            self._carry = b""
-
-    def _parse(self, data: bytes) -> pd.DataFrame:
-        acc = _Acc(self.path, self._line)
-        local = _Acc(self.path)
-        _parse_chunk(data, local, known_event_names())
-        acc.merge(local)
-        self._line += acc.lines
-        self.lines += acc.lines
-        self.skipped += acc.skipped
-        self.malformed += acc.malformed
-        self.warnings.extend(acc.warnings[: max(0, MAX_WARNINGS - len(self.warnings))])
-        res = _finish(acc, self.side, self.path)
-        self.events += len(res.frame)
-        return res.frame
-
-    def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
-        while not stop.is_set():
-            if self._f is None and not self._open():
-                if not self.follow:
-                    return
-                stop.wait(self.poll_s)
-                continue
-            block = self._f.read(CHUNK_BYTES)
-            if block:
-                self._pos += len(block)
-                block = self._carry + block
-                cut = block.rfind(b"\n")
-                if cut < 0:
-                    self._carry = block
-                    continue
-                self._carry = block[cut + 1:]
-                yield self._parse(block[: cut + 1])
-                continue
-            if not self.follow:
-                if self._carry:
-                    yield self._parse(self._carry)
-                    self._carry = b""
-                return
-            self._check_rotation()
-            yield events.empty_frame()  # heartbeat
-            stop.wait(self.poll_s)
-
-    def health(self) -> dict[str, object]:
-        return {"source": self.name, "lines": self.lines, "events": self.events,
-                "skipped": self.skipped, "malformed": self.malformed,
-                "rotations": self.rotations, "warnings": self.warnings[-5:]}
 
 
 def wait_for(path: str, timeout_s: float = 5.0) -> bool:

@@ -1,23 +1,26 @@
-"""QMP source: migration events and query-migrate polls as schema rows, plus QMP control.
+"""QMP source: migration events and query-migrate polls of one or more QEMUs as schema rows.
 
 One ``QMPClient`` per side (named after the side, so qemu.qmp's log lines say which side
 spoke) runs on a private asyncio loop in a background thread. Each side:
 
-* enables nothing by itself (the ``events`` capability is the caller's choice, see
-  ``enable_migration_events``), listens for MIGRATION / MIGRATION_PASS / VFIO_MIGRATION,
+* enables nothing by itself (the ``events`` capability is the controller's choice, see
+  ``profiler.qmpctl``), listens for MIGRATION / MIGRATION_PASS / VFIO_MIGRATION,
 * polls ``query-migrate`` at ``poll_hz`` (10 Hz by default) and records a row per reply
   once a migration has been seen (idle ``none`` replies are not recorded),
 * reads ``query-migrate-parameters`` at ``params_hz`` and records a ``qmp_params`` row
-  when the parameters changed (and immediately after ``set_parameters``),
+  when the parameters changed (and right after they were set),
 * with ``reconnect`` (the default; the lab turns it off), watches qemu.qmp's
   ``runstate_changed()`` and reconnects when QEMU drops the connection, recording
   ``qmp_event`` rows ``qmp-disconnected`` / ``qmp-reconnected`` and restoring the
-  capabilities it set.
+  capabilities it set,
+* with ``wait_if_held`` (live attach), a monitor another client holds is not an error:
+  the side records a ``qmp-held`` row naming the holder when the kernel tells
+  (``profiler.sources.unixpeer``), says so once through ``notify``, and connects
+  quietly, with backoff, once the socket is free (a ``qmp-connected`` row).
 
-Rows follow ``profiler.events`` (see the QMP_* constants). ``execute()`` lets a lab or a
-test drive the same connection from any thread; a refusal from QEMU becomes
-``QmpRefused`` with a message that names the command, the argument and the QEMU version.
-``read_events_jsonl`` turns a run directory's ``events.jsonl`` back into a frame.
+The row builders below are the one place QMP replies become schema rows. Commands,
+parameters and trace control go through ``profiler.qmpctl``, which drives these
+connections from any thread (``QmpSource.call``).
 """
 
 from __future__ import annotations
@@ -30,14 +33,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 import pandas as pd
 
 from profiler import events as ev
-from profiler.errors import InputError, MigprofError
+from profiler.errors import MigprofError
 from profiler.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 MIGRATION_EVENTS = ("MIGRATION", "MIGRATION_PASS", "VFIO_MIGRATION")
 # statuses after which a side's migration is over
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# how long a connection waits for QEMU's greeting once the socket accepted it
+GREETING_S = 5.0
+# retries of a held monitor: from the first to the longest gap, seconds
+PICKUP_FIRST_S, PICKUP_MAX_S = 0.5, 5.0
 
 Address = str | tuple[str, int]
 
@@ -195,53 +201,16 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def read_events_jsonl(path: str | Path) -> pd.DataFrame:
-    """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame; rows
-    written before schema v2 (older run directories) get its named columns.
+# ---------------------------------------------------------------- one connection
 
-    A line that is not a JSON object is an InputError naming the file and line.
+
+class Connection:
+    """One QMP connection (one side), living on the source's loop.
+
+    Control (``profiler.qmpctl``) reads ``status``, ``last_reply``, ``version`` and
+    ``up`` and runs ``execute`` / ``set_capabilities`` / ``read_params`` / ``poll_once``
+    through ``QmpSource.call``.
     """
-    p = Path(path)
-    rows: list[dict[str, Any]] = []
-    try:
-        fh = p.open(encoding="utf-8")
-    except OSError as e:
-        raise InputError(p, f"cannot read: {e.strerror or e}") from e
-    with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(p, f"not JSON ({e.msg})", line=n) from e
-            if not isinstance(row, dict):
-                raise InputError(p, "not a JSON object", line=n)
-            row = {k: v for k, v in row.items() if k in ev.COLUMNS}
-            row.setdefault("seq", n)
-            row.setdefault("file", str(p))
-            row.setdefault("line", n)
-            rows.append(row)
-    return ev.conform(ev.upgrade_v1(rows_to_frame(rows)))
-
-
-def row_to_json(row: Mapping[str, Any]) -> str:
-    """One events.jsonl line: schema keys only, NA dropped."""
-    out = {}
-    for k, v in row.items():
-        if k not in ev.COLUMNS or v is None:
-            continue
-        if isinstance(v, float) and v != v:
-            continue
-        out[k] = str(v) if isinstance(v, ev.Origin | ev.Side | ev.Clock) else v
-    return json.dumps(out, sort_keys=True)
-
-
-# ---------------------------------------------------------------- the async side
-
-
-class _Side:
-    """One QMP connection (one side), living on the source's loop."""
 
     def __init__(
         self,
@@ -251,11 +220,13 @@ class _Side:
         poll_hz: float,
         params_hz: float,
         reconnect: bool = False,
+        notify: Callable[[str], None] | None = None,
     ):
         from qemu.qmp import QMPClient
 
         self.side = side
         self.reconnect = reconnect
+        self.notify = notify
         self.closing = False
         self.reconnects = 0
         self.watcher: asyncio.Task | None = None
@@ -272,13 +243,17 @@ class _Side:
         self.seen_migration = False
         self.status = "none"
         self.status_changed = asyncio.Event()
+        self.up = threading.Event()  # a session is established (any thread may wait on it)
+        self.held_by: str | None = None  # another client holds the monitor (who, if known)
         self.polls = 0
         self.poll_errors = 0
         self.events = 0
         self.gone: str | None = None
         self.tasks: list[asyncio.Task] = []
 
+    # -- connecting
     async def connect(self, timeout: float) -> None:
+        """Connect, waiting up to ``timeout`` s for the socket to appear (QEMU starting)."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -293,9 +268,78 @@ class _Side:
                 await asyncio.sleep(0.05)
         else:
             raise QmpGone(f"{self.side}: cannot connect to QMP at {self.address}: {last}")
+        self._connected()
+
+    def _connected(self) -> None:
         self._start_tasks()
-        if self.reconnect:
+        self.up.set()
+        if self.reconnect and self.watcher is None:
             self.watcher = asyncio.create_task(self._watch(), name=f"{self.side}-watch")
+
+    def holder(self) -> str | None:
+        """Who holds this monitor now: None when it is free, "" when the kernel cannot tell."""
+        if not isinstance(self.address, str):
+            return None
+        from profiler.sources.unixpeer import connected_peers
+
+        peers = connected_peers(self.address)
+        if peers is None:
+            return ""
+        return ", ".join(p.describe() for p in peers) or None
+
+    async def attach(self, timeout: float) -> None:
+        """Connect, or, when another client holds the monitor, say so and pick it up later."""
+        held = self.holder()
+        if held == "":  # no sock_diag here: a held monitor accepts but sends no greeting
+            held = "another client" if await self._no_greeting() else None
+        if held is None:
+            await self.connect(timeout)
+            return
+        self.held_by = held
+        self.emit(self._conn_row("qmp-held", held_by=held))
+        if self.notify is not None:
+            self.notify(f"QMP {self.address} ({self.side}) is held by {held}: going on without "
+                        "QMP; it is picked up if it frees")
+        self.watcher = asyncio.create_task(self._pickup(), name=f"{self.side}-pickup")
+
+    async def _no_greeting(self) -> bool:
+        """Whether the socket accepts a connection but sends no greeting (held)."""
+        if not isinstance(self.address, str):
+            return False
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_unix_connection(self.address), 2)
+        except Exception:  # refused or missing: not held, broken
+            return False
+        try:
+            await asyncio.wait_for(r.readline(), GREETING_S)
+            return False
+        except TimeoutError:
+            return True
+        finally:
+            w.close()
+
+    async def _pickup(self) -> None:
+        """Wait quietly (backoff) until the monitor is free, then connect."""
+        delay = PICKUP_FIRST_S
+        while not self.closing:
+            await asyncio.sleep(delay)
+            delay = min(PICKUP_MAX_S, delay * 2)
+            held = await asyncio.get_running_loop().run_in_executor(None, self.holder)
+            if held:
+                continue
+            try:
+                await asyncio.wait_for(self.qmp.connect(self.address), GREETING_S)
+            except Exception as e:  # still held (no greeting) or gone: try again later
+                log.debug("%s: pick-up of %s: %s", self.side, self.address, e)
+                await self._reset()
+                continue
+            self.held_by = None
+            self.watcher = None
+            self._connected()
+            self.emit(self._conn_row("qmp-connected", version=self.version))
+            if self.notify is not None:
+                self.notify(f"QMP {self.address} ({self.side}) is free now: connected")
+            return
 
     def _start_tasks(self) -> None:
         greeting = self.qmp.greeting
@@ -335,6 +379,7 @@ class _Side:
                 continue
             reason = self.gone or "QEMU closed the QMP connection"
             self.gone = reason
+            self.up.clear()
             self.emit(self._conn_row("qmp-disconnected", reason=reason))
             await self._stop_tasks()
             await self._reset()
@@ -354,6 +399,7 @@ class _Side:
                 self.status = "none"
                 self.status_changed.set()
                 self._start_tasks()
+                self.up.set()
                 self.emit(self._conn_row("qmp-reconnected", version=self.version))
                 if self.capabilities:
                     with contextlib.suppress(MigprofError):
@@ -373,6 +419,7 @@ class _Side:
             "detail": json.dumps({"address": str(self.address), **detail}, sort_keys=True),
         }
 
+    # -- commands (on the loop)
     async def set_capabilities(self, caps: Mapping[str, bool]) -> None:
         await self.execute(
             "migrate-set-capabilities",
@@ -384,6 +431,8 @@ class _Side:
         from qemu.qmp import ExecInterruptedError, ExecuteError
         from qemu.qmp.protocol import StateError
 
+        if self.held_by is not None:
+            raise QmpGone(f"{self.side}: QMP is held by {self.held_by}; cannot run {cmd}")
         try:
             return await self.qmp.execute(cmd, dict(args) if args else None)
         except ExecuteError as e:
@@ -416,13 +465,14 @@ class _Side:
                     if msg.get("event") == "MIGRATION":
                         self._note_status((msg.get("data") or {}).get("status"))
                         # a poll right at the state change, so the final counters are caught
-                        await self._poll_once()
+                        await self.poll_once()
         except asyncio.CancelledError:
             raise
         except Exception as e:
             self.gone = self.gone or f"event stream ended: {e}"
 
-    async def _poll_once(self) -> None:
+    async def poll_once(self) -> None:
+        """One ``query-migrate``, recorded as a row once a migration has been seen."""
         try:
             reply = await self.execute("query-migrate")
         except QmpRefused:
@@ -444,7 +494,7 @@ class _Side:
         next_t = time.monotonic()
         while self.gone is None:
             try:
-                await self._poll_once()
+                await self.poll_once()
             except QmpGone:
                 return
             next_t += self.poll_s
@@ -455,6 +505,7 @@ class _Side:
             await asyncio.sleep(delay)
 
     async def read_params(self, why: str = "read") -> dict[str, Any]:
+        """``query-migrate-parameters``; a row when they changed (always when ``why`` is not "read")."""
         params = await self.execute("query-migrate-parameters")
         if isinstance(params, dict) and (params != self.last_params or why != "read"):
             self.last_params = params
@@ -473,6 +524,7 @@ class _Side:
 
     async def close(self) -> None:
         self.closing = True
+        self.up.clear()
         if self.watcher is not None:
             self.watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -488,11 +540,12 @@ class _Side:
 
 
 class QmpSource(Source):
-    """QMP on one or more sides as a live event source, with thread-safe control.
+    """QMP on one or more sides as a live event source.
 
     ``addresses`` maps a side (``source``/``destination``) to a UNIX socket path or a
     ``(host, port)`` pair. Entering connects every side (waiting up to
-    ``connect_timeout`` s for the socket to appear); leaving disconnects.
+    ``connect_timeout`` s for the socket to appear; with ``wait_if_held``, a monitor
+    another client holds is picked up later instead); leaving disconnects.
     """
 
     name = "qmp"
@@ -505,6 +558,8 @@ class QmpSource(Source):
         connect_timeout: float = 15.0,
         buffer: bool = True,
         reconnect: bool = True,
+        wait_if_held: bool = False,
+        notify: Callable[[str], None] | None = None,
     ):
         if poll_hz and poll_hz < 0:
             raise ValueError("poll_hz must be >= 0")
@@ -516,10 +571,12 @@ class QmpSource(Source):
         # reconnect when QEMU drops the connection (live attach); the lab turns it off:
         # there a dropped connection means that QEMU is gone for good
         self.reconnect = reconnect
+        self.wait_if_held = wait_if_held
+        self.notify = notify
         self._q: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.sides: dict[str, _Side] = {}
+        self.sides: dict[str, Connection] = {}
         self._seq = 0
         self._taps: list[Callable[[dict[str, Any]], None]] = []
         self._lock = threading.Lock()
@@ -544,8 +601,10 @@ class QmpSource(Source):
         """Add a row from outside (a lab mark) to this source's stream, in order."""
         self._emit(row)
 
-    def _run(self, coro: Any, timeout: float | None = 30.0) -> Any:
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 30.0) -> Any:
+        """Run ``coro`` on the QMP loop from any other thread and return its result."""
         if self._loop is None:
+            coro.close()
             raise MigprofError("QMP source is not connected")
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
@@ -560,13 +619,11 @@ class QmpSource(Source):
         self._thread.start()
         try:
             for side, addr in self.addresses.items():
-                s = _Side(side, addr, self._emit, self.poll_hz, self.params_hz, self.reconnect)
+                s = Connection(side, addr, self._emit, self.poll_hz, self.params_hz,
+                               self.reconnect, self.notify)
                 self.sides[side] = s
-
-                async def _connect(s: _Side = s) -> None:
-                    await s.connect(self.connect_timeout)
-
-                self._run(_connect(), timeout=self.connect_timeout + 5)
+                how = s.attach if self.wait_if_held else s.connect
+                self.call(how(self.connect_timeout), timeout=self.connect_timeout + GREETING_S + 5)
         except BaseException:
             self.close()
             raise
@@ -588,70 +645,6 @@ class QmpSource(Source):
         if self._thread is not None:
             self._thread.join(timeout=5)
         loop.close()
-
-    # -- control (any thread)
-    def version(self, side: str) -> str:
-        return self.sides[side].version
-
-    def execute(
-        self, side: str, cmd: str, args: Mapping[str, Any] | None = None, timeout: float = 30.0
-    ) -> Any:
-        """Run a QMP command on ``side``; QmpRefused when QEMU says no."""
-        return self._run(self.sides[side].execute(cmd, args), timeout)
-
-    def enable_migration_events(self, side: str, extra: Mapping[str, bool] | None = None) -> None:
-        """Turn on the ``events`` capability (MIGRATION/MIGRATION_PASS) and any ``extra``."""
-        caps = {"events": True, **(extra or {})}
-        self._run(self.sides[side].set_capabilities(caps))
-
-    def set_parameters(self, side: str, **params: Any) -> dict[str, Any]:
-        """``migrate-set-parameters`` (keys with ``-`` or ``_``), then record the new set."""
-        args = {k.replace("_", "-"): v for k, v in params.items()}
-        s = self.sides[side]
-
-        async def _set() -> dict[str, Any]:
-            await s.execute("migrate-set-parameters", args)
-            return await s.read_params(why="set")
-
-        return self._run(_set())
-
-    def read_parameters(self, side: str) -> dict[str, Any]:
-        return self._run(self.sides[side].read_params(why="read"))
-
-    def query_migrate(self, side: str) -> dict[str, Any]:
-        """A fresh ``query-migrate`` reply (also recorded as a row)."""
-        s = self.sides[side]
-
-        async def _q() -> dict[str, Any]:
-            await s._poll_once()
-            return s.last_reply or {}
-
-        return self._run(_q())
-
-    def last_reply(self, side: str) -> dict[str, Any] | None:
-        return self.sides[side].last_reply
-
-    def status(self, side: str) -> str:
-        return self.sides[side].status
-
-    def wait_status(self, side: str, statuses: set[str] | frozenset[str], timeout: float) -> str:
-        """Wait until ``side`` reports one of ``statuses``; return it (TimeoutError otherwise)."""
-        s = self.sides[side]
-
-        async def _wait() -> str:
-            end = time.monotonic() + timeout
-            while s.status not in statuses:
-                if s.gone:
-                    raise QmpGone(f"{side}: QMP connection lost: {s.gone}")
-                s.status_changed.clear()
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{side}: still {s.status!r} after {timeout} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(s.status_changed.wait(), timeout=min(left, 0.2))
-            return s.status
-
-        return self._run(_wait(), timeout=timeout + 5)
 
     # -- Source
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
@@ -682,4 +675,5 @@ class QmpSource(Source):
             **{f"{k}_events": s.events for k, s in self.sides.items()},
             **{f"{k}_gone": s.gone for k, s in self.sides.items() if s.gone},
             **{f"{k}_reconnects": s.reconnects for k, s in self.sides.items() if s.reconnects},
+            **{f"{k}_held_by": s.held_by for k, s in self.sides.items() if s.held_by},
         }

@@ -69,7 +69,14 @@ def side_line(c: Comparison, which: str) -> str:
     outc = ", ".join(f"{k} {v}" for k, v in sorted(g.outcomes.items())) or "no migrations"
     qv = f"; QEMU {', '.join(g.qemu_versions)}" if g.qemu_versions else ""
     note = f"; {g.note}" if g.note else ""
-    return f"{which}: {len(g.runs)} run(s), {len(g.samples)} migration(s) compared ({outc}){qv}{note}"
+    k = kernel_only(g)
+    kv = f"; {k} kernel view only (BPF alone: no RAM, no threshold)" if k else ""
+    return f"{which}: {len(g.runs)} run(s), {len(g.samples)} migration(s) compared ({outc}){qv}{kv}{note}"
+
+
+def kernel_only(g: Group) -> int:
+    """Migrations of the group that only the kernel saw (``Migration.view == "kernel"``)."""
+    return sum(1 for s in g.samples if s.migration.view == "kernel")
 
 
 def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool | None = None) -> None:
@@ -133,7 +140,7 @@ def _group_json(g: Group) -> dict[str, Any]:
     return {"label": g.label, "inputs": g.inputs, "runs": len(g.runs),
             "migrations": len(g.samples), "outcomes": dict(g.outcomes),
             "qemu_versions": g.qemu_versions, "schema_versions": g.schema_versions, "note": g.note,
-            "from_summary": g.from_summary}
+            "from_summary": g.from_summary, "kernel_view": kernel_only(g)}
 
 
 def _stats_json(s: Stats) -> dict[str, Any]:

@@ -39,10 +39,14 @@ def _mib(v: int | float | None) -> str:
     return "-" if v is None else f"{v / (1 << 20):.1f}"
 
 
-_KIND = {"estimate": "est", "exact": "exact", "pending": "pend"}
+_KIND = {"estimate": "est", "exact": "exact", "pending": "pend", "precopy_info": "info"}
+KERNEL = "kernel view only"
+MAX_ROUNDS = 8  # rounds listed per device before the rest are summed
 
 
 def header(m: Migration) -> Text:
+    if m.view == "kernel":
+        return kernel_header(m)
     t = Text()
     t.append(f"Migration {m.index + 1}", style="bold")
     t.append(f" ({m.side}" + (f", QEMU {m.qemu_version}" if m.qemu_version else "") + "): ")
@@ -55,6 +59,27 @@ def header(m: Migration) -> Text:
         t.append(f"  sent {_b(m.transferred_bytes)}")
     if m.downtime_limit_ms is not None:
         t.append(f"  downtime-limit {m.downtime_limit_ms:.0f} ms")
+    if m.error:
+        t.append(f"\n  error: {m.error}", style="red")
+    return t
+
+
+def kernel_header(m: Migration) -> Text:
+    """The header of a migration only the kernel saw: what BPF measured, and what it cannot."""
+    t = Text()
+    t.append(f"Migration {m.index + 1}", style="bold")
+    t.append(f" ({m.side}, ")
+    t.append(KERNEL, style="bold yellow")
+    t.append(f": {m.sources.get('process', 'BPF')}): ")
+    t.append(m.outcome, style=_OUTCOME_STYLE.get(m.outcome, "bold"))
+    if m.dest_outcome:
+        t.append(f" (destination {m.dest_outcome})")
+    t.append(f"  total {_ms(m.total_ms)} ms  switch-over at {_ms(m.switchover_ms)} ms"
+             f"  stop-copy {_ms(m.stopcopy_ms)} ms  devices {sum(1 for d in m.devices if d.kind == 'vfio')}")
+    if m.downtime_limit_ms is not None:
+        t.append(f"  downtime-limit {m.downtime_limit_ms:.0f} ms")
+    t.append("\n  no RAM, dirty syncs, switch-over threshold or guest downtime: neither QEMU's trace nor QMP "
+             "was there", style="dim")
     if m.error:
         t.append(f"\n  error: {m.error}", style="red")
     return t
@@ -85,8 +110,12 @@ def checks_table(m: Migration, all_checks: bool = False) -> Table:
         for d in c.devices:
             if d not in devs:
                 devs.append(d)
-    tb = Table(title="Pre-copy checks: pending vs switch-over threshold, MiB, per device at the right "
-               "(✔ switched over, ▼ below threshold, ◆ closest)", box=box.SIMPLE_HEAD,
+    title = ("Pre-copy checks: pending vs switch-over threshold, MiB, per device at the right "
+             "(✔ switched over, ▼ below threshold, ◆ closest)")
+    if m.view == "kernel":
+        title = ("Pending per VFIO device (VFIO_MIG_GET_PRECOPY_INFO: initial + dirty), MiB; "
+                 "kernel view: no RAM, no threshold")
+    tb = Table(title=title, box=box.SIMPLE_HEAD,
                title_justify="left", pad_edge=False)
     for col, just in (("#", "right"), ("T(ms)", "right"), ("KIND", "left"), ("PASS", "right"),
                       ("PENDING", "right"), ("THRESH", "right"), ("GAP", "right"), ("", "left")):
@@ -168,6 +197,28 @@ def data_fd_table(m: Migration) -> Table | None:
     return tb
 
 
+def rounds_table(m: Migration) -> Table | None:
+    """Each VFIO device's pre-copy rounds (kernel view); None when no device has any."""
+    devs = [d for d in m.devices if d.rounds]
+    if not devs:
+        return None
+    tb = Table(title="Pre-copy rounds: data-fd reads from fresh data to its end, bytes per round "
+               "(pending PRECOPY_INFO reported before it)", box=box.SIMPLE_HEAD, title_justify="left",
+               pad_edge=False)
+    tb.add_column("DEVICE", overflow="fold", min_width=12)
+    tb.add_column("ROUNDS", justify="right", no_wrap=True)
+    tb.add_column("BYTES", justify="right", no_wrap=True)
+    tb.add_column("PER ROUND", overflow="fold")
+    for d in devs:
+        shown = [f"{r.bytes}" + (f" ({r.pending_bytes})" if r.pending_bytes is not None else "")
+                 for r in d.rounds[:MAX_ROUNDS]]
+        rest = d.rounds[MAX_ROUNDS:]
+        if rest:
+            shown.append(f"+{len(rest)} more: {sum(r.bytes for r in rest)}")
+        tb.add_row(escape(d.name), str(len(d.rounds)), str(sum(r.bytes for r in d.rounds)), ", ".join(shown))
+    return tb
+
+
 def _norm_state(s: str) -> str:
     return s.upper().replace("-", "_")
 
@@ -194,7 +245,8 @@ def timeline(m: Migration) -> Table:
     for mk in m.markers:
         rows.append((mk.get("t_ms"), "lab", str(mk.get("label"))))
     if m.switchover_ms is not None:
-        rows.append((m.switchover_ms, "source", "switch-over decided (pending below threshold)"))
+        rows.append((m.switchover_ms, "source", "switch-over: the devices leave PRE_COPY" if m.view == "kernel"
+                     else "switch-over decided (pending below threshold)"))
     if m.switchover_approved_ms is not None:
         rows.append((m.switchover_approved_ms, "destination", "switch-over approved (switchover-ack)"))
     if m.switchover_ack_ms is not None:
@@ -215,6 +267,9 @@ def render_migration(m: Migration, all_checks: bool = False) -> Group:
     if m.checks:
         parts.append(checks_table(m, all_checks))
     parts.append(devices_table(m))
+    rt = rounds_table(m)
+    if rt is not None:
+        parts.append(rt)
     io = data_fd_table(m)
     if io is not None:
         parts.append(io)

@@ -23,7 +23,10 @@
  *        fake_vfio_client dest   MNT dev[,dev...] RECORDS   (lines "dev bytes" from source)
  * Prints "ready PID", waits for a line on stdin (RECORDS is read only then), then runs and
  * prints one line per call. With FAKE_VFIO_PAUSE set the source prints "paused" after
- * save_setup and waits for another line (attaching in the middle of a migration).
+ * save_setup and waits for another line (attaching in the middle of a migration). With
+ * FAKE_VFIO_CANCEL_FIRST set the source first does save_setup and one iteration, then
+ * what QEMU does on migrate_cancel (SET RUNNING, close(data_fd), DIRTY_PAGES STOP), prints
+ * "cancelled" and runs the whole sequence again in the same process (the retry).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -146,9 +149,10 @@ static void dirty_pages(uint32_t flags)
     OUT("dirty_pages %u ret=%ld\n", flags, r < 0 ? -(long)errno : r);
 }
 
+static int cancelled;
+
 static void *source_thread(void *arg)
 {
-    (void)arg;
     pthread_setname_np(pthread_self(), "mig/src/main");
     dirty_pages(1); /* START */
     for (int i = 0; i < ndevs; i++) {
@@ -165,6 +169,25 @@ static void *source_thread(void *arg)
         OUT("paused\n");
         if (!fgets(line, sizeof(line), stdin))
             exit(1);
+    }
+    if (getenv("FAKE_VFIO_CANCEL_FIRST") && !cancelled) {
+        cancelled = 1;
+        dirty_pages(4); /* one iteration */
+        for (int i = 0; i < ndevs; i++) {
+            uint64_t init, dirty;
+            data_size(&devs[i]);
+            precopy_info(&devs[i], &init, &dirty);
+            save_block(&devs[i], "PRE_COPY");
+        }
+        for (int i = 0; i < ndevs; i++) {
+            set_state(&devs[i], 2); /* migration state notifier on cancel: RUNNING */
+            close(devs[i].data_fd); /* save_cleanup */
+            OUT("close %s %d\n", devs[i].name, devs[i].data_fd);
+            devs[i].total = 0;
+        }
+        dirty_pages(2); /* STOP */
+        OUT("cancelled\n");
+        return source_thread(arg); /* the retry, from save_setup on */
     }
     for (int it = 0; it < 200; it++) {
         int drained = 0;

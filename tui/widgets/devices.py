@@ -56,7 +56,7 @@ def device_row(dev: Device, mig: Migration, view: View) -> tuple[str, ...]:
     )
     return (
         short_name(dev.name, 20),
-        dev.kind,
+        dev.kind + (" (kernel)" if mig.view == "kernel" else ""),
         state,
         fmt_bytes(dev.precopy_bytes),
         fmt_bytes(dev.initial_pending_bytes),

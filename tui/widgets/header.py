@@ -115,6 +115,9 @@ class StatusHeader(Panel):
             t.append(fmt_ms(elapsed_ms(view, mig)))
             t.append(" │ downtime ", "dim")
             t.append(fmt_ms(downtime_so_far_ms(view, mig)))
+            if mig.view == "kernel":
+                t.append(" │ ", "dim")
+                t.append("KERNEL VIEW ONLY", "bold black on yellow")  # BPF alone: no RAM, no threshold
             n = len(view.report.migrations) if view.report else 0
             if n > 1:
                 t.append(

@@ -45,7 +45,11 @@ def render_verdict(shown: Shown) -> RenderableType:
         )
     if v.dominant_device:
         t.add_row("holds it up", Text(v.dominant_device, "bold"))
-    t.add_row("checks/passes", f"{len(mig.checks)} / {mig.dirty_syncs}")
+    if mig.view == "kernel":
+        t.add_row("view", Text("kernel only: BPF on the VFIO uAPI, no RAM, no threshold", "bold yellow"))
+        t.add_row("rounds", ", ".join(f"{d.name} {len(d.rounds)}" for d in mig.devices if d.rounds) or "-")
+    else:
+        t.add_row("checks/passes", f"{len(mig.checks)} / {mig.dirty_syncs}")
     if mig.transferred_bytes is not None:
         t.add_row("transferred", fmt_bytes(mig.transferred_bytes))
     if mig.qemu_version:

@@ -22,6 +22,7 @@ from typing import Any
 from qemu.qmp import ExecuteError, QMPClient
 
 from profiler import events as ev
+from profiler.sources.qmp import event_row, query_row
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,14 @@ def _event_time_ns(msg: dict[str, Any]) -> int | None:
     return None
 
 
+# a row's identity (RowLog.add sets these): the rest are the columns a reply fills
+_ROW_KEYS = frozenset({"t_ns", "clock_ns", "clock", "side", "origin", "event", "raw", "seq"})
+
+
 def query_migrate_cols(reply: dict[str, Any]) -> dict[str, Any]:
-    """The columns a qmp_query_migrate row fills from one query-migrate reply."""
-    ram = reply.get("ram") or {}
-    total = reply.get("total-time")
-    return {
-        "state": reply.get("status"),
-        "bytes": ram.get("transferred"),
-        "dirty_syncs": ram.get("dirty-sync-count"),
-        "dur_ns": None if total is None else int(total) * 1_000_000,
-        "detail": json.dumps(reply, sort_keys=True),
-    }
+    """The columns a qmp_query_migrate row fills from one query-migrate reply (the QMP
+    source's own mapping, ``profiler.sources.qmp.query_row``: one place for it)."""
+    return {k: v for k, v in query_row("", reply).items() if k not in _ROW_KEYS}
 
 
 class Qemu:
@@ -137,8 +135,8 @@ class Qemu:
                 self.rows.add(self.side, ev.QMP_MIGRATION, t_ns=t, state=data.get("status"),
                               detail=detail)
             elif name == "MIGRATION_PASS":
-                self.rows.add(self.side, ev.QMP_MIGRATION_PASS, t_ns=t, dirty_syncs=data.get("pass"),
-                              detail=detail)
+                cols = {k: v for k, v in event_row(self.side, msg).items() if k not in _ROW_KEYS}
+                self.rows.add(self.side, ev.QMP_MIGRATION_PASS, t_ns=t, detail=detail, **cols)
             elif name == "VFIO_MIGRATION":
                 self.rows.add(self.side, ev.QMP_VFIO_MIGRATION, t_ns=t,
                               device=data.get("device-id"), state=data.get("device-state"),

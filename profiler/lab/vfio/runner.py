@@ -88,18 +88,20 @@ def qemu_args(guest: Path, uuid: str, sc: Scenario, trace_file: Path, log_file: 
 
 
 class BpfRecorder:
-    """The BPF collector (profiler.sources.bpf) on both QEMUs, in a thread, for one run.
+    """The BPF collector (profiler.sources.bpf) on both QEMUs, as a session in a thread, for one run.
 
     Its rows go to ``bpf.jsonl``; a failure to load or attach is kept as ``error`` so
     run.json says why (the ground-truth tests then fail on it, never skip).
     """
 
     def __init__(self, pids: dict[str, int], path: str):
+        from profiler.session import FrameSink
+
         self.pids = pids
         self.path = path
         self.ready = threading.Event()
         self.stop = threading.Event()
-        self.frames: list[Any] = []
+        self.frames = FrameSink()
         self.health: dict[str, Any] = {}
         self.error: str | None = None
         self.load_s: float | None = None
@@ -110,18 +112,23 @@ class BpfRecorder:
 
     def _run(self) -> None:
         t0 = time.monotonic()
+
+        def attached(_health: Any) -> None:
+            self.load_s = round(time.monotonic() - t0, 2)
+            self.ready.set()
+
         try:
+            from profiler.session import CallbackSink, Session
             from profiler.sources.bpf import BpfSource
 
             sides = {pid: side for side, pid in self.pids.items()}
-            with BpfSource(list(self.pids.values()), sides, path=self.path) as src:
-                self.load_s = round(time.monotonic() - t0, 2)
-                self.ready.set()
-                for df in src.batches(self.stop):
-                    if len(df):
-                        self.frames.append(df)
-                self.frames.append(src.drain())
-                self.health = src.health()
+            session = Session([BpfSource(list(self.pids.values()), sides, path=self.path)],
+                              [CallbackSink(on_start=attached), self.frames], stop=self.stop)
+            ended = session.run()
+            self.health = ended.health.get("bpf") or {}
+            failed = ended.health.get("failed") or {}
+            if failed:
+                self.error = "; ".join(f"{k}: {v}" for k, v in failed.items())
         except BaseException as e:  # kept for run.json: the tests assert on it
             self.error = f"{type(e).__name__}: {e}"
             self.load_s = round(time.monotonic() - t0, 2)
@@ -129,17 +136,14 @@ class BpfRecorder:
             self.ready.set()
 
     def finish(self, path: Path, timeout: float = 30.0) -> dict[str, Any]:
+        from profiler.sources.jsonl import write_frame
+
         self.stop.set()
         self._thread.join(timeout)
         n = 0
-        if self.frames:
-            df = ev.concat([f for f in self.frames if len(f)])
-            obj = df.astype(object).where(df.notna(), None)
+        if self.frames.frames:
             with path.open("w") as f:
-                for row in obj.to_dict("records"):
-                    f.write(json.dumps({k: v for k, v in row.items() if v is not None},
-                                       sort_keys=True, default=str) + "\n")
-            n = len(df)
+                n = write_frame(self.frames.frame(), f)
         health = {k: v for k, v in self.health.items() if k not in ("host",)}
         return {"path": self.health.get("path", self.path), "error": self.error, "rows": n,
                 "load_s": self.load_s, "health": health}

@@ -1,0 +1,233 @@
+"""The flags two commands share and the frozen config each command family is built from, once.
+
+``live`` and ``record`` take ``LiveConfig`` (``record`` is ``live`` without the TUI,
+into a file); ``lab`` and ``demo`` take ``LabRunConfig`` (a ``profiler.lab.run.LabConfig``
+and how to show and keep the run); ``replay`` takes ``ReplayConfig``, ``import`` an
+``ImportConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------- live and record
+
+
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `live` and `record`: which QEMU, which sources, how long."""
+    t = p.add_mutually_exclusive_group(required=True)
+    t.add_argument("-p", "--pid", type=int, help="QEMU process id")
+    t.add_argument("--qmp", metavar="SOCKET", help="QEMU's QMP UNIX socket (the pid is found from it)")
+    t.add_argument("--domain", metavar="NAME", help="libvirt domain: QMP through libvirt "
+                   "(docs/libvirt.md)")
+    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI for --domain "
+                   "(default qemu:///system)")
+    p.add_argument("--side", choices=["source", "destination"],
+                   help="side of this QEMU (default: destination if started with -incoming)")
+    p.add_argument("-d", "--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("-i", "--interval", type=float, default=1.0, metavar="S",
+                   help="line view: print data-fd totals every S seconds (default 1)")
+    p.add_argument("--trace-log", metavar="FILE", help="QEMU trace log to tail (default: QEMU's -D "
+                   "file, or a file migprof points the log at)")
+    p.add_argument("--no-trace", action="store_true", help="leave QEMU's trace events and log alone")
+    p.add_argument("--no-bpf", action="store_true", help="QMP and QEMU trace only")
+    p.add_argument("--path", choices=["auto", "tracepoint", "kprobe"], default="auto",
+                   help="BPF attach path (default: kprobe where the kernel has it and VFIO)")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """What `live` / `record` attach to, read and show."""
+
+    pid: int | None = None
+    qmp: str | None = None
+    domain: str | None = None  # a libvirt domain (QMP through libvirt)
+    connect: str | None = None  # its libvirt URI
+    side: str | None = None
+    duration_s: float | None = None
+    interval_s: float = 1.0
+    trace_log: str | None = None
+    trace: bool = True  # switch QEMU's trace events on and tail its log
+    bpf: bool = True
+    path: str = "auto"  # BPF attach path
+    record: str | None = None  # recording to write
+    tui: bool = True  # the TUI when stdout is a terminal (else the line view)
+    any_process: bool = False  # attach to a process that is not QEMU (tests)
+    ebpf: bool = False  # print the BPF program and exit
+    debug: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> LiveConfig:
+        """From `live`'s or `record`'s flags; ``overrides`` set what the command decides."""
+        kv = dict(
+            pid=args.pid, qmp=args.qmp, domain=getattr(args, "domain", None),
+            connect=getattr(args, "connect", None), side=args.side, duration_s=args.duration,
+            interval_s=args.interval, trace_log=args.trace_log, trace=not args.no_trace,
+            bpf=not args.no_bpf, path=args.path, record=getattr(args, "record", None),
+            tui=not getattr(args, "no_tui", False), any_process=getattr(args, "any_process", False),
+            ebpf=getattr(args, "ebpf", False), debug=getattr(args, "debug", False),
+        )
+        kv.update(overrides)
+        return cls(**kv)
+
+
+# ---------------------------------------------------------------- lab and demo
+
+
+def add_lab_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `lab` and `demo`."""
+    from profiler.lab.scenarios import SCENARIOS
+
+    p.add_argument("-s", "--scenario", default="converges", choices=sorted(SCENARIOS),
+                   help="named preset (default: converges)")
+    p.add_argument("-o", "--out", type=Path,
+                   help="run directory (default: ./migprof-lab-<scenario>-<time>)")
+    p.add_argument("--qemu",
+                   help="QEMU version (7.2, 10.0) or path to qemu-system-x86_64 (default: Debian's 7.2)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="auto: KVM only if a probe guest boots under it (default)")
+    p.add_argument("--net", choices=("netns", "loopback"), default="netns",
+                   help="two namespaces and a shaped veth (default), or plain loopback")
+    p.add_argument("--port", type=int, default=0, help="migration TCP port (default 4444 / free)")
+    p.add_argument("--dirty-mb", type=int, help="guest working set in MiB")
+    p.add_argument("--rate-mbps", type=int, help="guest dirty rate in MiB/s (0 = flat out)")
+    p.add_argument("--mem-mb", type=int, help="guest RAM in MiB")
+    p.add_argument("--max-bandwidth", type=float, metavar="MIBPS", help="QMP max-bandwidth, MiB/s")
+    p.add_argument("--downtime-limit", type=int, metavar="MS", help="QMP downtime-limit, ms")
+    p.add_argument("--avail-switchover-bandwidth", type=float, metavar="MIBPS",
+                   help="QMP avail-switchover-bandwidth, MiB/s (QEMU >= 8.2)")
+    p.add_argument("--timeout", type=float, metavar="S", help="cancel the migration after S seconds")
+    p.add_argument("--rate-mbit", type=float, help="tc rate of the veth, Mbit/s")
+    p.add_argument("--delay-ms", type=float, help="tc netem delay of the veth, ms")
+    p.add_argument("--loss", type=float, metavar="PCT", help="tc netem loss of the veth, percent")
+    p.add_argument("--poll-hz", type=float, default=10.0, help="query-migrate rate (default 10)")
+    p.add_argument("--no-timestamps", action="store_true", help="log without -msg timestamp=on")
+    p.add_argument("--record", metavar="FILE",
+                   help="also write every event of the run (QMP, sock_diag, lab marks, both trace "
+                   "logs) to a recording (Parquet; see docs/recordings.md)")
+    p.add_argument("--transferred-bytes", action="store_true",
+                   help="also enable the migration_transferred_bytes trace flood")
+
+
+@dataclass(frozen=True, slots=True)
+class LabRunConfig:
+    """A lab run (`lab`, `demo`): the scenario's LabConfig and how to show and keep it."""
+
+    lab: Any  # profiler.lab.run.LabConfig
+    record: str | None = None
+    json: bool = False
+    tui: bool = True  # demo: the TUI when stdout is a terminal
+    interval_s: float = 1.0  # demo: line view period
+    all_checks: bool = False  # demo: list every pre-copy check
+    libvirt: bool = False  # lab: under two libvirt daemons (profiler.lab.libvirt)
+    debug: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LabRunConfig:
+        return cls(lab=lab_config(args), record=args.record, json=bool(args.json),
+                   tui=not getattr(args, "no_tui", False), interval_s=getattr(args, "interval", 1.0),
+                   all_checks=getattr(args, "all_checks", False),
+                   libvirt=getattr(args, "libvirt", False), debug=getattr(args, "debug", False))
+
+
+def lab_config(args: argparse.Namespace) -> Any:
+    """LabConfig from the shared flags."""
+    from profiler.lab import scenarios
+    from profiler.lab.run import LabConfig
+
+    sc = scenarios.get(args.scenario)
+    params = {}
+    if args.max_bandwidth is not None:
+        params["max-bandwidth"] = int(args.max_bandwidth * scenarios.MiB)
+    if args.downtime_limit is not None:
+        params["downtime-limit"] = args.downtime_limit
+    if args.avail_switchover_bandwidth is not None:
+        params["avail-switchover-bandwidth"] = int(args.avail_switchover_bandwidth * scenarios.MiB)
+    shaping = dict(sc.shaping or {})
+    for k, v in (("rate_mbit", args.rate_mbit), ("delay_ms", args.delay_ms), ("loss_pct", args.loss)):
+        if v is not None:
+            shaping[k] = v
+    sc = sc.with_overrides(
+        dirty_mb=args.dirty_mb, rate_mbps=args.rate_mbps, mem_mb=args.mem_mb, params=params,
+        timeout_s=args.timeout, shaping=shaping or None,
+        timestamps=False if args.no_timestamps else None,
+        transferred_bytes=True if args.transferred_bytes else None,
+    )
+    out = args.out or Path(f"migprof-lab-{sc.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return LabConfig(scenario=sc, out=out, qemu=args.qemu, accel=args.accel, net=args.net,
+                     poll_hz=args.poll_hz, port=args.port)
+
+
+def attach_hint(run_dir: Path) -> str:
+    """How to attach another migprof to the lab's QEMUs while the run lasts."""
+    return (
+        f"migprof lab: while it runs, attach with: migprof live --qmp "
+        f"{run_dir}/qmp-source-attach.sock (or qmp-destination-attach.sock)"
+    )
+
+
+def quiet_qmp_logs(debug: bool) -> None:
+    """qemu.qmp logs every failed connection attempt and every peer hang-up; migprof says
+    what matters in one line of its own, so keep qemu.qmp's to --debug."""
+    if not debug:
+        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
+# ---------------------------------------------------------------- replay and import
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """What `replay` plays and how."""
+
+    inputs: tuple[str, ...]
+    speed: float = 1.0
+    at: str | float = "start"  # start | end | seconds from the first event
+    paused: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ReplayConfig:
+        from profiler.errors import MigprofError
+
+        if not 0.01 <= args.speed <= 10000:
+            raise MigprofError(f"--speed {args.speed:g}: use a factor between 0.01 and 10000")
+        return cls(inputs=tuple(args.inputs), speed=args.speed, at=_at(args.at),
+                   paused=args.paused, debug=getattr(args, "debug", False))
+
+
+def _at(text: str) -> str | float:
+    from profiler.errors import MigprofError
+    from tui.fmt import parse_time
+
+    if text in ("start", "end"):
+        return text
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise MigprofError(f"--at: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    """What `import` reads and where it writes the recording."""
+
+    inputs: tuple[str, ...]
+    output: str | None  # None: only into ``dataset`` (through a temporary recording)
+    qemu_version: str | None = None
+    dataset: str | None = None  # a fleet dataset to add the recording to
+    host: str | None = None  # its host partition (default: the recording's host)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ImportConfig:
+        if not args.output and not args.dataset:
+            from profiler.errors import MigprofError
+
+            raise MigprofError("import: give -o FILE, --dataset DIR, or both")
+        return cls(inputs=tuple(args.inputs), output=args.output, qemu_version=args.qemu_version,
+                   dataset=args.dataset, host=args.host)

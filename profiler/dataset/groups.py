@@ -1,0 +1,162 @@
+"""Compare over a dataset: the migrations table's rows split into groups (``--by``), each
+with the per-migration metric samples ``migprof compare`` tests (pure, over Arrow tables)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from profiler.errors import MigprofError
+
+BY = ("qemu_version", "host", "device_driver")
+# compare's per-migration metrics, one column each in the migrations table
+METRICS = ("total_ms", "setup_ms", "downtime_ms", "stopcopy_ms", "dirty_syncs", "checks",
+           "checks_to_converge", "transferred_bytes", "bandwidth_bytes_per_s", "read_ms")
+DEVICE_METRICS = ("downtime_ms", "load_ms", "precopy_bytes", "stopcopy_bytes", "read_ms")
+NO_VALUE = "(none)"  # the label of a group whose key is null (e.g. no VFIO device)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One side of a comparison drawn from a dataset: the migrations whose ``by`` column
+    equals ``key``, as compare's samples (one dict of metric -> value per migration;
+    a missing value is left out, never zero)."""
+
+    by: str
+    key: str | None
+    samples: tuple[dict[str, float], ...]
+    outcomes: dict[str, int]
+    recordings: tuple[str, ...]
+    hosts: tuple[str, ...]
+    qemu_versions: tuple[str, ...]
+    note: str | None = None
+    migrations: tuple[tuple[str, int], ...] = field(default=(), repr=False)  # (recording, index) taken
+
+    @property
+    def label(self) -> str:
+        return NO_VALUE if self.key is None else self.key
+
+    def values(self, metric: str) -> list[float]:
+        return [s[metric] for s in self.samples if metric in s]
+
+    def summary(self) -> dict:
+        """The same keys as compare's Side.summary, from the dataset's columns."""
+        return {"label": f"{self.by}={self.label}", "inputs": list(self.recordings),
+                "runs": len(self.recordings), "migrations": len(self.samples),
+                "outcomes": dict(self.outcomes), "qemu_versions": list(self.qemu_versions),
+                "hosts": list(self.hosts), "note": self.note, "from_summary": 0}
+
+
+def _version_key(v: str | None) -> tuple:
+    """Release order: 7.2.22 < 10.0.2; families such as >=10.0 after their release; null last."""
+    if v is None:
+        return (1,)
+    nums = [int(x) for x in re.findall(r"\d+", v)]
+    return (0, nums, v)
+
+
+def _order(by: str, keys: Iterable[str | None]) -> list[str | None]:
+    if by == "qemu_version":
+        return sorted(keys, key=_version_key)
+    return sorted(keys, key=lambda k: (k is None, k or ""))
+
+
+def _device_wide(dev: pa.Table | None, kinds: set[str] | None) -> pd.DataFrame | None:
+    """Device metrics as columns ``device.<name>.<field>``, indexed by (recording, migration)."""
+    if dev is None or dev.num_rows == 0:
+        return None
+    d = dev.select(["recording", "migration", "device", "kind", *DEVICE_METRICS]).to_pandas()
+    if kinds is not None:
+        d = d[d["kind"].isin(sorted(kinds))]
+    d = d.drop(columns="kind").drop_duplicates(["recording", "migration", "device"])
+    if d.empty:
+        return None
+    wide = d.set_index(["recording", "migration", "device"])[list(DEVICE_METRICS)].astype("float64")
+    wide = wide.unstack("device")
+    wide.columns = [f"device.{dv}.{f}" for f, dv in wide.columns]
+    return wide
+
+
+def _samples(frame: pd.DataFrame, cols: Sequence[str]) -> tuple[dict[str, float], ...]:
+    vals = frame[list(cols)].to_numpy(dtype="float64", na_value=np.nan)
+    names = np.asarray(cols, dtype=object)
+    ok = ~np.isnan(vals)
+    return tuple({n: float(v) for n, v in zip(names[m], row[m], strict=True)}
+                 for row, m in zip(vals, ok, strict=True))
+
+
+def group_samples(migrations: pa.Table, devices: pa.Table | None, by: str, *,
+                  outcome: str = "completed",
+                  device_kinds: Iterable[str] | None = ("ram", "vfio")) -> tuple[Group, ...]:
+    """Split the migrations (rows of the migrations view, host included) by ``by`` and make
+    each group's samples as ``compare.make_side`` does: only migrations with ``outcome``
+    (``all``: every one), or all of the group's with a note when none has it; per-device
+    metrics for ``device_kinds`` (None: every device). Groups come in release order for
+    qemu_version, else sorted; a null key (e.g. no VFIO device) last."""
+    if by not in BY:
+        raise MigprofError(f"--by {by!r}: one of {', '.join(BY)}")
+    if by not in migrations.column_names:
+        raise MigprofError(f"--by {by}: the migrations table has no {by} column")
+    m = migrations.select([c for c in ("recording", "migration", "outcome", "host", "qemu_version",
+                                       "device_driver", *METRICS) if c in migrations.column_names]
+                          ).to_pandas()
+    m[by] = m[by].astype(object).where(m[by].notna(), None)
+    key_cols = ["recording", "migration"]
+    wide = _device_wide(devices, set(device_kinds) if device_kinds is not None else None)
+    if wide is not None:
+        m = m.join(wide, on=key_cols)
+    cols = [c for c in m.columns if c in METRICS or c.startswith("device.")]
+    groups = []
+    for key in _order(by, m[by].unique().tolist()):
+        g = m[m[by].isna()] if key is None else m[m[by] == key]
+        counts = g["outcome"].value_counts(dropna=False)
+        outcomes = {str(k): int(v) for k, v in counts.items()}
+        taken, note = g, None
+        if outcome != "all":
+            taken = g[g["outcome"] == outcome]
+            if taken.empty:
+                taken, note = g, f"no {outcome} migration; compared all {len(g)} migrations"
+        groups.append(Group(
+            by, key, _samples(taken, cols), outcomes,
+            tuple(dict.fromkeys(taken["recording"].tolist())),
+            tuple(sorted({str(h) for h in taken.get("host", pd.Series(dtype=object)).dropna()})),
+            tuple(_order("qemu_version", {str(v) for v in taken["qemu_version"].dropna()})),
+            note, tuple(zip(taken["recording"].tolist(), taken["migration"].astype(int).tolist(), strict=True))))
+    return tuple(groups)
+
+
+def pick_sides(groups: Sequence[Group], base: str | None = None,
+               candidate: str | None = None) -> tuple[Group, Group]:
+    """The two groups to compare: named by ``base``/``candidate`` (labels), else the only
+    two there are, in the groups' order (older QEMU release is the base)."""
+    labels = [g.label for g in groups]
+    if not groups:
+        raise MigprofError("compare: no migration matches in the dataset")
+    by = groups[0].by
+    if base is None and candidate is None:
+        if len(groups) != 2:
+            raise MigprofError(f"compare: --by {by} gives {len(groups)} group(s) ({', '.join(labels)}); "
+                               "name two with --base and --candidate")
+        return groups[0], groups[1]
+    picked = []
+    for what, want in (("--base", base), ("--candidate", candidate)):
+        if want is None:
+            rest = [g for g in groups if g.label not in (base, candidate)]
+            if len(rest) != 1:
+                raise MigprofError(f"compare: give {what} too: --by {by} has {', '.join(labels)}")
+            picked.append(rest[0])
+            continue
+        hit = [g for g in groups if g.label == want]
+        if not hit:
+            raise MigprofError(f"compare: {what} {want!r}: no such {by} in the dataset "
+                               f"(there are {', '.join(labels)})")
+        picked.append(hit[0])
+    if picked[0] is picked[1]:
+        raise MigprofError(f"compare: --base and --candidate are the same group {picked[0].label!r}")
+    return picked[0], picked[1]
+
