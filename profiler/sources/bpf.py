@@ -681,7 +681,9 @@ class BpfSource(BufferedBpfSource):
                 "count": pd.array([lost], dtype="Int64"), "raw": f"bpf lost {lost} events",
             })))
             self._seq += 1
-        return ev.concat(frames) if frames else ev.empty_frame()
+        # nothing new: a bare heartbeat (a copy of the typed empty frame costs ~0.1-1 ms,
+        # ten times a second)
+        return ev.concat(frames) if frames else pd.DataFrame()
 
     def _alive(self) -> list[int]:
         return [p for p in self.targets() if pid_alive(p)]

@@ -434,13 +434,15 @@ class LibvirtSource(Source):
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._taps: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        self.buffer = True  # False: rows go to taps only (batches() then yields nothing)
 
     # -- plumbing
     def _emit(self, row: dict[str, Any]) -> None:
         with self._seq_lock:
             self._seq += 1
             row.setdefault("seq", self._seq)
-        self._q.put(row)
+        if self.buffer:
+            self._q.put(row)
         for tap in self._taps:
             tap(row)
 
