@@ -15,7 +15,7 @@ from conftest import REAL
 
 from profiler import events as ev
 from profiler.model.build import build_report
-from profiler.model.per_vm import VmModels
+from profiler.model.per_vm import IDLE_EVENTS, STATUS_EVENTS, VmModels
 from profiler.model.results import to_json
 from profiler.model.vm_row import phase, row_json, verdict_word, vm_row
 from profiler.pipeline import load
@@ -124,18 +124,32 @@ def test_rows_without_pid_belong_to_no_qemu(two):
 
 def test_rebuilds_follow_news_gap_and_budget(two):
     a, _ = two
-    plain = a[~a["event"].isin(["qmp_migration", "qmp_migration_pass", "migrate_set_state",
-                                "migration_bitmap_sync_end"]).to_numpy(dtype=bool, na_value=False)]
-    status = a[(a["event"] == "migrate_set_state").to_numpy(dtype=bool, na_value=False)]
+    ev_ = a["event"].astype(str)
+    plain = a[~ev_.isin(STATUS_EVENTS).to_numpy()]
+    plain = plain[~plain["event"].isin(IDLE_EVENTS).to_numpy(dtype=bool, na_value=False)]
+    sets = a[(ev_ == "migrate_set_state").to_numpy()]
+    first, middle = sets.iloc[:1], sets.iloc[1:2]
+    final = sets[(sets["state"] == "completed").to_numpy(dtype=bool, na_value=False)]
+    assert len(first) and len(middle) and len(final)
     models = VmModels(min_gap_s=1.0, budget=1e-9)  # a budget no ordinary rebuild fits in
+    # a QEMU whose events make no migration is not built (its row is idle all the same)
+    params = a[(ev_ == ev.QMP_PARAMS).to_numpy()]
+    assert len(params)
+    models.add(params)
+    assert models.refresh(0.0) == [] and models.flush() == [] and models.report(101) is None
     models.add(plain.iloc[:50])
-    assert models.refresh(0.0) == [101]  # first build: due at once
+    assert models.refresh(0.0) == [101]  # the first build: at once
     assert models.refresh(100.0) == []  # no news, no build
     models.add(plain.iloc[50:60])
     assert models.refresh(100.0) == []  # news, but over the budget
-    models.add(status.iloc[:1])
-    assert models.refresh(0.5) == []  # a status change waits for the gap...
-    assert models.refresh(1.0) == [101]  # ...and no longer
+    models.add(first)
+    models.add(middle)
+    assert models.refresh(101.5) == []  # a status on the way: the budget decides
+    models.add(final)
+    assert models.refresh(101.5) == [101]  # the final status: due at once...
+    models.add(final)
+    assert models.refresh(102.0) == []  # ...but never within the gap of the last build
+    assert models.refresh(102.5) == [101]
     models.add(plain.iloc[60:70])
     assert models.flush() == [101]  # the end: everything built
-    assert models.builds == 3
+    assert models.builds == 4

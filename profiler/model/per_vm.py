@@ -6,9 +6,11 @@ its events. Each QEMU has its own ``IncrementalModel`` (only its open migration 
 again); a build still costs a few to tens of ms, so a QEMU is rebuilt only when it has new
 events, at most every ``min_gap_s``, and no more often than
 keeps the time spent building within ``budget`` of the wall clock: with many migrations at
-once each row refreshes less often instead of the process taking more CPU. A change of
-migration status or a new pass makes its QEMU due at ``min_gap_s`` whatever the budget, and
-``flush()`` builds every QEMU with news at once (the final numbers).
+once each row refreshes less often instead of the process taking more CPU. A final
+migration status (completed, failed, cancelled) makes a QEMU due at ``min_gap_s`` whatever
+the budget;
+``flush()`` builds every QEMU with news at once (the final numbers). A QEMU whose events
+would make no migration (parameters read, a monitor connected) is not built at all.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from profiler import events as E
 from profiler.model.incremental import Build, IncrementalModel, bind
 from profiler.model.results import Report
 
-# rows that move a row's status or pass: its QEMU is rebuilt soon whatever the budget
-STATUS_EVENTS = (E.QMP_MIGRATION, E.QMP_MIGRATION_PASS, "migrate_set_state",
-                 "migration_bitmap_sync_end", E.LIBVIRT_LIFECYCLE)
+# rows of a migration status: a final one makes its QEMU due soon
+STATUS_EVENTS = (E.QMP_MIGRATION, "migrate_set_state", E.QMP_QUERY_MIGRATE)
+FINAL = ("completed", "failed", "cancelled")
+# rows of a QEMU that is not migrating (parameters read, a monitor connected): a report
+# of these alone has no migration, so none is built for them
+IDLE_EVENTS = (E.QMP_PARAMS, E.QMP_EVENT, E.LIBVIRT_LIFECYCLE)
 
 
 @dataclass(slots=True)
@@ -37,9 +42,20 @@ class _Vm:
     built_events: int = 0  # events the report was built from
     report: Report | None = None
     urgent: bool = False
+    busy: bool = False  # it had an event a report would make a migration of
     built_at: float = -1e18  # when (the caller's clock, s) it was last built
     build_s: float = 0.0  # how long that build took (s)
     error: str | None = None  # the last build's error (the report before it is kept)
+
+
+def _of(events: pd.Series, names: tuple[str, ...]) -> np.ndarray | None:
+    """Rows whose event is one of ``names``; None when none is (read off the categories,
+    without a pass over the rows, for a categorical column)."""
+    cats = getattr(getattr(events, "cat", None), "categories", None)
+    if cats is not None and not cats.isin(names).any():
+        return None
+    rows = events.isin(names).to_numpy(dtype=bool, na_value=False)
+    return rows if rows.any() else None
 
 
 class VmModels:
@@ -51,7 +67,7 @@ class VmModels:
     ``unattributed`` and belong to no QEMU.
     """
 
-    def __init__(self, build: Build | None = None, *, min_gap_s: float = 1.0, budget: float = 0.03):
+    def __init__(self, build: Build | None = None, *, min_gap_s: float = 1.0, budget: float = 0.015):
         self._build = build or bind(inputs=["live"])
         self.min_gap_s = min_gap_s
         self.budget = budget
@@ -74,25 +90,42 @@ class VmModels:
         """Take a batch of events (any mix of QEMUs); returns the pids it touched."""
         if batch is None or not len(batch):
             return set()
-        pid = batch["pid"]
-        known = pid.notna().to_numpy(dtype=bool)
-        self.unattributed += int((~known).sum())
-        if not known.any():
-            return set()
-        part = batch if known.all() else batch[known]
-        codes, uniques = pd.factorize(part["pid"])
-        status = part["event"].isin(STATUS_EVENTS).to_numpy(dtype=bool, na_value=False)
-        touched = set()
-        for i, p in enumerate(uniques.tolist()):
-            rows = codes == i
-            vm = self._vm(int(p))
-            sub = part if len(uniques) == 1 else part[rows]
+        # live batches come by the dozen a second, most of one QEMU: cheap tests first
+        pid = batch["pid"].to_numpy(dtype="float64", na_value=np.nan)
+        known = ~np.isnan(pid)
+        if not known.all():
+            self.unattributed += int((~known).sum())
+            if not known.any():
+                return set()
+            batch, pid = batch[known], pid[known]
+        events = batch["event"]
+        final = _of(events, STATUS_EVENTS)
+        if final is not None:
+            final = final & batch["state"].isin(FINAL).to_numpy(dtype=bool, na_value=False)
+        idle = _of(events, IDLE_EVENTS)
+        busy = None if idle is None else ~idle
+        first = pid[0]
+        if (pid == first).all():
+            parts = [(int(first), batch, None)]
+        else:
+            # one reorder by QEMU, then a slice each (a boolean mask per QEMU copies the
+            # whole frame once per QEMU)
+            codes, uniques = pd.factorize(pid)
+            order = np.argsort(codes, kind="stable")
+            ordered = batch.iloc[order]
+            ends = np.cumsum(np.bincount(codes, minlength=len(uniques)))
+            parts = [(int(p), ordered.iloc[end - n:end], order[end - n:end])
+                     for p, end, n in zip(uniques, ends, np.diff(ends, prepend=0), strict=True)]
+        for p, sub, rows in parts:
+            vm = self._vm(p)
             vm.frames.append(sub)
+            if len(vm.frames) >= 256:  # joined now and then: a few large frames, not thousands
+                vm.frames = [E.concat(vm.frames)]
             vm.model.add(sub)
             vm.events += len(sub)
-            vm.urgent |= bool(np.any(status & rows))
-            touched.add(int(p))
-        return touched
+            vm.urgent |= final is not None and bool(final.any() if rows is None else final[rows].any())
+            vm.busy |= busy is None or bool(busy.any() if rows is None else busy[rows].any())
+        return {p for p, _, _ in parts}
 
     def _vm(self, pid: int) -> _Vm:
         vm = self._vms.get(pid)
@@ -101,7 +134,7 @@ class VmModels:
         return vm
 
     def _due(self, vm: _Vm, now: float, active: int) -> bool:
-        if vm.events == vm.built_events:
+        if vm.events == vm.built_events or not vm.busy:
             return False
         since = now - vm.built_at
         if since < self.min_gap_s:
@@ -111,7 +144,7 @@ class VmModels:
 
     def refresh(self, now: float) -> list[int]:
         """Build the QEMUs that are due at ``now`` (seconds, any monotonic clock)."""
-        active = sum(1 for vm in self._vms.values() if vm.events != vm.built_events)
+        active = sum(1 for vm in self._vms.values() if vm.busy and vm.events != vm.built_events)
         done = [p for p, vm in list(self._vms.items()) if self._due(vm, now, active)]
         for p in done:
             self._rebuild(p, now)
@@ -119,7 +152,7 @@ class VmModels:
 
     def flush(self, now: float = 0.0) -> list[int]:
         """Build every QEMU with events not yet in its report."""
-        done = [p for p, vm in self._vms.items() if vm.events != vm.built_events]
+        done = [p for p, vm in self._vms.items() if vm.busy and vm.events != vm.built_events]
         for p in done:
             self._rebuild(p, now)
         return done
