@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": "compare",
     "whatif": "whatif",
     "query": "query",
+    "top": "top",
 }
 
 
