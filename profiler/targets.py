@@ -18,18 +18,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
 
 from profiler.attach import live_sources
 from profiler.sources.base import Source
-from profiler.sources.discover import Discovery, Qemu, describe
+from profiler.sources.discover import Discovery, Qemu, describe, start_ticks
 from profiler.sources.procfd import pid_alive
 from profiler.sources.qmp import rows_to_frame
 
@@ -101,6 +103,7 @@ class TargetSet(Source):
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.failed: dict[str, str] = {}
+        self._born = describe_start()  # QEMUs started after this are read from their first line
 
     # ---------------------------------------------------------------- attach
     def __enter__(self) -> TargetSet:
@@ -182,7 +185,8 @@ class TargetSet(Source):
                 return []
             target = dataclasses.replace(target, qmp=None, domain=None)
         return live_sources(target, trace=self.trace, bpf=False, err=self.err,
-                            notify=self.notify, qmp_hz=self.qmp_hz, say_no_qmp=False)[0]
+                            notify=self.notify, qmp_hz=self.qmp_hz, say_no_qmp=False,
+                            log_from_start=q.start > self._born)[0]
 
     def _hold(self, m: Member) -> None:
         """A QEMU's own sources, on this thread: attach, wait until it is let go, detach."""
@@ -343,6 +347,11 @@ class TargetSet(Source):
         if self.discovery is not None:
             h["scans"] = self.discovery.scans
         return h
+
+
+def describe_start() -> int:
+    """This process's start time in clock ticks after boot (as a ``Qemu.start``)."""
+    return start_ticks(Path("/proc"), os.getpid()) or 0
 
 
 def _tag(batch: pd.DataFrame, pid: int, side: str) -> pd.DataFrame:

@@ -74,18 +74,14 @@ def run(args: argparse.Namespace) -> int:
                         tail_s=max(args.interval, 2.0), bpf_poll_ms=500,
                         err=sys.stderr, notify=say, wake=watch.changed if watch else None)
 
-    def follows() -> list[Follows]:
-        return [Follows(m.qemu.pid, m.qemu.label, m.qemu.side, m.alive, m.qemu.domain, m.qemu.name,
-                        (("bpf",) if targets.bpf is not None else ()) + m.names)
-                for m in targets.followed()]
-
     def host() -> str:
         what = f"BPF {targets.bpf.path}" if targets.bpf is not None else "no BPF"
         lv = f", libvirt {watch.uri}" if watch else ", no libvirt"
         return f"{what}{lv}" + (f"   {notes[-1]}" if notes else "")
 
     printer = None if tui else TopPrinter(sys.stdout, as_json=args.json)
-    board = TopBoard(follows, interval=args.interval, printer=printer, count=args.count, host=host)
+    board = TopBoard(lambda: follows(targets), interval=args.interval, printer=printer,
+                     count=args.count, host=host)
     session = Session([targets], [board], duration_s=args.duration, done=board.done,
                       poll_s=min(0.25, args.interval / 4),
                       signals=Signals.NONE if tui else Signals.DETACH, err=sys.stderr)
@@ -97,13 +93,20 @@ def run(args: argparse.Namespace) -> int:
         if not tui:
             session.run()
             return EXIT_OK
-        return _screen(session, board, args)
+        return screen(session, board, args.interval, args.debug)
     finally:
         if watch is not None:
             watch.close()
 
 
-def _screen(session: Session, board: TopBoard, args: argparse.Namespace) -> int:
+def follows(targets: TargetSet) -> list[Follows]:
+    """What the board shows of each QEMU the set follows."""
+    return [Follows(m.qemu.pid, m.qemu.label, m.qemu.side, m.alive, m.qemu.domain, m.qemu.name,
+                    (("bpf",) if targets.bpf is not None else ()) + m.names)
+            for m in targets.followed()]
+
+
+def screen(session: Session, board: TopBoard, interval: float, debug: bool) -> int:
     """The top table on this thread, the session on another; Enter shows one QEMU in the
     full TUI while the session goes on, then the table again."""
     from tui.app import run_live
@@ -114,7 +117,7 @@ def _screen(session: Session, board: TopBoard, args: argparse.Namespace) -> int:
     selected, rc = None, EXIT_OK
     try:
         while worker.is_alive():
-            action, value = TopApp(board.rows, interval=args.interval, selected=selected,
+            action, value = TopApp(board.rows, interval=interval, selected=selected,
                                    running=worker.is_alive).run() or ("quit", EXIT_OK)
             if action != "open":
                 rc = value
@@ -122,8 +125,7 @@ def _screen(session: Session, board: TopBoard, args: argparse.Namespace) -> int:
             selected = value
             row = next((r for r in board.rows()[0] if r.pid == value), None)
             label = row.label if row is not None else f"pid {value}"
-            run_live(VmStream(board, value), title=f"migprof top: {label} (pid {value})",
-                     debug=args.debug)
+            run_live(VmStream(board, value), title=f"migprof: {label} (pid {value})", debug=debug)
     finally:
         session.stop.set()
         worker.join()

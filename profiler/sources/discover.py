@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from profiler.errors import MigprofError
 from profiler.sources.target import Target, at_cwd, opt_values, qmp_socket_from_cmdline
 
 # what a QEMU's comm or executable looks like (the comm is cut at 15 characters)
@@ -44,6 +45,18 @@ class Qemu:
     def label(self) -> str:
         return self.domain or self.name or f"pid {self.pid}"
 
+    @classmethod
+    def of(cls, target: Target) -> Qemu:
+        """The QEMU a resolved target names (MigprofError: it has gone); a process that is
+        not a QEMU (``live --any-process``) by its pid."""
+        q = describe(target.pid)
+        start = q.start if q is not None else start_ticks(Path("/proc"), target.pid)
+        if start is None:
+            raise MigprofError(f"QEMU pid {target.pid} has gone")
+        return Qemu(pid=target.pid, start=start, name=q.name if q else None,
+                    uuid=q.uuid if q else None, side=target.side, qmp=target.qmp,
+                    log_file=target.log_file, domain=target.domain, uri=target.uri)
+
     def target(self) -> Target:
         """What ``live`` attaches to for this QEMU."""
         return Target(self.pid, self.side, None if self.domain else self.qmp, self.log_file,
@@ -66,7 +79,8 @@ def guest_name(argv: list[str]) -> str | None:
     return None
 
 
-def _start_ticks(proc: Path, pid: int) -> int | None:
+def start_ticks(proc: Path, pid: int) -> int | None:
+    """A process's start time in clock ticks after boot (None: gone)."""
     try:
         stat = (proc / str(pid) / "stat").read_text()
     except OSError:
@@ -84,7 +98,7 @@ def describe(pid: int, proc: Path = Path("/proc")) -> Qemu | None:
         return None
     if not argv or not is_qemu(comm, argv[0]):
         return None
-    start = _start_ticks(proc, pid)
+    start = start_ticks(proc, pid)
     if start is None:
         return None
     logs = opt_values(argv, "-D")
@@ -133,7 +147,7 @@ class Discovery:
             if old is None and self._not_qemu.get(pid) == comm:
                 not_qemu[pid] = comm  # unchanged since it was not a QEMU (an exec changes comm)
                 continue
-            same = old is not None and _start_ticks(self.proc, pid) == old.start
+            same = old is not None and start_ticks(self.proc, pid) == old.start
             q = old if same else describe(pid, self.proc)
             if q is None:
                 not_qemu[pid] = comm
