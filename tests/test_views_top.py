@@ -53,3 +53,42 @@ def test_blocks_and_json(done):
     (vm,) = d["vms"]
     assert vm["pid"] == 41 and vm["pass_no"] == row.pass_no and vm["verdict"] == "ok"
     assert vm["pending_bytes"] == row.pending_bytes and vm["sources"] == []
+
+
+def test_board_rows_and_one_qemus_stream():
+    """The board keeps each QEMU's events apart; a VmStream (the full TUI of one QEMU) gets
+    that QEMU's events so far, then its new ones, and never another's."""
+    import threading
+
+    from profiler import events as ev
+    from profiler.views.top import Follows, TopBoard, VmStream
+
+    a = side_events("7.2-converges", 11)
+    b = side_events("10.0-converges", 22)
+    follows = [Follows(11, "a", "source"), Follows(22, "b", "source", alive=False)]
+    board = TopBoard(lambda: follows, interval=1.0, count=2)
+    board.start({})
+    board.feed(ev.concat([a.iloc[:40], b.iloc[:40]]))
+    stream = VmStream(board, 11)
+    stream.__enter__()
+    board.feed(ev.concat([a.iloc[40:], b.iloc[40:]]))  # hands the backlog over, then this
+    stop = threading.Event()
+    got = []
+    for batch in stream.batches(stop):
+        if len(batch):
+            got.append(batch)
+        if sum(len(g) for g in got) >= len(a):
+            stop.set()
+    stream.close()
+    mine = ev.concat(got)
+    assert len(mine) == len(a) and set(mine["pid"]) == {11}
+    board.tick(0.0)
+    board.tick(1.0)
+    assert not board.done()
+    board.tick(2.0)
+    assert board.done() and board.shown == 2
+    board.close({})
+    rows, _ = board.rows()
+    by = {r.pid: r for r in rows}
+    assert by[11].status == "completed" and by[11].events == len(a)
+    assert by[22].status == "completed" and by[22].pass_no is not None  # gone, but it had ended

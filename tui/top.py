@@ -23,8 +23,9 @@ from profiler.model.vm_row import VmRow
 from profiler.views.top import migrating, order
 
 Rows = Callable[[], tuple[Sequence[VmRow], str]]  # the rows, and a line about the host
-COLUMNS = ("PID", "VM", "SIDE", "STATUS", "PHASE", "PASS", "PENDING", "THRESHOLD", "BANDWIDTH",
-           "EXP. DOWNTIME", "DOWNTIME", "VERDICT")
+# the verdict early: a narrow terminal still shows it (the table scrolls sideways)
+COLUMNS = ("PID", "VM", "SIDE", "STATUS", "PHASE", "PASS", "VERDICT", "PENDING", "THRESHOLD",
+           "BANDWIDTH", "EXP. DOWNTIME", "DOWNTIME")
 _SIDE = {"source": "src", "destination": "dst"}
 
 
@@ -39,9 +40,9 @@ def _ms(v: float | None) -> str:
 def cells(row: VmRow) -> tuple[str, ...]:
     """A row's cells, in ``COLUMNS`` order."""
     return (str(row.pid), row.label, _SIDE.get(row.side, "?"), row.status, row.phase,
-            "-" if row.pass_no is None else str(row.pass_no), _mib(row.pending_bytes),
+            "-" if row.pass_no is None else str(row.pass_no), row.verdict, _mib(row.pending_bytes),
             _mib(row.threshold_bytes), _mib(row.bandwidth_bytes_per_s, "MiB/s"),
-            _ms(row.expected_downtime_ms), _ms(row.downtime_ms), row.verdict)
+            _ms(row.expected_downtime_ms), _ms(row.downtime_ms))
 
 
 class TopApp(App[tuple[str, int]]):
