@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from profiler.errors import MigprofError
+from profiler.sources.libvirt import libvirt_log
 from profiler.sources.target import Target, at_cwd, opt_values, qmp_socket_from_cmdline
 
 # what a QEMU's comm or executable looks like (the comm is cut at 15 characters)
@@ -153,7 +154,9 @@ class Discovery:
                 not_qemu[pid] = comm
                 continue
             if q.uuid and q.uuid in names and q.domain is None:
-                q = replace(q, domain=names[q.uuid], uri=self.uri)
+                # the log libvirt writes the domain's QEMU's stderr to (its trace lines)
+                q = replace(q, domain=names[q.uuid], uri=self.uri,
+                            log_file=q.log_file or libvirt_log(q.pid, names[q.uuid]))
             if self.keep is None or self.keep(q):
                 seen[q.key] = q
         self._not_qemu = not_qemu
