@@ -2,15 +2,16 @@
 
 The app draws what ``rows()`` returns (a snapshot the session publishes from its own thread)
 every ``interval`` seconds and never touches a source or a model. Enter ends the app with
-``("open", pid)``: the caller shows that QEMU in the full live TUI (``tui.app.run_live``) and
-then opens a new top app, the session running on meanwhile; ``q``/Ctrl-C end it with
-``("quit", status)``.
+``("open", pid)``: ``run_table`` then shows that QEMU in the full live TUI
+(``tui.app.run_live``) and opens a new top app, the session running on meanwhile;
+``q``/Ctrl-C end it with ``("quit", status)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from textual.widgets import DataTable, Footer, Static
 
 from profiler.errors import EXIT_OK
 from profiler.model.vm_row import VmRow
-from profiler.views.top import migrating, order
+from profiler.session import Session
+from profiler.views.top import TopBoard, VmStream, migrating, order
 
 Rows = Callable[[], tuple[Sequence[VmRow], str]]  # the rows, and a line about the host
 # the verdict early: a narrow terminal still shows it (the table scrolls sideways)
@@ -134,3 +136,34 @@ class TopApp(App[tuple[str, int]]):
 
     async def action_quit(self) -> None:
         self._quit()
+
+
+def run_table(session: Session, board: TopBoard, interval: float, debug: bool) -> int:
+    """The table on this thread, the session on another; Enter shows one QEMU in the full
+    live TUI (``tui.app.run_live`` over its events) while the session goes on, then the
+    table again, its cursor on that QEMU. Ends on q, or when the session has ended."""
+    from tui.app import run_live
+
+    def loop() -> None:
+        with session:
+            for _ in session.batches():
+                pass
+
+    worker = threading.Thread(target=loop, name="top-session")
+    worker.start()
+    selected, rc = None, EXIT_OK
+    try:
+        while worker.is_alive():
+            action, value = TopApp(board.rows, interval=interval, selected=selected,
+                                   running=worker.is_alive).run() or ("quit", EXIT_OK)
+            if action != "open":
+                rc = value
+                break
+            selected = value
+            row = next((r for r in board.rows()[0] if r.pid == value), None)
+            label = row.label if row is not None else f"pid {value}"
+            run_live(VmStream(board, value), title=f"migprof: {label} (pid {value})", debug=debug)
+    finally:
+        session.stop.set()
+        worker.join()
+    return rc

@@ -31,12 +31,13 @@ def run_many(cfg: LiveConfig, given: list[Target]) -> int:
     session = Session([targets], sinks, duration_s=cfg.duration_s)
     try:
         if cfg.tui and sys.stdout.isatty():
-            from profiler.commands.top import follows, screen
+            from profiler.commands.top import follows
             from profiler.views.top import TopBoard
+            from tui.top import run_table
 
             board = TopBoard(lambda: follows(targets), interval=cfg.interval_s)
             session.add_sink(board)
-            rc = screen(session, board, cfg.interval_s, cfg.debug)
+            rc = run_table(session, board, cfg.interval_s, cfg.debug)
         else:
             from profiler.views.lines import EventLines, Summary
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import threading
 
 from profiler.commands.options import quiet_qmp_logs
 from profiler.errors import EXIT_OK, MigprofError, SetupError
 from profiler.session import CallbackSink, Session, Signals
 from profiler.sources.discover import Discovery
 from profiler.targets import TargetSet
-from profiler.views.top import Follows, TopBoard, TopPrinter, VmStream
+from profiler.views.top import Follows, TopBoard, TopPrinter
 
 EPILOG = """\
 examples:
@@ -53,10 +52,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "per QEMU (default 1; status changes are polled at once)")
     p.add_argument("--path", choices=["auto", "tracepoint", "kprobe"], default="auto",
                    help="BPF attach path")
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ebpf:
+        from profiler.sources.bpf import bpf_source_text
+
+        print(bpf_source_text("kprobe" if args.path == "kprobe" else "tracepoint"))
+        return EXIT_OK
     if args.interval <= 0 or (args.count is not None and args.count <= 0):
         raise MigprofError("interval and count must be > 0")
     if args.duration is not None and args.duration <= 0:
@@ -93,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if not tui:
             session.run()
             return EXIT_OK
-        return screen(session, board, args.interval, args.debug)
+        from tui.top import run_table
+
+        return run_table(session, board, args.interval, args.debug)
     finally:
         if watch is not None:
             watch.close()
@@ -104,37 +111,6 @@ def follows(targets: TargetSet) -> list[Follows]:
     return [Follows(m.qemu.pid, m.qemu.label, m.qemu.side, m.alive, m.qemu.domain, m.qemu.name,
                     (("bpf",) if targets.bpf is not None else ()) + m.names)
             for m in targets.followed()]
-
-
-def screen(session: Session, board: TopBoard, interval: float, debug: bool) -> int:
-    """The top table on this thread, the session on another; Enter shows one QEMU in the
-    full TUI while the session goes on, then the table again."""
-    from tui.app import run_live
-    from tui.top import TopApp
-
-    worker = threading.Thread(target=lambda: [None for _ in _loop(session)], name="top-session")
-    worker.start()
-    selected, rc = None, EXIT_OK
-    try:
-        while worker.is_alive():
-            action, value = TopApp(board.rows, interval=interval, selected=selected,
-                                   running=worker.is_alive).run() or ("quit", EXIT_OK)
-            if action != "open":
-                rc = value
-                break
-            selected = value
-            row = next((r for r in board.rows()[0] if r.pid == value), None)
-            label = row.label if row is not None else f"pid {value}"
-            run_live(VmStream(board, value), title=f"migprof: {label} (pid {value})", debug=debug)
-    finally:
-        session.stop.set()
-        worker.join()
-    return rc
-
-
-def _loop(session: Session):
-    with session:
-        yield from session.batches()
 
 
 def _libvirt(args: argparse.Namespace, say):
