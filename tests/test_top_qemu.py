@@ -145,6 +145,22 @@ def test_top_finds_qemus_as_they_come_and_go(qemus):
     assert "Detaching..." in top.err
 
 
+def test_top_lines_count_and_banner(qemus):
+    """`--no-tui INTERVAL COUNT`: bcc's banner on stderr, COUNT blocks and a final one, exit 0."""
+    a = qemus("lines")
+    r = subprocess.run([*MIGPROF, "top", "--no-tui", "-n", TAG, "0.2", "3"], cwd=ROOT,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("Tracing every QEMU on this host (BPF tracepoint")
+    assert "Hit Ctrl-C to end." in r.stderr
+    blocks = r.stdout.strip().split("\n\n")
+    assert len(blocks) == 4 and "final: 1 QEMU, 0 migrating" in blocks[-1]
+    for b in blocks:
+        head, header, *rows = b.splitlines()
+        assert header.split()[:3] == ["PID", "VM", "SIDE"] and "PEND(MiB)" in header
+        assert [ln.split()[:2] for ln in rows] == [[str(a.pid), f"{TAG}-lines"[:14]]]
+
+
 def test_top_follows_a_lab_migration_to_the_report(tmp_path):
     """A real lab migration (never converging, cancelled after 8 s) while top runs: the
     source's row goes through active with a growing pass to cancelled, and its final

@@ -182,7 +182,12 @@ class TopBoard:
 
     def _publish(self, now: float) -> None:
         rows = []
-        for f in self.follows():
+        follows = self.follows()
+        # QEMUs no longer listed (gone long enough): their events and models go too
+        keep = {f.pid for f in follows} | {p for p, subs in self._subs.items() if subs}
+        for pid in set(self.models.pids()) - keep:
+            self.models.forget(pid)
+        for f in follows:
             self.models.track(f.pid)
             rows.append(vm_row(self.models.report(f.pid), pid=f.pid, label=f.label, side=f.side,
                                events=self.models.count(f.pid), alive=f.alive, domain=f.domain,
