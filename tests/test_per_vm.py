@@ -131,14 +131,15 @@ def test_rebuilds_follow_news_gap_and_budget(two):
     first, middle = sets.iloc[:1], sets.iloc[1:2]
     final = sets[(sets["state"] == "completed").to_numpy(dtype=bool, na_value=False)]
     assert len(first) and len(middle) and len(final)
-    models = VmModels(min_gap_s=1.0, budget=1e-9)  # a budget no ordinary rebuild fits in
+    # credit for one build, then a budget no ordinary rebuild fits in
+    models = VmModels(min_gap_s=1.0, budget=1e-9, burst_s=1e-6)
     # a QEMU whose events make no migration is not built (its row is idle all the same)
     params = a[(ev_ == ev.QMP_PARAMS).to_numpy()]
     assert len(params)
     models.add(params)
     assert models.refresh(0.0) == [] and models.flush() == [] and models.report(101) is None
     models.add(plain.iloc[:50])
-    assert models.refresh(0.0) == [101]  # the first build: at once
+    assert models.refresh(0.0) == [101]  # the first build: on the credit there is
     assert models.refresh(100.0) == []  # no news, no build
     models.add(plain.iloc[50:60])
     assert models.refresh(100.0) == []  # news, but over the budget

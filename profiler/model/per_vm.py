@@ -4,13 +4,13 @@
 the numbers ``migprof report`` gives for that QEMU, so each QEMU gets the report of exactly
 its events. Each QEMU has its own ``IncrementalModel`` (only its open migration is built
 again); a build still costs a few to tens of ms, so a QEMU is rebuilt only when it has new
-events, at most every ``min_gap_s``, and no more often than
-keeps the time spent building within ``budget`` of the wall clock: with many migrations at
-once each row refreshes less often instead of the process taking more CPU. A final
-migration status (completed, failed, cancelled) makes a QEMU due at ``min_gap_s`` whatever
-the budget;
-``flush()`` builds every QEMU with news at once (the final numbers). A QEMU whose events
-would make no migration (parameters read, a monitor connected) is not built at all.
+events, at most every ``min_gap_s``, and only while the time spent building stays within
+``budget`` of the wall clock (a credit earned at that rate, up to ``burst_s``; the QEMU
+waiting longest goes first): with many migrations at once each row refreshes less often
+instead of the process taking more CPU. A final migration status (completed, failed,
+cancelled) is built at ``min_gap_s`` whatever the credit; ``flush()`` builds every QEMU
+with news at once (the final numbers). A QEMU whose events would make no migration
+(parameters read, a monitor connected) is not built at all.
 """
 
 from __future__ import annotations
@@ -67,10 +67,16 @@ class VmModels:
     ``unattributed`` and belong to no QEMU.
     """
 
-    def __init__(self, build: Build | None = None, *, min_gap_s: float = 1.0, budget: float = 0.015):
+    def __init__(self, build: Build | None = None, *, min_gap_s: float = 1.0, budget: float = 0.015,
+                 burst_s: float = 0.05):
         self._build = build or bind(inputs=["live"])
         self.min_gap_s = min_gap_s
         self.budget = budget
+        self.burst_s = burst_s
+        # building time one may spend now: earned at ``budget`` s a second up to ``burst_s``,
+        # spent by each build (a final status builds on credit)
+        self._credit = burst_s
+        self._credit_at: float | None = None
         self._vms: dict[int, _Vm] = {}
         self.unattributed = 0
         self.builds = 0
@@ -133,21 +139,24 @@ class VmModels:
             vm = self._vms[pid] = _Vm(IncrementalModel(self._build))
         return vm
 
-    def _due(self, vm: _Vm, now: float, active: int) -> bool:
-        if vm.events == vm.built_events or not vm.busy:
-            return False
-        since = now - vm.built_at
-        if since < self.min_gap_s:
-            return False
-        # each QEMU's share of the budget: its build time over the gap stays below budget/active
-        return vm.urgent or since >= vm.build_s * max(active, 1) / self.budget
+    def _due(self, vm: _Vm, now: float) -> bool:
+        return vm.busy and vm.events != vm.built_events and now - vm.built_at >= self.min_gap_s
 
     def refresh(self, now: float) -> list[int]:
-        """Build the QEMUs that are due at ``now`` (seconds, any monotonic clock)."""
-        active = sum(1 for vm in self._vms.values() if vm.busy and vm.events != vm.built_events)
-        done = [p for p, vm in list(self._vms.items()) if self._due(vm, now, active)]
-        for p in done:
-            self._rebuild(p, now)
+        """Build the QEMUs that are due at ``now`` (seconds, any monotonic clock): those
+        with news, the one waiting longest first, while there is credit (a final status
+        whatever the credit)."""
+        if self._credit_at is not None:
+            self._credit = min(self.burst_s, self._credit + (now - self._credit_at) * self.budget)
+        self._credit_at = now
+        due = sorted((vm.built_at, p) for p, vm in self._vms.items() if self._due(vm, now))
+        done = []
+        for _, p in due:
+            vm = self._vms[p]
+            if vm.urgent or self._credit > 0:
+                self._rebuild(p, now)
+                self._credit -= vm.build_s
+                done.append(p)
         return done
 
     def flush(self, now: float = 0.0) -> list[int]:
