@@ -3,9 +3,12 @@
 The target does non-VFIO ioctls and 1-byte reads in a loop (well over a million syscalls a
 second bare). It is timed, in the same run: bare; under an empty program on the same seven
 syscall tracepoints (the floor: the price of the tracepoints themselves); under
-``migprof live --pid`` (tracepoint path, no QMP/trace); under an equivalent bpftrace
-script; under strace. Goal: migprof within 1.10x the floor, far below strace.
-Prints ns per syscall and the ratios. Needs root.
+``migprof live --pid`` (tracepoint path, no QMP/trace); under the one program set ``top``
+loads for every QEMU (targets in a map: ten real idle QEMU 7.2 processes plus the target
+itself, and the ten QEMUs with the target left out, which is what every other process on
+the host pays); under an equivalent bpftrace script; under strace. Goal: migprof within
+1.10x the floor in both forms, far below strace. Prints ns per syscall and the ratios.
+Needs root.
 """
 
 from __future__ import annotations
@@ -177,6 +180,57 @@ def migprof(exe: Path, ops: int) -> float:
         _stop(p)
 
 
+QEMUS: list[int] = []  # idle QEMUs traced beside the target (started in _main)
+
+
+def _qemus(n: int) -> list[subprocess.Popen]:
+    """``n`` real QEMU 7.2 processes idling (-machine none -S), up once their fds exist."""
+    procs = [subprocess.Popen(["/usr/bin/qemu-system-x86_64", "-machine", "none", "-nodefaults",
+                               "-display", "none", "-S", "-name", f"migprof-bench-idle-{i}"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for i in range(n)]
+    for p in procs:
+        while p.poll() is None and len(os.listdir(f"/proc/{p.pid}/fd")) < 4:
+            time.sleep(0.02)
+    return procs
+
+
+def _map(exe: Path, ops: int, mode: str, with_target: bool) -> float:
+    """The dynamic program set (as ``top`` loads it): the QEMUs and maybe the target in
+    its targets map, added after attaching; a thread drains the buffer meanwhile."""
+    import threading
+
+    from profiler.sources.bpf import BpfSource
+
+    t = Target(exe, ops)
+    stop = threading.Event()
+    with BpfSource([], dynamic=True) as src:
+        for pid in QEMUS + ([t.pid] if with_target else []):
+            src.add_target(pid, "source")
+        drain = threading.Thread(target=lambda: [None for _ in src.batches(stop)])
+        drain.start()
+        try:
+            before = prog_stats(os.getpid())
+            ns = t.run() / ops
+            _cost(mode, os.getpid(), before)
+        finally:
+            stop.set()
+            drain.join(30)
+    return ns
+
+
+def map_traced(exe: Path, ops: int) -> float:
+    return _map(exe, ops, MAP_TRACED, True)
+
+
+def map_other(exe: Path, ops: int) -> float:
+    return _map(exe, ops, MAP_OTHER, False)
+
+
+MAP_TRACED = "map: 10 QEMUs + target"
+MAP_OTHER = "map: 10 QEMUs, not target"
+
+
 def bpftrace(exe: Path, ops: int) -> float:
     t = Target(exe, ops)
     with tempfile.NamedTemporaryFile("w", suffix=".bt", delete=False) as f:
@@ -222,11 +276,19 @@ def _main() -> int:
         src.write_text(TARGET_C)
         subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
         modes = [("bare", bare, OPS), ("floor (empty tracepoints)", floor, OPS),
-                 ("migprof live", migprof, OPS), ("bpftrace", bpftrace, OPS)]
+                 ("migprof live", migprof, OPS), (MAP_TRACED, map_traced, OPS),
+                 (MAP_OTHER, map_other, OPS), ("bpftrace", bpftrace, OPS)]
         runs: dict[str, list[float]] = {name: [] for name, _, _ in modes}
-        for _ in range(ROUNDS):
-            for name, fn, ops in modes:
-                runs[name].append(fn(exe, ops))
+        qemus = _qemus(10)
+        QEMUS[:] = [p.pid for p in qemus]
+        try:
+            for _ in range(ROUNDS):
+                for name, fn, ops in modes:
+                    runs[name].append(fn(exe, ops))
+        finally:
+            for p in qemus:
+                p.kill()
+                p.wait()
         res = {name: min(v) for name, v in runs.items()}
         res["strace"] = strace(exe, STRACE_OPS)
     base, fl = res["bare"], res["floor (empty tracepoints)"]
@@ -245,14 +307,17 @@ def _main() -> int:
     ratio = res["migprof live"] / fl
     print(f"migprof / floor = {ratio:.3f} wall clock (goal <= 1.10); strace / migprof = "
           f"{res['strace'] / res['migprof live']:.1f}")
-    fk, mk = "floor (empty tracepoints)", "migprof live"
-    if fk in COST and mk in COST:
-        # each syscall runs one enter and one exit program: the extra over the floor is
-        # twice the per-invocation difference; wall-clock ratios swing with the box's load
-        extra = 2 * (min(COST[mk]) - min(COST[fk]))
-        print(f"migprof program cost over the floor: {extra:+.1f} ns per syscall = "
-              f"{(fl + extra) / fl:.3f} x floor at this floor ({fl:.0f} ns/syscall); "
-              f"load average {os.getloadavg()[0]:.2f}")
+    for mk in (MAP_TRACED, MAP_OTHER):
+        print(f"{mk} / floor = {res[mk] / fl:.3f} wall clock (goal <= 1.10)")
+    fk = "floor (empty tracepoints)"
+    for mk in ("migprof live", MAP_TRACED, MAP_OTHER):
+        if fk in COST and mk in COST:
+            # each syscall runs one enter and one exit program: the extra over the floor is
+            # twice the per-invocation difference; wall-clock ratios swing with the box's load
+            extra = 2 * (min(COST[mk]) - min(COST[fk]))
+            print(f"{mk} program cost over the floor: {extra:+.1f} ns per syscall = "
+                  f"{(fl + extra) / fl:.3f} x floor at this floor ({fl:.0f} ns/syscall)")
+    print(f"load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -33,6 +33,9 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
 #endif
+#ifndef MAX_TARGETS
+#define MAX_TARGETS 64 /* processes traced at once (targets, added and removed at run time) */
+#endif
 
 struct data_file {
     struct fd_info info; /* kind, owner fd */
@@ -41,7 +44,7 @@ struct data_file {
     u32 pad;
 };
 
-BPF_HASH(targets, u32, u32, 64);
+BPF_HASH(targets, u32, u32, MAX_TARGETS);
 BPF_HASH(fds, struct fd_key, struct fd_info, 16); /* unused here; seeded by the loader */
 BPF_HASH(dev_files, u64, struct fd_info, 256);
 BPF_HASH(data_files, u64, struct data_file, 1024);

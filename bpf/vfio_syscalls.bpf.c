@@ -2,22 +2,25 @@
  *
  * Attach points: syscalls:sys_enter/exit_ioctl, sys_enter/exit_read, sys_enter/exit_write,
  *                sys_enter_close (bcc TRACEPOINT_PROBE; needs tracefs and kernel headers).
- * Maps:          targets  (tgid -> slot, when TARGET_TGID is 0: several processes)
+ * Maps:          targets  (tgid -> slot, when TARGET_TGID is 0: several processes, added
+ *                         and removed at run time by the loader: a new target costs no
+ *                         compile and no attach)
  *                fds      (tgid, fd) -> fd_info: device, container and data fds, and the
  *                         phase (last successful device state) of each device fd
  *                fdkind   array [slot * MAX_FDS + fd] -> fd kind: the cheap first test
  *                pending  array [tid & PENDING_MASK] -> tid with a record in inflight
  *                inflight pid_tgid -> inflight: one syscall between enter and exit
- *                last_dev tid -> device fd of the thread's last MIG_DATA_SIZE query
+ *                last_dev pid_tgid -> device fd of the thread's last MIG_DATA_SIZE query
  *                events   ring buffer (perf buffer when USE_RINGBUF is 0) of vfio_event
  *                drops    per-CPU count of records the buffer refused
  * Event:         struct vfio_event in vfio.h.
  * Kernel:        5.5+ (bpf_probe_read_user), 5.8+ for the ring buffer.
  *
- * Cost for everything else: each probe returns after one tgid compare for other
- * processes; in the target, ioctls other than the VFIO numbers return after a compare,
- * reads/writes/closes after one array load (fdkind), and exits after one array load
- * (pending). Hash maps are only touched for VFIO fds.
+ * Cost for everything else: each enter probe returns after one tgid test for other
+ * processes (a compare with TARGET_TGID, else one lookup in targets); in a target, ioctls
+ * other than the VFIO numbers return after a compare, reads/writes/closes after one array
+ * load (fdkind); every exit returns after one array load (pending), which only a target's
+ * VFIO syscall sets. Other hash maps are only touched for VFIO fds.
  */
 #include <uapi/linux/ptrace.h>
 #include "vfio.h"
@@ -34,16 +37,18 @@
 #ifndef MAX_FDS
 #define MAX_FDS 8192 /* fds above this go to the hash map directly */
 #endif
-#define MAX_TARGETS 8
+#ifndef MAX_TARGETS
+#define MAX_TARGETS 64 /* slots of fdkind: processes traced at once */
+#endif
 #define PENDING_MASK 0xffff
 #define KIND_SLOW 0xff
 
-BPF_HASH(targets, u32, u32, 64);
+BPF_HASH(targets, u32, u32, MAX_TARGETS);
 BPF_ARRAY(fdkind, u8, MAX_TARGETS * MAX_FDS);
 BPF_ARRAY(pending, u32, PENDING_MASK + 1);
 BPF_HASH(fds, struct fd_key, struct fd_info, MAX_FDS);
 BPF_HASH(inflight, u64, struct inflight, 4096);
-BPF_HASH(last_dev, u32, s32, 4096); /* tid -> device fd of its last MIG_DATA_SIZE */
+BPF_HASH(last_dev, u64, s32, 4096); /* pid_tgid -> device fd of its last MIG_DATA_SIZE */
 BPF_PERCPU_ARRAY(drops, u64, 1);
 BPF_PERCPU_ARRAY(scratch, struct vfio_event, 1);
 #if USE_RINGBUF
@@ -150,10 +155,11 @@ static __always_inline struct vfio_event *new_event(u64 pid_tgid, u8 type)
     return ev;
 }
 
-/* take this thread's entry record out of inflight (0: it has none) */
+/* take this thread's entry record out of inflight (0: it has none). Only a target's
+ * enter probe marks pending, so that array load is the whole test for everyone else. */
 static __always_inline int take_inflight(u64 pid_tgid, struct inflight *c)
 {
-    if (!is_target(pid_tgid >> 32) || !pending_take(pid_tgid))
+    if (!pending_take(pid_tgid))
         return 0;
     struct inflight *in = inflight.lookup(&pid_tgid);
     if (!in)
@@ -250,9 +256,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
         u32 feature = c.flags & FEATURE_MASK;
         ev->state = c.req_state;
         if (feature == FEATURE_MIG_DATA_SIZE) {
-            u32 tid = (u32)pid_tgid;
             s32 dfd = c.fd;
-            last_dev.update(&tid, &dfd);
+            last_dev.update(&pid_tgid, &dfd);
         }
         /* learn (or confirm) the device fd */
         struct fd_info *dev = fds.lookup(&key);
@@ -276,8 +281,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
             /* only a migration data fd answers 0x3b79 (EEH_PE_OP is POWER-only): one
              * opened before we attached. QEMU asks its device for MIG_DATA_SIZE right
              * before (vfio_state_pending_exact), so that device is the owner */
-            u32 tid = (u32)pid_tgid;
-            s32 *last = last_dev.lookup(&tid);
+            s32 *last = last_dev.lookup(&pid_tgid);
             struct fd_info fresh = {.kind = FD_DATA_SAVE, .owner = last ? *last : -1};
             fds_put(tgid, c.fd, &fresh);
             di = fds.lookup(&key);

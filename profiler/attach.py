@@ -23,12 +23,19 @@ from profiler.sources.target import Target
 
 def live_sources(target: Target, *, trace: bool = True, trace_log: str | None = None,
                  bpf: bool = True, path: str = "auto", err: IO[str],
-                 notify: Callable[[str], None] | None = None) -> tuple[list[Source], dict[str, Any]]:
+                 notify: Callable[[str], None] | None = None, qmp_hz: float = 10.0,
+                 say_no_qmp: bool = True, log_from_start: bool = False
+                 ) -> tuple[list[Source], dict[str, Any]]:
     """The sources for ``target`` and what they read (``info``, kept in the recording).
 
     ``trace``: switch QEMU's migration trace events on over QMP and tail its log (QEMU's
     ``-D`` file from its current end, ``trace_log``, or a temporary file QEMU's log is
     pointed at); ``trace_log`` alone is tailed when there is no QMP to switch anything.
+    ``qmp_hz``: query-migrate polls a second; ``say_no_qmp``: say that a QEMU has no QMP
+    socket (``top`` follows many that have none, and says nothing of it);
+    ``log_from_start``: read QEMU's ``-D`` log from its first line (a QEMU that started
+    after migprof did: its whole log is this run's, and a migration may have begun before
+    migprof attached).
     """
     sources: list[Source] = []
     info: dict[str, Any] = {"pid": target.pid, "side": target.side, "qmp": target.qmp}
@@ -37,17 +44,19 @@ def live_sources(target: Target, *, trace: bool = True, trace_log: str | None = 
     if target.domain:  # libvirt owns the monitor: commands and events through libvirt
         from profiler.sources.libvirt import LibvirtSource
 
-        ctl = LibvirtSource(target.uri, target.domain, target.side)
+        ctl = LibvirtSource(target.uri, target.domain, target.side, poll_hz=qmp_hz,
+                            params_hz=min(1.0, qmp_hz / 2), note=say)
         sources.append(ctl)
         info.update(domain=target.domain, uri=target.uri)
     elif target.qmp:
         from profiler.qmpctl import QmpControl
         from profiler.sources.qmp import QmpSource
 
-        qmp = QmpSource({target.side: target.qmp}, wait_if_held=True, notify=say)
+        qmp = QmpSource({target.side: target.qmp}, poll_hz=qmp_hz, params_hz=min(1.0, qmp_hz / 2),
+                        wait_if_held=True, notify=say)
         ctl = QmpControl(qmp)
         sources.append(qmp)
-    else:
+    elif say_no_qmp:
         say(f"no QMP socket found for pid {target.pid}: no QMP events (fix: pass --qmp SOCKET)")
     if trace:
         from profiler.sources.qemu_tail import QemuLogSource
@@ -66,13 +75,15 @@ def live_sources(target: Target, *, trace: bool = True, trace_log: str | None = 
         if log_path is not None:
             # a temporary file is ours from its first line; any other is read from its end
             sources.append(QemuLogSource(log_path, target.side, pid=target.pid,
-                                         from_start=temporary, stamp_untimed=True,
+                                         from_start=temporary or log_from_start,
+                                         stamp_untimed=True,
                                          name="qemu-trace"))
             info["trace_log"] = log_path
     elif trace_log:
         from profiler.sources.qemu_tail import QemuLogSource
 
-        sources.append(QemuLogSource(trace_log, target.side, pid=target.pid, from_start=False,
+        sources.append(QemuLogSource(trace_log, target.side, pid=target.pid,
+                                     from_start=log_from_start,
                                      stamp_untimed=True, name="qemu-trace"))
         info["trace_log"] = trace_log
     if bpf:

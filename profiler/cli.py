@@ -28,6 +28,7 @@ COMMANDS = {
     "compare": ("compare", "Compare migrations run against run"),
     "whatif": ("whatif", "Predict a recorded migration under other settings"),
     "query": ("query", "SQL over a fleet dataset (DuckDB)"),
+    "top": ("top", "Every QEMU on this host: migration status, pass, pending vs threshold"),
 }
 DEBUG_HELP = "show tracebacks and debug logging"
 

@@ -145,8 +145,11 @@ def wanted_trace_events(available: Iterable[str]) -> list[str]:
 
 
 def trace_event_states(ctl: Control, side: str) -> dict[str, bool]:
-    """Every trace event QEMU has: name -> enabled."""
-    states = ctl.execute(side, "trace-event-get-state", {"name": "*"})
+    """The trace events QEMU has that migprof may switch on: name -> enabled. Asked per
+    family (``registry.trace_globs``): a few hundred names in all, where "*" answers with
+    every one of QEMU's thousands (a reply that costs ~20 ms of CPU to read, per QEMU)."""
+    states = [s for g in registry.trace_globs()
+              for s in ctl.execute(side, "trace-event-get-state", {"name": g})]
     return {s["name"]: s.get("state") == "enabled" for s in states
             if s.get("state") in ("enabled", "disabled")}
 

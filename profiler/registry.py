@@ -567,6 +567,14 @@ def trace_names() -> frozenset[str]:
 
 
 @derived
+def trace_globs() -> tuple[str, ...]:
+    """Patterns (one per first word) that match every event ``events_to_enable`` may pick:
+    what to ask a QEMU for instead of every one of its thousands of trace events."""
+    words = {n.split("_")[0] for n in trace_names()} | {f.split("_")[0] for f in FAMILIES}
+    return tuple(sorted(f"{w}*" for w in words))
+
+
+@derived
 def field_map() -> dict[str, dict[str, tuple[str, ...]]]:
     """event -> column -> the arguments that fill it, over all its formats (one per format)."""
     out: dict[str, dict[str, tuple[str, ...]]] = {}

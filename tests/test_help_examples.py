@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent  # the venv's, with the migprof script
 COMMANDS = ("report", "live", "record", "lab", "demo", "replay", "import", "compare", "whatif",
-            "query")
+            "query", "top")
 EXIT_OK = {"compare": {0, 1}}  # compare: 1 = a --fail-on rule fired, as documented
 
 
@@ -155,7 +155,7 @@ def _pair(tmp: Path) -> Iterator[dict]:
     dst = _qemu(tmp, "dst", "-incoming", f"unix:{mig}")
     src = _qemu(tmp, "src")
     try:
-        yield {"src": src, "qs": Qmp(tmp / "src.test.qmp"), "mig": mig,
+        yield {"src": src, "dst": dst, "qs": Qmp(tmp / "src.test.qmp"), "mig": mig,
                "qmp": tmp / "src.qmp"}
     finally:
         for p in (src, dst):
@@ -227,7 +227,7 @@ def _live_like(command: str, ws: Path) -> list[tuple[str, int, str]]:
                     q["qs"].cmd("migrate", uri=f"unix:{q['mig']}")
                     assert _wait_completed(q["qs"])["status"] == "completed"
 
-                rc, err = _attached(line, ws, {"4242": str(q["src"].pid),
+                rc, err = _attached(line, ws, {"4242": str(q["src"].pid), "4343": str(q["dst"].pid),
                                                "/run/qemu/src.qmp": str(q["qmp"])}, migrate)
         results.append((line, rc, err))
     return results
@@ -249,8 +249,8 @@ def test_record_examples_run(ws: Path) -> None:
 # ---------------------------------------------------------------- replay: a terminal
 
 
-def _in_terminal(line: str, cwd: Path, timeout: float = 120) -> tuple[int, str]:
-    """Run ``line`` on a pseudo-terminal (120x40); once the TUI shows REPLAY, press q."""
+def _in_terminal(line: str, cwd: Path, timeout: float = 120, ready: bytes = b"REPLAY") -> tuple[int, str]:
+    """Run ``line`` on a pseudo-terminal (120x40); once the TUI shows ``ready``, press q."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**_env(), "TERM": "xterm-256color"}
@@ -264,8 +264,8 @@ def _in_terminal(line: str, cwd: Path, timeout: float = 120) -> tuple[int, str]:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
+            readable, _, _ = select.select([master], [], [], 0.5)
+            if readable:
                 try:
                     chunk = os.read(master, 65536)
                 except OSError:  # the child closed the terminal
@@ -273,7 +273,7 @@ def _in_terminal(line: str, cwd: Path, timeout: float = 120) -> tuple[int, str]:
                 if not chunk:
                     break
                 seen += chunk
-            if not quit_sent and b"REPLAY" in seen:
+            if not quit_sent and ready in seen:
                 os.write(master, b"q")
                 quit_sent = True
             if p.poll() is not None:
@@ -283,7 +283,7 @@ def _in_terminal(line: str, cwd: Path, timeout: float = 120) -> tuple[int, str]:
                         seen.decode(errors="replace"))
         err = "" if rc == 0 else screen[-1500:]
         if not quit_sent:
-            err += "\n(the TUI never showed REPLAY)"
+            err += f"\n(the TUI never showed {ready.decode()})"
             rc = rc or 1
         return rc, err
     finally:
@@ -305,3 +305,45 @@ def test_every_command_has_examples_that_a_test_runs() -> None:
 
     assert set(CLI_COMMANDS) == set(COMMANDS)
     assert all(examples(c) for c in COMMANDS)
+
+
+def _first_output(line: str, cwd: Path) -> tuple[int, str]:
+    """Run a ``top --no-tui``/``--json`` example until its first block is out, then Ctrl-C."""
+    p = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=cwd, env=_env(), text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        first = p.stdout.readline()
+        p.send_signal(signal.SIGINT)
+        p.stdout.read()
+        rc, err = p.wait(timeout=120), p.stderr.read()
+        return (rc if first else rc or 1), err + ("" if first else "\n(no output)")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_top_examples_run(ws: Path) -> None:
+    """Every `migprof top --help` example, with two QEMUs on the host (one of them a libvirt
+    domain where the line names a URI): tables and JSON lines until their first output, the
+    TUI until it shows its summary; then Ctrl-C or q."""
+    from test_libvirt_live import Host
+
+    results = []
+    with _pair(ws / "top"):
+        for line in examples("top"):
+            if "qemu:///system" in line:
+                (ws / "libvirt").mkdir(exist_ok=True)
+                h = Host(ws / "libvirt")
+                try:
+                    line = line.replace("qemu:///system", h.uri).replace("'web-.*'", f"'^{h.name}$'")
+                    rc, err = _in_terminal(line, ws, ready=b"migrating")
+                finally:
+                    h.close()
+            elif "--no-tui" in line or "--json" in line:
+                rc, err = _first_output(line, ws)
+            else:
+                rc, err = _in_terminal(line, ws, ready=b"migrating")
+            results.append((line, rc, err))
+    bad = _failures("top", results)
+    assert not bad, "\n".join(bad)

@@ -25,6 +25,7 @@ SHORT = {
     "-c": ("--connect",),  # a libvirt URI, as virsh -c
     "-o": ("--output",),  # where the command writes: a file, or lab's run directory
     "-s": ("--scenario",),
+    "-n": ("--name",),  # only what matches a name, as bcc tools' -n
 }
 
 

@@ -21,6 +21,7 @@ examples:
   migprof live -p 4242 --record mig.parquet   # also record every event (replay later)
   migprof live -p 4242 --no-bpf        # QMP and QEMU trace only (no root, no bcc)
   migprof live --domain vm1 -c qemu:///system   # a libvirt domain (QMP through libvirt)
+  migprof live -p 4242 -p 4343 --no-tui   # two QEMUs at once (one BPF set), lines by PID
 (4242, /run/qemu/src.qmp, vm1 and qemu:///system stand for your QEMU's pid, its QMP socket,
 a libvirt domain and its URI; --path kprobe puts kprobes on the VFIO handlers of hosts
 whose kernel has them.)
@@ -55,7 +56,6 @@ def run_config(cfg: LiveConfig) -> int:
     """`live` and `record`: attach, follow until the end, then the summary."""
     from profiler import attach
     from profiler.session import RecordingSink, Session
-    from profiler.sources.target import resolve_target
 
     if cfg.ebpf:
         from profiler.sources.bpf import bpf_source_text
@@ -65,7 +65,12 @@ def run_config(cfg: LiveConfig) -> int:
     if cfg.duration_s is not None and cfg.duration_s <= 0:
         raise MigprofError("--duration must be > 0")
     quiet_qmp_logs(cfg.debug)
-    target = resolve_target(cfg.pid, cfg.qmp, cfg.side, cfg.any_process, cfg.domain, cfg.connect)
+    targets = _targets(cfg)
+    if len(targets) > 1:
+        from profiler.commands.live_many import run_many
+
+        return run_many(cfg, targets)
+    target = targets[0]
     tui = _tui() if cfg.tui and not_a_terminal() is None else None
     sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
                                         bpf=cfg.bpf, path=cfg.path, err=sys.stderr)
@@ -95,6 +100,24 @@ def run_config(cfg: LiveConfig) -> int:
               f"is kept in {writer.final_path}", file=sys.stderr)
         return EXIT_USAGE
     return rc
+
+
+def _targets(cfg: LiveConfig) -> list:
+    """Every QEMU given (-p, --qmp, --domain), each once."""
+    from profiler.sources.target import resolve_target
+
+    if not (cfg.pids or cfg.qmps or cfg.domains):
+        raise MigprofError("which QEMU? give -p PID, --qmp SOCKET or --domain NAME")
+    targets = [resolve_target(p, None, cfg.side, cfg.any_process) for p in cfg.pids]
+    targets += [resolve_target(None, q, cfg.side, cfg.any_process) for q in cfg.qmps]
+    targets += [resolve_target(None, None, cfg.side, domain=d, uri=cfg.connect) for d in cfg.domains]
+    pids = [t.pid for t in targets]
+    twice = sorted({p for p in pids if pids.count(p) > 1})
+    if twice:
+        raise MigprofError(f"QEMU pid {twice[0]} is given twice")
+    if len(targets) > 1 and cfg.trace_log:
+        raise MigprofError("--trace-log names one QEMU's log: give one QEMU with it")
+    return targets
 
 
 def _libvirt_end(sources: list, rc: int) -> int:

@@ -73,12 +73,14 @@ def not_a_terminal() -> str | None:
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `live` and `record`: which QEMU, which sources, how long."""
-    t = p.add_mutually_exclusive_group(required=True)
-    t.add_argument("-p", "--pid", type=int, help="QEMU process id")
-    t.add_argument("--qmp", metavar="SOCKET", help="QEMU's QMP UNIX socket (the pid is found from it)")
-    t.add_argument("--domain", metavar="NAME", help="libvirt domain: QMP through libvirt "
-                   "(docs/libvirt.md)")
+    """Options shared by `live` and `record`: which QEMUs, which sources, how long."""
+    t = p.add_argument_group("which QEMUs (at least one; several are followed at once and "
+                             "kept apart)")
+    t.add_argument("-p", "--pid", type=int, action="append", help="QEMU process id")
+    t.add_argument("--qmp", metavar="SOCKET", action="append",
+                   help="QEMU's QMP UNIX socket (the pid is found from it)")
+    t.add_argument("--domain", metavar="NAME", action="append",
+                   help="libvirt domain: QMP through libvirt (docs/libvirt.md)")
     p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI for --domain "
                    "(default qemu:///system)")
     p.add_argument("--side", choices=["source", "destination"],
@@ -98,9 +100,9 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
 class LiveConfig:
     """What `live` / `record` attach to, read and show."""
 
-    pid: int | None = None
-    qmp: str | None = None
-    domain: str | None = None  # a libvirt domain (QMP through libvirt)
+    pids: tuple[int, ...] = ()
+    qmps: tuple[str, ...] = ()  # QMP sockets (their QEMU is found from each)
+    domains: tuple[str, ...] = ()  # libvirt domains (QMP through libvirt)
     connect: str | None = None  # its libvirt URI
     side: str | None = None
     duration_s: float | None = None
@@ -119,7 +121,8 @@ class LiveConfig:
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> LiveConfig:
         """From `live`'s or `record`'s flags; ``overrides`` set what the command decides."""
         kv = dict(
-            pid=args.pid, qmp=args.qmp, domain=getattr(args, "domain", None),
+            pids=tuple(args.pid or ()), qmps=tuple(args.qmp or ()),
+            domains=tuple(getattr(args, "domain", None) or ()),
             connect=getattr(args, "connect", None), side=args.side, duration_s=args.duration,
             interval_s=args.interval, trace_log=args.trace_log, trace=not args.no_trace,
             bpf=not args.no_bpf, path=args.path, record=getattr(args, "record", None),

@@ -9,6 +9,7 @@ nothing on the target's other syscalls).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import importlib.resources
@@ -49,7 +50,7 @@ DIRTY_PAGES_FLAGS = {1: "START", 2: "STOP", 4: "GET_BITMAP"}
 # event types of struct vfio_event
 EV_IOCTL, EV_PRECOPY, EV_READ, EV_WRITE, EV_CLOSE, EV_DEVNAME, EV_RESET, EV_DIRTY = range(1, 9)
 NAME_LEN = 40
-MAX_FDS, MAX_TARGETS = 8192, 8  # as in vfio_syscalls.bpf.c
+MAX_FDS, MAX_TARGETS = 8192, 64  # as in vfio_syscalls.bpf.c (MAX_TARGETS: the default)
 
 # numpy mirror of struct vfio_event (bpf/vfio.h); decoding a batch is one frombuffer
 EVENT_DTYPE = np.dtype(
@@ -452,10 +453,14 @@ class _Counters:
 
 
 class BpfSource(BufferedBpfSource):
-    """bcc programs on one or more QEMU processes; yields bpf_* events.
+    """bcc programs on one or more QEMU processes; yields bpf_* events (``pid`` = the QEMU).
 
     ``sides`` maps pid -> source/destination. ``path`` is auto, tracepoint or kprobe.
     ``ringbuf`` None = ring buffer when the kernel has it, perf buffer otherwise.
+    ``dynamic``: targets come and go while attached (``add_target``/``remove_target``: a
+    map update and a /proc scan, no compile and no attach); it may start with no pid, and
+    the stream goes on when every target has exited. Otherwise one pid is a compile-time
+    constant (the cheapest filter) and the stream ends when the targets have exited.
     """
 
     name = "bpf"
@@ -463,8 +468,8 @@ class BpfSource(BufferedBpfSource):
 
     def __init__(self, pids: list[int], sides: dict[int, str] | None = None, path: str = "auto",
                  ringbuf: bool | None = None, poll_ms: int = 100, follow_exit: bool = True,
-                 ringbuf_pages: int = 256):
-        if not pids:
+                 ringbuf_pages: int = 256, dynamic: bool = False, max_targets: int = MAX_TARGETS):
+        if not pids and not dynamic:
             raise MigprofError("bpf: no target pid")
         self.pids = [int(p) for p in pids]
         self.sides = {int(k): v for k, v in (sides or {}).items()}
@@ -473,6 +478,8 @@ class BpfSource(BufferedBpfSource):
         self.poll_ms = poll_ms
         self.follow_exit = follow_exit
         self.ringbuf_pages = ringbuf_pages  # 4 KiB pages of the ring buffer (a power of 2)
+        self.dynamic = dynamic
+        self.max_targets = max_targets
         super().__init__()
         self.path: str | None = None
         self.host: HostSupport | None = None
@@ -483,14 +490,17 @@ class BpfSource(BufferedBpfSource):
         self.names: dict[tuple[int, int], str] = {}
         self.programs: list[int] = []
         self.kprobes: list[str] = []  # kernel functions probed (kprobe path)
+        self._slots: dict[int, int] = {}  # pid -> its slot in fdkind
+        self._tlock = threading.Lock()  # targets change on the caller's thread, records decode on ours
         self._seq = 0
         self._c = _Counters()
 
     # attach ------------------------------------------------------------------------
     def cflags(self) -> list[str]:
-        one = len(self.pids) == 1
+        one = len(self.pids) == 1 and not self.dynamic
         return [
             f"-DTARGET_TGID={self.pids[0] if one else 0}",
+            f"-DMAX_TARGETS={self.max_targets}",
             f"-DUSE_RINGBUF={1 if self.buffer == 'ring' else 0}",
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
             f"-I{bpf_include_dir()}",
@@ -500,17 +510,15 @@ class BpfSource(BufferedBpfSource):
         self.host = check_host()
         if self.host.problem:
             raise SetupError(f"bpf: {self.host.problem}")
-        for pid in self.pids:
-            try:
-                self.scanned[pid] = scan(pid)
-            except ProcessLookupError:
-                raise MigprofError(f"bpf: no process {pid} (gone, or not a pid)") from None
-            except PermissionError:
-                raise SetupError(f"bpf: cannot read /proc/{pid}/fd (fix: run as root)") from None
+        if len(self.pids) > self.max_targets:
+            raise MigprofError(f"bpf: at most {self.max_targets} processes at once")
+        pids, self.pids = self.pids, []
+        scans = {pid: _scan(pid) for pid in pids}
         self.path = choose_path(self.host, self.wanted_path)
         self._load()
         try:
-            self._seed()
+            for pid, entries in scans.items():
+                self._put_target(pid, entries)
             self._open_buffer(self.ringbuf_pages)
         except BaseException:
             self.close()
@@ -572,19 +580,65 @@ class BpfSource(BufferedBpfSource):
                 continue
         return sorted(ids)
 
-    def _seed(self) -> None:
-        """Targets and the fds found by the /proc scan go into the kernel's maps."""
+    # targets at run time -------------------------------------------------------------
+    def add_target(self, pid: int, side: str | None = None) -> list[FdEntry]:
+        """Trace one more process from now on: its fds from a /proc scan into the kernel's
+        maps, then its tgid into ``targets``. Returns the fds found. MigprofError when the
+        process has gone, the program was built for one pid, or every slot is taken."""
+        pid = int(pid)
+        if self._b is None:
+            raise MigprofError("bpf: not attached")
+        if not self.dynamic:
+            raise MigprofError("bpf: loaded for fixed targets (dynamic=False)")
+        entries = _scan(pid)
+        if side is not None:
+            self.sides = {**self.sides, pid: side}
+        self._put_target(pid, entries)
+        return entries
+
+    def remove_target(self, pid: int) -> None:
+        """Stop tracing ``pid``: out of ``targets`` first, then its fds and in-flight
+        syscalls are forgotten, and its slot is free for the next target."""
+        pid = int(pid)
+        b = self._b
+        with self._tlock:
+            slot = self._slots.pop(pid, None)
+            if slot is None or b is None:
+                return
+            self.pids = [p for p in self.pids if p != pid]
+            with contextlib.suppress(KeyError):
+                del b[b"targets"][ctypes.c_uint32(pid)]
+            fdkind = b[b"fdkind"] if self.path == "tracepoint" else None
+            for name in (b"fds", b"fd_files"):  # keyed by (tgid, fd)
+                for k in _forget(_table(b, name), lambda k: k.tgid == pid):
+                    if fdkind is not None and 0 <= k.fd < MAX_FDS:
+                        fdkind[ctypes.c_int(slot * MAX_FDS + k.fd)] = ctypes.c_uint8(0)
+            for name in (b"inflight", b"inflight_file", b"last_dev"):  # keyed by pid_tgid
+                _forget(_table(b, name), lambda k: k.value >> 32 == pid)
+            # its names stay: records still in the buffer are decoded after this
+            self.scanned.pop(pid, None)
+
+    def targets(self) -> list[int]:
+        """The pids traced now."""
+        with self._tlock:
+            return list(self.pids)
+
+    def _put_target(self, pid: int, entries: list[FdEntry]) -> None:
+        """A slot for ``pid``, its scanned fds into ``fds``/``fdkind``, then ``targets``
+        (last, so the kernel never sees a target without its fds)."""
         b = self._b
         assert b is not None
-        targets = b[b"targets"]
-        slots = {pid: i for i, pid in enumerate(self.pids)}
-        if len(self.pids) > MAX_TARGETS:
-            raise MigprofError(f"bpf: at most {MAX_TARGETS} processes at once")
-        for pid, slot in slots.items():
-            targets[ctypes.c_uint32(pid)] = ctypes.c_uint32(slot)
-        fds = b[b"fds"]
-        fdkind = b[b"fdkind"] if self.path == "tracepoint" else None
-        for pid, entries in self.scanned.items():
+        with self._tlock:
+            if pid in self._slots:
+                return
+            used = set(self._slots.values())
+            slot = next((i for i in range(self.max_targets) if i not in used), None)
+            if slot is None:
+                raise MigprofError(f"bpf: at most {self.max_targets} processes at once")
+            fds = b[b"fds"]
+            fdkind = b[b"fdkind"] if self.path == "tracepoint" else None
+            # a pid used before: the names of the earlier process are not this one's
+            self.names = {k: v for k, v in self.names.items() if k[0] != pid}
             devices = [e for e in entries if e.kind is FdKind.DEVICE]
             for e in entries:
                 owner = -1
@@ -594,16 +648,21 @@ class BpfSource(BufferedBpfSource):
                     # (the kprobe program keys data files by struct file and learns them itself)
                     fds[FdKey(pid, e.fd)] = FdInfo(kind=int(e.kind), owner=owner)
                     if e.fd < MAX_FDS:
-                        fdkind[ctypes.c_int(slots[pid] * MAX_FDS + e.fd)] = ctypes.c_uint8(int(e.kind))
+                        fdkind[ctypes.c_int(slot * MAX_FDS + e.fd)] = ctypes.c_uint8(int(e.kind))
                 if e.device:
                     self.names[(pid, e.fd)] = e.device
+            b[b"targets"][ctypes.c_uint32(pid)] = ctypes.c_uint32(slot)
+            self._slots[pid] = slot
+            self.pids.append(pid)
+            self.scanned[pid] = entries
 
     # stream ------------------------------------------------------------------------
     def _frame(self) -> pd.DataFrame:
         recs = self._take_records()
         frames = []
         if recs is not None:
-            df = decode(recs, self.offset_ns, self.names, self.sides, self._seq)
+            with self._tlock:
+                df = decode(recs, self.offset_ns, self.names, self.sides, self._seq)
             self._seq += len(df)
             self._c.events += len(df)
             for name, cnt in df["event"].value_counts().items():
@@ -622,33 +681,66 @@ class BpfSource(BufferedBpfSource):
                 "count": pd.array([lost], dtype="Int64"), "raw": f"bpf lost {lost} events",
             })))
             self._seq += 1
-        return ev.concat(frames) if frames else ev.empty_frame()
+        # nothing new: a bare heartbeat (a copy of the typed empty frame costs ~0.1-1 ms,
+        # ten times a second)
+        return ev.concat(frames) if frames else pd.DataFrame()
 
     def _alive(self) -> list[int]:
-        return [p for p in self.pids if pid_alive(p)]
+        return [p for p in self.targets() if pid_alive(p)]
 
     def _targets_alive(self) -> bool:
-        return not self.follow_exit or bool(self._alive())
+        return self.dynamic or not self.follow_exit or bool(self._alive())
 
     def health(self) -> dict[str, Any]:
         h: dict[str, Any] = {
             "source": self.name,
             "path": self.path,
             "buffer": self.buffer,
-            "pids": self.pids,
+            "pids": self.targets(),
+            "dynamic": self.dynamic,
             "events": self._c.events,
             "lost": self._c.lost,
             "by_event": dict(self._c.by_type),
             "clock_offset_ns": self.offset_ns,
             "clock_offset_err_ns": self.offset_err_ns,
             "attached_at_ns": self.attached_at_ns,
-            "scanned_fds": {p: [(e.fd, e.kind.name.lower(), e.link) for e in es] for p, es in self.scanned.items()},
+            "scanned_fds": {p: [(e.fd, e.kind.name.lower(), e.link) for e in es]
+                            for p, es in dict(self.scanned).items()},
             "programs": self.programs,
             "kprobes": self.kprobes,
         }
         if self.host:
             h["host"] = asdict(self.host)
         return h
+
+
+def _scan(pid: int) -> list[FdEntry]:
+    """The /proc scan of ``pid``'s fds, or one line saying why not."""
+    try:
+        return scan(pid)
+    except ProcessLookupError:
+        raise MigprofError(f"bpf: no process {pid} (gone, or not a pid)") from None
+    except PermissionError:
+        raise SetupError(f"bpf: cannot read /proc/{pid}/fd (fix: run as root)") from None
+
+
+def _table(b: Any, name: bytes) -> Any:
+    """A map of the loaded program, None when this program has no map of that name."""
+    try:
+        return b[name]
+    except KeyError:
+        return None
+
+
+def _forget(table: Any, match: Any) -> list[Any]:
+    """Delete the keys of ``table`` (None: no such map) that ``match``; returns them."""
+    if table is None:
+        return []
+    keys = [k for k in table if match(k)]
+    for k in keys:
+        with contextlib.suppress(KeyError):
+            del table[k]
+    return keys
 
 
 class _BpfProgInfo(ctypes.Structure):

@@ -320,6 +320,69 @@ def resolve_domain(uri: str | None, name: str, side: str | None = None) -> Domai
             conn.close()
 
 
+class DomainWatch:
+    """libvirt's running domains by UUID (``domains()``, UUID -> name), listed again only after
+    a lifecycle event said something started or stopped (``changed`` is set then). Listing
+    uses no monitor passthrough: no domain is marked tainted. Entering raises LibvirtError
+    (one line) when libvirt does not answer at ``uri``."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or DEFAULT_URI
+        self.conn: Any = None
+        self.changed = threading.Event()
+        self._cb: int | None = None
+        self._names: dict[str, str] = {}
+        self._stale = True
+        self.lists = 0
+
+    def __enter__(self) -> DomainWatch:
+        lv, _ = libvirt_modules()
+        start_event_loop()
+        self.conn = connect(self.uri)
+        try:
+            self._cb = self.conn.domainEventRegisterAny(None, lv.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                        self._on_lifecycle, None)
+        except lv.libvirtError as e:
+            self.close()
+            raise LibvirtError(explain(e, self.uri)) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_lifecycle(self, _conn: Any, _dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+        self._stale = True
+        self.changed.set()
+
+    def domains(self) -> dict[str, str]:
+        """Running domains: lower-case UUID -> name (the last list when libvirt fails now)."""
+        if self.conn is None or not self._stale:
+            return self._names
+        lv, _ = libvirt_modules()
+        self._stale = False
+        self.changed.clear()
+        try:
+            doms = self.conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            self._names = {d.UUIDString().lower(): d.name() for d in doms}
+            self.lists += 1
+        except lv.libvirtError as e:
+            log.warning("listing libvirt domains at %s: %s", self.uri, explain(e, self.uri))
+            self._stale = True
+        return self._names
+
+    def close(self) -> None:
+        if self.conn is None:
+            return
+        lv, _ = libvirt_modules()
+        if self._cb is not None:
+            with contextlib.suppress(lv.libvirtError):
+                self.conn.domainEventDeregisterAny(self._cb)
+            self._cb = None
+        with contextlib.suppress(lv.libvirtError):
+            self.conn.close()
+        self.conn = None
+
+
 # ---------------------------------------------------------------- the Source
 
 
@@ -371,13 +434,15 @@ class LibvirtSource(Source):
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._taps: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        self.buffer = True  # False: rows go to taps only (batches() then yields nothing)
 
     # -- plumbing
     def _emit(self, row: dict[str, Any]) -> None:
         with self._seq_lock:
             self._seq += 1
             row.setdefault("seq", self._seq)
-        self._q.put(row)
+        if self.buffer:
+            self._q.put(row)
         for tap in self._taps:
             tap(row)
 

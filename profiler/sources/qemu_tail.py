@@ -107,6 +107,11 @@ class QemuLogSource(Source):
         while (got := self.tail.read()) is not None:
             yield self.parse(got)
 
+    def poll_now(self) -> list[pd.DataFrame]:
+        """Everything readable now, for a caller that follows many logs on one thread
+        (``profiler.targets``) instead of a thread per log polling ``batches``."""
+        return [f for f in self._pending() if len(f)]
+
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
         if not self.follow:
             yield from self._pending()

@@ -103,14 +103,14 @@ def resolve_target(pid: int | None, qmp: str | None, side: str | None,
     if not any_process and "qemu" not in comm and "qemu" not in exe:
         raise MigprofError(f"pid {pid} is not QEMU ({comm or exe!r})")
     if qmp is None:
-        qmp = _at(pid, qmp_socket_from_cmdline(argv))
+        qmp = at_cwd(pid, qmp_socket_from_cmdline(argv))
     logs = opt_values(argv, "-D")
     if side is None:
         side = "destination" if opt_values(argv, "-incoming", "--incoming") else "source"
-    return Target(pid, side, qmp, _at(pid, logs[-1]) if logs else None, comm)
+    return Target(pid, side, qmp, at_cwd(pid, logs[-1]) if logs else None, comm)
 
 
-def _at(pid: int, path: str | None) -> str | None:
+def at_cwd(pid: int, path: str | None) -> str | None:
     """A path from QEMU's command line as seen from here (relative ones are to its cwd)."""
     if path is None or os.path.isabs(path):
         return path

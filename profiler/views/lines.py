@@ -49,7 +49,8 @@ class EventLines:
     """One line per state-like event; data-fd totals every ``interval`` seconds.
 
     ``banner(health)`` (optional) is printed on ``err`` once the sources are attached,
-    before the column header.
+    before the column header. ``pids``: several QEMUs at once (``live -p A -p B``): a PID
+    column keeps them apart.
     """
 
     HEADER = (f"{'TIME(s)':>9} {'SIDE':<4} {'EVENT':<24} {'DEVICE':<14} {'BYTES':>10} "
@@ -57,7 +58,10 @@ class EventLines:
 
     def __init__(self, out: IO[str] | None = None, interval: float = 1.0, *,
                  banner: Callable[[Mapping[str, Any]], str] | None = None,
-                 err: IO[str] | None = None):
+                 err: IO[str] | None = None, pids: bool = False):
+        self.pids = pids
+        if pids:
+            self.HEADER = f"{'PID':>7} {self.HEADER}"
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.interval = interval
@@ -65,7 +69,7 @@ class EventLines:
         self.t0: int | None = None
         self._io: list[pd.DataFrame] = []
         self._last = time.monotonic()
-        self._status: str | None = None
+        self._status: dict[Any, str | None] = {}  # per QEMU (pid; None when one)
 
     def start(self, health: Mapping[str, Any]) -> None:
         if self.banner is not None:
@@ -80,13 +84,14 @@ class EventLines:
             self._io.append(io)
         q = df[(names == ev.QMP_QUERY_MIGRATE).to_numpy()]
         # a query-migrate poll is printed when its status changes
-        for st, t, side in zip(q["state"], q["t_ns"], q["side"], strict=True):
-            if st != self._status:
-                self._status = st
-                self._line(t, side, "qmp query-migrate", None, None, None, str(st))
+        for st, t, side, pid in zip(q["state"], q["t_ns"], q["side"], q["pid"], strict=True):
+            key = pid if self.pids else None
+            if st != self._status.get(key):
+                self._status[key] = st
+                self._line(t, side, "qmp query-migrate", None, None, None, str(st), pid)
         for row in df[names.isin(PRINTED).to_numpy()].itertuples(index=False):  # a handful
             self._line(row.t_ns, row.side, row.event, row.device, row.bytes, row.dur_ns,
-                       row.state if not _na(row.state) else row.detail)
+                       row.state if not _na(row.state) else row.detail, row.pid)
 
     def tick(self, now: float) -> None:
         if now - self._last >= self.interval:
@@ -103,14 +108,15 @@ class EventLines:
         return f"{(int(t_ns) - self.t0) / 1e9:9.3f}"
 
     def _line(self, t: Any, side: Any, event: Any, device: Any, nbytes: Any, dur: Any,
-              detail: Any) -> None:
+              detail: Any, pid: Any = None) -> None:
         side_s = {"source": "src", "destination": "dst"}.get(str(side), "?")
         dev = "" if _na(device) else str(device)
         b = "" if _na(nbytes) else str(int(nbytes))
         lat = "" if _na(dur) else f"{int(dur) / 1000:.0f}"
         det = "" if _na(detail) else str(detail)
-        print(f"{self._t(t)} {side_s:<4} {str(event)[:24]:<24} {dev[:14]:<14} {b:>10} {lat:>8} {det}",
-              file=self.out, flush=True)
+        who = (f"{'-' if _na(pid) else int(pid):>7} ") if self.pids else ""
+        print(f"{who}{self._t(t)} {side_s:<4} {str(event)[:24]:<24} {dev[:14]:<14} {b:>10} "
+              f"{lat:>8} {det}", file=self.out, flush=True)
 
     def flush_io(self, now: float | None = None) -> None:
         """Print the data-fd totals gathered since the last call."""
@@ -119,11 +125,13 @@ class EventLines:
             return
         io = pd.concat(self._io, ignore_index=True)
         self._io = []
-        g = io.groupby([io["side"].astype(str), io["event"].astype(str), io["device"].fillna("?"),
+        pid = io["pid"].fillna(-1) if self.pids else pd.Series(-1, index=io.index)
+        g = io.groupby([pid, io["side"].astype(str), io["event"].astype(str), io["device"].fillna("?"),
                         io["state"].fillna("?")], sort=True)
         agg = g.agg(t=("t_ns", "max"), n=("fd", "size"), b=("bytes", "sum"), lat=("dur_ns", "max"))
-        for (side, event, dev, phase), r in agg.iterrows():
-            self._line(r["t"], side, event, dev, r["b"], r["lat"], f"{phase} x{int(r['n'])} (max lat)")
+        for (p, side, event, dev, phase), r in agg.iterrows():
+            self._line(r["t"], side, event, dev, r["b"], r["lat"], f"{phase} x{int(r['n'])} (max lat)",
+                       None if p == -1 else p)
 
 
 # ---------------------------------------------------------------- demo: one status line per interval
@@ -247,11 +255,17 @@ class StatusLines:
 
 
 class Summary:
-    """Keeps the events and, at the end, prints the data-fd table and the report."""
+    """Keeps the events and, at the end, prints the data-fd table and the report.
 
-    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None):
+    ``qemus`` (several at once: pid -> a name for it, read at the end): the summary of each
+    QEMU's own events under a line naming it, then the shared BPF set's counters.
+    """
+
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None,
+                 qemus: Callable[[], Mapping[int, str]] | None = None):
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.qemus = qemus
         self.frames: list[pd.DataFrame] = []
 
     def start(self, health: Mapping[str, Any]) -> None:
@@ -264,7 +278,15 @@ class Summary:
         pass
 
     def close(self, health: Mapping[str, Any]) -> None:
-        print_summary(ev.concat(self.frames) if self.frames else ev.empty_frame(), health, self.out)
+        events = ev.concat(self.frames) if self.frames else ev.empty_frame()
+        if self.qemus is None:
+            print_summary(events, health, self.out)
+        else:
+            pid = events["pid"].to_numpy(dtype="float64", na_value=-1)
+            for p, name in sorted(self.qemus().items()):
+                print(f"\n=== QEMU pid {p} ({name})", file=self.out)
+                print_summary(events[pid == p].reset_index(drop=True), {}, self.out)
+            print_bpf_line((health.get("targets") or {}).get("bpf") or {}, self.out)
         for name, why in (health.get("failed") or {}).items():
             print(f"migprof: source {name} failed: {why}", file=self.err)
 
@@ -281,6 +303,13 @@ def data_fd_lines(io: pd.DataFrame) -> list[str]:
     return out
 
 
+def print_bpf_line(bpf: Mapping[str, Any], out: IO[str]) -> None:
+    """The BPF collector's counters (nothing without BPF)."""
+    if bpf:
+        print(f"bpf: {bpf.get('path')} path, {bpf.get('buffer')} buffer, {bpf.get('events', 0)} events, "
+              f"{bpf.get('lost', 0)} lost", file=out)
+
+
 def print_summary(events: pd.DataFrame, health: Mapping[str, Any], out: IO[str] | None = None) -> None:
     """Per side, device and phase: data-fd calls, bytes, latency; the BPF counters; the report."""
     from profiler.model.devices import data_fd_io
@@ -289,10 +318,7 @@ def print_summary(events: pd.DataFrame, health: Mapping[str, Any], out: IO[str] 
     print("", file=out)
     for line in data_fd_lines(data_fd_io(events)):
         print(line, file=out)
-    bpf = health.get("bpf") or {}
-    if bpf:
-        print(f"bpf: {bpf.get('path')} path, {bpf.get('buffer')} buffer, {bpf.get('events', 0)} events, "
-              f"{bpf.get('lost', 0)} lost", file=out)
+    print_bpf_line(health.get("bpf") or {}, out)
     try:
         from profiler.model.build import build_report
         from profiler.views.console import output_console

@@ -1,0 +1,64 @@
+"""`live` and `record` on several QEMUs at once: one shared BPF set, each QEMU's own QMP (or
+libvirt) and trace log, kept apart by pid in the lines, the summary and the recording."""
+
+from __future__ import annotations
+
+import sys
+
+from profiler.commands.options import LiveConfig
+from profiler.errors import EXIT_OK, EXIT_USAGE
+from profiler.session import RecordingSink, Session
+from profiler.sources.discover import Qemu
+from profiler.sources.target import Target
+from profiler.targets import TargetSet
+
+
+def run_many(cfg: LiveConfig, given: list[Target]) -> int:
+    """Follow every QEMU of ``given`` until the last has exited (or a stop), then a summary
+    per QEMU; with a terminal, top's table of them (Enter: one in the full TUI)."""
+    from profiler import attach
+    from profiler.commands.live import _libvirt_end, _writer
+
+    qemus = [Qemu.of(t) for t in given]
+    targets = TargetSet(qemus, bpf=cfg.bpf, path=cfg.path, trace=cfg.trace, err=sys.stderr)
+    names = {q.pid: f"{q.label}, {q.side}" for q in qemus}
+    writer = _writer(cfg.record, {"sources": ["targets"], "live": [
+        {"pid": t.pid, "side": t.side, "qmp": t.qmp, "domain": t.domain, "uri": t.uri,
+         "trace_log": t.log_file} for t in given]})
+    sinks = [] if writer is None else [RecordingSink(
+        writer, meta_at_start=lambda h: attach.meta_at_start(h.get("targets") or {}),
+        meta_at_close=attach.meta_at_close)]
+    session = Session([targets], sinks, duration_s=cfg.duration_s)
+    try:
+        if cfg.tui and sys.stdout.isatty():
+            from profiler.commands.top import follows
+            from profiler.views.top import TopBoard
+            from tui.top import run_table
+
+            board = TopBoard(lambda: follows(targets), interval=cfg.interval_s)
+            session.add_sink(board)
+            rc = run_table(session, board, cfg.interval_s, cfg.debug)
+        else:
+            from profiler.views.lines import EventLines, Summary
+
+            session.sinks[:0] = [EventLines(sys.stdout, cfg.interval_s, pids=True,
+                                            banner=lambda h: _banner(qemus, h)),
+                                 Summary(qemus=lambda: names)]
+            session.run()
+            rc = EXIT_OK
+    finally:
+        if writer is not None:
+            writer.close()  # already closed by its sink unless attaching failed
+    rc = _libvirt_end([s for m in targets.followed() for s in m.sources], rc)
+    if writer is not None and writer.error and rc == EXIT_OK:
+        print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
+              f"is kept in {writer.final_path}", file=sys.stderr)
+        return EXIT_USAGE
+    return rc
+
+
+def _banner(qemus: list[Qemu], health: dict) -> str:
+    bpf = (health.get("targets") or {}).get("bpf") or {}
+    what = f"BPF {bpf.get('path')} ({bpf.get('buffer')} buffer) for all" if bpf else "no BPF"
+    who = ", ".join(f"pid {q.pid} ({q.label}, {q.side})" for q in qemus)
+    return f"Tracing {len(qemus)} QEMUs: {who}; {what}... Hit Ctrl-C to end."
