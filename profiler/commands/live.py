@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from profiler.commands.options import LiveConfig, add_target_options, quiet_qmp_logs
+from profiler.commands.options import (
+    LiveConfig,
+    add_dataset_options,
+    add_target_options,
+    quiet_qmp_logs,
+)
 from profiler.errors import EXIT_OK, EXIT_USAGE, MigprofError, SetupError
 
 EPILOG = """\
@@ -34,6 +39,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_target_options(p)
     p.add_argument("--record", metavar="FILE", help="record every event to FILE")
+    add_dataset_options(p)
     p.add_argument("--no-tui", action="store_true", help="line view on stdout, no TUI")
     p.add_argument("--any-process", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
@@ -58,6 +64,8 @@ def run_config(cfg: LiveConfig) -> int:
     if cfg.duration_s is not None and cfg.duration_s <= 0:
         raise MigprofError("--duration must be > 0")
     quiet_qmp_logs(cfg.debug)
+    if cfg.dataset is not None:
+        cfg.dataset.check()
     target = resolve_target(cfg.pid, cfg.qmp, cfg.side, cfg.any_process, cfg.domain, cfg.connect)
     tui = _tui() if cfg.tui and sys.stdout.isatty() else None
     sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
@@ -82,11 +90,11 @@ def run_config(cfg: LiveConfig) -> int:
         if writer is not None:
             writer.close()  # already closed by its sink unless attaching failed
     rc = _libvirt_end(sources, rc)
-    if writer is not None and writer.error and rc == EXIT_OK:
-        # the run went on, but the recording is short: scripts must not take it as whole
-        print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
-              f"is kept in {writer.final_path}", file=sys.stderr)
-        return EXIT_USAGE
+    if writer is not None:
+        from profiler.commands.recorded import finish
+
+        # the run went on, but a short recording is an error; a whole one may go to --dataset
+        rc = finish(writer, cfg.dataset, rc)
     return rc
 
 
