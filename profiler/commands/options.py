@@ -86,6 +86,8 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bpf", action="store_true", help="QMP and QEMU trace only")
     p.add_argument("--path", choices=["auto", "tracepoint", "kprobe"], default="auto",
                    help="BPF attach path (default: kprobe where the kernel has it and VFIO)")
+    p.add_argument("--metrics", metavar="ADDR:PORT", help="serve live metrics (OpenMetrics, "
+                   "Prometheus) on http://ADDR:PORT/metrics while it runs (docs/metrics.md)")
 
 
 @dataclass(frozen=True, slots=True)
