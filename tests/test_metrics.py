@@ -344,3 +344,21 @@ def test_live_metrics_on_a_lab_qemu(tmp_path: Path) -> None:
 
 def _read(p: Path) -> bytes:
     return p.read_bytes() if p.exists() else b""
+
+
+@pytest.mark.slow
+def test_docs_scrape_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/metrics.md "Try it": the shell lines, run as written from an empty directory."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    script = re.search(r"```sh\n(.*?)```", doc[doc.index("## Try it"):], re.S).group(1)
+    env = {**os.environ, "PATH": f"{MIGPROF.parent}:{os.environ.get('PATH', '')}"}
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr + (tmp_path / "live.err").read_text()
+    got = samples(r.stdout + "# EOF\n", True)
+    names = {k[0] for k in got}
+    assert names == {"migprof_migration_status", "migprof_migration_pass",
+                     "migprof_migration_pending_bytes", "migprof_migration_threshold_bytes"}, r.stdout
+    assert got[("migprof_migration_status", frozenset({("migprof_migration_status", "active")}))] == 1
+    assert "metrics on http://127.0.0.1:9464/metrics" in (tmp_path / "live.err").read_text()
+    assert not [p for p, _ in lq.find_stray_qemus()]
