@@ -159,8 +159,10 @@ class ReportMetrics:
     built only when metrics are collected (a scrape), so the figures are the model's at
     that moment and an unscraped session pays nothing but the feed.
 
-    ``collect()`` is called from the HTTP server's threads; the model is behind a lock.
-    A build that fails keeps the last report (and says so once in the log).
+    ``collect()`` is called from the HTTP server's threads; the model is behind a lock, so a
+    scrape holds the next batch back for the build's length (tens of ms: only the open
+    migration is built). A build that fails keeps the last report (and says so once in the
+    log).
     """
 
     def __init__(self, vm: str, pid: int | None, side: str, *, inputs: tuple[str, ...] = ("live",),
