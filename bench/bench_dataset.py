@@ -225,12 +225,13 @@ r = t.join(rec, "recording").group_by(["qemu_version", "event"]).aggregate([("ev
 }
 
 COMPARE = """
-from profiler import compare as cmp
 from profiler.dataset import groups, sql
-mig, dev, _ = sql.compare_tables(D, "date >= '2026-10-01'")
+from profiler.model import compare as cmp
+t = sql.compare_tables(D, "date >= '2026-10-01'")
+mig, dev = t.migrations, t.devices
 gs = groups.group_samples(mig, dev, "qemu_version")
 b, c = groups.pick_sides(gs, base="10.0.0", candidate="10.0.3")
-r = cmp.compare(cmp.Side(b.label, (), b.samples, (), b.outcomes), cmp.Side(c.label, (), c.samples, (), c.outcomes))
+r = cmp.compare(b, c)
 """
 # the baseline reads what compare_tables reads (the same columns), nothing more
 COMPARE_ARROW = """

@@ -305,6 +305,37 @@ def test_mixed_versions_are_refused_then_upgraded(ds: Path, tmp_path: Path, caps
     assert scan.check(d).ok
 
 
+def _as_dataset_v1(d: Path) -> None:
+    """Rewrite a dataset as migprof's dataset v1 wrote it: no migrations.view, version 1 in
+    every file and in the marker."""
+    for f in d.rglob("*.parquet"):
+        t = pq.read_table(str(f), partitioning=None)
+        if "view" in t.column_names and f.parts[-4] == "migrations":
+            t = t.drop_columns(["view"])
+        md = dict(t.schema.metadata)
+        info = json.loads(md[S.FILE_KEY])
+        md[S.FILE_KEY] = json.dumps({**info, "version": 1}).encode()
+        pq.write_table(t.replace_schema_metadata(md), str(f))
+    m = json.loads((d / S.MARKER).read_text())
+    (d / S.MARKER).write_text(json.dumps({**m, "version": 1}))
+
+
+def test_dataset_v1_without_view_is_upgraded(ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    d = copy_ds(ds, tmp_path)
+    q = "SELECT recording, migration, view, outcome, downtime_ms, checks FROM migrations ORDER BY 1, 2"
+    before = rows(capsys, d, q)
+    assert {r["view"] for r in before} == {"qemu"}
+    _as_dataset_v1(d)
+    assert "view" not in pq.read_schema(str(next(d.glob("migrations/*/*/*.parquet")))).names
+    rc, out, err = query(capsys, str(d), q)
+    assert rc == 2 and out == "" and "(dataset v1 (this migprof: v2))" in err and "--upgrade" in err
+    rc, _, err = query(capsys, str(d), "--upgrade")
+    assert rc == 0 and f"upgraded {len(RUNS)} unit(s)" in err
+    assert rows(capsys, d, q) == before
+    assert json.loads((d / S.MARKER).read_text())["version"] == S.VERSION == 2
+    assert scan.check(d).ok
+
+
 def test_newer_versions_are_refused(ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     d = copy_ds(ds, tmp_path)
     f = next(d.glob("devices/host=hv1/*/*.parquet"))
@@ -333,41 +364,49 @@ def test_import_dataset_needs_an_output(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_group_samples_are_compares_samples(ds: Path) -> None:
-    mig, dev, warnings = sql.compare_tables(ds)
-    assert warnings == ()
-    got = groups.group_samples(mig, dev, "qemu_version", outcome="all")
+    t = sql.compare_tables(ds)
+    assert t.warnings == () and t.checks is None
+    got = groups.group_samples(t.migrations, t.devices, "qemu_version", outcome="all")
     assert [g.label for g in got] == ["7.2.22", "10.0.2"]  # release order, not text order
     runs = {run: pipeline.load_run(str(DATA / run)) for run, _ in RUNS}
     for g, prefix in zip(got, ("real/7.2", "real/10.0"), strict=True):
         want = cmp.make_group("x", [r for k, r in runs.items() if k.startswith(prefix)
                                    or (prefix == "real/10.0" and k.startswith("real-vfio"))], "all")
         key = lambda s: (s.get("total_ms"), s.get("downtime_ms"))  # noqa: E731
-        assert sorted(g.samples, key=key) == sorted((w.metrics for w in want.samples), key=key)
+        assert sorted((s.metrics for s in g.samples), key=key) == sorted((w.metrics for w in want.samples), key=key)
         assert g.outcomes == want.outcomes
+        assert g.selection == cmp.Selection("", "qemu_version", g.label, None)
+        assert len(g.inputs) == len(want.inputs)  # one recording per run
     # compare's default: completed migrations only
-    done = groups.group_samples(mig, dev, "host")
+    done = groups.group_samples(t.migrations, t.devices, "host")
     assert [g.label for g in done] == ["hv1", "hv2", "hv3"]
     assert [len(g.samples) for g in done] == [2, 1, 2]
     assert all(g.hosts == (g.label,) for g in done)
 
 
 def test_group_samples_where_and_null_group(ds: Path) -> None:
-    mig, dev, _ = sql.compare_tables(ds, "host <> 'hv2' AND total_ms > 0")
-    got = groups.group_samples(mig, dev, "device_driver", outcome="all")
+    t = sql.compare_tables(ds, "host <> 'hv2' AND total_ms > 0", checks=True)
+    got = groups.group_samples(t.migrations, t.devices, "device_driver", outcome="all",
+                               checks=t.checks, dataset=str(ds), where="host <> 'hv2' AND total_ms > 0")
     assert [g.label for g in got] == ["mtty", groups.NO_VALUE]
-    assert len(got[0].samples) == 2 and all("device." in " ".join(s) for s in got[0].samples)
+    assert len(got[0].samples) == 2 and all("device." in " ".join(s.metrics) for s in got[0].samples)
+    assert got[1].selection.key is None and got[1].selection.text.startswith("device_driver=(none) where")
     base, cand = groups.pick_sides(got)
     assert (base.label, cand.label) == ("mtty", groups.NO_VALUE)
     base, cand = groups.pick_sides(got, base=groups.NO_VALUE)
     assert (base.label, cand.label) == (groups.NO_VALUE, "mtty")
-    # dataset rows carry metrics, not Migration objects (the lead wires compare --by onto this)
-    c = cmp.compare(cmp.Group(base.label, (), tuple(cmp.Sample(0, None, s) for s in base.samples), base.outcomes),
-                    cmp.Group(cand.label, (), tuple(cmp.Sample(0, None, s) for s in cand.samples), cand.outcomes))
-    assert {m.name for m in c.metrics} >= {"total_ms", "downtime_ms"}
+    # each sample's checks are its migration's, as the report has them (the HTML's curves)
+    rep = {run: pipeline.load_run(str(DATA / run)).report for run, _ in RUNS}
+    want = sorted(tuple((c.pending_bytes, c.threshold_bytes, c.t_ms) for c in m.checks)
+                  for run, host in RUNS if host != "hv2" for m in rep[run].migrations if (m.total_ms or 0) > 0)
+    have = sorted(tuple((c.pending_bytes, c.threshold_bytes, c.t_ms) for c in s.checks)
+                  for g in got for s in g.samples)
+    assert have == want and any(have)
 
 
 def test_group_errors(ds: Path) -> None:
-    mig, dev, _ = sql.compare_tables(ds)
+    t = sql.compare_tables(ds)
+    mig, dev = t.migrations, t.devices
     three = groups.group_samples(mig, dev, "host")
     with pytest.raises(MigprofError, match="3 group"):
         groups.pick_sides(three)
@@ -377,6 +416,170 @@ def test_group_errors(ds: Path) -> None:
         groups.group_samples(mig, dev, "kernel")
     with pytest.raises(sql.SQLError, match="--where: .*Binder Error"):
         sql.compare_tables(ds, "nope = 1")
+
+
+# ---------------------------------------------------------------------------- compare DATASET --by
+
+
+def _compare(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["compare", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def ds2(ds: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dataset of real runs with every recording added once more under host hv9: 6
+    migrations of QEMU 7.2 and 8 of 10.0, enough for the U test on both sides."""
+    import shutil
+
+    d = Path(shutil.copytree(ds, tmp_path_factory.mktemp("fleet2") / "ds"))
+    for f in sorted(d.glob("events/host=*/*/*.parquet")):
+        dataset.add_recording(d, f, host="hv9")
+    return d
+
+
+def _sides() -> tuple[list[str], list[str]]:
+    """The runs of ``ds2`` as file lists, each twice (as the dataset holds them)."""
+    old = [str(DATA / r) for r, _ in RUNS if r.startswith("real/7.2")]
+    new = [str(DATA / r) for r, _ in RUNS if not r.startswith("real/7.2")]
+    return old * 2, new * 2
+
+
+def _stats(m: dict) -> dict:
+    """A metric's numbers, order-free (the samples come in another order from a dataset)."""
+    out = {k: m[k] for k in ("name", "unit", "delta", "p_value", "significant", "note")}
+    for side in ("base", "candidate"):
+        st = m[side]
+        out[side] = {"n": st["n"], "median": st["median"], "min": st["min"], "max": st["max"],
+                     "mean": pytest.approx(st["mean"], rel=1e-12), "values": sorted(st["values"])}
+    out["delta_pct"] = pytest.approx(m["delta_pct"], rel=1e-12) if m["delta_pct"] is not None else None
+    return out
+
+
+@pytest.mark.parametrize("outcome", ["all", "completed"])
+def test_compare_dataset_equals_compare_of_the_same_runs(ds2: Path, outcome: str,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    rules = ["--fail-on", "downtime_ms:+1%", "--fail-on", "device.*.precopy_bytes:+1%",
+             "--fail-on", "bandwidth_bytes_per_s:-1%"]
+    rc_d, out, err = _compare(capsys, str(ds2), "--by", "qemu_version", "--outcome", outcome,
+                              "--json", *rules)
+    assert rc_d in (0, 1), err
+    got = json.loads(out)
+    old, new = _sides()
+    rc_f, out, err = _compare(capsys, *old, "--", *new, "--outcome", outcome, "--json", *rules)
+    want = json.loads(out)
+    assert rc_d == rc_f
+    assert [_stats(m) for m in got["metrics"]] == [_stats(m) for m in want["metrics"]]
+    assert any(m["p_value"] is not None for m in got["metrics"]) == (outcome == "all")  # 5+ a side: U test
+    for k in ("left_out", "rules", "regression", "warnings"):
+        assert got[k] == want[k], k
+    for side in ("base", "candidate"):
+        g, w = got[side], want[side]
+        for k in ("migrations", "outcomes", "kernel_view", "note"):
+            assert g[k] == w[k], (side, k)
+        # the dataset names the exact release where a file compare shows a VFIO lab run's
+        # trace era (its run.json gives QMP's {major, minor, micro}, which the dataset reads)
+        assert set(g["qemu_versions"]) <= set(w["qemu_versions"]) and g["qemu_versions"]
+        assert g["runs"] == w["runs"] // 2  # each run's recording once (under two hosts)
+        assert g["hosts"] == sorted({h for r, h in RUNS if (r.startswith("real/7.2")) == (side == "base")} | {"hv9"})
+        assert w["selection"] is None and w["hosts"] == []
+    assert got["base"]["selection"] == {"dataset": str(ds2), "by": "qemu_version", "key": "7.2.22",
+                                        "where": None}
+    assert got["candidate"]["label"] == "10.0.2" and got["candidate"]["selection"]["key"] == "10.0.2"
+
+
+def test_compare_dataset_outputs_say_what_the_groups_are(ds2: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    where = "host IN ('hv1', 'hv3', 'hv9')"
+    args = [str(ds2), "--by", "host", "--base", "hv1", "--candidate", "hv9", "--where", where]
+    rc, out, err = _compare(capsys, *args)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"dataset {ds2}: by host where {where}"
+    assert lines[1].startswith(f"base host=hv1 where {where}: 2 recording(s), 2 migration(s) "
+                               "compared (cancelled 1, completed 2); QEMU 7.2.22; host hv1")
+    assert lines[2].startswith(f"candidate host=hv9 where {where}: 6 recording(s), 5 migration(s) "
+                               "compared (cancelled 1, completed 5, failed 1); QEMU 7.2.22, 10.0.2; host hv9")
+    assert "too few samples" in out
+    rc, md, _ = _compare(capsys, *args, "--markdown")
+    assert rc == 0 and f"- dataset {ds2}: by host where {where}" in md and "- base host=hv1" in md
+    page = tmp_path / "c.html"
+    rc, _, err = _compare(capsys, *args, "--html", str(page))
+    assert rc == 0 and f"wrote {page}" in err
+    text = page.read_text()
+    assert "host=hv9" in text and "hosts" not in lines[2]
+    # the curves: one per migration that made checks, as a file compare of the same runs draws
+    old = [str(DATA / r) for r, h in RUNS if h == "hv1"]
+    page2 = tmp_path / "f.html"
+    rc, _, _ = _compare(capsys, *old, "--", *[str(DATA / r) for r, _ in RUNS], "--html", str(page2))
+    assert rc == 0
+    assert text.count('"type":"scatter"') == page2.read_text().count('"type":"scatter"') > 0
+
+
+def test_compare_dataset_fail_on_exit_1(ds2: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, out, _ = _compare(capsys, str(ds2), "--fail-on", "total_ms:+1%", "--json")
+    got = json.loads(out)
+    assert got["base"]["label"] == "7.2.22"  # --by qemu_version is the default
+    fired = [r for r in got["rules"] if r["fired"]]
+    assert rc == (1 if fired else 0) and got["regression"] == bool(fired)
+    rc, out, _ = _compare(capsys, str(ds2), "--fail-on", "total_ms:+100000%", "--json")
+    assert rc == 0 and not json.loads(out)["regression"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--by", "host"], "--by host gives 4 group(s) (hv1, hv2, hv3, hv9); name two with --base and --candidate"),
+    (["--by", "host", "--base", "hv1", "--candidate", "nope"], "--candidate 'nope': no such host"),
+    (["--where", "nope = 1"], "--where: Binder Error"),
+    (["--where", "host = 'nowhere'"], "no migration matches --where"),
+    (["--by", "qemu_version", "--base", "7.2.22", "--candidate", "7.2.22"], "are the same group"),
+])
+def test_compare_dataset_bad_input_exit_2(ds2: Path, args: list[str], msg: str,
+                                          capsys: pytest.CaptureFixture) -> None:
+    rc, out, err = _compare(capsys, str(ds2), *args)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and msg in err, err
+
+
+def test_compare_dataset_options_need_a_dataset(ds2: Path, rec: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, _, err = _compare(capsys, str(rec), "--", str(rec), "--by", "host")
+    assert rc == 2 and "--by compares a fleet dataset's groups" in err
+    rc, _, err = _compare(capsys, str(rec), "--where", "true")
+    assert rc == 2 and "--where needs a fleet dataset directory" in err
+    rc, _, err = _compare(capsys, str(ds2 / "events"))
+    assert rc == 2 and "separate the sides with '--'" in err
+    rc, _, err = _compare(capsys, str(ds2), "--by", "kernel")
+    assert rc == 2 and "invalid choice: 'kernel'" in err
+
+
+def test_compare_dataset_kernel_view(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A kernel-view migration (BPF rows alone of a real mtty run) in a dataset: its view
+    column says so, and compare leaves out what the kernel cannot see, as for files."""
+    ld = pipeline.load([str(DATA / "real-vfio/converges")])
+    bpf = ld.events[ld.events["origin"].astype(str).eq("bpf").to_numpy()].reset_index(drop=True)
+    meta = {**ld.meta, "host": "k1", "created_ns": 1_767_000_000_000_000_000}
+    kern = store.write_recording(tmp_path / "kernel.parquet", bpf, meta)
+    full = tmp_path / "full.parquet"
+    assert main(["import", str(DATA / "real-vfio/converges"), "-o", str(full)]) == 0
+    d = tmp_path / "ds"
+    dataset.add_recording(d, kern, host="k1")
+    dataset.add_recording(d, full, host="q1")
+    got = rows(capsys, d, "SELECT host, view, dirty_syncs, checks FROM migrations ORDER BY host, view")
+    assert {r["host"]: r["view"] for r in got} == {"k1": "kernel", "q1": "qemu"}
+    assert all(r["dirty_syncs"] is None for r in got if r["view"] == "kernel")
+    rc, out, err = _compare(capsys, str(d), "--by", "host", "--base", "q1", "--candidate", "k1",
+                            "--outcome", "all", "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    rc, out, err = _compare(capsys, str(full), "--", str(kern), "--outcome", "all", "--json")
+    want = json.loads(out)
+    assert [_stats(m) for m in got["metrics"]] == [_stats(m) for m in want["metrics"]]
+    # the reasons may name the QEMU release, which the dataset knows exactly (run.json)
+    assert [(d["metric"], d["only_in"], d["n"]) for d in got["left_out"]] == [
+        (d["metric"], d["only_in"], d["n"]) for d in want["left_out"]]
+    assert got["candidate"]["kernel_view"] == want["candidate"]["kernel_view"] >= 1
+    assert {d["metric"] for d in got["left_out"]} >= {"dirty_syncs", "checks"}
 
 
 # ---------------------------------------------------------------------------- the docs

@@ -50,6 +50,10 @@ def test_lab_record_reads_back_like_the_run_directory(tmp_path: Path, capsys) ->
             str(run_dir),
             "--record",
             str(rec),
+            "--dataset",
+            str(tmp_path / "fleet"),
+            "--host",
+            "lab1",
         ]
     )
     assert rc == 0, capsys.readouterr().err
@@ -74,6 +78,16 @@ def test_lab_record_reads_back_like_the_run_directory(tmp_path: Path, capsys) ->
     assert m["outcome"] == "completed"
     assert m["dirty_syncs"] == fin["ram"]["dirty-sync-count"]
     assert m["transferred_bytes"] == fin["ram"]["transferred"]
+    # --dataset: the finished recording is in the fleet dataset, with the numbers report gives
+    capsys.readouterr()
+    assert main(["query", str(tmp_path / "fleet"), "SELECT * FROM migrations", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["host"] == "lab1" and row["view"] == "qemu"
+    assert row["qemu_version"] == meta["qemu_version"]
+    for k in ("outcome", "total_ms", "downtime_ms", "setup_ms", "stopcopy_ms", "dirty_syncs",
+              "transferred_bytes", "start_ns", "end_ns", "verdict", "downtime_limit_ms"):
+        assert row[k] == m[k], k
+    assert row["checks"] == len(m["checks"])
     # compare takes the recording on either side, beside a run directory
     capsys.readouterr()
     assert main(["compare", "--json", str(rec), "--", str(run_dir)]) == 0

@@ -161,3 +161,69 @@ def test_record_hits_a_file_size_limit_cleanly(qemu_qmp: Path, tmp_path: Path) -
     assert not out.exists() and 0 < partial.stat().st_size <= 4500
     df, _, _ = store.read_recording(partial)
     assert set(df["event"].astype(str)) <= {"qmp_params", "qmp_query_migrate", "qmp_event"}
+
+
+# ---------------------------------------------------------------- --dataset: into a fleet dataset
+
+
+def _dataset_rows(d: Path, sql: str) -> list[dict]:
+    import json
+
+    res = subprocess.run([*MIGPROF, "query", str(d), sql, "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_record_dataset_adds_the_final_recording(qemu_qmp: Path, tmp_path: Path) -> None:
+    """After a clean stop (here SIGINT, as Ctrl-C) the finished recording is one unit of the
+    dataset, under --host, holding exactly the recording's events."""
+    out, d = tmp_path / "r.parquet", tmp_path / "fleet"
+    p = subprocess.Popen([*MIGPROF, "record", "--qmp", str(qemu_qmp), "--no-bpf", "-i", "0",
+                          "-o", str(out), "--dataset", str(d), "--host", "hv-rec"],
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    partial = out.with_name(out.name + store.PARTIAL_SUFFIX)
+    _wait_for(lambda: _rows(partial) > 0 or p.poll() is not None)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    df, meta, _ = store.read_recording(out)
+    assert f"migprof: added to {d}: host=hv-rec" in err
+    got = _dataset_rows(d, "SELECT host, recorded_on, events, source_path, migrations FROM recordings")
+    assert got == [{"host": "hv-rec", "recorded_on": meta["host"], "events": len(df),
+                    "source_path": str(out), "migrations": 0}]  # a paused QEMU never migrated
+    n = _dataset_rows(d, "SELECT count(*) AS n, count(DISTINCT event) AS kinds FROM events")[0]
+    assert n == {"n": len(df), "kinds": df["event"].astype(str).nunique()}
+
+
+def test_record_dataset_refused_before_recording(qemu_qmp: Path, tmp_path: Path) -> None:
+    """A directory that is not a dataset, or a host that cannot name a partition: one line,
+    exit 2, before anything is attached or written."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not a dataset")
+    for extra, msg in ((["--dataset", str(tmp_path / "notes")], "not a migprof dataset"),
+                       (["--dataset", str(tmp_path / "new"), "--host", "a/b"], "cannot name a partition"),
+                       (["--host", "hv1"], "give --dataset DIR too")):
+        out = tmp_path / "x.parquet"
+        res = subprocess.run([*MIGPROF, "record", "--qmp", str(qemu_qmp), "--no-bpf", "-o", str(out),
+                              "-d", "1", *extra], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and msg in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert not list(tmp_path.glob("x.parquet*")) and not (tmp_path / "new").exists()
+
+
+def test_record_dataset_keeps_out_a_short_recording(qemu_qmp: Path, tmp_path: Path) -> None:
+    """A recorder error (a file size limit): exit 2 as without --dataset, and nothing added."""
+    import resource
+
+    out, d = tmp_path / "full.parquet", tmp_path / "fleet"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4500, 4500))
+
+    res = subprocess.run([*MIGPROF, "record", "--qmp", str(qemu_qmp), "--no-bpf", "--no-trace",
+                          "-o", str(out), "-d", "2", "-i", "0", "--dataset", str(d)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, preexec_fn=limit)
+    assert res.returncode == 2 and "recording incomplete" in res.stderr, res.stderr
+    assert "added to" not in res.stderr
+    assert not d.exists() or not list(d.rglob("*.parquet"))

@@ -56,6 +56,8 @@ def run_config(cfg: LabRunConfig) -> int:
     from profiler.session import RecordingSink
 
     quiet_qmp_logs(cfg.debug)
+    if cfg.dataset is not None:
+        cfg.dataset.check()
     sc, out = cfg.lab.scenario, cfg.lab.out
     print(f"migprof demo: scenario {sc.name} ({sc.description}); run directory {out}",
           file=sys.stderr)
@@ -89,6 +91,10 @@ def run_config(cfg: LabRunConfig) -> int:
             path = writer.close()
             print(f"migprof demo: recording {path} ({writer.rows_written} events)", file=sys.stderr)
     rep_rc = _final_report(out, cfg)
+    if writer is not None:
+        from profiler.commands.recorded import finish
+
+        rc = finish(writer, cfg.dataset, rc)
     return rc or rep_rc
 
 

@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   migprof lab --scenario bandwidth-change --rate-mbit 40
   migprof lab --scenario converges --net loopback --dirty-mb 16 --rate-mbps 20
   migprof lab --record run.parquet              # also write every event to a recording
+  migprof lab --record run.parquet --dataset fleet/   # and add it to a fleet dataset
   migprof lab --list                            # the scenarios and what they do
   migprof lab --libvirt -s never-converges      # the same under two libvirt daemons
   migprof report run1                           # the report of a finished run
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "vfio", None):
         from profiler.lab.vfio import run_vfio_lab
 
+        if args.dataset:
+            raise MigprofError("--dataset is not available with --vfio; add its run directories "
+                               "with: migprof import RUN_DIR --dataset DIR")
         check_output(args.out, "the run directories", directory=True)
         return run_vfio_lab(args)
     from profiler.lab import scenarios
@@ -71,18 +75,24 @@ def run_config(cfg: LabRunConfig) -> int:
 
     quiet_qmp_logs(cfg.debug)
     out = cfg.lab.out
+    if cfg.libvirt and cfg.record:
+        raise MigprofError("--record is not available with --libvirt yet; record a side "
+                           "with: migprof record --domain NAME -c URI -o FILE")
+    if cfg.dataset is not None:
+        cfg.dataset.check()
     if cfg.libvirt:
         from profiler.lab.libvirt import print_summary, run_libvirt_lab
 
-        if cfg.record:
-            raise MigprofError("--record is not available with --libvirt yet; record a side "
-                               "with: migprof record --domain NAME -c URI -o FILE")
         print(f"migprof lab: scenario {cfg.lab.scenario.name} under libvirt, run directory {out}",
               file=sys.stderr)
         return print_summary(run_libvirt_lab(cfg.lab), cfg.json)
     print(f"migprof lab: scenario {cfg.lab.scenario.name}, run directory {out}", file=sys.stderr)
     print(attach_hint(out), file=sys.stderr)
-    res = run_scenario(cfg.lab) if not cfg.record else _run_recorded(cfg.lab, cfg.record)
+    rc = 0
+    if cfg.record:
+        res, rc = _run_recorded(cfg.lab, cfg.record, cfg.dataset)
+    else:
+        res = run_scenario(cfg.lab)
     summary = {
         "run_dir": str(res.run_dir),
         "status": res.status,
@@ -100,12 +110,14 @@ def run_config(cfg: LabRunConfig) -> int:
         print(json.dumps(summary, sort_keys=True))
     else:
         print(" ".join(f"{k}={v}" for k, v in summary.items()))
-    return 0
+    return rc
 
 
-def _run_recorded(lab_cfg, path: str):
+def _run_recorded(lab_cfg, path: str, dataset=None):
     """The run, with every event also written to the recording ``path`` as it happens
-    (the trace logs tailed like `migprof demo` does)."""
+    (the trace logs tailed like `migprof demo` does); then the recording's exit status
+    (``recorded.finish``: a short recording is an error, a whole one goes to ``dataset``)."""
+    from profiler.commands.recorded import finish
     from profiler.lab.follow import finish_recording, follow_run, open_recording, recording_meta
     from profiler.lab.run import Lab, run_guarded
     from profiler.session import RecordingSink
@@ -114,12 +126,13 @@ def _run_recorded(lab_cfg, path: str):
     try:
         with run_guarded(), Lab(lab_cfg) as lab:
             writer = open_recording(path, recording_meta(lab, "lab"))
-            return follow_run(lab, [RecordingSink(writer, close_writer=False)])
+            res = follow_run(lab, [RecordingSink(writer, close_writer=False)])
     finally:
         if writer is not None:
             finish_recording(writer, lab_cfg.out)  # run.json: also an interrupted run's
             final = writer.close()
             print(f"migprof lab: recording {final} ({writer.rows_written} events)", file=sys.stderr)
+    return res, finish(writer, dataset)
 
 
 def _throughput_ratio(run_dir: Path) -> float | None:

@@ -7,6 +7,7 @@ import sys
 
 from profiler.commands.options import (
     LiveConfig,
+    add_dataset_options,
     add_target_options,
     not_a_terminal,
     quiet_qmp_logs,
@@ -19,6 +20,7 @@ examples:
   migprof live --qmp /run/qemu/src.qmp # find the pid behind a QMP socket, then the same
   migprof live -p 4242 --no-tui -d 60  # bcc-style line view for 60 s, then the summary
   migprof live -p 4242 --record mig.parquet   # also record every event (replay later)
+  migprof live -p 4242 --metrics 127.0.0.1:9464   # live metrics for Prometheus (docs/metrics.md)
   migprof live -p 4242 --no-bpf        # QMP and QEMU trace only (no root, no bcc)
   migprof live --domain vm1 -c qemu:///system   # a libvirt domain (QMP through libvirt)
   migprof live -p 4242 -p 4343 --no-tui   # two QEMUs at once (one BPF set), lines by PID
@@ -42,6 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_target_options(p)
     p.add_argument("--record", metavar="FILE", help="record every event to FILE")
+    add_dataset_options(p)
     p.add_argument("--no-tui", action="store_true", help="line view on stdout, no TUI")
     p.add_argument("--any-process", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
@@ -65,21 +68,34 @@ def run_config(cfg: LiveConfig) -> int:
     if cfg.duration_s is not None and cfg.duration_s <= 0:
         raise MigprofError("--duration must be > 0")
     quiet_qmp_logs(cfg.debug)
+    if cfg.dataset is not None:
+        cfg.dataset.check()
     targets = _targets(cfg)
     if len(targets) > 1:
+        if cfg.metrics:
+            raise MigprofError("--metrics serves one QEMU's figures: give one QEMU, or "
+                               "`migprof top --metrics ADDR:PORT` for every QEMU on the host")
         from profiler.commands.live_many import run_many
 
         return run_many(cfg, targets)
     target = targets[0]
     tui = _tui() if cfg.tui and not_a_terminal() is None else None
-    sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
-                                        bpf=cfg.bpf, path=cfg.path, err=sys.stderr)
+    served = _metrics(cfg.metrics, target)  # bound before attaching: a bad address attaches nothing
+    try:
+        sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
+                                            bpf=cfg.bpf, path=cfg.path, err=sys.stderr)
+    except BaseException:
+        for s in served:
+            s.close(None)
+        raise
     if not sources:
+        for s in served:
+            s.close(None)
         raise MigprofError(f"nothing to trace on pid {target.pid}: no QMP socket and BPF unavailable")
     writer = _writer(cfg.record, {"sources": [s.name for s in sources], "live": info})
     sinks = [] if writer is None else [RecordingSink(
         writer, meta_at_start=attach.meta_at_start, meta_at_close=attach.meta_at_close)]
-    session = Session(sources, sinks, duration_s=cfg.duration_s, pid=target.pid)
+    session = Session(sources, [*sinks, *served], duration_s=cfg.duration_s, pid=target.pid)
     try:
         if tui is not None:
             rc = tui(session, title=f"migprof live: pid {target.pid} ({target.side})", debug=cfg.debug)
@@ -93,12 +109,14 @@ def run_config(cfg: LiveConfig) -> int:
     finally:
         if writer is not None:
             writer.close()  # already closed by its sink unless attaching failed
+        for s in served:
+            s.close(None)  # stopped with the session, unless it never started
     rc = _libvirt_end(sources, rc)
-    if writer is not None and writer.error and rc == EXIT_OK:
-        # the run went on, but the recording is short: scripts must not take it as whole
-        print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
-              f"is kept in {writer.final_path}", file=sys.stderr)
-        return EXIT_USAGE
+    if writer is not None:
+        from profiler.commands.recorded import finish
+
+        # the run went on, but a short recording is an error; a whole one may go to --dataset
+        rc = finish(writer, cfg.dataset, rc)
     return rc
 
 
@@ -118,6 +136,38 @@ def _targets(cfg: LiveConfig) -> list:
     if len(targets) > 1 and cfg.trace_log:
         raise MigprofError("--trace-log names one QEMU's log: give one QEMU with it")
     return targets
+
+
+def _metrics(addr: str | None, target) -> list:
+    """--metrics: the model's sink and the HTTP server (last: it stops once all is flushed)."""
+    if addr is None:
+        return []
+    from profiler.metrics_server import MetricsServer
+    from profiler.views.metrics import ReportMetrics
+
+    model = ReportMetrics(vm_name(target), target.pid, target.side)
+    server = MetricsServer(addr, model.collect)
+    print(f"migprof: metrics on {server.url}", file=sys.stderr, flush=True)
+    return [model, server]
+
+
+def vm_name(target) -> str:
+    """The VM's name for metrics: its libvirt domain, QEMU's -name (guest=), else "pid N"."""
+    if target.domain:
+        return target.domain
+    from profiler.sources.target import cmdline, opt_values
+
+    try:
+        names = opt_values(cmdline(target.pid), "-name", "--name")
+    except MigprofError:
+        names = []
+    for v in names[-1:]:
+        parts = [p for p in v.split(",") if p]
+        kv = dict(p.split("=", 1) for p in parts if "=" in p)
+        name = kv.get("guest") or (parts[0] if parts and "=" not in parts[0] else None)
+        if name:
+            return name
+    return f"pid {target.pid}"
 
 
 def _libvirt_end(sources: list, rc: int) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from profiler.commands.options import LiveConfig
-from profiler.errors import EXIT_OK, EXIT_USAGE
+from profiler.errors import EXIT_OK
 from profiler.session import RecordingSink, Session
 from profiler.sources.discover import Qemu
 from profiler.sources.target import Target
@@ -50,10 +50,11 @@ def run_many(cfg: LiveConfig, given: list[Target]) -> int:
         if writer is not None:
             writer.close()  # already closed by its sink unless attaching failed
     rc = _libvirt_end([s for m in targets.followed() for s in m.sources], rc)
-    if writer is not None and writer.error and rc == EXIT_OK:
-        print(f"migprof: error: recording incomplete: {writer.error}; every event before it "
-              f"is kept in {writer.final_path}", file=sys.stderr)
-        return EXIT_USAGE
+    if writer is not None:
+        from profiler.commands.recorded import finish
+
+        # a short recording is an error; a whole one may go to --dataset (one unit, all QEMUs)
+        rc = finish(writer, cfg.dataset, rc)
     return rc
 
 

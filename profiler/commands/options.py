@@ -69,6 +69,54 @@ def not_a_terminal() -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- recordings into a dataset
+
+
+def add_dataset_options(p: argparse.ArgumentParser) -> None:
+    """`--dataset DIR [--host H]` on the recorders (`record`, `live`, `lab`, `demo`)."""
+    p.add_argument("--dataset", metavar="DIR", help="once the recording is final, add it to "
+                   "this fleet dataset (docs/dataset.md; made when missing or empty)")
+    p.add_argument("--host", metavar="H", help="--dataset's host partition (default: this host)")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetTarget:
+    """The fleet dataset a finished recording goes into (``--dataset DIR [--host H]``)."""
+
+    dir: str
+    host: str | None = None  # the host partition (None: the recording's host)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, recording: str | None) -> DatasetTarget | None:
+        from profiler.errors import MigprofError
+
+        d, h = getattr(args, "dataset", None), getattr(args, "host", None)
+        if d is None:
+            if h is not None:
+                raise MigprofError("--host names the --dataset partition: give --dataset DIR too")
+            return None
+        if not recording:
+            raise MigprofError("--dataset adds the recording once it is final: give --record FILE too")
+        return cls(d, h)
+
+    def check(self) -> None:
+        """Refuse, before anything is recorded, a directory that cannot take a recording
+        (not a dataset, a newer one) or a host that cannot name a partition."""
+        from pathlib import Path
+
+        from profiler.dataset.scan import HOST_RE, check_root
+        from profiler.errors import InputError
+
+        if self.host is not None and not HOST_RE.match(self.host):
+            raise InputError(self.dir, f"--host {self.host!r} cannot name a partition (letters, "
+                             "digits, '.', '_', '-')", field="host")
+        p = Path(self.dir)
+        if p.is_dir() and not any(p.iterdir()):
+            return  # a new dataset: made when the recording is added
+        if p.exists():
+            check_root(p)
+
+
 # ---------------------------------------------------------------- live and record
 
 
@@ -94,6 +142,8 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bpf", action="store_true", help="QMP and QEMU trace only")
     p.add_argument("--path", choices=["auto", "tracepoint", "kprobe"], default="auto",
                    help="BPF attach path (default: kprobe where the kernel has it and VFIO)")
+    p.add_argument("--metrics", metavar="ADDR:PORT", help="serve live metrics (OpenMetrics, "
+                   "Prometheus) on http://ADDR:PORT/metrics while it runs (docs/metrics.md)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +166,8 @@ class LiveConfig:
     any_process: bool = False  # attach to a process that is not QEMU (tests)
     ebpf: bool = False  # print the BPF program and exit
     debug: bool = False
+    dataset: DatasetTarget | None = None  # add the finished recording to this fleet dataset
+    metrics: str | None = None  # ADDR:PORT to serve OpenMetrics on while the session lasts
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> LiveConfig:
@@ -128,9 +180,11 @@ class LiveConfig:
             bpf=not args.no_bpf, path=args.path, record=getattr(args, "record", None),
             tui=not getattr(args, "no_tui", False), any_process=getattr(args, "any_process", False),
             ebpf=getattr(args, "ebpf", False), debug=getattr(args, "debug", False),
+            metrics=getattr(args, "metrics", None),
         )
         kv.update(overrides)
         check_output(kv["record"], "the recording")
+        kv["dataset"] = DatasetTarget.from_args(args, kv["record"])
         return cls(**kv)
 
 
@@ -170,6 +224,7 @@ def add_lab_args(p: argparse.ArgumentParser) -> None:
                    "logs) to a recording (Parquet; see docs/recordings.md)")
     p.add_argument("--transferred-bytes", action="store_true",
                    help="also enable the migration_transferred_bytes trace flood")
+    add_dataset_options(p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +239,7 @@ class LabRunConfig:
     all_checks: bool = False  # demo: list every pre-copy check
     libvirt: bool = False  # lab: under two libvirt daemons (profiler.lab.libvirt)
     debug: bool = False
+    dataset: DatasetTarget | None = None  # add the finished recording to this fleet dataset
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LabRunConfig:
@@ -193,7 +249,8 @@ class LabRunConfig:
         return cls(lab=lab, record=args.record, json=bool(args.json),
                    tui=not getattr(args, "no_tui", False), interval_s=getattr(args, "interval", 1.0),
                    all_checks=getattr(args, "all_checks", False),
-                   libvirt=getattr(args, "libvirt", False), debug=getattr(args, "debug", False))
+                   libvirt=getattr(args, "libvirt", False), debug=getattr(args, "debug", False),
+                   dataset=DatasetTarget.from_args(args, args.record))
 
 
 def lab_config(args: argparse.Namespace) -> Any:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from profiler.commands.options import LiveConfig, add_target_options
+from profiler.commands.options import LiveConfig, add_dataset_options, add_target_options
 
 EPILOG = """\
 examples:
   migprof record -p 4242 -o mig.parquet        # until Ctrl-C or QEMU exits
   migprof record --qmp /run/qemu/src.qmp -o mig.parquet -d 120
+  migprof record -p 4242 -o mig.parquet --dataset fleet/   # then also into a fleet dataset
   migprof report mig.parquet                   # later: the report of what was recorded
   migprof replay mig.parquet                   # later: the TUI, replayed
 (4242 and /run/qemu/src.qmp stand for your QEMU's pid and its QMP socket.)
@@ -26,6 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_target_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the recording to write")
+    add_dataset_options(p)
     return p
 
 

@@ -96,7 +96,8 @@ def derive(report: Report, recording: str, meta: Mapping[str, Any], *,
         drivers = device_drivers(meta, m.devices)
         v = m.verdict
         row = {
-            "recording": recording, "migration": m.index, "side": m.side, "outcome": m.outcome,
+            "recording": recording, "migration": m.index, "side": m.side, "view": m.view,
+            "outcome": m.outcome,
             "dest_outcome": m.dest_outcome, "error": m.error,
             "qemu_version": exact or m.qemu_version, "qemu_family": m.qemu_version,
             "device_driver": ",".join(sorted(set(drivers.values()))) or None,

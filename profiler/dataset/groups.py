@@ -1,55 +1,32 @@
-"""Compare over a dataset: the migrations table's rows split into groups (``--by``), each
-with the per-migration metric samples ``migprof compare`` tests (pure, over Arrow tables)."""
+"""Compare over a dataset: the migrations table's rows split into groups (``--by``), each a
+``model.compare.Group`` of the per-migration samples ``migprof compare`` tests (pure, over
+Arrow tables)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from profiler.errors import MigprofError
+from profiler.model.compare import KERNEL_VIEW_LACKS, Group, Sample, Selection
+from profiler.model.results import Check
 
 BY = ("qemu_version", "host", "device_driver")
 # compare's per-migration metrics, one column each in the migrations table
 METRICS = ("total_ms", "setup_ms", "downtime_ms", "stopcopy_ms", "dirty_syncs", "checks",
            "checks_to_converge", "transferred_bytes", "bandwidth_bytes_per_s", "read_ms")
 DEVICE_METRICS = ("downtime_ms", "load_ms", "precopy_bytes", "stopcopy_bytes", "read_ms")
+# the checks columns the HTML page's convergence curves read
+CURVE_COLUMNS = ("recording", "migration", "check", "t_ms", "kind", "pending_bytes", "threshold_bytes")
 NO_VALUE = "(none)"  # the label of a group whose key is null (e.g. no VFIO device)
 
 
-@dataclass(frozen=True, slots=True)
-class Group:
-    """One side of a comparison drawn from a dataset: the migrations whose ``by`` column
-    equals ``key``, as compare's samples (one dict of metric -> value per migration;
-    a missing value is left out, never zero)."""
-
-    by: str
-    key: str | None
-    samples: tuple[dict[str, float], ...]
-    outcomes: dict[str, int]
-    recordings: tuple[str, ...]
-    hosts: tuple[str, ...]
-    qemu_versions: tuple[str, ...]
-    note: str | None = None
-    migrations: tuple[tuple[str, int], ...] = field(default=(), repr=False)  # (recording, index) taken
-
-    @property
-    def label(self) -> str:
-        return NO_VALUE if self.key is None else self.key
-
-    def values(self, metric: str) -> list[float]:
-        return [s[metric] for s in self.samples if metric in s]
-
-    def summary(self) -> dict:
-        """The same keys as compare's Side.summary, from the dataset's columns."""
-        return {"label": f"{self.by}={self.label}", "inputs": list(self.recordings),
-                "runs": len(self.recordings), "migrations": len(self.samples),
-                "outcomes": dict(self.outcomes), "qemu_versions": list(self.qemu_versions),
-                "hosts": list(self.hosts), "note": self.note, "from_summary": 0}
+def label(key: str | None) -> str:
+    return NO_VALUE if key is None else key
 
 
 def _version_key(v: str | None) -> tuple:
@@ -82,35 +59,63 @@ def _device_wide(dev: pa.Table | None, kinds: set[str] | None) -> pd.DataFrame |
     return wide
 
 
-def _samples(frame: pd.DataFrame, cols: Sequence[str]) -> tuple[dict[str, float], ...]:
+def _metrics(frame: pd.DataFrame, cols: Sequence[str]) -> list[dict[str, float]]:
     vals = frame[list(cols)].to_numpy(dtype="float64", na_value=np.nan)
     names = np.asarray(cols, dtype=object)
     ok = ~np.isnan(vals)
-    return tuple({n: float(v) for n, v in zip(names[m], row[m], strict=True)}
-                 for row, m in zip(vals, ok, strict=True))
+    return [{n: float(v) for n, v in zip(names[m], row[m], strict=True)}
+            for row, m in zip(vals, ok, strict=True)]
+
+
+def _curves(checks: pa.Table | None) -> dict[tuple[str, int], tuple[Check, ...]]:
+    """Each migration's checks as the model's ``Check`` values (only what the curves read)."""
+    if checks is None or checks.num_rows == 0:
+        return {}
+    c = checks.select(list(CURVE_COLUMNS)).to_pandas().sort_values(["recording", "migration", "check"])
+    t = c["t_ms"].astype("float64")
+    thr = c["threshold_bytes"].astype("Int64")
+    made = [Check(*row) for row in zip(
+        t.astype(object).where(t.notna(), None).tolist(), c["kind"].astype(str).tolist(),
+        c["pending_bytes"].astype("Int64").fillna(0).astype("int64").tolist(),
+        thr.astype(object).where(thr.notna(), None).tolist(), strict=True)]
+    out: dict[tuple[str, int], tuple[Check, ...]] = {}
+    for (rec, mig), idx in c.groupby(["recording", "migration"], sort=False).indices.items():
+        out[(str(rec), int(mig))] = tuple(made[i] for i in idx)
+    return out
 
 
 def group_samples(migrations: pa.Table, devices: pa.Table | None, by: str, *,
                   outcome: str = "completed",
-                  device_kinds: Iterable[str] | None = ("ram", "vfio")) -> tuple[Group, ...]:
+                  device_kinds: Iterable[str] | None = ("ram", "vfio"),
+                  checks: pa.Table | None = None, dataset: str = "",
+                  where: str | None = None) -> tuple[Group, ...]:
     """Split the migrations (rows of the migrations view, host included) by ``by`` and make
-    each group's samples as ``compare.make_side`` does: only migrations with ``outcome``
+    each group's samples as ``compare.make_group`` does: only migrations with ``outcome``
     (``all``: every one), or all of the group's with a note when none has it; per-device
-    metrics for ``device_kinds`` (None: every device). Groups come in release order for
-    qemu_version, else sorted; a null key (e.g. no VFIO device) last."""
+    metrics for ``device_kinds`` (None: every device); a kernel-view migration without the
+    metrics the kernel cannot see. ``checks`` (rows of the checks view) give each sample its
+    convergence curve. Groups come in release order for qemu_version, else sorted; a null
+    key (e.g. no VFIO device) last. Each group's ``selection`` names ``dataset``, ``by``,
+    its key and ``where``."""
     if by not in BY:
         raise MigprofError(f"--by {by!r}: one of {', '.join(BY)}")
     if by not in migrations.column_names:
         raise MigprofError(f"--by {by}: the migrations table has no {by} column")
-    m = migrations.select([c for c in ("recording", "migration", "outcome", "host", "qemu_version",
-                                       "device_driver", *METRICS) if c in migrations.column_names]
-                          ).to_pandas()
+    m = migrations.select([c for c in ("recording", "migration", "outcome", "view", "host",
+                                       "qemu_version", "device_driver", *METRICS)
+                           if c in migrations.column_names]).to_pandas()
     m[by] = m[by].astype(object).where(m[by].notna(), None)
+    if "view" in m.columns:
+        kernel = (m["view"] == "kernel").to_numpy(dtype=bool)
+        m.loc[kernel, list(KERNEL_VIEW_LACKS)] = np.nan
+    else:
+        m["view"] = "qemu"
     key_cols = ["recording", "migration"]
     wide = _device_wide(devices, set(device_kinds) if device_kinds is not None else None)
     if wide is not None:
         m = m.join(wide, on=key_cols)
     cols = [c for c in m.columns if c in METRICS or c.startswith("device.")]
+    curves = _curves(checks)
     groups = []
     for key in _order(by, m[by].unique().tolist()):
         g = m[m[by].isna()] if key is None else m[m[by] == key]
@@ -121,12 +126,20 @@ def group_samples(migrations: pa.Table, devices: pa.Table | None, by: str, *,
             taken = g[g["outcome"] == outcome]
             if taken.empty:
                 taken, note = g, f"no {outcome} migration; compared all {len(g)} migrations"
+        # the group's recordings, as a file compare's inputs: also those none of whose
+        # migrations is taken (their outcomes are counted all the same)
+        inputs = tuple(dict.fromkeys(g["recording"].astype(str).tolist()))
+        recs = taken["recording"].astype(str).tolist()
+        at = {r: i for i, r in enumerate(inputs)}
+        idx = taken["migration"].astype(int).tolist()
+        samples = tuple(Sample(at[r], i, mt, str(v), curves.get((r, i), ()))
+                        for r, i, mt, v in zip(recs, idx, _metrics(taken, cols),
+                                               taken["view"].astype(str).tolist(), strict=True))
         groups.append(Group(
-            by, key, _samples(taken, cols), outcomes,
-            tuple(dict.fromkeys(taken["recording"].tolist())),
-            tuple(sorted({str(h) for h in taken.get("host", pd.Series(dtype=object)).dropna()})),
-            tuple(_order("qemu_version", {str(v) for v in taken["qemu_version"].dropna()})),
-            note, tuple(zip(taken["recording"].tolist(), taken["migration"].astype(int).tolist(), strict=True))))
+            label(key), inputs, samples, outcomes,
+            qemu_versions=tuple(_order("qemu_version", {str(v) for v in taken["qemu_version"].dropna()})),
+            hosts=tuple(sorted({str(h) for h in taken.get("host", pd.Series(dtype=object)).dropna()})),
+            selection=Selection(dataset, by, key, where), note=note))
     return tuple(groups)
 
 
@@ -137,7 +150,7 @@ def pick_sides(groups: Sequence[Group], base: str | None = None,
     labels = [g.label for g in groups]
     if not groups:
         raise MigprofError("compare: no migration matches in the dataset")
-    by = groups[0].by
+    by = groups[0].selection.by if groups[0].selection is not None else "group"
     if base is None and candidate is None:
         if len(groups) != 2:
             raise MigprofError(f"compare: --by {by} gives {len(groups)} group(s) ({', '.join(labels)}); "

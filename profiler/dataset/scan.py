@@ -110,6 +110,19 @@ def check_root(root: str | Path, *, create: bool = False) -> Path:
     return p
 
 
+def marker_version(root: str | Path) -> int:
+    """The dataset version its marker names (the layout of the files when it was made or
+    last upgraded)."""
+    return int(json.loads((Path(root) / S.MARKER).read_text())["version"])
+
+
+def mark_version(root: str | Path) -> None:
+    """Set the marker to this migprof's version (after an upgrade rewrote every old file)."""
+    p = Path(root)
+    if marker_version(p) < S.VERSION:
+        _write_marker(p)
+
+
 def _write_marker(p: Path) -> None:
     from profiler import __version__
 

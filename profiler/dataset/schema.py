@@ -24,7 +24,8 @@ from profiler import events as ev
 FORMAT = "migprof.dataset"
 # Version of the derived tables' layout (recordings, migrations, checks, devices). Bump it
 # when a column changes, and teach write.upgrade to rebuild from the events.
-VERSION = 1
+# v2: migrations.view (qemu | kernel: a migration only BPF saw, model/kernel.py)
+VERSION = 2
 MARKER = "_migprof_dataset.json"
 FILE_KEY = b"migprof.dataset"  # JSON {"format", "version", "table", "recordings"}
 
@@ -56,6 +57,7 @@ MIGRATIONS = pa.schema([
     _REC,
     _MIG,
     pa.field("side", pa.string()),
+    pa.field("view", pa.string()),  # qemu: QEMU's trace and/or QMP; kernel: BPF alone
     pa.field("outcome", pa.string()),
     pa.field("dest_outcome", pa.string()),
     pa.field("error", pa.string()),

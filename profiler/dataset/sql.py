@@ -108,22 +108,39 @@ def downtime_by_group_sql(by: str, outcome: str = "completed") -> str:
             f'FROM migrations {where} GROUP BY 1 ORDER BY 1 NULLS LAST')
 
 
-def compare_tables(root: str | Path, where: str | None = None) -> tuple[pa.Table, pa.Table, tuple[str, ...]]:
+@dataclass(frozen=True, slots=True)
+class CompareTables:
+    """What compare reads of a dataset: the migrations matching a condition, their devices,
+    their checks (only when asked: the HTML page's curves), and the scan's warnings."""
+
+    migrations: pa.Table
+    devices: pa.Table
+    checks: pa.Table | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def compare_tables(root: str | Path, where: str | None = None, *, checks: bool = False) -> CompareTables:
     """The migrations matching ``where`` (a SQL condition on the migrations view's columns,
-    host and date included) and their devices, with the columns groups.group_samples reads."""
+    host and date included), in (host, date, recording, migration) order, and their devices
+    (and checks), with the columns groups.group_samples reads."""
     from profiler.dataset import groups
 
     cond = f"WHERE ({where})" if where and where.strip() else ""
-    mcols = ", ".join(dict.fromkeys(("recording", "migration", "outcome", *groups.BY, *groups.METRICS)))
+    mcols = ", ".join(dict.fromkeys(("host", "date", "recording", "migration", "outcome", "view",
+                                     *groups.BY, *groups.METRICS)))
     dcols = ", ".join(f"d.{c}" for c in ("recording", "migration", "device", "kind", *groups.DEVICE_METRICS))
-    con, s = open_dataset(root, ("migrations", "devices"))
+    ccols = ", ".join(f"c.{c}" for c in groups.CURVE_COLUMNS)
+    semi = "SEMI JOIN taken m ON {0}.recording = m.recording AND {0}.migration = m.migration"
+    con, s = open_dataset(root, ("migrations", "devices", *(("checks",) if checks else ())))
     try:  # the migrations read once (a fleet's thousands of small files cost per read)
-        con.execute(f"CREATE TEMP TABLE taken AS SELECT {mcols} FROM migrations {cond}")
-        mig = con.sql("SELECT * FROM taken").to_arrow_table()
-        dev = con.sql(f"SELECT {dcols} FROM devices d SEMI JOIN taken m ON d.recording = m.recording "
-                      "AND d.migration = m.migration").to_arrow_table()
+        con.execute(f"CREATE TEMP TABLE taken AS SELECT {mcols} FROM migrations {cond} "
+                    "ORDER BY host, date, recording, migration")
+        mig = con.sql("SELECT * FROM taken ORDER BY host, date, recording, migration").to_arrow_table()
+        dev = con.sql(f"SELECT {dcols} FROM devices d {semi.format('d')}").to_arrow_table()
+        chk = (con.sql(f"SELECT {ccols} FROM checks c {semi.format('c')}").to_arrow_table()
+               if checks else None)
     except duckdb.Error as e:
         raise SQLError(f"--where: {_message(e)}") from None
     finally:
         con.close()
-    return mig, dev, tuple(s.warnings)
+    return CompareTables(mig, dev, chk, tuple(s.warnings))

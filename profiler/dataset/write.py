@@ -20,7 +20,7 @@ from profiler import events as ev
 from profiler import store
 from profiler.dataset import schema as S
 from profiler.dataset.derive import derive
-from profiler.dataset.scan import DATE_RE, HOST_RE, TEMP_SUFFIX, check_root, scan
+from profiler.dataset.scan import DATE_RE, HOST_RE, TEMP_SUFFIX, check_root, mark_version, scan
 from profiler.errors import InputError
 from profiler.model.results import Report
 
@@ -274,5 +274,7 @@ def upgrade(root: str | os.PathLike[str]) -> Upgraded:
         added = write_unit(s.root, recs, name=unit)
         n_rec += len(recs)
         n_files += len(added.files)
+    if not skipped:  # every file is at this version now: so is the dataset
+        mark_version(s.root)
     return Upgraded(len(todo) - len(skipped), n_rec, n_files, tuple(skipped))
 

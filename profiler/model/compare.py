@@ -4,8 +4,11 @@ Each input (recording, trace, run directory) is one run; every migration in it i
 sample. A group's value for a metric is the median of its samples. With at least
 ``MIN_SAMPLES`` samples a group, the two-sided Mann-Whitney U test decides whether a
 difference is significant (benchstat, Google benchmark's compare.py); with fewer, the
-difference is shown and the samples are said to be too few. Pure: reports in, a
-``Comparison`` out; loading is ``pipeline.load_runs``, rendering ``views.compare``.
+difference is shown and the samples are said to be too few. Pure: groups in, a
+``Comparison`` out. A group is made from reports (``make_group``; loading is
+``pipeline.load_runs``) or from a fleet dataset's rows (``profiler.dataset.groups``, which
+holds metrics, not Migration objects: a ``Sample`` carries only what compare and its views
+read); rendering is ``views.compare``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from typing import Any
 import numpy as np
 
 from profiler.errors import MigprofError
-from profiler.model.results import Migration, Report
+from profiler.model.results import Check, Migration, Report
 
 MIN_SAMPLES = 5
 ALPHA = 0.05
 DEFAULT_DEVICE_KINDS = ("ram", "vfio")
+# metrics a kernel-view migration (BPF alone) does not have: the kernel sees no dirty
+# syncs, and its checks are PRECOPY_INFO calls, not QEMU's convergence checks
+KERNEL_VIEW_LACKS = ("dirty_syncs", "checks")
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -95,8 +101,9 @@ def migration_metrics(m: Migration, device_kinds: Iterable[str] | None = DEFAULT
         "checks": float(len(m.checks)) if m.checks else None,
         "transferred_bytes": _num(m.transferred_bytes),
     }
-    if m.view == "kernel":  # the kernel sees no dirty syncs; its checks are PRECOPY_INFO calls
-        out["dirty_syncs"] = out["checks"] = None
+    if m.view == "kernel":
+        for k in KERNEL_VIEW_LACKS:
+            out[k] = None
     at = _num(m.verdict.converged_at_check)
     out["checks_to_converge"] = at + 1 if at is not None else None
     sent, total = out["transferred_bytes"], out["total_ms"]
@@ -146,38 +153,57 @@ class Run:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One migration taken as a sample: its run (index into the group's runs) and metrics."""
+    """One migration taken as a sample: the input that holds it (an index into its group's
+    ``inputs``) and its index there, its metrics, the view it was seen through
+    (``Migration.view``) and its convergence checks (the curve the HTML page draws)."""
 
-    run: int
-    migration: Migration
+    input: int
+    index: int
     metrics: dict[str, float]
+    view: str = "qemu"
+    checks: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """How a group was drawn from a fleet dataset: the migrations matching ``where`` whose
+    ``by`` column is ``key`` (None: null, e.g. no VFIO device)."""
+
+    dataset: str
+    by: str
+    key: str | None
+    where: str | None = None
+
+    @property
+    def text(self) -> str:
+        """``qemu_version=7.2.22 where host <> 'hv2'``."""
+        w = f" where {self.where.strip()}" if self.where and self.where.strip() else ""
+        return f"{self.by}={'(none)' if self.key is None else self.key}{w}"
 
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """One side of a comparison (base or candidate): its runs and the migrations taken."""
+    """One side of a comparison: the migrations taken, and what they came from.
+
+    ``inputs`` are the runs: files given on the command line, or a dataset's recording ids
+    (then ``selection`` says how the group was drawn, and ``hosts`` where it ran).
+    """
 
     label: str
-    runs: tuple[Run, ...]
+    inputs: tuple[str, ...]
     samples: tuple[Sample, ...]
-    outcomes: dict[str, int]  # outcome -> migrations, over every migration of the runs
+    outcomes: dict[str, int]  # outcome -> migrations, over every migration of the inputs
+    qemu_versions: tuple[str, ...] = ()
+    schema_versions: tuple[int, ...] = ()  # stored event schema versions of the recordings
+    hosts: tuple[str, ...] = ()
+    from_summary: int = 0  # inputs whose report was the recording's stored summary
+    selection: Selection | None = None  # a dataset group's; None for inputs given as files
     note: str | None = None
 
     @property
-    def inputs(self) -> list[str]:
-        return [r.input for r in self.runs]
-
-    @property
-    def qemu_versions(self) -> list[str]:
-        return sorted({v for r in self.runs for v in r.qemu_versions})
-
-    @property
-    def schema_versions(self) -> list[int]:
-        return sorted({r.schema_version for r in self.runs if r.schema_version is not None})
-
-    @property
-    def from_summary(self) -> int:
-        return sum(1 for r in self.runs if r.from_summary)
+    def kernel_view(self) -> int:
+        """Samples that only the kernel saw (``Migration.view == "kernel"``)."""
+        return sum(1 for s in self.samples if s.view == "kernel")
 
     def values(self, metric: str) -> list[float]:
         return [s.metrics[metric] for s in self.samples if metric in s.metrics]
@@ -200,8 +226,12 @@ def make_group(label: str, runs: Sequence[Run], outcome: str = "completed",
         taken = every
         note = f"no {outcome} migration; compared all {len(every)} migrations"
     kinds = tuple(device_kinds) if device_kinds is not None else None
-    samples = tuple(Sample(i, m, migration_metrics(m, kinds)) for i, m in taken)
-    return Group(label, tuple(runs), samples, counts, note)
+    samples = tuple(Sample(i, m.index, migration_metrics(m, kinds), m.view, m.checks) for i, m in taken)
+    return Group(label, tuple(r.input for r in runs), samples, counts,
+                 qemu_versions=tuple(sorted({v for r in runs for v in r.qemu_versions})),
+                 schema_versions=tuple(sorted({r.schema_version for r in runs
+                                               if r.schema_version is not None})),
+                 from_summary=sum(1 for r in runs if r.from_summary), note=note)
 
 
 # ---------------------------------------------------------------------------- rules

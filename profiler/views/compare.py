@@ -64,19 +64,34 @@ def p_text(m: MetricResult, c: Comparison | None = None) -> str:
 
 
 def side_line(c: Comparison, which: str) -> str:
-    """``base: 5 run(s), 6 migration(s) compared (...); QEMU 7.2.22``."""
+    """``base: 5 run(s), 6 migration(s) compared (...); QEMU 7.2.22``; a dataset group says
+    how it was drawn and where it ran: ``base qemu_version=7.2.22 where ...: 5 recording(s),
+    ...; hosts hv1, hv2``."""
     g = c.base if which == "base" else c.candidate
     outc = ", ".join(f"{k} {v}" for k, v in sorted(g.outcomes.items())) or "no migrations"
     qv = f"; QEMU {', '.join(g.qemu_versions)}" if g.qemu_versions else ""
+    hosts = f"; {_few('host', g.hosts)}" if g.hosts else ""
     note = f"; {g.note}" if g.note else ""
-    k = kernel_only(g)
+    k = g.kernel_view
     kv = f"; {k} kernel view only (BPF alone: no RAM, no threshold)" if k else ""
-    return f"{which}: {len(g.runs)} run(s), {len(g.samples)} migration(s) compared ({outc}){qv}{kv}{note}"
+    if g.selection is not None:
+        return (f"{which} {g.selection.text}: {len(g.inputs)} recording(s), {len(g.samples)} "
+                f"migration(s) compared ({outc}){qv}{hosts}{kv}{note}")
+    return f"{which}: {len(g.inputs)} run(s), {len(g.samples)} migration(s) compared ({outc}){qv}{hosts}{kv}{note}"
 
 
-def kernel_only(g: Group) -> int:
-    """Migrations of the group that only the kernel saw (``Migration.view == "kernel"``)."""
-    return sum(1 for s in g.samples if s.migration.view == "kernel")
+def _few(what: str, names: tuple[str, ...], most: int = 5) -> str:
+    shown = ", ".join(names[:most]) + (f" +{len(names) - most}" if len(names) > most else "")
+    return f"{what}{'s' if len(names) > 1 else ''} {shown}"
+
+
+def dataset_line(c: Comparison) -> str | None:
+    """``dataset fleet/ by qemu_version where ...`` above the sides (None: files compared)."""
+    sel = c.base.selection
+    if sel is None:
+        return None
+    w = f" where {sel.where.strip()}" if sel.where and sel.where.strip() else ""
+    return f"dataset {sel.dataset}: by {sel.by}{w}"
 
 
 def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool | None = None) -> None:
@@ -87,8 +102,8 @@ def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool |
 
     con = output_console(file, no_color=color is False, force_terminal=color if color else None,
                          soft_wrap=False)
-    con.print(side_line(c, "base"))
-    con.print(side_line(c, "candidate"))
+    for line in filter(None, (dataset_line(c), side_line(c, "base"), side_line(c, "candidate"))):
+        con.print(line, markup=False, soft_wrap=True)
     t = Table(box=None, pad_edge=False, header_style="bold")
     for col, just in (("METRIC", "left"), ("BASE", "right"), ("CAND", "right"),
                       ("DELTA", "right"), ("TEST", "left")):
@@ -104,7 +119,7 @@ def render_terminal(c: Comparison, file: IO[str] | None = None, *, color: bool |
                   f"[{style}]{dt}[/]" if style else dt, p_text(m, c))
     con.print(t)
     for line in footer(c):
-        con.print(line, markup=False)
+        con.print(line, markup=False, soft_wrap=True)
 
 
 def footer(c: Comparison) -> list[str]:
@@ -125,7 +140,9 @@ def footer(c: Comparison) -> list[str]:
 
 def render_markdown(c: Comparison) -> str:
     """A GitHub-flavoured Markdown table with the same content as the terminal view."""
-    out = ["# migprof compare", "", f"- {side_line(c, 'base')}", f"- {side_line(c, 'candidate')}", "",
+    ds = dataset_line(c)
+    out = ["# migprof compare", "", *([f"- {ds}"] if ds else []), f"- {side_line(c, 'base')}",
+           f"- {side_line(c, 'candidate')}", "",
            "| metric | base | candidate | delta | test |", "|---|---:|---:|---:|---|"]
     for m in c.metrics:
         out.append(f"| `{m.name}` | {_cell(m.base, m.unit)} | {_cell(m.candidate, m.unit)} | "
@@ -138,10 +155,14 @@ def render_markdown(c: Comparison) -> str:
 
 
 def _group_json(g: Group) -> dict[str, Any]:
-    return {"label": g.label, "inputs": g.inputs, "runs": len(g.runs),
+    sel = g.selection
+    return {"label": g.label, "inputs": list(g.inputs), "runs": len(g.inputs),
             "migrations": len(g.samples), "outcomes": dict(g.outcomes),
-            "qemu_versions": g.qemu_versions, "schema_versions": g.schema_versions, "note": g.note,
-            "from_summary": g.from_summary, "kernel_view": kernel_only(g)}
+            "qemu_versions": list(g.qemu_versions), "schema_versions": list(g.schema_versions),
+            "hosts": list(g.hosts), "note": g.note, "from_summary": g.from_summary,
+            "kernel_view": g.kernel_view,
+            "selection": None if sel is None else {"dataset": sel.dataset, "by": sel.by,
+                                                   "key": sel.key, "where": sel.where}}
 
 
 def _stats_json(s: Stats) -> dict[str, Any]:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from profiler.errors import MigprofError
 from profiler.model.compare import Comparison, Group
-from profiler.views.compare import delta_text, fmt_value, footer, p_text, side_line, to_json
+from profiler.views.compare import (
+    dataset_line,
+    delta_text,
+    fmt_value,
+    footer,
+    p_text,
+    side_line,
+    to_json,
+)
 
 PLOTLY_MODES = ("inline", "directory")
 PLOTLY_JS = "plotly.min.js"  # the name plotly's own include_plotlyjs="directory" refers to
@@ -42,11 +50,11 @@ def curves(group: Group) -> list[Curve]:
     """The convergence curve of every migration the group took that made checks."""
     out = []
     for s in group.samples:
-        checks = s.migration.checks
+        checks = s.checks
         if not checks:
             continue
         xs = [c.t_ms if c.t_ms is not None else float(i) for i, c in enumerate(checks)]
-        out.append(Curve(group.runs[s.run].input, s.run, s.migration.index,
+        out.append(Curve(group.inputs[s.input], s.input, s.index,
                          all(c.t_ms is not None for c in checks), xs,
                          [c.pending_bytes or 0 for c in checks], [c.threshold_bytes for c in checks]))
     return out
@@ -127,7 +135,7 @@ def render_html(c: Comparison, plotly: str = "inline") -> str:
 table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>migprof compare: {verdict}</h1>
-<p>{html.escape(side_line(c, "base"))}<br>{html.escape(side_line(c, "candidate"))}</p>
+<p>{"<br>".join(html.escape(x) for x in (dataset_line(c), side_line(c, "base"), side_line(c, "candidate")) if x)}</p>
 {''.join(parts)}
 <h2>Metrics (medians)</h2>
 <table><tr><th>metric</th><th>base</th><th>candidate</th><th>delta</th><th>test</th></tr>
