@@ -116,6 +116,12 @@ FAMILIES = ("vfio_migration", "vfio_save", "vfio_load", "vfio_state_pending", "v
             "vfio_update_pending", "vfio_mig_", "vmstate_downtime", "migrate_set_state",
             "migrate_pending", "migration_bitmap_sync", "savevm_state_", "loadvm_state_")
 
+# the floods, by what they are for (switched on only when asked)
+TRANSFERRED_BYTES = "migration_transferred_bytes"
+QMP_COMMAND = "handle_qmp_command"
+QMP_RESPONSE = "monitor_qmp_respond"
+QMP_TRACE = (QMP_COMMAND, QMP_RESPONSE)
+
 # migprof's own events (not QEMU trace events)
 QMP_EVENT = "qmp_event"
 QMP_MIGRATION = "qmp_migration"
@@ -155,7 +161,7 @@ class Row:
     role: str | None  # a key of ROLES, or None
     fields: tuple[Field, ...]
     line: str | None = None  # the trace-events line, verbatim; None for an own event
-    flood: bool = False  # switched on only when asked (a line per byte-count query)
+    flood: bool = False  # switched on only when asked (a line per byte-count query, per QMP command)
 
 
 _FIELD = re.compile(r"^(?P<arg>[A-Za-z0-9_.-]+)(?:\[(?P<unit>[^\]]+)\])?=(?P<col>[a-z_]+)$")
@@ -308,6 +314,14 @@ ROWS: tuple[Row, ...] = (
           'migration_transferred_bytes(uint64_t qemu_file, uint64_t multifd) "qemu_file %" PRIu64 " multifd %" PRIu64', flood=True),
     trace("8.2", SRC, None, "",
           'migration_transferred_bytes(uint64_t qemu_file, uint64_t multifd, uint64_t rdma) "qemu_file %" PRIu64 " multifd %" PRIu64 " RDMA %" PRIu64', flood=True),
+    # --- monitor/trace-events: every QMP command QEMU receives and every reply or event it
+    # sends, stamped by QEMU. Floods too (a line per command): only the libvirt lab asks for
+    # them (QMP_TRACE), to bound libvirt's downtime figure on QEMU's clock (model/libvirt.py);
+    # read there, not by the migration model
+    trace("7.2", BOTH, None, "req=detail",
+          'handle_qmp_command(void *mon, const char *req) "mon %p req: %s"', flood=True),
+    trace("7.2", BOTH, None, "json=detail",
+          'monitor_qmp_respond(void *mon, const char *json) "mon %p resp: %s"', flood=True),
     # --- migration/multifd.c, migration/cpu-throttle.c
     trace("7.2", SRC, None, "",
           'multifd_send_sync_main(long packet_num) "packet num %ld"'),
