@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from profiler.commands.options import LabRunConfig, add_lab_args, attach_hint, quiet_qmp_logs
-from profiler.errors import MigprofError
 
 EXAMPLES = """examples:
   migprof lab                                   # 'converges' on QEMU 7.2, netns + veth
@@ -19,6 +18,7 @@ EXAMPLES = """examples:
   migprof lab --record run.parquet              # also write every event to a recording
   migprof lab --list                            # the scenarios and what they do
   migprof lab --libvirt -s never-converges      # the same under two libvirt daemons
+  migprof lab --libvirt --record run.parquet    # ... and every event in a recording
   migprof report /tmp/run1                      # the report of a finished run
 """
 
@@ -60,22 +60,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_config(cfg: LabRunConfig) -> int:
-    from profiler.lab.run import run_scenario
+    from profiler.lab.run import Lab, run_scenario
 
     quiet_qmp_logs(cfg.debug)
     out = cfg.lab.out
     if cfg.libvirt:
-        from profiler.lab.libvirt import print_summary, run_libvirt_lab
+        from profiler.lab.libvirt import LibvirtLab, follow_hint, print_summary, run_libvirt_lab
 
-        if cfg.record:
-            raise MigprofError("--record is not available with --libvirt yet; record a side "
-                               "with: migprof record --domain NAME -c URI -o FILE")
         print(f"migprof lab: scenario {cfg.lab.scenario.name} under libvirt, run directory {out}",
               file=sys.stderr)
-        return print_summary(run_libvirt_lab(cfg.lab), cfg.json)
+        res = run_libvirt_lab(cfg.lab) if not cfg.record else _run_recorded(
+            LibvirtLab, cfg.lab, cfg.record, hint=follow_hint)
+        return print_summary(res, cfg.json)
     print(f"migprof lab: scenario {cfg.lab.scenario.name}, run directory {out}", file=sys.stderr)
     print(attach_hint(out), file=sys.stderr)
-    res = run_scenario(cfg.lab) if not cfg.record else _run_recorded(cfg.lab, cfg.record)
+    res = run_scenario(cfg.lab) if not cfg.record else _run_recorded(Lab, cfg.lab, cfg.record)
     summary = {
         "run_dir": str(res.run_dir),
         "status": res.status,
@@ -96,16 +95,19 @@ def run_config(cfg: LabRunConfig) -> int:
     return 0
 
 
-def _run_recorded(lab_cfg, path: str):
-    """The run, with every event also written to the recording ``path`` as it happens
-    (the trace logs tailed like `migprof demo` does)."""
+def _run_recorded(make_lab, lab_cfg, path: str, hint=None):
+    """The run of ``make_lab(lab_cfg)`` (a Lab or a LibvirtLab), with every event also
+    written to the recording ``path`` as it happens (the trace logs tailed like `migprof
+    demo` does); ``hint(lab)``: a line for stderr once the lab is up."""
     from profiler.lab.follow import finish_recording, follow_run, open_recording, recording_meta
-    from profiler.lab.run import Lab, run_guarded
+    from profiler.lab.run import run_guarded
     from profiler.session import RecordingSink
 
     writer = None
     try:
-        with run_guarded(), Lab(lab_cfg) as lab:
+        with run_guarded(), make_lab(lab_cfg) as lab:
+            if hint is not None:
+                print(hint(lab), file=sys.stderr)
             writer = open_recording(path, recording_meta(lab, "lab"))
             return follow_run(lab, [RecordingSink(writer, close_writer=False)])
     finally:
