@@ -30,10 +30,13 @@ def _times(events: pd.DataFrame, side: str, state: str) -> np.ndarray:
 
 def attach(events: pd.DataFrame, migrations: Sequence[Migration]) -> tuple[Migration, ...]:
     """``migrations`` with ``guest_paused_ms`` set on each completed source migration whose
-    destination was followed: its last source STOP up to its end, to the destination's
-    first RESUME after that STOP and before the next source migration began."""
-    want = [m for m in migrations if m.side == "source" and m.view == "qemu" and m.outcome == "completed"
-            and m.dest_outcome is not None and m.start_ns is not None and m.end_ns is not None]
+    destination was followed: its last source STOP up to its end (before the next source
+    migration when its end has no time), to the destination's first RESUME after that
+    STOP and before the next source migration began."""
+    sources = [m for m in migrations if m.side == "source" and m.view == "qemu"]
+    # a migration without a start time (an untimed trace) only when it is the only one
+    want = [m for m in sources if m.outcome == "completed" and m.dest_outcome is not None
+            and (m.start_ns is not None or len(sources) == 1)]
     if not want or not len(events):
         return tuple(migrations)
     stops = _times(events, "source", "STOP")
@@ -41,16 +44,19 @@ def attach(events: pd.DataFrame, migrations: Sequence[Migration]) -> tuple[Migra
     if not len(stops) or not len(resumes):
         return tuple(migrations)
     want_ids = {id(m) for m in want}
-    starts = sorted(m.start_ns for m in migrations if m.side == "source" and m.start_ns is not None)
+    starts = sorted(m.start_ns for m in sources if m.start_ns is not None)
     out = []
     for m in migrations:
         if id(m) not in want_ids:
             out.append(m)
             continue
-        i = int(np.searchsorted(stops, m.end_ns, side="right")) - 1
-        later = [s for s in starts if s > m.start_ns]
+        begin = m.start_ns if m.start_ns is not None else int(stops[0])
+        later = [s for s in starts if s > begin]
+        # its STOP: the last up to its end (untimed trace: before the next migration)
+        until = m.end_ns if m.end_ns is not None else (later[0] - 1 if later else int(stops[-1]))
+        i = int(np.searchsorted(stops, until, side="right")) - 1
         j = int(np.searchsorted(resumes, stops[i], side="left")) if i >= 0 else len(resumes)
-        if i < 0 or stops[i] < m.start_ns or j >= len(resumes) or (later and resumes[j] >= later[0]):
+        if i < 0 or stops[i] < begin or j >= len(resumes) or (later and resumes[j] >= later[0]):
             out.append(m)
             continue
         out.append(replace(m, guest_paused_ms=(int(resumes[j]) - int(stops[i])) / 1e6,
