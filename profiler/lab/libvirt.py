@@ -12,10 +12,14 @@ Each daemon pair runs in its side's namespace (``profiler.lab.net.LabNet``) and 
 namespace of its own (``ip netns exec`` makes one; the bind mounts never reach the host),
 so the two daemons keep apart their state, sockets, logs and the same-named domain. Their
 distinct ``host_uuid`` lets libvirt take the other side for another host. ``$ROOT`` is a
-short directory under the temp dir (UNIX socket paths are limited to 107 bytes); migprof
-reaches each daemon at ``qemu+unix:///system?socket=$ROOT/<side>/run/libvirt-sock``.
+short directory on a tmpfs, /dev/shm (``root_bases``: as /run on a host; UNIX socket
+paths are limited to 107 bytes); migprof reaches each daemon at
+``qemu+unix:///system?socket=$ROOT/<side>/run/libvirt-sock``. A QEMU from a private
+prefix (``--qemu 10.0``) gets its data and module directories bound in too
+(``prefix_binds``).
 
-``run_libvirt_lab`` plays a scenario: bandwidth and downtime limit through libvirt
+``run_libvirt_lab`` (or ``profiler.lab.follow`` for ``--record`` and ``demo --libvirt``,
+through ``stream`` and ``trace_logs()``) plays a scenario: bandwidth and downtime limit through libvirt
 (``virsh migrate --bandwidth``, ``migrate-setmaxdowntime``, ``migrate-setspeed``), cancel
 with ``virsh domjobabort``, while both sides are followed as ``migprof live --domain``
 follows a domain (``profiler.sources.libvirt.LibvirtSource``). The run directory is the
