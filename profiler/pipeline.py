@@ -166,6 +166,8 @@ def _load_recording(path: str, out: Loaded) -> pd.DataFrame:
     frame, meta, warnings = read_recording(path)
     out.warnings.extend(warnings)
     out.meta.setdefault("recordings", []).append({"path": path, **(meta or {})})
+    if isinstance((meta or {}).get("libvirt_jobinfo"), dict):  # a `lab --libvirt --record`
+        out.meta["libvirt_jobinfo"] = meta["libvirt_jobinfo"]
     out.inputs.append({"path": path, "kind": "recording", "events": len(frame)})
     return events.conform(frame)
 

@@ -98,6 +98,7 @@ ROLES: dict[str, str] = {
     "vfio_buffer_starved": "a device's load thread waits for a buffer (destination)",
     "vfio_buffer_load_start": "a device's multifd buffer load begins (destination)",
     "vfio_buffer_load_end": "a device's multifd buffer load ends (destination)",
+    "qmp_event": "any other QMP event (STOP, RESUME: the guest's pause, model/pause.py)",
     "qmp_status": "migration status from QMP events",
     "qmp_query": "query-migrate polls: status, counters, reply",
     "qmp_pass": "dirty-bitmap sync count from QMP events",
@@ -121,6 +122,12 @@ CORE_ROLES = frozenset(["check.estimate", "check.exact", "check.pending", "trans
 FAMILIES = ("vfio_migration", "vfio_save", "vfio_load", "vfio_state_pending", "vfio_vmstate",
             "vfio_update_pending", "vfio_mig_", "vmstate_downtime", "migrate_set_state",
             "migrate_pending", "migration_bitmap_sync", "savevm_state_", "loadvm_state_")
+
+# the floods, by what they are for (switched on only when asked)
+TRANSFERRED_BYTES = "migration_transferred_bytes"
+QMP_COMMAND = "handle_qmp_command"
+QMP_RESPONSE = "monitor_qmp_respond"
+QMP_TRACE = (QMP_COMMAND, QMP_RESPONSE)
 
 # migprof's own events (not QEMU trace events)
 QMP_EVENT = "qmp_event"
@@ -161,7 +168,7 @@ class Row:
     role: str | None  # a key of ROLES, or None
     fields: tuple[Field, ...]
     line: str | None = None  # the trace-events line, verbatim; None for an own event
-    flood: bool = False  # switched on only when asked (a line per byte-count query)
+    flood: bool = False  # switched on only when asked (a line per byte-count query, per QMP command)
 
 
 _FIELD = re.compile(r"^(?P<arg>[A-Za-z0-9_.-]+)(?:\[(?P<unit>[^\]]+)\])?=(?P<col>[a-z_]+)$")
@@ -314,6 +321,14 @@ ROWS: tuple[Row, ...] = (
           'migration_transferred_bytes(uint64_t qemu_file, uint64_t multifd) "qemu_file %" PRIu64 " multifd %" PRIu64', flood=True),
     trace("8.2", SRC, None, "",
           'migration_transferred_bytes(uint64_t qemu_file, uint64_t multifd, uint64_t rdma) "qemu_file %" PRIu64 " multifd %" PRIu64 " RDMA %" PRIu64', flood=True),
+    # --- monitor/trace-events: every QMP command QEMU receives and every reply or event it
+    # sends, stamped by QEMU. Floods too (a line per command): only the libvirt lab asks for
+    # them (QMP_TRACE), to bound libvirt's downtime figure on QEMU's clock (model/libvirt.py);
+    # read there, not by the migration model
+    trace("7.2", BOTH, None, "req=detail",
+          'handle_qmp_command(void *mon, const char *req) "mon %p req: %s"', flood=True),
+    trace("7.2", BOTH, None, "json=detail",
+          'monitor_qmp_respond(void *mon, const char *json) "mon %p resp: %s"', flood=True),
     # --- migration/multifd.c, migration/cpu-throttle.c
     trace("7.2", SRC, None, "",
           'multifd_send_sync_main(long packet_num) "packet num %ld"'),
@@ -465,7 +480,7 @@ ROWS: tuple[Row, ...] = (
           'iommufd_backend_set_dirty(int iommufd, uint32_t hwpt_id, bool start, int ret) " iommufd=%d hwpt=%u enable=%d (%d)"'),
     # --- migprof's own events: fields name the source's data (QMP JSON, BPF record, tcp_info);
     # each row carries the side of the QEMU its source watched, so all are BOTH here
-    own(QMP_EVENT, BOTH, None, "event=state data=detail"),
+    own(QMP_EVENT, BOTH, "qmp_event", "event=state data=detail"),
     own(QMP_MIGRATION, BOTH, "qmp_status", "status=state"),
     own(QMP_MIGRATION_PASS, BOTH, "qmp_pass", "pass=dirty_syncs"),
     own(QMP_VFIO_MIGRATION, BOTH, "qmp_vfio", "device-id=device device-state=state data=detail"),
@@ -626,8 +641,8 @@ def used() -> frozenset[str]:
     return frozenset(r.event for r in rows() if r.role is not None)
 
 
-# read beside the migration model (views/libvirt.py's comparison with libvirt's figures)
-BESIDE = (LIBVIRT_JOB, LIBVIRT_LIFECYCLE)
+# read beside the migration model (model/libvirt.py's comparison with libvirt's figures)
+BESIDE = (LIBVIRT_JOB, LIBVIRT_LIFECYCLE, *QMP_TRACE)
 
 
 @derived

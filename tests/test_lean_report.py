@@ -163,7 +163,12 @@ def test_every_event_a_model_module_reads_is_kept() -> None:
     """``report`` parses only ``kept()`` into rows: an event a model module reads but the
     registry gives no role would vanish from reports silently (the multifd load-thread
     finding did, before its events had roles)."""
+    from profiler import events as E
+    from profiler import registry
     from profiler.model import findings, kernel
 
     assert kept() >= findings.EVENTS
     assert set(kernel._EVENTS) <= kept()
+    assert E.QMP_EVENT in kept()  # model/pause.py: the guest's STOP and RESUME
+    # model/libvirt.py, beside the report of a `lab --libvirt` run
+    assert {E.LIBVIRT_JOB, E.LIBVIRT_LIFECYCLE, *registry.QMP_TRACE} <= kept()

@@ -178,8 +178,47 @@ def test_live_ends_when_qemu_exits(pair):
     pair["src"].wait(10)
     out, err = live.communicate(timeout=30)
     assert live.returncode == 0, err
-    assert f"QEMU pid {pair['src'].pid} exited" in err
+    assert err.count(f"QEMU pid {pair['src'].pid} exited") == 1, err  # said once
     assert "Traceback" not in err
+
+
+def test_live_trace_log_gone_at_attach(tmp_path):
+    """QEMU's -D log removed before live attaches (rotated away without copytruncate): live
+    attaches all the same and waits for the name; once QEMU logs to it again (HMP
+    logfile), the new file is read from its start. QEMU exiting ends live (exit 0, said
+    once, no traceback), and the lines QEMU wrote before it exited are in the recording."""
+    log, rec = tmp_path / "q.log", tmp_path / "q.parquet"
+    q = _qemu(tmp_path, "logq", "-D", str(log), "-msg", "timestamp=on")
+    try:
+        mon = Qmp(tmp_path / "logq.test.qmp")
+        log.unlink(missing_ok=True)
+        live, banner = _start_live(q.pid, "--no-bpf", "--record", str(rec))
+        assert f"trace {log}" in "".join(banner)
+        # the test's own monitor: a trace event live leaves alone, then the log back
+        mon.cmd("trace-event-set-state", name="handle_qmp_command", enable=True)
+        mon.cmd("human-monitor-command", **{"command-line": f"logfile {log}"})
+        for _ in range(3):
+            mon.cmd("query-status")
+        deadline = time.monotonic() + 30
+        while "query-status" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "QEMU wrote no trace line"
+            time.sleep(0.05)
+        mon.close()
+        q.terminate()
+        q.wait(10)
+        out, err = live.communicate(timeout=60)
+    finally:
+        if q.poll() is None:
+            q.kill()
+            q.wait()
+    assert live.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.count(f"QEMU pid {q.pid} exited") == 1, err
+    from profiler.store import read_recording
+
+    df, _meta, _warnings = read_recording(rec)
+    cmds = df[(df["event"] == "handle_qmp_command") & (df["origin"] == "qemu-log")]
+    assert (cmds["detail"].astype(str).str.contains("query-status")).sum() == 3, cmds["detail"].tolist()
 
 
 def test_live_sigterm_and_duration(pair):

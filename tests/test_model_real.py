@@ -180,3 +180,37 @@ def test_qmp_only(run: Path) -> None:
         # no trace, no checks: converged only as far as QEMU switched over, never at a check
         assert m.checks == () and m.verdict.converged_at_check is None
         assert m.converged is (True if a["status"] == "completed" else None)
+
+
+@pytest.mark.parametrize("run", [r for r in RUNS if r.name.startswith("10.0-") and "dies" not in r.name
+                                 and "no-timestamps" not in r.name], ids=lambda p: p.name)
+def test_guest_pause_matches_qemus_own_checkpoints(run: Path) -> None:
+    """The guest's pause from QMP (source STOP .. destination RESUME, the QEMUs' event stamps)
+    against QEMU's own trace checkpoints at the same two moments (>=8.2: ``src-vm-stopped``
+    right after the source stopped the VM, ``dst-precopy-bh-vm-started`` right after the
+    destination started it): the same span, within a millisecond."""
+    m = [x for x in report(run, qmp=True).migrations if x.outcome == "completed"][-1]
+    assert m.sources["guest_paused_ms"].startswith("QMP STOP")
+    ev = load(run, qmp=False)
+    cp = ev[ev["event"] == "vmstate_downtime_checkpoint"]
+
+    def at(side: str, label: str) -> list[int]:
+        return sorted(int(t) for t in cp.loc[(cp["side"] == side) & (cp["state"] == label), "t_ns"])
+
+    stopped = [t for t in at("source", "src-vm-stopped") if m.start_ns <= t <= m.end_ns][-1]
+    started = next(t for t in at("destination", "dst-precopy-bh-vm-started") if t > stopped)
+    assert m.guest_paused_ms == pytest.approx((started - stopped) / 1e6, abs=1.0)
+
+
+@pytest.mark.parametrize("run", [r for r in RUNS if r.name.endswith(("-converges", "-cancel-retry", "-dies"))],
+                         ids=lambda p: p.name)
+def test_guest_pause_needs_both_sides_and_a_switch_over(run: Path) -> None:
+    """Only a completed migration has a guest pause, and only when QMP followed both sides."""
+    for m in report(run, qmp=True).migrations:
+        assert (m.guest_paused_ms is not None) == (m.outcome == "completed"), (m.outcome, m.guest_paused_ms)
+        if m.guest_paused_ms is not None:
+            assert m.guest_paused_ms > 0
+    assert all(m.guest_paused_ms is None for m in report(run).migrations)  # the trace alone
+    ev = load(run, qmp=True)
+    src_only = build_report(ev[ev["side"] == "source"].reset_index(drop=True))
+    assert all(m.guest_paused_ms is None for m in src_only.migrations)

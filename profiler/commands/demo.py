@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   migprof demo --scenario never-converges   # watch pending stay above the threshold
   migprof demo --scenario bandwidth-change --qemu 10.0
   migprof demo --no-tui --record run.parquet  # also keep every event in a recording
+  migprof demo --no-tui --libvirt           # the migration under two libvirt daemons
 """
 
 
@@ -38,6 +39,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-i", "--interval", type=float, default=1.0, help="line view period, s")
     p.add_argument("--all-checks", action="store_true", help="list every pre-copy check")
     p.add_argument("-j", "--json", action="store_true", help="final report as JSON")
+    p.add_argument("--libvirt", action="store_true",
+                   help="run it under libvirt (two daemons, virsh migrate --live --p2p, both "
+                   "sides followed through libvirt; docs/libvirt.md)")
     return p
 
 
@@ -59,14 +63,24 @@ def run_config(cfg: LabRunConfig) -> int:
     if cfg.dataset is not None:
         cfg.dataset.check()
     sc, out = cfg.lab.scenario, cfg.lab.out
-    print(f"migprof demo: scenario {sc.name} ({sc.description}); run directory {out}",
+    under = " under libvirt" if cfg.libvirt else ""
+    print(f"migprof demo: scenario {sc.name} ({sc.description}){under}; run directory {out}",
           file=sys.stderr)
     tui = _tui() if not_a_terminal() is None and cfg.tui and not cfg.json else None
-    if tui is None:
+    if tui is None and not cfg.libvirt:
         print(attach_hint(out), file=sys.stderr)
+    make_lab: Any = Lab
+    if cfg.libvirt:
+        from profiler.lab.libvirt import LibvirtLab
+
+        make_lab = LibvirtLab
     writer = None
     try:
-        with run_guarded(), Lab(cfg.lab) as lab:
+        with run_guarded(), make_lab(cfg.lab) as lab:
+            if cfg.libvirt and tui is None:
+                from profiler.lab.libvirt import follow_hint
+
+                print(follow_hint(lab, "demo"), file=sys.stderr)
             sinks: list[Any] = []
             if cfg.record:
                 writer = open_recording(cfg.record, recording_meta(lab, "demo"))
@@ -124,5 +138,9 @@ def _final_report(run_dir: Any, cfg: LabRunConfig) -> int:
     else:
         print(file=sys.stdout)
         view.render(rep, output_console(sys.stdout), all_checks=cfg.all_checks)
+        if "libvirt_jobinfo" in loaded.meta:  # --libvirt: libvirt's own figures beside ours
+            from profiler.views.libvirt import beside
+
+            print(beside(rep, loaded.events, loaded.meta["libvirt_jobinfo"]))
         print(f"run directory: {run_dir}  (migprof report {run_dir})", file=sys.stderr)
     return 0

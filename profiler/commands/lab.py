@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   migprof lab --record run.parquet --dataset fleet/   # and add it to a fleet dataset
   migprof lab --list                            # the scenarios and what they do
   migprof lab --libvirt -s never-converges      # the same under two libvirt daemons
+  migprof lab --libvirt --record run.parquet    # ... and every event in a recording
   migprof report run1                           # the report of a finished run
 """
 
@@ -71,26 +72,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_config(cfg: LabRunConfig) -> int:
-    from profiler.lab.run import run_scenario
+    from profiler.lab.run import Lab, run_scenario
 
     quiet_qmp_logs(cfg.debug)
     out = cfg.lab.out
-    if cfg.libvirt and cfg.record:
-        raise MigprofError("--record is not available with --libvirt yet; record a side "
-                           "with: migprof record --domain NAME -c URI -o FILE")
     if cfg.dataset is not None:
         cfg.dataset.check()
     if cfg.libvirt:
-        from profiler.lab.libvirt import print_summary, run_libvirt_lab
+        from profiler.lab.libvirt import LibvirtLab, follow_hint, print_summary, run_libvirt_lab
 
         print(f"migprof lab: scenario {cfg.lab.scenario.name} under libvirt, run directory {out}",
               file=sys.stderr)
-        return print_summary(run_libvirt_lab(cfg.lab), cfg.json)
+        if not cfg.record:
+            return print_summary(run_libvirt_lab(cfg.lab), cfg.json)
+        res, rc = _run_recorded(LibvirtLab, cfg.lab, cfg.record, cfg.dataset, hint=follow_hint)
+        return print_summary(res, cfg.json) or rc
     print(f"migprof lab: scenario {cfg.lab.scenario.name}, run directory {out}", file=sys.stderr)
     print(attach_hint(out), file=sys.stderr)
     rc = 0
     if cfg.record:
-        res, rc = _run_recorded(cfg.lab, cfg.record, cfg.dataset)
+        res, rc = _run_recorded(Lab, cfg.lab, cfg.record, cfg.dataset)
     else:
         res = run_scenario(cfg.lab)
     summary = {
@@ -113,18 +114,22 @@ def run_config(cfg: LabRunConfig) -> int:
     return rc
 
 
-def _run_recorded(lab_cfg, path: str, dataset=None):
-    """The run, with every event also written to the recording ``path`` as it happens
-    (the trace logs tailed like `migprof demo` does); then the recording's exit status
-    (``recorded.finish``: a short recording is an error, a whole one goes to ``dataset``)."""
+def _run_recorded(make_lab, lab_cfg, path: str, dataset=None, hint=None):
+    """The run of ``make_lab(lab_cfg)`` (a Lab or a LibvirtLab), with every event also
+    written to the recording ``path`` as it happens (the trace logs tailed like `migprof
+    demo` does); ``hint(lab)``: a line for stderr once the lab is up. Then the recording's
+    exit status (``recorded.finish``: a short recording is an error, a whole one goes to
+    ``dataset``)."""
     from profiler.commands.recorded import finish
     from profiler.lab.follow import finish_recording, follow_run, open_recording, recording_meta
-    from profiler.lab.run import Lab, run_guarded
+    from profiler.lab.run import run_guarded
     from profiler.session import RecordingSink
 
     writer = None
     try:
-        with run_guarded(), Lab(lab_cfg) as lab:
+        with run_guarded(), make_lab(lab_cfg) as lab:
+            if hint is not None:
+                print(hint(lab), file=sys.stderr)
             writer = open_recording(path, recording_meta(lab, "lab"))
             res = follow_run(lab, [RecordingSink(writer, close_writer=False)])
     finally:

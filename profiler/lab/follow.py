@@ -10,6 +10,7 @@ recording.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -30,13 +31,13 @@ DRAIN_S = 0.5
 
 
 def lab_sources(lab: Any, tail_s: float = TAIL_S) -> list:
-    """The lab's own row stream and both trace logs, tailed to their ends (QEMU exits first)."""
-    return [
-        lab.stream,
-        QemuLogSource(lab.procs["source"].spec.log_file, "source", poll_s=tail_s, drain=True),
-        QemuLogSource(lab.procs["destination"].spec.log_file, "destination", poll_s=tail_s,
-                      drain=True),
-    ]
+    """The lab's own row stream and both trace logs, tailed to their ends (QEMU exits first).
+
+    ``lab``: a ``profiler.lab.run.Lab`` or a ``profiler.lab.libvirt.LibvirtLab`` (its rows:
+    what both sides' libvirt sources saw; its logs: libvirt's logs of each QEMU's stderr)."""
+    logs = lab.trace_logs()
+    return [lab.stream, *(QemuLogSource(logs[side], side, poll_s=tail_s, drain=True)
+                          for side in ("source", "destination"))]
 
 
 class LabDriver(BaseSink):
@@ -131,6 +132,9 @@ def clock_offsets() -> dict[str, Any]:
 def recording_meta(lab: Any, command: str) -> dict[str, Any]:
     """Metadata a lab recording starts with (the rest arrives via ``finish_recording``)."""
     sc = lab.sc
+    libvirt = getattr(lab, "libvirt_info", None)
+    sources = (["libvirt:source", "libvirt:destination", "lab"] if libvirt else
+               ["qmp", "lab", "sockdiag"]) + ["qemu-log:source", "qemu-log:destination"]
     return {
         "lab": {
             "command": command,
@@ -148,7 +152,8 @@ def recording_meta(lab: Any, command: str) -> dict[str, Any]:
         "qemu_path": str(lab.binary.path) if lab.binary else None,
         "migration_params_requested": dict(sc.params),
         "clock_offsets": clock_offsets(),
-        "sources": ["qmp", "lab", "sockdiag", "qemu-log:source", "qemu-log:destination"],
+        "sources": sources,
+        **({"libvirt": libvirt()} if libvirt else {}),
     }
 
 
@@ -161,6 +166,8 @@ def finish_recording(writer: Any, run_dir: Path) -> None:
         return
     q = run.get("qemu") or {}
     kv: dict[str, Any] = {"run": run}
+    with contextlib.suppress(OSError, ValueError):  # a libvirt lab run: libvirt's own figures
+        kv["libvirt_jobinfo"] = json.loads((run_dir / "libvirt-jobinfo.json").read_text())
     if q.get("qmp_version"):
         kv["qemu_version"] = q["qmp_version"]
     if run.get("final_parameters"):

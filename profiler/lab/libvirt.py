@@ -12,10 +12,14 @@ Each daemon pair runs in its side's namespace (``profiler.lab.net.LabNet``) and 
 namespace of its own (``ip netns exec`` makes one; the bind mounts never reach the host),
 so the two daemons keep apart their state, sockets, logs and the same-named domain. Their
 distinct ``host_uuid`` lets libvirt take the other side for another host. ``$ROOT`` is a
-short directory under the temp dir (UNIX socket paths are limited to 107 bytes); migprof
-reaches each daemon at ``qemu+unix:///system?socket=$ROOT/<side>/run/libvirt-sock``.
+short directory on a tmpfs, /dev/shm (``root_bases``: as /run on a host; UNIX socket
+paths are limited to 107 bytes); migprof reaches each daemon at
+``qemu+unix:///system?socket=$ROOT/<side>/run/libvirt-sock``. A QEMU from a private
+prefix (``--qemu 10.0``) gets its data and module directories bound in too
+(``prefix_binds``).
 
-``run_libvirt_lab`` plays a scenario: bandwidth and downtime limit through libvirt
+``run_libvirt_lab`` (or ``profiler.lab.follow`` for ``--record`` and ``demo --libvirt``,
+through ``stream`` and ``trace_logs()``) plays a scenario: bandwidth and downtime limit through libvirt
 (``virsh migrate --bandwidth``, ``migrate-setmaxdowntime``, ``migrate-setspeed``), cancel
 with ``virsh domjobabort``, while both sides are followed as ``migprof live --domain``
 follows a domain (``profiler.sources.libvirt.LibvirtSource``). The run directory is the
@@ -30,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -40,8 +45,10 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape as _escape
 
+from profiler import registry
 from profiler.errors import MigprofError, SetupError
 from profiler.lab import qemu as lq
+from profiler.lab.run import LabStream
 from profiler.lab.scenarios import MiB, Scenario
 from profiler.sources.procfd import pid_alive
 from profiler.sources.qmp import FINAL_STATUSES, mark_row
@@ -75,11 +82,13 @@ def _conf(values: dict[str, Any]) -> str:
 class Daemon:
     """virtlogd and libvirtd of one side, in the side's netns and their own mount namespace."""
 
-    def __init__(self, side: str, root: Path, netns: str, addr: str):
+    def __init__(self, side: str, root: Path, netns: str, addr: str,
+                 binds: tuple[tuple[Path, str], ...] = ()):
         self.side = side
         self.root = root
         self.netns = netns
         self.addr = addr
+        self.binds = binds  # (host directory, mount point) bound in the daemons' namespace too
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -134,7 +143,9 @@ class Daemon:
 
     def start(self, timeout: float = 30.0) -> Daemon:
         self._write_config()
-        binds = "\n".join(f"mount --bind {self.host_dir(sub)} {mnt}" for sub, mnt in BINDS)
+        binds = "\n".join(
+            [f"mount --bind {self.host_dir(sub)} {mnt}" for sub, mnt in BINDS]
+            + [f"mount --bind {shlex.quote(str(src))} {shlex.quote(mnt)}" for src, mnt in self.binds])
         script = (f"set -e\nmkdir -p {' '.join(m for _, m in BINDS)}\n{binds}\n"
                   "virtlogd -d -f /etc/libvirt/virtlogd.conf -p /run/libvirt/virtlogd.pid\n"
                   "exec libvirtd --listen -f /etc/libvirt/libvirtd.conf "
@@ -226,10 +237,42 @@ def _kill(pid: int, grace: float = 5.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def prefix_binds(binary: lq.QemuBinary) -> tuple[tuple[Path, str], ...]:
+    """What a QEMU from a private prefix (``--qemu 10.0``) needs bound in the daemons'
+    mount namespace: its data and module directories over the ones it was built to search
+    (/usr/share/qemu, /usr/lib/x86_64-linux-gnu/qemu), which hold the installed QEMU's.
+
+    libvirt starts QEMU with neither ``-L`` nor ``QEMU_MODULE_DIR``, and probes every
+    binary with ``qom-list-types``, which loads every module QEMU can find. A private
+    prefix lacking some module the installed QEMU has (bookworm-backports' 10.0 moved
+    ui-opengl, the GL displays and spice to packages the lab does not unpack) then loads
+    the installed 7.2's, which QEMU refuses ("Only modules from the same build can be
+    loaded") and then aborts on (util/module.c: ``QTAILQ_EMPTY(&dso_init_list)``): the
+    probe dies and no domain can use the binary. Setting QEMU_MODULE_DIR (a wrapper as
+    ``<emulator>``) is not enough: QEMU still searches its built-in directory after it.
+    Bound over it, the built-in directories hold the prefix's own files; a mount point
+    that does not exist is not searched either and is left out. Only the lab's daemons
+    (and the QEMUs they start) see the binds."""
+    if not binary.data_dirs and binary.module_dir is None:
+        return ()
+    prefix = binary.path.resolve().parent.parent  # .../usr/bin/qemu -> .../usr
+    out = []
+    for d in (*binary.data_dirs, *([binary.module_dir] if binary.module_dir else [])):
+        try:
+            mnt = Path("/usr") / d.relative_to(prefix)
+        except ValueError:
+            continue
+        if mnt.is_dir():
+            out.append((d, str(mnt)))
+    return tuple(out)
+
+
 def domain_xml(name: str, binary: lq.QemuBinary, kernel: Path, append: str, mem_mb: int,
                trace_file: Path | None) -> str:
     """A TCG domain booting the lab guest; serial to a file in the daemon's log dir.
 
+    ACPI is on, as in the plain lab's QEMU: without ``<acpi/>`` libvirt 9.0 passes
+    ``-no-acpi``, which QEMU 9.0 removed (``--qemu 10.0`` would not start).
     Trace events are set on QEMU's command line (``qemu:commandline``) so the destination,
     which libvirt creates and keeps busy with the incoming migration (no passthrough
     then), logs them from its start; libvirt adds ``-msg timestamp=on`` itself."""
@@ -246,6 +289,7 @@ def domain_xml(name: str, binary: lq.QemuBinary, kernel: Path, append: str, mem_
     <kernel>{escape(str(kernel))}</kernel>
     <cmdline>{escape(append)}</cmdline>
   </os>
+  <features><acpi/></features>
   <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
@@ -263,12 +307,32 @@ def domain_xml(name: str, binary: lq.QemuBinary, kernel: Path, append: str, mem_
 """
 
 
+def _tmpfs(path: str) -> bool:
+    """True when ``path`` is a writable tmpfs mount point."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    return any(f[1] == path and f[2] == "tmpfs" for f in (m.split() for m in mounts) if len(f) > 2) \
+        and os.access(path, os.W_OK)
+
+
+def root_bases() -> list[str]:
+    """Where the daemons' private directories may go, first choice first: a tmpfs.
+
+    On a real host /run (libvirt's status files, sockets) is a tmpfs. libvirt saves a
+    domain's status XML with fsync while it holds the domain's lock, in the STOP and
+    RESUME handlers too; on a disk that fsync delays the migration's own steps (the
+    destination's Finish waits for that lock after ``cont``) and lengthens both the guest's
+    pause and libvirt's downtime figure by the disk's latency. So the lab keeps that state
+    on /dev/shm, as a host keeps it in memory, and only falls back to the temp directory."""
+    tmp = tempfile.gettempdir()
+    return [*(["/dev/shm"] if _tmpfs("/dev/shm") else []), tmp if len(tmp) <= 40 else "/tmp"]
+
+
 def _short_root(tag: str) -> Path:
     """A short private directory for the daemons (socket paths must stay < 108 bytes)."""
-    base = tempfile.gettempdir()
-    if len(base) > 40:
-        base = "/tmp"
-    return Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{tag}-", dir=base))
+    return Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{tag}-", dir=root_bases()[0]))
 
 
 def cleanup_leftovers() -> list[str]:
@@ -287,7 +351,7 @@ def cleanup_leftovers() -> list[str]:
         if m and not pid_alive(int(m[1], 36)):
             _kill(int(d.name), grace=1.0)
             removed.append(f"process {d.name} ({Path(argv[0]).name})")
-    for base in {Path(tempfile.gettempdir()), Path("/tmp")}:
+    for base in {Path(b) for b in (*root_bases(), tempfile.gettempdir(), "/tmp")}:
         for root in base.glob(f"{ROOT_PREFIX}*"):
             m = re.match(rf"{ROOT_PREFIX}([0-9a-z]+)-", root.name)
             if m and root.is_dir() and not pid_alive(int(m[1], 36)):
@@ -319,6 +383,10 @@ class LibvirtLab:
         self.virsh_cmds: list[list[str]] = []
         self.t_migrate_ns: int | None = None
         self.jobinfo: dict[str, Any] | None = None
+        self.accel = "tcg"
+        self.uri = ""  # the migration stream's URI, once the network is up
+        # every row the run records, as a live Source (lab --record, demo): profiler.lab.follow
+        self.stream = LabStream()
         self._stack = contextlib.ExitStack()
 
     # ---------------------------------------------------------------- set-up
@@ -356,30 +424,28 @@ class LibvirtLab:
         cleanup_leftovers()
         lab_leftovers()
         self.binary = lq.find_qemu(cfg.qemu)
-        if self.binary.data_dirs or self.binary.module_dir:
-            # libvirt probes a QEMU binary bare (no -L, no QEMU_MODULE_DIR): a QEMU from a
-            # private prefix dies in that probe and no domain can use it
-            raise MigprofError(f"--libvirt runs an installed QEMU; {self.binary.path} lives in "
-                               "a private prefix that libvirt cannot probe (use the default "
-                               "QEMU 7.2)")
+        binds = prefix_binds(self.binary)
         self.kernel = build_guest()
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise MigprofError(f"{self.run_dir}: output directory exists and is not empty")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(self.run_dir / "events.jsonl")
+        self.recorder.listeners.append(self.stream.put)
         self.root = _short_root(self.tag)
         from profiler.lab.net import LabNet
 
         self.net = self._stack.enter_context(LabNet(self.tag, shaping=sc.shaping))
         addrs = {"source": self.net.src_addr, "destination": self.net.dst_addr}
+        self.uri = f"tcp://{self.net.dst_addr}:{cfg.port or 4444}"
         for side in SIDES:
             self.daemons[side] = Daemon(side, self.root / side, self.net.ns[side],
-                                        addrs[side]).start()
+                                        addrs[side], binds).start()
         for w in [d.warm(self.binary) for d in self.daemons.values()]:
             w.wait(timeout=120)
         trace = self.root / "trace-events.txt"
+        # QEMU's monitor trace too: its stamps bound libvirt's downtime (model/libvirt.py)
         trace.write_text("\n".join(lq.select_trace_events(
-            self.binary, transferred_bytes=sc.transferred_bytes)) + "\n")
+            self.binary, transferred_bytes=sc.transferred_bytes, extra=registry.QMP_TRACE)) + "\n")
         xml = self.root / "domain.xml"
         xml.write_text(domain_xml(self.domain, self.binary, self.kernel, sc.guest_append(),
                                   sc.mem_mb, trace))
@@ -401,6 +467,18 @@ class LibvirtLab:
             s.tap(self.recorder.add)
             s.__enter__()
             self.follow[side] = s
+
+    def trace_logs(self) -> dict[str, Path]:
+        """libvirt's log of each side's QEMU stderr (the trace lines), while it is written.
+        The destination's appears when libvirt creates that QEMU; a retry's is appended."""
+        return {side: self.daemons[side].path(f"/var/log/libvirt/qemu/{self.domain}.log")
+                for side in SIDES}
+
+    def libvirt_info(self) -> dict[str, Any]:
+        """What a recording's metadata says of the daemons and the domain."""
+        return {"domain": self.domain, "uris": {s: d.uri for s, d in self.daemons.items()},
+                "peer_uris": {s: d.tcp_uri for s, d in self.daemons.items()},
+                "host_uuids": dict(HOST_UUIDS)}
 
     def mark(self, action: str, side: str = "source", **detail: Any) -> None:
         self.recorder.add(mark_row(action, side, **detail))
@@ -440,8 +518,7 @@ class LibvirtLab:
         mib = self._set_params(params, during=False)
         dst = self.daemons["destination"]
         argv = ["virsh", "-c", self.daemons["source"].uri, "migrate", "--live", "--p2p",
-                *(["--bandwidth", str(mib)] if mib else []), self.domain, dst.tcp_uri,
-                f"tcp://{dst.addr}:{self.cfg.port or 4444}"]
+                *(["--bandwidth", str(mib)] if mib else []), self.domain, dst.tcp_uri, self.uri]
         self.virsh_cmds.append(argv)
         self.mark("migrate", "source", uri=dst.tcp_uri, params=params, argv=argv)
         self.t_migrate_ns = time.time_ns()
@@ -613,11 +690,16 @@ class LibvirtLab:
         self.follow = {}
         for d in self.daemons.values():
             d.stop(self.domain)
+        if self.recorder is not None and self.root is not None:
+            # the logs again, whole: the QEMUs' last lines came as the daemons stopped them
+            with contextlib.suppress(OSError):
+                self._collect_files()
         self.daemons = {}
         with contextlib.suppress(Exception):
             self._stack.close()
         if self.recorder is not None:
             self.recorder.close()
+        self.stream.finished.set()
         # QEMUs libvirt started outlive a killed daemon: none of this lab's may stay
         for d in Path("/proc").iterdir():
             if d.name.isdigit():
@@ -643,13 +725,18 @@ def agreement(run_dir: Path) -> dict[str, Any]:
     return asdict(comparison(rep, loaded.events, loaded.meta.get("libvirt_jobinfo") or {}))
 
 
+def follow_hint(lab: LibvirtLab, command: str = "lab") -> str:
+    """How to follow the lab's domain from another terminal."""
+    return (f"migprof {command}: libvirt domain {lab.domain}; follow it with: migprof live "
+            f"--domain {lab.domain} -c '{lab.daemons['source'].uri}'")
+
+
 def run_libvirt_lab(cfg: Any) -> dict[str, Any]:
     """Play ``cfg.scenario`` under libvirt and leave its run directory."""
     from profiler.lab.run import run_guarded
 
     with run_guarded(), LibvirtLab(cfg) as lab:
-        print(f"migprof lab: libvirt domain {lab.domain}; follow it with: migprof live --domain "
-              f"{lab.domain} -c '{lab.daemons['source'].uri}'", file=sys.stderr)
+        print(follow_hint(lab), file=sys.stderr)
         return lab.run()
 
 

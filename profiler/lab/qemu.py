@@ -152,10 +152,11 @@ def select_trace_events(
     binary: QemuBinary, transferred_bytes: bool = False, extra: tuple[str, ...] = ()
 ) -> list[str]:
     """Trace events to enable: those ``live`` switches on (``registry.events_to_enable``)
-    that this binary has, with the floods (``migration_transferred_bytes``) when
-    ``transferred_bytes``, plus ``extra``."""
+    that this binary has, with the ``migration_transferred_bytes`` flood when
+    ``transferred_bytes``, plus ``extra`` (e.g. ``registry.QMP_TRACE``)."""
     names = available_trace_events(binary)
-    chosen = set(registry.events_to_enable(names, floods=transferred_bytes)) | (set(extra) & names)
+    floods = {registry.TRANSFERRED_BYTES} if transferred_bytes else set()
+    chosen = set(registry.events_to_enable(names)) | ((floods | set(extra)) & names)
     return sorted(chosen)
 
 

@@ -441,6 +441,10 @@ class Lab:
         while time.monotonic() < end and not (serial.exists() and serial.stat().st_size):
             time.sleep(0.05)
 
+    def trace_logs(self) -> dict[str, Path]:
+        """Each side's QEMU trace log while it is written (``profiler.lab.follow`` tails them)."""
+        return {side: self.procs[side].spec.log_file for side in ("source", "destination")}
+
     def run(self) -> RunResult:
         sc = self.sc
         self.wait_guest()

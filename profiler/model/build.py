@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from profiler import events as E
-from profiler.model import findings
+from profiler.model import findings, pause
 from profiler.model import names as N
 from profiler.model.aliases import device_aliases
 from profiler.model.checks import checks as find_checks
@@ -455,6 +455,7 @@ def build_report(events: pd.DataFrame, *, inputs: Iterable[str] = (), malformed:
     # what the kernel saw where the QEMU view has no migration (model/kernel.py says when)
     migrations += kernel_view(events, spans, first_index=len(migrations), warn=warn)
     migrations = findings.attach(events, migrations)
+    migrations = pause.attach(events, migrations)
     if not migrations:
         warn.append(f"{', '.join(inputs) or 'input'}: no migration found ({n_events} events)")
     return Report(migrations=migrations, malformed_lines=int(malformed), skipped_lines=int(skipped),

@@ -165,6 +165,9 @@ class Migration:
     # qemu: QEMU's trace and/or QMP (BPF beside them); kernel: BPF on the VFIO uAPI alone
     # (model/kernel.py: no RAM, no dirty syncs, no threshold, no guest downtime)
     view: str = "qemu"
+    # the guest's pause: source STOP .. destination RESUME, QEMU's QMP stamps (model/pause.py);
+    # None unless both sides were followed
+    guest_paused_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

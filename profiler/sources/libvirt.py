@@ -422,6 +422,7 @@ class LibvirtSource(Source):
         self._lock = threading.Lock()  # one passthrough at a time, in order
         self._tainted_told = False
         self.status = "none"
+        self._status_event_ns = 0  # QEMU's stamp of the last MIGRATION event
         self.seen_migration = False
         self.last_reply: dict[str, Any] | None = None
         self.last_params: dict[str, Any] | None = None
@@ -467,6 +468,7 @@ class LibvirtSource(Source):
                "timestamp": {"seconds": sec, "microseconds": usec}}
         self._emit(event_row(self.side, msg, time.time_ns()))
         if event == "MIGRATION":
+            self._status_event_ns = sec * 1_000_000_000 + usec * 1000
             self._note_status(data.get("status"))
             self._wake.set()  # poll now: the final counters
         elif event == "RESUME" and self.incoming:
@@ -654,6 +656,7 @@ class LibvirtSource(Source):
             return False
 
     def _poll_migrate(self) -> None:
+        asked = time.time_ns()
         reply = self.execute(self.side, "query-migrate")
         t = time.time_ns()
         if not isinstance(reply, dict):
@@ -663,7 +666,10 @@ class LibvirtSource(Source):
         if status != "none" or self.seen_migration:
             self._emit(query_row(self.side, reply, t))
         self.last_reply = reply
-        self._note_status(status)
+        # a MIGRATION event QEMU sent while this reply was on its way is newer than it:
+        # the reply must not take its status back (cancelled -> active)
+        if self._status_event_ns < asked:
+            self._note_status(status)
 
     def _poll_params(self) -> None:
         params = self.execute(self.side, "query-migrate-parameters")

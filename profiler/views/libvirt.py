@@ -25,15 +25,25 @@ def _ms(v: float | None) -> str:
 
 
 def beside(report: Report, events: pd.DataFrame, jobinfo: dict[str, Any]) -> str:
-    """``libvirt: ...`` with ours in brackets; says when libvirt kept no statistics."""
+    """libvirt's figures, what each measures, and ours beside them (model/libvirt.py)."""
+    head = "libvirt (libvirt-jobinfo.json):"
     if not jobinfo.get("type"):
-        return "libvirt (libvirt-jobinfo.json): no completed job statistics (a cancelled or failed job)"
+        return f"{head} no completed job statistics (a cancelled or failed job)"
     c = comparison(report, events, jobinfo)
-    return (f"libvirt (libvirt-jobinfo.json): downtime {c.libvirt_downtime_ms} ms "
-            f"[ours: QEMU {_ms(c.downtime_ms)} ms, guest paused {_ms(c.guest_paused_ms)} ms "
-            f"STOP->RESUME, libvirt's events {_ms(c.libvirt_seen_ms)} ms]; memory iterations "
-            f"{c.libvirt_memory_iteration} [dirty syncs {c.dirty_syncs}]; elapsed "
-            f"{c.libvirt_time_elapsed_ms} ms [total {_ms(c.total_ms)} ms]")
+    inside = {True: "inside", False: "OUTSIDE", None: "no bounds"}[c.downtime_within_bounds]
+    return "\n".join([
+        head,
+        f"  downtime {c.libvirt_downtime_ms} ms: libvirt's clocks, source libvirtd handling QEMU's "
+        "STOP -> destination libvirtd after `cont` returned",
+        f"    ours: QEMU {_ms(c.downtime_ms)} ms (source: stop -> completed); guest paused "
+        f"{_ms(c.guest_paused_ms)} ms (source STOP -> destination RESUME); STOP -> destination's "
+        f"reply to cont {_ms(c.cont_reply_ms)} ms",
+        f"    on QEMU's stamps libvirt's figure lies in ({_ms(c.libvirt_low_ms)}, "
+        f"{_ms(c.libvirt_high_ms)}) ms: {inside}; libvirt's lifecycle events as received "
+        f"{_ms(c.libvirt_seen_ms)} ms apart",
+        f"  memory iterations {c.libvirt_memory_iteration} [dirty syncs {c.dirty_syncs}]; elapsed "
+        f"{c.libvirt_time_elapsed_ms} ms [total {_ms(c.total_ms)} ms]",
+    ])
 
 
 def job_line(params: dict[str, Any]) -> str:

@@ -62,8 +62,13 @@ def header(m: Migration) -> Text:
     t.append(m.outcome, style=_OUTCOME_STYLE.get(m.outcome, "bold"))
     if m.dest_outcome:
         t.append(f" (destination {m.dest_outcome})")
-    t.append(f"  total {_ms(m.total_ms)} ms  setup {_ms(m.setup_ms)} ms  downtime {_ms(m.downtime_ms)} ms"
-             f"  dirty syncs {m.dirty_syncs}  checks {len(m.checks)}")
+    t.append(f"  total {_ms(m.total_ms)} ms  setup {_ms(m.setup_ms)} ms  downtime {_ms(m.downtime_ms)} ms")
+    if m.guest_paused_ms is not None:
+        # QEMU's downtime ends when the source completes; the guest runs again only when the
+        # destination resumes it (model/pause.py)
+        t.append(f" (QEMU's, source)  guest paused {_ms(m.guest_paused_ms)} ms (source STOP -> "
+                 "destination RESUME)")
+    t.append(f"  dirty syncs {m.dirty_syncs}  checks {len(m.checks)}")
     if m.transferred_bytes is not None:
         t.append(f"  sent {_b(m.transferred_bytes)}")
     if m.downtime_limit_ms is not None:
