@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -92,3 +93,15 @@ class MetricsServer:
 
     def tick(self, now: float) -> None:
         pass
+
+
+def serve_report(addr: str | None, name: str, pid: int, side: str) -> list:
+    """--metrics: the model's sink and the HTTP server (last: it stops once all is flushed)."""
+    if addr is None:
+        return []
+    from profiler.views.metrics import ReportMetrics
+
+    model = ReportMetrics(name, pid, side)
+    server = MetricsServer(addr, model.collect)
+    print(f"migprof: metrics on {server.url}", file=sys.stderr, flush=True)
+    return [model, server]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Collection
@@ -490,3 +491,31 @@ def every_run(loaded: list[Run | LoadFailure]) -> list[Run]:
         err.exit_code = failed[0].exit_code
         raise err
     return loaded  # type: ignore[return-value]  # no LoadFailure left
+
+
+def unusable(paths: list[str], loaded: Loaded) -> list[str]:
+    """Inputs that gave no event (empty, binary junk, no trace lines): the loader keeps the
+    others and lists what it read per file in ``loaded.inputs``."""
+    got: dict[str, int] = {}
+    for i in loaded.inputs:
+        p = os.path.abspath(str(i.get("path", "")))
+        got[p] = got.get(p, 0) + int(i.get("events") or 0)
+    bad = []
+    for p in paths:
+        a = os.path.abspath(p)
+        n = sum(v for k, v in got.items() if k == a or k.startswith(a.rstrip(os.sep) + os.sep))
+        if n == 0:
+            bad.append(p)
+    return bad
+
+
+def release_freed_memory() -> None:
+    """Return the memory freed by the parse to the system: the allocators keep it (glibc in
+    the worker threads' arenas, Arrow's pool), so the peak would add the model on top."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)

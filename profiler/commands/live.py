@@ -12,7 +12,7 @@ from profiler.commands.options import (
     not_a_terminal,
     quiet_qmp_logs,
 )
-from profiler.errors import EXIT_OK, EXIT_USAGE, MigprofError, SetupError
+from profiler.errors import EXIT_OK, MigprofError
 
 EPILOG = """\
 examples:
@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
 def run_config(cfg: LiveConfig) -> int:
     """`live` and `record`: attach, follow until the end, then the summary."""
     from profiler import attach
+    from profiler.commands.recorded import libvirt_end, open_writer
+    from profiler.metrics_server import serve_report
     from profiler.session import RecordingSink, Session
+    from profiler.sources.target import resolve_targets, vm_name
 
     if cfg.ebpf:
         from profiler.sources.bpf import bpf_source_text
@@ -70,7 +73,8 @@ def run_config(cfg: LiveConfig) -> int:
     quiet_qmp_logs(cfg.debug)
     if cfg.dataset is not None:
         cfg.dataset.check()
-    targets = _targets(cfg)
+    targets = resolve_targets(cfg.pids, cfg.qmps, cfg.domains, side=cfg.side,
+                              any_process=cfg.any_process, uri=cfg.connect, trace_log=cfg.trace_log)
     if len(targets) > 1:
         if cfg.metrics:
             raise MigprofError("--metrics serves one QEMU's figures: give one QEMU, or "
@@ -80,7 +84,8 @@ def run_config(cfg: LiveConfig) -> int:
         return run_many(cfg, targets)
     target = targets[0]
     tui = _tui() if cfg.tui and not_a_terminal() is None else None
-    served = _metrics(cfg.metrics, target)  # bound before attaching: a bad address attaches nothing
+    # bound before attaching: a bad address attaches nothing
+    served = serve_report(cfg.metrics, vm_name(target), target.pid, target.side) if cfg.metrics else []
     try:
         sources, info = attach.live_sources(target, trace=cfg.trace, trace_log=cfg.trace_log,
                                             bpf=cfg.bpf, path=cfg.path, err=sys.stderr)
@@ -92,7 +97,7 @@ def run_config(cfg: LiveConfig) -> int:
         for s in served:
             s.close(None)
         raise MigprofError(f"nothing to trace on pid {target.pid}: no QMP socket and BPF unavailable")
-    writer = _writer(cfg.record, {"sources": [s.name for s in sources], "live": info})
+    writer = open_writer(cfg.record, {"sources": [s.name for s in sources], "live": info})
     sinks = [] if writer is None else [RecordingSink(
         writer, meta_at_start=attach.meta_at_start, meta_at_close=attach.meta_at_close)]
     session = Session(sources, [*sinks, *served], duration_s=cfg.duration_s, pid=target.pid)
@@ -102,7 +107,8 @@ def run_config(cfg: LiveConfig) -> int:
         else:
             from profiler.views.lines import EventLines, Summary
 
-            session.sinks[:0] = [EventLines(sys.stdout, cfg.interval_s,
+            # after the recording: a batch whose line meets a closed pipe is recorded all the same
+            session.sinks[len(sinks):len(sinks)] = [EventLines(sys.stdout, cfg.interval_s,
                                             banner=lambda h: attach.banner(target, h)), Summary()]
             session.run()
             rc = EXIT_OK
@@ -111,76 +117,12 @@ def run_config(cfg: LiveConfig) -> int:
             writer.close()  # already closed by its sink unless attaching failed
         for s in served:
             s.close(None)  # stopped with the session, unless it never started
-    rc = _libvirt_end(sources, rc)
+    rc = libvirt_end(sources, rc)
     if writer is not None:
         from profiler.commands.recorded import finish
 
         # the run went on, but a short recording is an error; a whole one may go to --dataset
         rc = finish(writer, cfg.dataset, rc)
-    return rc
-
-
-def _targets(cfg: LiveConfig) -> list:
-    """Every QEMU given (-p, --qmp, --domain), each once."""
-    from profiler.sources.target import resolve_target
-
-    if not (cfg.pids or cfg.qmps or cfg.domains):
-        raise MigprofError("which QEMU? give -p PID, --qmp SOCKET or --domain NAME")
-    targets = [resolve_target(p, None, cfg.side, cfg.any_process) for p in cfg.pids]
-    targets += [resolve_target(None, q, cfg.side, cfg.any_process) for q in cfg.qmps]
-    targets += [resolve_target(None, None, cfg.side, domain=d, uri=cfg.connect) for d in cfg.domains]
-    pids = [t.pid for t in targets]
-    twice = sorted({p for p in pids if pids.count(p) > 1})
-    if twice:
-        raise MigprofError(f"QEMU pid {twice[0]} is given twice")
-    if len(targets) > 1 and cfg.trace_log:
-        raise MigprofError("--trace-log names one QEMU's log: give one QEMU with it")
-    return targets
-
-
-def _metrics(addr: str | None, target) -> list:
-    """--metrics: the model's sink and the HTTP server (last: it stops once all is flushed)."""
-    if addr is None:
-        return []
-    from profiler.metrics_server import MetricsServer
-    from profiler.views.metrics import ReportMetrics
-
-    model = ReportMetrics(vm_name(target), target.pid, target.side)
-    server = MetricsServer(addr, model.collect)
-    print(f"migprof: metrics on {server.url}", file=sys.stderr, flush=True)
-    return [model, server]
-
-
-def vm_name(target) -> str:
-    """The VM's name for metrics: its libvirt domain, QEMU's -name (guest=), else "pid N"."""
-    if target.domain:
-        return target.domain
-    from profiler.sources.target import cmdline, opt_values
-
-    try:
-        names = opt_values(cmdline(target.pid), "-name", "--name")
-    except MigprofError:
-        names = []
-    for v in names[-1:]:
-        parts = [p for p in v.split(",") if p]
-        kv = dict(p.split("=", 1) for p in parts if "=" in p)
-        name = kv.get("guest") or (parts[0] if parts and "=" not in parts[0] else None)
-        if name:
-            return name
-    return f"pid {target.pid}"
-
-
-def _libvirt_end(sources: list, rc: int) -> int:
-    """--domain: libvirt's own statistics of the job after the summary; a domain that
-    ended mid-run without migrating is an error (exit 2)."""
-    for s in sources:
-        if getattr(s, "completed_job", None):
-            from profiler.views.libvirt import job_line
-
-            print(job_line(s.completed_job))
-    for problem in filter(None, (s.end_problem() for s in sources if hasattr(s, "end_problem"))):
-        print(f"migprof: error: {problem}", file=sys.stderr)
-        rc = EXIT_USAGE
     return rc
 
 
@@ -194,14 +136,3 @@ def _tui():
     return run_live
 
 
-def _writer(path: str | None, meta: dict):
-    if not path:
-        return None
-    try:
-        from profiler.store import RecordingWriter
-    except ImportError:
-        raise SetupError("--record needs profiler.store (recordings), which is missing") from None
-    try:
-        return RecordingWriter(path, meta=meta)
-    except OSError as e:
-        raise MigprofError(f"{path}: cannot write the recording: {e.strerror or e}") from None

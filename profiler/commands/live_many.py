@@ -17,12 +17,12 @@ def run_many(cfg: LiveConfig, given: list[Target]) -> int:
     """Follow every QEMU of ``given`` until the last has exited (or a stop), then a summary
     per QEMU; with a terminal, top's table of them (Enter: one in the full TUI)."""
     from profiler import attach
-    from profiler.commands.live import _libvirt_end, _writer
+    from profiler.commands.recorded import libvirt_end, open_writer
 
     qemus = [Qemu.of(t) for t in given]
     targets = TargetSet(qemus, bpf=cfg.bpf, path=cfg.path, trace=cfg.trace, err=sys.stderr)
     names = {q.pid: f"{q.label}, {q.side}" for q in qemus}
-    writer = _writer(cfg.record, {"sources": ["targets"], "live": [
+    writer = open_writer(cfg.record, {"sources": ["targets"], "live": [
         {"pid": t.pid, "side": t.side, "qmp": t.qmp, "domain": t.domain, "uri": t.uri,
          "trace_log": t.log_file} for t in given]})
     sinks = [] if writer is None else [RecordingSink(
@@ -41,7 +41,8 @@ def run_many(cfg: LiveConfig, given: list[Target]) -> int:
         else:
             from profiler.views.lines import EventLines, Summary
 
-            session.sinks[:0] = [EventLines(sys.stdout, cfg.interval_s, pids=True,
+            # after the recording: a batch whose line meets a closed pipe is recorded all the same
+            session.sinks[len(sinks):len(sinks)] = [EventLines(sys.stdout, cfg.interval_s, pids=True,
                                             banner=lambda h: _banner(qemus, h)),
                                  Summary(qemus=lambda: names)]
             session.run()
@@ -49,7 +50,7 @@ def run_many(cfg: LiveConfig, given: list[Target]) -> int:
     finally:
         if writer is not None:
             writer.close()  # already closed by its sink unless attaching failed
-    rc = _libvirt_end([s for m in targets.followed() for s in m.sources], rc)
+    rc = libvirt_end([s for m in targets.followed() for s in m.sources], rc)
     if writer is not None:
         from profiler.commands.recorded import finish
 

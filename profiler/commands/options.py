@@ -351,3 +351,133 @@ class ImportConfig:
         check_output(args.dataset, "the dataset", directory=True)
         return cls(inputs=tuple(args.inputs), output=args.output, qemu_version=args.qemu_version,
                    dataset=args.dataset, host=args.host)
+
+
+# ---------------------------------------------------------------- compare
+
+
+def add_compare_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--fail-on", action="append", metavar="RULE", default=d([]),
+                   help="fail (exit 1) when a metric gets worse by more than this; repeatable")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-j", "--json", action="store_true", default=d(False),
+                     help="print JSON (migprof.compare/1)")
+    out.add_argument("--markdown", action="store_true", default=d(False), help="print a Markdown table")
+    p.add_argument("--html", metavar="FILE", default=d(None),
+                   help="also write an HTML page with both sides' convergence curves overlaid")
+    p.add_argument("--plotly", choices=("inline", "directory"), default=d("inline"),
+                   help="--html's plotly.js: inside the page (default; opens offline on its own) "
+                   "or one plotly.min.js beside it, shared by the pages in that directory")
+    p.add_argument("--alpha", type=float, default=d(0.05), help="significance level (default 0.05)")
+    p.add_argument("--outcome", choices=("completed", "all"), default=d("completed"),
+                   help="which migrations are samples (default: completed ones)")
+    p.add_argument("--all-devices", action="store_true", default=d(False),
+                   help="per-device metrics for every device QEMU names, not only RAM and VFIO")
+    p.add_argument("--no-summary", action="store_true", default=d(False),
+                   help="rebuild every report from the events, ignoring stored summaries")
+    p.add_argument("--jobs", type=int, default=d(0), metavar="N",
+                   help="load inputs in N processes (default: one per CPU, at most 4)")
+    ds = p.add_argument_group("over a fleet dataset (the only input: a dataset directory)")
+    ds.add_argument("--by", choices=BY, default=d(None),
+                    help="split its migrations by this column (default qemu_version)")
+    ds.add_argument("--where", metavar="SQL", default=d(None),
+                    help="only the migrations matching this SQL condition (migrations table)")
+    ds.add_argument("--base", metavar="LABEL", default=d(None), help="the base group's value of --by")
+    ds.add_argument("--candidate", metavar="LABEL", default=d(None),
+                    help="the candidate group's value of --by")
+
+
+class _CompareOptions(argparse.ArgumentParser):
+    """Options given after the inputs: a bad one is one error line (exit 2), as before them."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from profiler.errors import MigprofError
+
+        raise MigprofError(f"compare: {message}")
+
+
+BY = ("qemu_version", "host", "device_driver")  # profiler.dataset.groups.BY (not imported: start-up)
+DATASET_OPTIONS = ("by", "where", "base", "candidate")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSides:
+    """`compare DATASET`: two groups of a fleet dataset's migrations."""
+
+    dataset: str
+    by: str
+    where: str | None
+    base: str | None  # the groups' --by values (None: the only two groups there are)
+    candidate: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompareConfig:
+    """What one `migprof compare` does: BASE... -- CAND..., or ``dataset``'s groups."""
+
+    base: tuple[str, ...]
+    candidate: tuple[str, ...]
+    rules: tuple[str, ...]  # --fail-on texts, parsed by model.compare.parse_rule
+    output: str  # terminal | json | markdown
+    html: str | None
+    plotly: str  # inline | directory
+    alpha: float
+    outcome: str  # completed | all
+    all_devices: bool
+    use_summary: bool
+    jobs: int
+    dataset: DatasetSides | None = None
+
+
+def compare_config(args: argparse.Namespace) -> CompareConfig:
+    """The Config of BASE... -- CAND... or DATASET; options may also come after the inputs."""
+    from profiler.errors import MigprofError
+    from profiler.pipeline import expand_runs
+
+    rest = list(args.inputs)
+    opt = _CompareOptions(prog="migprof compare", add_help=False)
+    add_compare_options(opt, defaults=False)
+    o = {k: v for k, v in vars(args).items() if k not in ("inputs", "_run")}
+    cut = rest.index("--") if "--" in rest else len(rest)
+    sides = []
+    for part in (rest[:cut], rest[cut + 1:]):
+        ns, extra = opt.parse_known_args(part)
+        for k, v in vars(ns).items():
+            o[k] = [*o[k], *v] if k == "fail_on" else v
+        bad = [x for x in extra if x.startswith("-") and x != "-" and not os.path.exists(x)]
+        if bad:
+            raise MigprofError(f"compare: unknown option {bad[0]!r}")
+        sides.append(extra)
+    dataset = _dataset_sides("--" in rest, sides[0], o)
+    if dataset is None:
+        sides = [tuple(expand_runs(x)) for x in sides]
+        if not sides[0] or not sides[1]:
+            raise MigprofError("compare: each side needs at least one input: BASE... -- CAND...")
+    check_output(o["html"], "the HTML page")
+    return CompareConfig(() if dataset else sides[0], () if dataset else sides[1],
+                  tuple(o["fail_on"] or ()),
+                  "json" if o["json"] else "markdown" if o["markdown"] else "terminal",
+                  o["html"], o["plotly"], o["alpha"], o["outcome"], o["all_devices"],
+                  not o["no_summary"], o["jobs"] or min(4, os.cpu_count() or 1), dataset)
+
+
+def _dataset_sides(sides: bool, inputs: list[str], o: dict) -> DatasetSides | None:
+    """DATASET --by ...: the dataset's groups; None for BASE... -- CAND..."""
+    from profiler.dataset.schema import MARKER
+    from profiler.errors import MigprofError
+
+    given = [f"--{k}" for k in DATASET_OPTIONS if o.get(k) is not None]
+    if sides:
+        if given:
+            raise MigprofError(f"compare: {given[0]} compares a fleet dataset's groups: "
+                               "migprof compare DATASET --by COLUMN (no '--')")
+        return None
+    if len(inputs) == 1 and os.path.isdir(inputs[0]) and os.path.exists(os.path.join(inputs[0], MARKER)):
+        return DatasetSides(inputs[0], o.get("by") or "qemu_version", o.get("where"),
+                            o.get("base"), o.get("candidate"))
+    if given:
+        raise MigprofError(f"compare: {given[0]} needs a fleet dataset directory as the only input "
+                           f"(no {MARKER} in {', '.join(inputs) or 'no input'})")
+    raise MigprofError("compare: separate the sides with '--': migprof compare BASE... -- CAND... "
+                       "(or give a fleet dataset: migprof compare DATASET --by COLUMN)")

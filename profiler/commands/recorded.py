@@ -11,7 +11,7 @@ import sys
 from typing import IO, Any
 
 from profiler.commands.options import DatasetTarget
-from profiler.errors import EXIT_OK, EXIT_USAGE, InputError
+from profiler.errors import EXIT_OK, EXIT_USAGE, InputError, MigprofError, SetupError
 
 
 def finish(writer: Any, dataset: DatasetTarget | None, rc: int = EXIT_OK, *,
@@ -41,4 +41,31 @@ def finish(writer: Any, dataset: DatasetTarget | None, rc: int = EXIT_OK, *,
                          f"in {writer.final_path}") from None
     print(f"migprof: added to {dataset.dir}: host={a.host} date={a.date} recording {a.unit}: "
           f"{a.migrations} migration(s), {a.events} events", file=err)
+    return rc
+
+
+def open_writer(path: str | None, meta: dict):
+    if not path:
+        return None
+    try:
+        from profiler.store import RecordingWriter
+    except ImportError:
+        raise SetupError("--record needs profiler.store (recordings), which is missing") from None
+    try:
+        return RecordingWriter(path, meta=meta)
+    except OSError as e:
+        raise MigprofError(f"{path}: cannot write the recording: {e.strerror or e}") from None
+
+
+def libvirt_end(sources: list, rc: int) -> int:
+    """--domain: libvirt's own statistics of the job after the summary; a domain that
+    ended mid-run without migrating is an error (exit 2)."""
+    for s in sources:
+        if getattr(s, "completed_job", None):
+            from profiler.views.libvirt import job_line
+
+            print(job_line(s.completed_job))
+    for problem in filter(None, (s.end_problem() for s in sources if hasattr(s, "end_problem"))):
+        print(f"migprof: error: {problem}", file=sys.stderr)
+        rc = EXIT_USAGE
     return rc

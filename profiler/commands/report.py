@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import os
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
 
 from profiler.errors import EXIT_OK, EXIT_USAGE, InputError, MigprofError
 
@@ -47,22 +43,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _unusable(paths: list[str], loaded: Any) -> list[str]:
-    """Inputs that gave no event (empty, binary junk, no trace lines): the loader keeps the
-    others and lists what it read per file in ``loaded.inputs``."""
-    got: dict[str, int] = {}
-    for i in loaded.inputs:
-        p = os.path.abspath(str(i.get("path", "")))
-        got[p] = got.get(p, 0) + int(i.get("events") or 0)
-    bad = []
-    for p in paths:
-        a = os.path.abspath(p)
-        n = sum(v for k, v in got.items() if k == a or k.startswith(a.rstrip(os.sep) + os.sep))
-        if n == 0:
-            bad.append(p)
-    return bad
-
-
 def run(args: argparse.Namespace) -> int:
     from profiler.model import build_report
 
@@ -71,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
                            "give it once per INPUT, in order")
     from profiler import pipeline
     from profiler.model.names import kept
+    from profiler.views.progress import read_progress
 
     # the cyclic GC would scan every object the imports made, many times over, and the
     # model's tens of thousands of results make no cycles: leave them all alone
@@ -79,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
     gc.disable()
     try:
         try:
-            with _progress(list(args.inputs)) as progress:
+            with read_progress(list(args.inputs)) as progress:
                 # only the events the model reads become rows: memory follows the migrations
                 loaded = pipeline.load(list(args.inputs), sides=args.side, keep=kept(), progress=progress)
         except InputError as e:  # nothing usable at all
             print(f"migprof: error: {e}", file=sys.stderr)
             return EXIT_USAGE
-        _give_back_freed_memory()  # the parse's freed chunks, before the model allocates
-        bad = _unusable(list(args.inputs), loaded)
+        pipeline.release_freed_memory()  # the parse's freed chunks, before the model allocates
+        bad = pipeline.unusable(list(args.inputs), loaded)
         events = loaded.events
         paths = [str(i.get("path")) for i in loaded.inputs]
         report = build_report(events, inputs=tuple(paths), malformed=loaded.malformed,
@@ -104,58 +85,6 @@ def run(args: argparse.Namespace) -> int:
         if was:
             gc.enable()
     return EXIT_USAGE if bad or not report.migrations else EXIT_OK
-
-
-def _give_back_freed_memory() -> None:
-    """Return the memory freed by the parse to the system: the allocators keep it (glibc in
-    the worker threads' arenas, Arrow's pool), so the peak would add the model on top."""
-    import ctypes
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-PROGRESS_BYTES = 8 << 20  # inputs smaller than this are read before a bar would show
-
-
-def _input_bytes(paths: list[str]) -> int:
-    """Bytes of the input files (those directly inside a directory for a directory)."""
-    total = 0
-    for p in paths:
-        try:
-            if os.path.isdir(p):
-                total += sum(e.stat().st_size for e in os.scandir(p) if e.is_file())
-            else:
-                total += os.path.getsize(p)
-        except OSError:
-            pass
-    return total
-
-
-@contextlib.contextmanager
-def _progress(paths: list[str]) -> Iterator[Callable[[str, int], None] | None]:
-    """A transient progress bar on stderr while big inputs are read, when stderr is a
-    terminal (never into a pipe or file); yields the loader's progress callback or None."""
-    total = _input_bytes(paths) if sys.stderr.isatty() else 0
-    if total < PROGRESS_BYTES:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    done: dict[str, int] = {}
-    with Progress(TextColumn("reading"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=Console(file=sys.stderr), transient=True) as bar:
-        task = bar.add_task("read", total=total)
-
-        def update(path: str, n: int) -> None:
-            done[path] = n
-            bar.update(task, completed=min(sum(done.values()), total))
-
-        yield update
 
 
 def _print(report, args: argparse.Namespace) -> None:

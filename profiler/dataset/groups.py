@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -173,3 +174,17 @@ def pick_sides(groups: Sequence[Group], base: str | None = None,
         raise MigprofError(f"compare: --base and --candidate are the same group {picked[0].label!r}")
     return picked[0], picked[1]
 
+
+def dataset_sides(dataset: str, by: str, where: str | None, base: str | None, candidate: str | None, *,
+                  outcome: str, device_kinds: Any, checks: bool) -> tuple[Any, Any, list[str]]:
+    """`compare DATASET`: the two groups of the dataset's migrations, and its warnings."""
+    from profiler.dataset import sql
+
+    t = sql.compare_tables(dataset, where, checks=checks)
+    gs = group_samples(t.migrations, t.devices, by, outcome=outcome, device_kinds=device_kinds,
+                       checks=t.checks, dataset=dataset, where=where)
+    if not gs:
+        matching = f" matches --where {where!r}" if where else " is in it"
+        raise MigprofError(f"compare: {dataset}: no migration{matching}")
+    b, c = pick_sides(gs, base, candidate)
+    return b, c, list(t.warnings)

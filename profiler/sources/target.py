@@ -118,3 +118,38 @@ def at_cwd(pid: int, path: str | None) -> str | None:
         return os.path.join(os.readlink(f"/proc/{pid}/cwd"), path)
     except OSError:
         return path
+
+
+def resolve_targets(pids: tuple[int, ...], qmps: tuple[str, ...], domains: tuple[str, ...], *,
+                    side: str | None = None, any_process: bool = False, uri: str | None = None,
+                    trace_log: str | None = None) -> list[Target]:
+    """Every QEMU given (-p, --qmp, --domain), each once."""
+    if not (pids or qmps or domains):
+        raise MigprofError("which QEMU? give -p PID, --qmp SOCKET or --domain NAME")
+    targets = [resolve_target(p, None, side, any_process) for p in pids]
+    targets += [resolve_target(None, q, side, any_process) for q in qmps]
+    targets += [resolve_target(None, None, side, domain=d, uri=uri) for d in domains]
+    pids = [t.pid for t in targets]
+    twice = sorted({p for p in pids if pids.count(p) > 1})
+    if twice:
+        raise MigprofError(f"QEMU pid {twice[0]} is given twice")
+    if len(targets) > 1 and trace_log:
+        raise MigprofError("--trace-log names one QEMU's log: give one QEMU with it")
+    return targets
+
+
+def vm_name(target: Target) -> str:
+    """The VM's name for metrics: its libvirt domain, QEMU's -name (guest=), else "pid N"."""
+    if target.domain:
+        return target.domain
+    try:
+        names = opt_values(cmdline(target.pid), "-name", "--name")
+    except MigprofError:
+        names = []
+    for v in names[-1:]:
+        parts = [p for p in v.split(",") if p]
+        kv = dict(p.split("=", 1) for p in parts if "=" in p)
+        name = kv.get("guest") or (parts[0] if parts and "=" not in parts[0] else None)
+        if name:
+            return name
+    return f"pid {target.pid}"
