@@ -105,3 +105,14 @@ def serve_report(addr: str | None, name: str, pid: int, side: str) -> list:
     server = MetricsServer(addr, model.collect)
     print(f"migprof: metrics on {server.url}", file=sys.stderr, flush=True)
     return [model, server]
+
+
+def serve_top(addr: str | None, board: Any) -> list:
+    """`top --metrics`: the server over every QEMU the board shows (a session sink)."""
+    if addr is None:
+        return []
+    from profiler.views.metrics import top_collector
+
+    server = MetricsServer(addr, top_collector(board))
+    print(f"migprof: metrics on {server.url}", file=sys.stderr, flush=True)
+    return [server]

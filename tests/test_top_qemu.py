@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 
@@ -55,7 +58,8 @@ class Top:
             self.lines.append(json.loads(line))
 
     def _read_err(self) -> None:
-        self.err = self.p.stderr.read()
+        for line in self.p.stderr:  # line by line: a test may wait for one (metrics on URL)
+            self.err += line
 
     def until(self, cond, what: str, timeout: float = 90.0) -> dict:
         """The first line after the last one looked at for which ``cond(vms by pid)`` holds."""
@@ -178,7 +182,7 @@ def test_top_follows_a_lab_migration_to_the_report(tmp_path):
                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     tag = f"migprof-lab-{_b36(lab.pid)}-"
-    top = Top("-n", f"^{tag}", "0.5")
+    top = Top("-n", f"^{tag}", "0.5", "--metrics", "127.0.0.1:0")
     try:
         top.until(lambda vms: True, "a first line")
         lab.stdin.write("go\n")
@@ -190,6 +194,17 @@ def test_top_follows_a_lab_migration_to_the_report(tmp_path):
         first = top.until(lambda vms: (s := source(vms)) and s["status"] == "active"
                           and (s["pass_no"] or 0) >= 1, "the source migrating")
         passes = source({v["pid"]: v for v in first["vms"]})["pass_no"]
+        # --metrics: a real scrape while it migrates shows the source VM active at its pass
+        url = re.search(r"metrics on (\S+)", top.err).group(1)
+        src = source({v["pid"]: v for v in first["vms"]})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        mine = {"vm": src["label"], "pid": str(src["pid"]), "side": "source"}
+        states = {s.labels["migprof_migration_status"]: s.value for s in fams["migprof_migration_status"].samples
+                  if {k: s.labels.get(k) for k in mine} == mine}
+        assert states["active"] == 1 and sum(states.values()) == 1, states
+        scraped = [s.value for s in fams["migprof_migration_pass"].samples if s.labels == mine]
+        assert scraped and scraped[0] >= passes
         top.until(lambda vms: (s := source(vms)) and s["status"] == "active"
                   and s["pass_no"] > passes, "a later pass")
         top.until(lambda vms: (s := source(vms)) and s["status"] == "cancelled", "cancelled")

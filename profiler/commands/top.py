@@ -8,6 +8,7 @@ import sys
 
 from profiler.commands.options import quiet_qmp_logs
 from profiler.errors import EXIT_OK, MigprofError, SetupError
+from profiler.metrics_server import serve_top
 from profiler.session import CallbackSink, Session, Signals
 from profiler.sources.discover import Discovery
 from profiler.targets import TargetSet
@@ -21,6 +22,7 @@ examples:
   migprof top --json -d 60         # a JSON line a second for 60 s (schema migprof.top/1)
   migprof top -n 'web-.*' -c qemu:///system   # only the QEMUs whose name matches
   migprof top --no-qmp             # leave every monitor alone: BPF and -D logs only
+  migprof top --no-tui 5 --metrics 127.0.0.1:9464   # every QEMU's figures for Prometheus
   migprof top --hold-qmp           # keep idle QEMUs' monitors too (sees a migration's start)
 
 A row per QEMU: libvirt domains by name (-c URI, default qemu:///system when libvirt
@@ -54,6 +56,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-bpf", action="store_true", help="QMP and QEMU trace only")
     p.add_argument("--qmp-hz", type=float, default=1.0, help="query-migrate polls a second "
                    "per QEMU (default 1; status changes are polled at once)")
+    p.add_argument("--metrics", metavar="ADDR:PORT", help="serve every QEMU's figures for "
+                   "Prometheus (OpenMetrics, docs/metrics.md)")
     p.add_argument("--path", choices=["auto", "tracepoint", "kprobe"], default="auto",
                    help="BPF attach path")
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
@@ -92,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     printer = None if tui else TopPrinter(sys.stdout, as_json=args.json)
     board = TopBoard(lambda: follows(targets), interval=args.interval, printer=printer,
                      count=args.count, host=host)
-    session = Session([targets], [board], duration_s=args.duration, done=board.done,
+    served = serve_top(args.metrics, board)  # bound before attaching: a bad address attaches nothing
+    session = Session([targets], [board, *served], duration_s=args.duration, done=board.done,
                       poll_s=min(0.25, args.interval / 4),
                       signals=Signals.NONE if tui else Signals.DETACH, err=sys.stderr)
     if not tui and not args.json:  # bcc's banner, once attached (the shared BPF set is loaded)

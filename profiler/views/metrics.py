@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,3 +209,18 @@ class ReportMetrics:
 
     def collect(self) -> list[Metric]:
         return families([self.snapshot()], self.device_kinds)
+
+
+def top_collector(board: Any) -> Callable[[], list[Metric]]:
+    """`top --metrics`: a VM per QEMU the board shows, with the report its model last built
+    (the board's rows and reports are replaced whole, so a scrape from the server's thread
+    reads a consistent snapshot of each). Lost events are host-wide in the shared BPF set
+    and belong to no VM: 0 here."""
+
+    def collect() -> list[Metric]:
+        rows, _host = board.rows()
+        models = board.models
+        return families([VmMetrics(r.label, r.pid, r.side, models.report(r.pid), models.count(r.pid))
+                         for r in rows])
+
+    return collect
