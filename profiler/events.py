@@ -81,6 +81,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -289,6 +290,32 @@ def empty_frame() -> pd.DataFrame:
     # live sources send one as a heartbeat every 0.1 s: a copy of a built template costs
     # ~0.1 ms, building the typed columns ~4 ms
     return _empty_template().copy()
+
+
+def _column(values: list[Any], dtype: str) -> Any:
+    if dtype == "category":
+        return pd.Categorical([None if _na(v) else str(v) for v in values])
+    if dtype == "Int64":
+        return pd.array([None if _na(v) else int(v) for v in values], dtype="Int64")
+    if dtype == "Float64":
+        return pd.array([None if _na(v) else float(v) for v in values], dtype="Float64")
+    return pd.array([None if _na(v) else str(v) for v in values], dtype="string")
+
+
+def _na(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Schema frame from row dicts (missing keys become NA).
+
+    Built column by column with the schema dtypes: this runs for every live batch, and
+    going through ``DataFrame.from_records`` plus ``conform`` costs several times more.
+    """
+    if not rows:
+        return empty_frame()
+    data = {c: _column([r.get(c) for r in rows], t) for c, t in COLUMNS.items()}
+    return pd.DataFrame(data)
 
 
 def conform(df: pd.DataFrame) -> pd.DataFrame:

@@ -80,41 +80,18 @@ def sniff(path: str) -> str:
 
 
 def _read_jsonl(path: str, side: str | None) -> tuple[pd.DataFrame, list[str], int]:
-    """Schema rows, one JSON object per line; bad lines are warnings."""
-    rows = []
-    warnings: list[str] = []
-    bad = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-            except ValueError as e:
-                bad += 1
-                if len(warnings) < MAX_WARNINGS:
-                    warnings.append(f"{path}:{n}: not a JSON event row ({e})")
-                continue
-            row = {k: v for k, v in obj.items() if k in events.COLUMNS}
-            row.setdefault("seq", n)
-            row.setdefault("file", path)
-            row.setdefault("line", n)
-            rows.append(row)
-    if not rows:
-        return events.empty_frame(), warnings, bad
-    df = pd.DataFrame(rows)
-    for c in events.INT_COLUMNS:
-        if c in df:
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-    if side and "side" not in df:
-        df["side"] = side
-    if "origin" not in df:
-        df["origin"] = events.Origin.LAB
-    # rows written before schema v2 (older run directories) get its named columns
-    return events.conform(events.upgrade_v1(df)), warnings, bad
+    """Schema rows, one JSON object per line (``sources.jsonl``); bad lines are warnings."""
+    from profiler.sources.jsonl import read_events_jsonl
+
+    bad: list[str] = []
+    df = read_events_jsonl(path, bad_lines=bad)
+    if len(df):
+        if side and df["side"].isna().all():
+            df["side"] = side
+        if df["origin"].isna().all():
+            df["origin"] = events.Origin.LAB.value
+        df = events.conform(df)
+    return df, bad[:MAX_WARNINGS], len(bad)
 
 
 def _side_of(path: str, sides: list[str] | None, i: int) -> str | None:

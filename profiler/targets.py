@@ -30,10 +30,10 @@ from typing import IO, Any
 import pandas as pd
 
 from profiler.attach import live_sources
+from profiler.events import rows_to_frame
 from profiler.sources.base import Source
 from profiler.sources.discover import Discovery, Qemu, describe, start_ticks
 from profiler.sources.procfd import pid_alive
-from profiler.sources.qmp import rows_to_frame
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import pytest
 
 from profiler import events as ev
 from profiler.errors import InputError
+from profiler.events import rows_to_frame
 from profiler.lab import qemu as lq
 from profiler.qmpctl import QmpControl
 from profiler.sources.jsonl import read_events_jsonl
@@ -22,7 +23,6 @@ from profiler.sources.qmp import (
     event_row,
     params_row,
     query_row,
-    rows_to_frame,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "real"

@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 
 from profiler.errors import MigprofError, SetupError
+from profiler.events import rows_to_frame
 from profiler.lab import qemu as lq
 from profiler.lab.guest_build import build_guest
 from profiler.lab.scenarios import Scenario
@@ -51,7 +52,6 @@ from profiler.sources.qmp import (
     QmpRefused,
     QmpSource,
     mark_row,
-    rows_to_frame,
 )
 
 log = logging.getLogger(__name__)

@@ -15,19 +15,21 @@ import pandas as pd
 
 from profiler import events as ev
 from profiler.errors import InputError
-from profiler.sources.qmp import rows_to_frame
+from profiler.events import rows_to_frame
 
 
-def read_events_jsonl(path: str | Path) -> pd.DataFrame:
+def read_events_jsonl(path: str | Path, *, bad_lines: list[str] | None = None) -> pd.DataFrame:
     """Read a run directory's ``events.jsonl`` (one schema row per line) into a frame; rows
     written before schema v2 (older run directories) get its named columns.
 
-    A line that is not a JSON object is an InputError naming the file and line.
+    A line that is not a JSON object is an InputError naming the file and line; with
+    ``bad_lines`` it is appended there as ``file:line: message`` instead and the other rows
+    are kept (``migprof report`` on a damaged run directory).
     """
     p = Path(path)
     rows: list[dict[str, Any]] = []
     try:
-        fh = p.open(encoding="utf-8")
+        fh = p.open(encoding="utf-8", errors="replace" if bad_lines is not None else "strict")
     except OSError as e:
         raise InputError(p, f"cannot read: {e.strerror or e}") from e
     with fh:
@@ -36,10 +38,14 @@ def read_events_jsonl(path: str | Path) -> pd.DataFrame:
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(p, f"not JSON ({e.msg})", line=n) from e
-            if not isinstance(row, dict):
-                raise InputError(p, "not a JSON object", line=n)
+                if not isinstance(row, dict):
+                    raise InputError(p, "not a JSON object", line=n)
+            except (json.JSONDecodeError, InputError) as e:
+                err = e if isinstance(e, InputError) else InputError(p, f"not JSON ({e.msg})", line=n)
+                if bad_lines is None:
+                    raise err from None
+                bad_lines.append(str(err))
+                continue
             row = {k: v for k, v in row.items() if k in ev.COLUMNS}
             row.setdefault("seq", n)
             row.setdefault("file", str(p))

@@ -42,6 +42,7 @@ import pandas as pd
 
 from profiler import events as ev
 from profiler.errors import MigprofError, SetupError
+from profiler.events import rows_to_frame
 from profiler.sources.base import Source
 from profiler.sources.qmp import (
     FINAL_STATUSES,
@@ -50,7 +51,6 @@ from profiler.sources.qmp import (
     event_row,
     params_row,
     query_row,
-    rows_to_frame,
 )
 
 log = logging.getLogger(__name__)

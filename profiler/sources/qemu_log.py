@@ -54,8 +54,6 @@ WORKERS = 2
 MAX_WARNINGS = 50
 
 _STR_COLS = ("device", "state", "detail")
-_NUM_COLS = ("bytes", "pre_bytes", "post_bytes", "stopcopy_bytes", "init_bytes", "dirty_bytes",
-             "threshold_bytes", "dur_ns", "count", "ret", "fd", "cmd", "flags")
 
 # Destination-only events (side detection) and source-only ones.
 _DEST_PREFIXES = ("loadvm_", "process_incoming_", "vfio_load_")

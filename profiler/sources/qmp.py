@@ -175,32 +175,6 @@ def mark_row(
     }
 
 
-def _column(values: list[Any], dtype: str) -> Any:
-    if dtype == "category":
-        return pd.Categorical([None if _na(v) else str(v) for v in values])
-    if dtype == "Int64":
-        return pd.array([None if _na(v) else int(v) for v in values], dtype="Int64")
-    if dtype == "Float64":
-        return pd.array([None if _na(v) else float(v) for v in values], dtype="Float64")
-    return pd.array([None if _na(v) else str(v) for v in values], dtype="string")
-
-
-def _na(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
-
-
-def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Schema frame from row dicts (missing keys become NA).
-
-    Built column by column with the schema dtypes: this runs for every live batch, and
-    going through ``DataFrame.from_records`` plus ``conform`` costs several times more.
-    """
-    if not rows:
-        return ev.empty_frame()
-    data = {c: _column([r.get(c) for r in rows], t) for c, t in ev.COLUMNS.items()}
-    return pd.DataFrame(data)
-
-
 # ---------------------------------------------------------------- one connection
 
 
@@ -674,7 +648,7 @@ class QmpSource(Source):
                     rows.append(self._q.get_nowait())
             except queue.Empty:
                 pass
-            yield rows_to_frame(rows) if rows else pd.DataFrame()
+            yield ev.rows_to_frame(rows) if rows else pd.DataFrame()
             if self._loop is None and self._q.empty():
                 return
         rest = []
@@ -684,7 +658,7 @@ class QmpSource(Source):
             except queue.Empty:
                 break
         if rest:
-            yield rows_to_frame(rest)
+            yield ev.rows_to_frame(rest)
 
     def health(self) -> dict[str, Any]:
         return {

@@ -425,7 +425,7 @@ class SockDiagSource(Source):
                 log.debug("sock_diag close: %s", e)
 
     def batches(self, stop: threading.Event) -> Iterator[pd.DataFrame]:
-        from profiler.sources.qmp import rows_to_frame
+        from profiler.events import rows_to_frame
 
         while not stop.is_set():
             rows: list[dict[str, Any]] = []
