@@ -31,6 +31,11 @@ DEV = "0000:3b:00.1"
 # (version, body line without prefix, expected columns)
 CASES: list[tuple[str, str, dict]] = [
     # --- 7.2: VFIO protocol v1, hex sizes, migrate_pending with the threshold
+    # --- monitor/trace-events (the libvirt lab's QMP_TRACE): the whole JSON in detail
+    ("7.2", 'handle_qmp_command mon 0x55d0c0a8e000 req: {"execute": "cont", "id": "libvirt-412"}',
+     dict(detail='{"execute": "cont", "id": "libvirt-412"}')),
+    ("7.2", 'monitor_qmp_respond mon 0x55d0c0a8e000 resp: {"return": {}, "id": "libvirt-412"}',
+     dict(detail='{"return": {}, "id": "libvirt-412"}')),
     ("7.2", "migrate_pending pending size 67108864 max 65381941 (pre = 67108864 compat=0 post=0)",
      dict(bytes=67108864, threshold_bytes=65381941, pre_bytes=67108864, compat_bytes=0, post_bytes=0)),
     ("7.2", "migrate_transferred transferred 4194304 time_spent 100 bandwidth 41943 max_size 2097150",
