@@ -142,6 +142,24 @@ def test_sweep_and_the_verdict_agree(version: str) -> None:
     assert not below.converges
 
 
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_a_saturated_recording_predicts_the_safe_side(version: str) -> None:
+    """A stuck recording only bounds the dirty rate from below: its predictions re-dirty the
+    whole set at once (bench_whatif: at the bound, 300 ms @ 64 MiB/s was predicted to converge
+    and never did in reruns). Between the two smallest settings the default says no, the
+    replay at the measured bound yes; the sweep's table is the default's."""
+    x, _ = measured(REAL / f"{version}-cancel-retry", 0)
+    assert x.saturated
+    sw = W.sweep(x, x.recorded, "downtime-limit", W.grid(20, 2000))
+    assert sw.smallest < sw.smallest_any_rate
+    s = x.recorded.with_param("downtime-limit", sw.smallest)
+    assert W.predict(x, s) == W.predict(x, s, any_rate=True)
+    assert not W.predict(x, s).converges
+    assert W.predict(x, s, any_rate=False).converges
+    for p in sw.predictions:
+        assert p.converges == (p.setting.downtime_limit_ms >= sw.smallest_any_rate)
+
 def test_vfio_device_is_replayed_with_its_sizes() -> None:
     d = VFIO / "switchover-ack"
     x, m = measured(d)

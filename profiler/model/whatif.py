@@ -16,9 +16,10 @@ by switchover-ack. Out come: converges or not, dirty syncs (QEMU's dirty-sync-co
 total time, downtime and per-device stop-copy bytes and downtime.
 
 When every pass re-dirties the whole working set, the dirty rate is only known from
-below; the replay then re-dirties the set at once after each sync (the safe side), so
-its smallest converging downtime-limit is the verdict's sure bound (docs/verdict.md),
-and the verdict's +25% suggestion is one setting the what-if can price.
+below; the replay then re-dirties the set at once after each sync (the safe side: at the
+lower bound it predicted convergence where reruns never converged), so its smallest
+converging downtime-limit is the verdict's sure bound (docs/verdict.md), and the verdict's
++25% suggestion is one setting the what-if can price.
 """
 
 from __future__ import annotations
@@ -352,9 +353,9 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         ws = max(recent)
         rate = floor = ws / (min(dt for *_, dt in points[-3:]) / 1000.0)
         weak.append(f"every pass re-dirtied the whole working set ({fmt_bytes(ws)}): the dirty rate is "
-                    f"only known to be >= {fmt_rate(floor)}; the replay dirties at that rate, so a faster "
-                    "guest converges later or not at all (the 'at any dirty rate' figures assume the set "
-                    "is re-dirtied at once, as the verdict's bound does)")
+                    f"only known to be >= {fmt_rate(floor)}; the predictions re-dirty the whole set at once "
+                    "after each sync (what holds at any dirty rate, as the verdict's bound does); a guest "
+                    "no faster than that floor could converge sooner (a sweep's 'at the measured rate')")
     elif points:
         # every pass proves rate >= what it dirtied / its time (a pass that re-dirtied the
         # whole set proves less): the largest is the rate; a pass well below it was saturated,
@@ -538,7 +539,7 @@ def _consistent(x: Measured, until_ms: float) -> Measured:
     of the recording's own settings stays stuck as long as the recording did."""
     for k in (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0):
         y = replace(x, dirty_rate_bytes_per_s=x.dirty_rate_bytes_per_s * k)
-        p = predict(y, x.recorded, horizon_ms=until_ms)
+        p = predict(y, x.recorded, horizon_ms=until_ms, any_rate=False)
         if not p.converges or (p.switchover_ms or 0.0) >= until_ms:
             return y
     return replace(x, dirty_rate_bytes_per_s=math.inf)
@@ -586,10 +587,12 @@ class _Timeline:
 
 
 def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
-            any_rate: bool = False) -> Prediction:
+            any_rate: bool = True) -> Prediction:
     """Replay the migration thread's loop under ``s`` until it switches over or ``horizon_ms``.
-    ``any_rate``: when the recording only bounds the dirty rate from below (``saturated``),
-    re-dirty the whole set at once after each sync instead (what holds at any dirty rate)."""
+    ``any_rate`` (the default): when the recording only bounds the dirty rate from below
+    (``saturated``), re-dirty the whole set at once after each sync (what holds at any dirty
+    rate: a faster guest than the recording proves would otherwise turn a "converges" into
+    a migration that never does); False replays at the measured lower bound."""
     R = x.rule
     tl = _Timeline(x)
     instant = any_rate and x.saturated
@@ -727,10 +730,12 @@ def sweep(x: Measured, base: Setting, param: str, values: Iterable[float],
     """Predict at each value of ``param``, and bisect the smallest value that converges (to
     1 ms, or 1% of a bandwidth): at the measured dirty rate, and at any dirty rate."""
     vals = sorted(set(float(v) for v in values))
-    preds = [predict(x, base.with_param(param, v), horizon_ms) for v in vals]
+    preds = [predict(x, base.with_param(param, v), horizon_ms) for v in vals]  # any rate
+    conv = [p.converges for p in preds]
     return Sweep(param=param, predictions=tuple(preds),
-                 smallest=_smallest(x, base, param, vals, [p.converges for p in preds], horizon_ms, False),
-                 smallest_any_rate=_smallest(x, base, param, vals, None, horizon_ms, True))
+                 smallest=_smallest(x, base, param, vals, None if x.saturated else conv, horizon_ms, False),
+                 smallest_any_rate=_smallest(x, base, param, vals, conv, horizon_ms, True)
+                 if x.saturated else None)
 
 
 def _smallest(x: Measured, base: Setting, param: str, vals: list[float], conv: list[bool] | None,
@@ -739,9 +744,7 @@ def _smallest(x: Measured, base: Setting, param: str, vals: list[float], conv: l
         return predict(x, base.with_param(param, v), horizon_ms, any_rate=any_rate).converges
 
     if conv is None:
-        conv = [ok(v) for v in vals] if any_rate and x.saturated else None
-        if conv is None:
-            return None  # not saturated: the same as at the measured rate
+        conv = [ok(v) for v in vals]
     i = next((k for k, c in enumerate(conv) if c), None)
     if i is None:
         return None

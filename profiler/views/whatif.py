@@ -119,11 +119,14 @@ def render(console: Console, x: Measured, preds: Sequence[Prediction], sw: Sweep
         console.print()
         console.print(predictions_table(sw.predictions, f"Sweep of {sw.param}", param=sw.param))
         if sw.smallest is not None:
-            t = f"smallest {sw.param} that converges: {_param_text(sw.param, sw.smallest)}"
-            if x.saturated:
-                t += (f" if the guest dirties no faster than {fmt_rate(x.dirty_rate_bytes_per_s)}; at any dirty "
-                      "rate: " + (_param_text(sw.param, sw.smallest_any_rate) if sw.smallest_any_rate is not None
-                                  else "none in the range"))
+            if x.saturated:  # the table is at any dirty rate; the measured floor converges sooner
+                sure = (_param_text(sw.param, sw.smallest_any_rate) if sw.smallest_any_rate is not None
+                        else "none in the range")
+                t = (f"smallest {sw.param} that converges at any dirty rate: {sure}; "
+                     f"{_param_text(sw.param, sw.smallest)} if the guest dirties no faster than "
+                     f"{fmt_rate(x.dirty_rate_bytes_per_s)}")
+            else:
+                t = f"smallest {sw.param} that converges: {_param_text(sw.param, sw.smallest)}"
             if sw.param == "downtime-limit" and x.verdict_needed_downtime_limit_ms:
                 t += f" (the verdict's sure bound, at the run's mean bandwidth: {x.verdict_needed_downtime_limit_ms:g} ms)"
             console.print(t)
