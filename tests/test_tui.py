@@ -151,7 +151,10 @@ async def test_replay_at_end_shows_the_models_values(converging):
 
 @run_async
 async def test_play_pause_and_speed(converging):
-    app = make_replay(converging, speed=1.0)
+    """Space plays and pauses, +/- step the speed. At the slowest speeds, so the replay of a
+    64 ms migration is still playing when the pause lands on a loaded host (a replay that
+    reached its end stops by itself, and space would then play it again from the start)."""
+    app = make_replay(converging, speed=0.1)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.view is not None)
         # opens paused just before the migration (the lab's QEMU start-up is skipped)
@@ -162,11 +165,13 @@ async def test_play_pause_and_speed(converging):
         await pilot.press("space")
         await until(pilot, lambda: app.view.playing and app.view.applied > start, what="playing")
         await pilot.press("plus")
-        await until(pilot, lambda: app.view.speed == 2.0, what="speed 2x")
+        await until(pilot, lambda: app.view.speed == 0.25, what="speed 0.25x")
         await pilot.press("minus", "minus")
-        await until(pilot, lambda: app.view.speed == 0.5, what="speed 0.5x")
+        await until(pilot, lambda: app.view.speed == 0.1, what="speed 0.1x (the slowest)")
+        before = app.view.seq
         await pilot.press("space")
-        await until(pilot, lambda: not app.view.playing, what="paused")
+        await until(pilot, lambda: app.view.seq > before and not app.view.playing, what="paused")
+        assert app.view.status != "ended", "the replay ended before the pause: nothing was paused"
         held = app.view.applied
         await pilot.pause(0.5)
         assert app.view.applied == held  # paused means paused
