@@ -3,7 +3,7 @@
 Each check's pending is a dot of the drawn text, at the height the printed y labels give
 its value and in check order along the x axis; the threshold, when the model has one, is
 another series; the curve is as wide as the terminal, or 100 columns on a pipe. The curve
-sections are kept as text snapshots in tests/__snapshots__/report_curve/ (rewrite them with
+sections are kept as text snapshots in tests/data/report_curve/ (rewrite them with
 MIGPROF_UPDATE_SNAPSHOTS=1 after a deliberate change, and read the diff).
 """
 
@@ -28,7 +28,7 @@ from profiler.views.curve import _BITS, Y_LABEL_W, draw, x_range
 from profiler.views.report import CURVE_ROWS
 
 MIGPROF = [sys.executable, "-m", "profiler.cli"]
-SNAPSHOTS = TESTS / "__snapshots__" / "report_curve"
+SNAPSHOTS = TESTS / "data" / "report_curve"  # plain text, not syrupy's (it would call them unused)
 RUNS = [*REAL_RUNS, *sorted(p for p in REAL_VFIO.iterdir() if (p / "run.json").exists())]
 UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
