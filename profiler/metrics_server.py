@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import pandas as pd
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import Metric
 
 from profiler.errors import MigprofError
+from profiler.session import BaseSink
 
 _ADDR = re.compile(r"^(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$")
 
@@ -46,8 +46,9 @@ class _Collector:
         return self._collect()
 
 
-class MetricsServer:
-    """``collect()``'s families on ``http://ADDR:PORT/metrics`` until ``close()``."""
+class MetricsServer(BaseSink):
+    """``collect()``'s families on ``http://ADDR:PORT/metrics`` until ``close()``; as a session
+    sink, serving starts with the server and the session's end stops it."""
 
     def __init__(self, addr: str, collect: Callable[[], Iterable[Metric]]):
         host, port = parse_addr(addr)
@@ -84,15 +85,6 @@ class MetricsServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # the session sink: serving started with the server; the session's end stops it
-    def start(self, health: Mapping[str, Any]) -> None:
-        pass
-
-    def feed(self, batch: pd.DataFrame) -> None:
-        pass
-
-    def tick(self, now: float) -> None:
-        pass
 
 
 def serve_report(addr: str | None, name: str, pid: int, side: str) -> list:

@@ -78,7 +78,9 @@ def verdict_word(mig: Migration | None) -> str:
     return "stuck" if v.precopy_stuck else "converging"
 
 
-def _status(mig: Migration | None) -> str:
+def status(mig: Migration | None) -> str:
+    """The latest migration status the report saw on the migration's side ("none" before
+    any migration; its outcome when no status was seen): `top`'s column and the metrics'."""
     if mig is None:
         return "none"
     src = [s.state for s in mig.states if s.side == mig.side]
@@ -93,10 +95,10 @@ def vm_row(report: Report | None, *, pid: int, label: str, side: str, events: in
     """The row of one QEMU from the report over its events (None: nothing built yet)."""
     migs = report.migrations if report is not None else ()
     mig = migs[-1] if migs else None
-    status = _status(mig)
+    st = status(mig)
     if not alive and (mig is None or mig.outcome not in TERMINAL):
-        status = "gone"
-    base = dict(pid=pid, label=label, side=mig.side if mig is not None else side, status=status,
+        st = "gone"
+    base = dict(pid=pid, label=label, side=mig.side if mig is not None else side, status=st,
                 phase=phase(mig), verdict=verdict_word(mig), migrations=len(migs), events=events,
                 domain=domain, name=name, sources=sources)
     if mig is None:

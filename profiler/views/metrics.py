@@ -24,7 +24,8 @@ from prometheus_client.metrics_core import Metric
 
 from profiler import events as ev
 from profiler.model.incremental import IncrementalModel, bind
-from profiler.model.results import Migration, Report
+from profiler.model.results import Report
+from profiler.model.vm_row import TERMINAL, status
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ PREFIX = "migprof_"
 VM_LABELS = ("vm", "pid", "side")
 DEVICE_LABELS = (*VM_LABELS, "device", "kind")
 DEVICE_KINDS = ("ram", "vfio")  # as compare: other vmstate devices would be dozens of series
-TERMINAL = ("completed", "failed", "cancelled")
 # QEMU's MigrationStatus values, and "none" before any migration: the status state set
 STATUSES = ("none", "setup", "cancelling", "cancelled", "active", "postcopy-active",
             "postcopy-paused", "postcopy-recover-setup", "postcopy-recover", "completed",
@@ -50,17 +50,6 @@ class VmMetrics:
     report: Report | None  # None: nothing built yet
     events: int = 0  # events the report was built from
     lost_events: int = 0  # events the kernel dropped (BPF buffer full)
-
-
-def status(mig: Migration | None) -> str:
-    """The latest migration status the report saw on the migration's side ("none" before
-    any migration; its outcome when no status was seen)."""
-    if mig is None:
-        return "none"
-    seen = [s.state for s in mig.states if s.side == mig.side]
-    if seen:
-        return seen[-1]
-    return mig.outcome if mig.outcome in TERMINAL else "setup"
 
 
 def _s(ms: float | None) -> float | None:
