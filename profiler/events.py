@@ -83,10 +83,10 @@ import functools
 import json
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
 # the names of migprof's own events (not QEMU trace events), re-exported
+from profiler.deferred import pd
 from profiler.registry import (  # noqa: F401
     BPF_DATA_READ,
     BPF_DATA_WRITE,

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from profiler import events
+from profiler.deferred import pd
 from profiler.errors import InputError
 
 SNIFF_BYTES = 4096
@@ -265,7 +265,7 @@ def load(paths: list[str], sides: list[str] | None = None, *, keep: Collection[s
     """
     if not paths:
         raise InputError("-", "no input given")
-    out = Loaded(events=events.empty_frame())
+    out = Loaded(events=None)  # type: ignore[arg-type]  (set below; pandas may still be importing)
     frames: list[pd.DataFrame] = []
     errors: list[InputError] = []
     for i, raw in enumerate(paths):

@@ -44,14 +44,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from profiler.model import build_report
-
     if args.side and len(args.side) != len(args.inputs):
         raise MigprofError(f"--side given {len(args.side)} times for {len(args.inputs)} inputs; "
                            "give it once per INPUT, in order")
     from profiler import pipeline
+    from profiler.deferred import import_behind
     from profiler.model.names import kept
     from profiler.views.progress import read_progress
+
+    import_behind("pandas")  # while the parse runs (numpy and pyarrow let go of the GIL)
 
     # the cyclic GC would scan every object the imports made, many times over, and the
     # model's tens of thousands of results make no cycles: leave them all alone
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"migprof: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         pipeline.release_freed_memory()  # the parse's freed chunks, before the model allocates
+        from profiler.model import build_report
+
         bad = pipeline.unusable(list(args.inputs), loaded)
         events = loaded.events
         paths = [str(i.get("path")) for i in loaded.inputs]

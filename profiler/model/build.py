@@ -269,7 +269,8 @@ class _Builder:
         w = self.win[self.w_lo[m]:self.w_hi[m]]
         wb, wd = T.num["bytes"][w], T.num["dur_ns"][w]
         pre = w < decided if decided >= 0 else np.ones(len(w), dtype=bool)
-        bw = float(np.nansum(wb[pre]) / (np.nansum(wd[pre]) / 1e9)) if pre.any() and np.nansum(wd[pre]) > 0 else None
+        wd_pre = float(np.nansum(wd[pre])) if pre.any() else 0.0
+        bw = float(np.nansum(wb[pre]) / (wd_pre / 1e9)) if wd_pre > 0 else None
         # passes
         pl, ph = int(self.p_lo[m]), int(self.p_hi[m])
         p_n, p_t, p_d, p_pages, p_phase = (a[pl:ph] for a in self.p_np)
@@ -298,7 +299,7 @@ class _Builder:
         else:
             thr, wbw = T.num["threshold_bytes"][w], T.num["bw_bytes_per_ms"][w]
             wsbw = T.num["switchover_bw_bytes_per_ms"][w]
-            ok = np.flatnonzero((np.nan_to_num(wbw) > 0) & (np.nan_to_num(thr) > 0))
+            ok = np.flatnonzero((wbw > 0) & (thr > 0))  # (False for NaN)
             if len(ok):
                 k = ok[-1]
                 per_ms = wsbw[k] if not math.isnan(wsbw[k]) and wsbw[k] > 0 else wbw[k]

@@ -292,7 +292,9 @@ def dumps(report: Report, indent: int | None = None) -> str:
     """
     if indent is None:
         try:
-            return json.dumps(report, separators=(",", ":"), allow_nan=False, default=_fast)
+            # (no cycle check: results are trees of dataclasses, and the check costs ~5 %)
+            return json.dumps(report, separators=(",", ":"), allow_nan=False, default=_fast,
+                              check_circular=False)
         except ValueError:
             return json.dumps(to_json(report), separators=(",", ":"))
     return json.dumps(to_json(report), indent=indent)

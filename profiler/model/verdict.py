@@ -13,6 +13,7 @@ over, a suggestion with a margin, and the device holding pending up.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,6 +113,15 @@ class _Steady:
     rate: float | None  # bytes re-dirtied per second between syncs
 
 
+def _nanargmin(a: np.ndarray) -> int | None:
+    """``np.nanargmin`` (None when all NaN) without its per-call overhead."""
+    nan = np.isnan(a)
+    if nan.all():
+        return None
+    k = int(np.argmin(np.where(nan, np.inf, a)))
+    return k if not nan[k] else int(np.nanargmin(a))  # only +inf values beside the NaNs
+
+
 def _steady(c: dict[str, np.ndarray], dec: np.ndarray, decided_row: int) -> _Steady:
     n = len(c["row"])
     live = np.asarray(c["row"] < decided_row) if decided_row >= 0 else np.ones(n, dtype=bool)
@@ -128,7 +138,8 @@ def _steady(c: dict[str, np.ndarray], dec: np.ndarray, decided_row: int) -> _Ste
         dt = np.diff(t[idx]) / 1e9
         if (dt > 0).all():
             # pending right after sync k was (nearly all) dirtied since sync k-1
-            pass_s, rate = float(np.median(dt)), float(pend[idx[1:]].sum() / dt.sum())
+            # (the stdlib median: a few values, where numpy would be mostly call overhead)
+            pass_s, rate = float(statistics.median(dt.tolist())), float(pend[idx[1:]].sum() / dt.sum())
     return _Steady(idx, steady, stuck, pass_s, rate)
 
 
@@ -170,7 +181,7 @@ def verdict(c: dict[str, np.ndarray], per: Sequence[dict[str, int]], *, decided_
     gap = np.asarray(c["gap"], dtype=np.float64)
     pend = np.asarray(c["pending"], dtype=np.float64)
     gaps = np.where(dec if dec.any() else decisive, gap, np.nan) if n else np.zeros(0)
-    g = int(np.nanargmin(gaps)) if n and not np.isnan(gaps).all() else None
+    g = _nanargmin(gaps) if n else None
     st = _steady(c, dec, decided_row)
     stuck = False if converged else st.stuck
     if dirty_rate is None:

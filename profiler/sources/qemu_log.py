@@ -26,16 +26,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from profiler import events
+from profiler.deferred import pd
 from profiler.errors import InputError
+from profiler.sources import arrow_np as AN
 from profiler.sources import bytescan as BS
 from profiler.sources.qemu_event_names import known_event_names
 from profiler.sources.trace_formats import (
@@ -49,7 +51,7 @@ from profiler.sources.trace_formats import (
     formats,
 )
 
-CHUNK_BYTES = 8 << 20  # fewer chunks, less per-chunk work; 3 chunks in flight at most
+CHUNK_BYTES = 12 << 20  # fewer chunks, less per-chunk work; 3 chunks in flight at most (~240 MB peak)
 WORKERS = 2
 MAX_WARNINGS = 50
 
@@ -340,6 +342,13 @@ def _key(word: bytes) -> np.uint64:
     return _tokens(BS.Buf(word + b" "), np.zeros(1, np.int64))[1][0]
 
 
+def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each key, distinct keys in order of appearance): a hash table in Arrow's C++
+    (pandas may still be importing on another thread, see ``profiler.deferred``)."""
+    d = AN.from_np(keys, pa.uint64()).dictionary_encode()
+    return AN.to_np(d.indices), AN.to_np(d.dictionary)
+
+
 def _names(b: BS.Buf, L: _Lines, rows: np.ndarray) -> None:
     """The event name of each line in ``rows``: the word after the prefix, when it is a name
     followed by a space or the line end. The sample's common names are tried on every line
@@ -368,7 +377,7 @@ def _names(b: BS.Buf, L: _Lines, rows: np.ndarray) -> None:
     valid = (ln[rows] > 0) & (ln[rows] < 128) & ((ne == L.e[rows]) | (b.a[ne] == 0x20))
     # a word of other printable characters is no name: checked once per distinct word
     vrows = rows[valid]
-    codes, uniq = pd.factorize(L.key[vrows])
+    codes, uniq = _factorize(L.key[vrows])
     if len(uniq):
         first = np.empty(len(uniq), np.int64)
         first[codes[::-1]] = vrows[::-1]
@@ -452,7 +461,7 @@ def _common_lines(b: BS.Buf, L: _Lines, known: frozenset[str], keep: Collection[
             offs = np.append(L.s, b.n)
             lines = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offs),
                                                                   pa.py_buffer(b.a[: b.n])])
-        hit = pc.match_substring_regex(lines, pat).to_numpy(zero_copy_only=False) & ~L.done
+        hit = AN.to_np(pc.match_substring_regex(lines, pat)) & ~L.done
         key = _key(name.encode())
         names[int(key)] = name
         L.done |= hit
@@ -597,9 +606,7 @@ def _find_literal(b: BS.Buf, p: np.ndarray, end: np.ndarray, lit: bytes, last: b
 
 
 def _int_column(vals: np.ndarray, fits: np.ndarray) -> pa.Array:
-    if fits.all():  # (an explicit mask=None sends pa.array down a slow path)
-        return pa.array(vals, type=pa.int64())
-    return pa.array(vals, type=pa.int64(), mask=~fits)
+    return AN.from_np(vals, pa.int64(), fits)
 
 
 def _scan_variant(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, values: bool,
@@ -677,12 +684,12 @@ def _scan_variant_re2(b: BS.Buf, v: Variant, pos: np.ndarray, end: np.ndarray, v
     bodies = _slices(b, pos, end)
     pat = _re2_pattern(v)
     if not values:
-        return pc.match_substring_regex(bodies, pat).to_numpy(zero_copy_only=False), {}
+        return AN.to_np(pc.match_substring_regex(bodies, pat)), {}
     got = pc.extract_regex(bodies, pat)
-    ok = got.is_valid().to_numpy(zero_copy_only=False)
+    ok = AN.to_np(got.is_valid())
     if not ok.any():
         return ok, {}
-    got = got.filter(pa.array(ok))
+    got = got.filter(AN.from_np(ok, pa.bool_()))
     args: dict[str, pa.Array | Spans] = {}
     for t in v.tokens:
         if t[0] == STR:
@@ -730,7 +737,7 @@ def _regex_rows(v: Variant, data: bytes, pos: np.ndarray, end: np.ndarray,
             hits.append(j)
             found.append(a)
     kinds = {t[1]: t[0] for t in v.tokens if t[0] in (INT, HEX, STR)}
-    args = {nm: pa.array([a.get(nm) for a in found], type=pa.large_string() if kd == STR else pa.int64())
+    args = {nm: (AN.strings if kd == STR else AN.ints)([a.get(nm) for a in found])
             for nm, kd in kinds.items()} if found else {}
     return np.asarray(hits, np.int64), args, np.asarray(rest, np.int64)
 
@@ -794,10 +801,9 @@ def _scan_rows(v: Variant, text, pos: np.ndarray, end: np.ndarray, left: np.ndar
     if values and found:
         for t in v.tokens:
             if t[0] == STR:
-                args[t[1]] = pa.array([bytes(a[t[1]]).decode("utf-8", "replace") for a in found],
-                                      type=pa.large_string())
+                args[t[1]] = AN.strings([bytes(a[t[1]]).decode("utf-8", "replace") for a in found])
             elif t[0] in (INT, HEX):
-                args[t[1]] = pa.array([_int_value(bytes(a[t[1]]), t[0]) for a in found], type=pa.int64())
+                args[t[1]] = AN.ints([_int_value(bytes(a[t[1]]), t[0]) for a in found])
     return np.asarray(hits, np.int64), args, np.asarray(rest, np.int64)
 
 
@@ -838,17 +844,17 @@ class _Cols:
             if c in _STR_COLS:
                 self.strs.setdefault(c, []).append((rows, arr))
                 continue
-            valid = arr.is_valid().to_numpy(zero_copy_only=False)
+            valid = AN.valid(arr)
             if c == "bw_bytes_per_ms":
                 if self.bw is None:
                     self.bw = (np.zeros(self.k, np.float64), np.zeros(self.k, bool))
                 vals, mask = self.bw
-                vals[rows] = pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False)
+                vals[rows] = AN.filled(arr)
             else:
                 if c not in self.num:
                     self.num[c] = (np.zeros(self.k, np.int64), np.zeros(self.k, bool))
                 vals, mask = self.num[c]
-                vals[rows] = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+                vals[rows] = AN.filled(arr)
             mask[rows] = valid
 
     def arrays(self, buf: BS.Buf | None = None) -> dict[str, object]:
@@ -872,7 +878,7 @@ class _Cols:
                 off += len(arr)
                 arrs.append(arr.cast(pa.large_string()))
             cat = pa.concat_arrays(arrs)
-            out[c] = cat.take(pa.array(idx, mask=idx < 0))
+            out[c] = cat.take(AN.from_np(idx, pa.int64(), idx >= 0))
         return out
 
 
@@ -915,7 +921,7 @@ def _parse_chunk(data: bytes | BS.Buf, acc: _Acc, known: frozenset[str],
     _prog_lines(text, b, L, rows)
 
     cand = np.flatnonzero(L.valid)
-    codes, uniq = pd.factorize(L.key[cand])
+    codes, uniq = _factorize(L.key[cand])
     first = np.empty(len(uniq), np.int64)
     first[codes[::-1]] = cand[::-1]  # the first row of each name
     dict_names = [settled.get(int(u)) or bytes(text[L.ns[r]: L.ne[r]]).decode("ascii")
@@ -1134,6 +1140,18 @@ def _split_chunks(data: bytes, size: int | None = None) -> Iterator[bytes]:
 Progress = Callable[[int], None]  # called with the input bytes read so far
 
 
+@contextmanager
+def _system_pool() -> Iterator[None]:
+    """Arrow allocates from malloc while chunks are parsed: its default pool (mimalloc) keeps
+    what each chunk freed, which adds ~50 MB to the peak of a large log for no speed."""
+    was = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(was)
+
+
 def _parse_pieces(pieces: Iterator[bytes | BS.Buf], acc: _Acc, keep: Collection[str] | None = None,
                   progress: Progress | None = None, where: Callable[[], int] | None = None) -> None:
     """Parse pieces on two threads (numpy releases the GIL in its loops), merging in order."""
@@ -1150,7 +1168,7 @@ def _parse_pieces(pieces: Iterator[bytes | BS.Buf], acc: _Acc, keep: Collection[
         if progress is not None:
             progress(where() if where is not None else done)
 
-    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="qemu-log") as ex:
+    with _system_pool(), ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="qemu-log") as ex:
         for piece in pieces:
             local = _Acc(acc.file)
             size = piece.n if isinstance(piece, BS.Buf) else len(piece)

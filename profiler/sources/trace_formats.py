@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from profiler import events as ev
 from profiler import registry as R
+from profiler.sources import arrow_np as AN
 
 # The trace-events lines of every registry row (verbatim from QEMU), and the columns each
 # event's arguments fill: both derived from ``profiler.registry`` (as it was at import;
@@ -222,14 +223,14 @@ def v1_state_name(bits: int) -> str:
 def _codes_to_names(arr: pa.Array, enum: str) -> pa.Array:
     """Integer codes -> their names in ``registry.ENUMS[enum]`` (v1 device states, ...)."""
     table, other = R.ENUMS[enum]
-    vals = arr.to_numpy(zero_copy_only=False)
-    valid = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    valid, vals = AN.valid(arr), AN.filled(arr)
     uniq = np.unique(vals[valid].astype(np.int64)) if valid.any() else np.array([], np.int64)
     names = {int(u): table.get(int(u), other.format(int(u))) for u in uniq}
-    out = np.empty(len(vals), dtype=object)
+    out: list[str | None] = [None] * len(vals)
     for u, nm in names.items():
-        out[valid & (vals == u)] = nm
-    return pa.array(out, type=pa.large_string(), mask=~valid)
+        for i in np.flatnonzero(valid & (vals == u)).tolist():
+            out[i] = nm
+    return AN.strings(out)
 
 
 # the Arrow type fill_columns gives each schema column
@@ -284,8 +285,8 @@ def fill_columns(event: str, args: dict[str, pa.Array | Spans]) -> dict[str, pa.
             # large is garbage or a cap, never a sum to keep exact)
             lossy = pa.types.is_floating(typ)
             if unit in R.UNITS:
-                arr = (pc.multiply(pc.cast(arr, pa.float64(), safe=False), float(R.UNITS[unit])) if lossy
-                       else pc.multiply(pc.cast(arr, pa.int64()), R.UNITS[unit]))
+                arr = (pc.multiply(pc.cast(arr, pa.float64(), safe=False), AN.scalar(R.UNITS[unit], pa.float64()))
+                       if lossy else pc.multiply(pc.cast(arr, pa.int64()), AN.scalar(R.UNITS[unit], pa.int64())))
             if arr.type != typ:
                 arr = pc.cast(arr, typ, safe=not lossy)
         out[col] = arr
