@@ -33,8 +33,11 @@ pd = Deferred("pandas")
 
 
 def import_behind(*names: str) -> threading.Thread:
-    """Import third-party ``names`` on a daemon thread (never migprof's own modules: two
-    threads importing each other's modules could each hold a lock the other waits on)."""
+    """Import ``names`` in order on a daemon thread. Only modules whose imports cannot meet
+    what the caller imports meanwhile (two threads importing modules that import each other
+    could each hold a lock the other waits for): third-party ones, and migprof's model, which
+    imports nothing but the events level and itself (tests/test_layout.py) while a parse
+    imports sources."""
     def run() -> None:
         for name in names:
             try:

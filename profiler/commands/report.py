@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from profiler.model.names import kept
     from profiler.views.progress import read_progress
 
-    import_behind("pandas")  # while the parse runs (numpy and pyarrow let go of the GIL)
+    # while the parse runs (numpy and pyarrow let go of the GIL)
+    import_behind("pandas", "profiler.model.build")
 
     # the cyclic GC would scan every object the imports made, many times over, and the
     # model's tens of thousands of results make no cycles: leave them all alone
