@@ -85,8 +85,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from profiler.deferred import pd  # (pandas imports at first use: see deferred.py)
+
 # the names of migprof's own events (not QEMU trace events), re-exported
-from profiler.deferred import pd
 from profiler.registry import (  # noqa: F401
     BPF_DATA_READ,
     BPF_DATA_WRITE,
