@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -38,7 +39,11 @@ from profiler import pipeline  # noqa: E402
 from profiler.model import build_report  # noqa: E402
 from profiler.model import whatif as W  # noqa: E402
 
-MIGPROF = str(ROOT / ".venv/bin/migprof")
+# this checkout's migprof: its own venv's, else this interpreter on this checkout (a git
+# worktree without a venv, run with PYTHONPATH=<worktree>)
+MIGPROF = ([str(ROOT / ".venv/bin/migprof")] if (ROOT / ".venv/bin/migprof").exists()
+           else [sys.executable, "-m", "profiler.cli"])
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
 MiB = 1 << 20
 TIMEOUT_S = 8.0  # reruns that have not switched over by then are cancelled: "does not converge"
 
@@ -125,8 +130,8 @@ def guest_rate(run: Path) -> float | None:
 
 
 def lab(qemu: str, args: tuple[str, ...], out: Path, extra: tuple[str, ...] = ()) -> Path:
-    cmd = [MIGPROF, "lab", "--qemu", qemu, "--accel", "tcg", *args, *extra, "--out", str(out)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [*MIGPROF, "lab", "--qemu", qemu, "--accel", "tcg", *args, *extra, "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     if p.returncode != 0:
         raise SystemExit(f"bench_whatif: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-600:]}")
     return out
@@ -179,8 +184,8 @@ def bench_vfio(tmp: Path) -> list[Row]:
     """The nested VFIO lab cannot take other settings, so its scenarios are predicted as
     recorded from the committed captures (tests/data/real-vfio) and rerun as they are."""
     out = tmp / "vfio"
-    p = subprocess.run([MIGPROF, "lab", "--vfio", "mtty", "--scenario", "all", "--out", str(out)],
-                       capture_output=True, text=True)
+    p = subprocess.run([*MIGPROF, "lab", "--vfio", "mtty", "--scenario", "all", "--out", str(out)],
+                       capture_output=True, text=True, env=ENV)
     if p.returncode not in (0, 1):
         raise SystemExit(f"bench_whatif: the VFIO lab failed ({p.returncode}): {p.stderr.strip()[-600:]}")
     rows = []
