@@ -601,8 +601,11 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
     asb = s.avail_switchover_bandwidth_bytes_per_s / 1000.0 if R.switchover_bw else 0.0
     t = x.start_ms
     pages, wire = x.ram_bytes, x.bulk_wire_bytes  # RAM's estimate and its cost on the wire
-    pass_pages, pass_wire = pages, wire
+    # RAM's pending is the first pass's leftover, which QEMU's scan finishes first (it resumes
+    # where a sync found it), then the pages dirtied again behind it: those lie among the
+    # pages already sent (that is what made them new), and are non-zero, so each costs its size
     bulk_sent = 0.0  # wire bytes of the first pass sent so far (x.bulk_curve maps them to pages)
+    redirtied = 0.0  # re-dirtied pages pending behind the scan (bytes, = their wire bytes)
     bulk = True
     last_sync, syncs = x.sync0_ms, 1
     init = [float(d.initial_bytes) for d in x.devices]
@@ -626,10 +629,16 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
         if sync:
             since = t - last_sync
             grown = ws if instant else min(ws, x.dirty_rate_bytes_per_s * since / 1000.0)
-            overlap = min(pages / (x.ram_bytes if bulk else max(ws, 1.0)), 1.0)
+            # the share of the set still unsent is dirtied again for nothing. Of the first
+            # pass's leftover that share is its wire bytes still to go, not its pages: the
+            # guest dirties non-zero pages, and those are what the bulk spends its wire bytes
+            # on (zero pages cost almost none), wherever the set lies in RAM
+            left_wire = max(x.bulk_wire_bytes - bulk_sent, 0.0)
+            overlap = min(left_wire / max(x.bulk_wire_bytes, 1.0) + redirtied / max(ws, 1.0), 1.0)
             new = grown * (1.0 - overlap)
+            redirtied += new
             pages, wire = pages + new, wire + new
-            pass_pages, pass_wire, bulk = pages, wire, False
+            bulk = False
             t += x.sync_ms
             last_sync, syncs = t, syncs + 1
             history.append(pages)
@@ -660,11 +669,10 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
             budget -= send
         if send <= 0:
             dt = max(dt, 1.0)  # nothing to send (waiting for the ACK): QEMU loops on
-        if bulk:
-            bulk_sent += send
-            pages = float(np.interp(bulk_sent, *x.bulk_curve))
-        elif wire > 0 and pass_wire > 0:
-            pages = max(pages - pass_pages * send / pass_wire, 0.0)
+        from_bulk = min(send, max(x.bulk_wire_bytes - bulk_sent, 0.0))
+        bulk_sent += from_bulk
+        redirtied = max(redirtied - (send - from_bulk), 0.0)
+        pages = float(np.interp(bulk_sent, *x.bulk_curve)) + redirtied
         wire -= send
         win_bytes += send
         if R.device_each_pass or wire <= 0:
