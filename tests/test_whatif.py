@@ -198,7 +198,10 @@ def test_the_dirty_rate_is_what_each_sync_found_new(version: str) -> None:
     x, _ = measured(d)
     guest = _guest_mibps(d) * W.MiB
     assert abs(x.dirty_rate_bytes_per_s - guest) <= 0.15 * guest
-    assert x.working_set_bytes is None  # a 50 MiB/s guest never re-dirtied its 32 MiB set in a pass
+    # a 50 MiB/s guest never re-dirtied its 32 MiB set in a pass; the 7.2 base's last pass
+    # (7 ms, 0.25 MiB, 70 % of the rate by sync timing and page rounding) was taken for a
+    # saturated one, and its 0.2 MiB pending for the working set
+    assert x.working_set_bytes is None
 
 
 @pytest.mark.parametrize("version", ["7.2", "10.0"])
