@@ -6,12 +6,13 @@ then the lab reruns at each of them (a real migration, ``--timeout`` bounding th
 do not converge) and ``migprof report`` of the rerun is the truth. Per rerun: converges or
 not, dirty syncs, total time and downtime, against the targets of issue 13 (converges-or-not
 right in >= 95 % of reruns, dirty syncs within +-1, total within 15 %, downtime within 25 %
-or 10 ms). The guest's own dirty rate (its serial log) is shown beside each rerun: the lab
-guest calibrates its rate against the TSC at boot, and a loaded host makes that (and TCG's
-speed) differ from run to run, which no recording can foresee.
+or 10 ms). The guest's own dirty rate (its serial log) is shown beside each rerun, and the
+rerun's RAM stop-copy rate: the lab guest paces its dirtying against guest time and both
+QEMUs preallocate guest RAM, so on a quiet host neither should move between runs; a rate
+that does says the host disturbed that run (docs/whatif.md).
 
     .venv/bin/python bench/bench_whatif.py --quick           # QEMU 10.0, 4 reruns, ~1 min
-    .venv/bin/python bench/bench_whatif.py                   # both versions, 3 loads, 24 reruns
+    .venv/bin/python bench/bench_whatif.py                   # both versions, 3 loads, 28 reruns
     .venv/bin/python bench/bench_whatif.py --vfio            # also the nested VFIO lab (minutes)
     .venv/bin/python bench/bench_whatif.py --out res.json    # every row as JSON too
 
