@@ -6,12 +6,13 @@ then the lab reruns at each of them (a real migration, ``--timeout`` bounding th
 do not converge) and ``migprof report`` of the rerun is the truth. Per rerun: converges or
 not, dirty syncs, total time and downtime, against the targets of issue 13 (converges-or-not
 right in >= 95 % of reruns, dirty syncs within +-1, total within 15 %, downtime within 25 %
-or 10 ms). The guest's own dirty rate (its serial log) is shown beside each rerun: the lab
-guest calibrates its rate against the TSC at boot, and a loaded host makes that (and TCG's
-speed) differ from run to run, which no recording can foresee.
+or 10 ms). The guest's own dirty rate (its serial log) is shown beside each rerun, and the
+rerun's RAM stop-copy rate: the lab guest paces its dirtying against guest time and both
+QEMUs preallocate guest RAM, so on a quiet host neither should move between runs; a rate
+that does says the host disturbed that run (docs/whatif.md).
 
     .venv/bin/python bench/bench_whatif.py --quick           # QEMU 10.0, 4 reruns, ~1 min
-    .venv/bin/python bench/bench_whatif.py                   # both versions, 3 loads, 24 reruns
+    .venv/bin/python bench/bench_whatif.py                   # both versions, 3 loads, 28 reruns
     .venv/bin/python bench/bench_whatif.py --vfio            # also the nested VFIO lab (minutes)
     .venv/bin/python bench/bench_whatif.py --out res.json    # every row as JSON too
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -38,7 +40,11 @@ from profiler import pipeline  # noqa: E402
 from profiler.model import build_report  # noqa: E402
 from profiler.model import whatif as W  # noqa: E402
 
-MIGPROF = str(ROOT / ".venv/bin/migprof")
+# this checkout's migprof: its own venv's, else this interpreter on this checkout (a git
+# worktree without a venv, run with PYTHONPATH=<worktree>)
+MIGPROF = ([str(ROOT / ".venv/bin/migprof")] if (ROOT / ".venv/bin/migprof").exists()
+           else [sys.executable, "-m", "profiler.cli"])
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
 MiB = 1 << 20
 TIMEOUT_S = 8.0  # reruns that have not switched over by then are cancelled: "does not converge"
 
@@ -125,8 +131,8 @@ def guest_rate(run: Path) -> float | None:
 
 
 def lab(qemu: str, args: tuple[str, ...], out: Path, extra: tuple[str, ...] = ()) -> Path:
-    cmd = [MIGPROF, "lab", "--qemu", qemu, "--accel", "tcg", *args, *extra, "--out", str(out)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [*MIGPROF, "lab", "--qemu", qemu, "--accel", "tcg", *args, *extra, "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     if p.returncode != 0:
         raise SystemExit(f"bench_whatif: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-600:]}")
     return out
@@ -179,8 +185,8 @@ def bench_vfio(tmp: Path) -> list[Row]:
     """The nested VFIO lab cannot take other settings, so its scenarios are predicted as
     recorded from the committed captures (tests/data/real-vfio) and rerun as they are."""
     out = tmp / "vfio"
-    p = subprocess.run([MIGPROF, "lab", "--vfio", "mtty", "--scenario", "all", "--out", str(out)],
-                       capture_output=True, text=True)
+    p = subprocess.run([*MIGPROF, "lab", "--vfio", "mtty", "--scenario", "all", "--out", str(out)],
+                       capture_output=True, text=True, env=ENV)
     if p.returncode not in (0, 1):
         raise SystemExit(f"bench_whatif: the VFIO lab failed ({p.returncode}): {p.stderr.strip()[-600:]}")
     rows = []

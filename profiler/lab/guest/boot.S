@@ -23,11 +23,48 @@ stack_top:
 	.globl _start
 _start:
 	cli
+	/* our own flat GDT: multiboot leaves GDTR undefined, and interrupt gates load CS */
+	lgdt gdt_desc
+	ljmp $0x08, $1f
+1:	mov $0x10, %cx
+	mov %cx, %ds
+	mov %cx, %es
+	mov %cx, %fs
+	mov %cx, %gs
+	mov %cx, %ss
 	mov $stack_top, %esp
 	push %ebx	/* struct multiboot_info * */
 	push %eax	/* magic */
 	call kmain
 1:	hlt
 	jmp 1b
+
+/* IRQ 0-15 (vectors 0x20-0x2f after kmain remaps the PICs): acknowledge and return.
+ * The guest only uses the timer tick to wake from hlt. */
+	.globl irq_stub
+irq_stub:
+	push %eax
+	mov $0x20, %al
+	outb %al, $0xa0	/* EOI to the slave (harmless when it raised nothing) */
+	outb %al, $0x20	/* EOI to the master */
+	pop %eax
+	iret
+
+/* any CPU exception: stop here (nothing in the guest should raise one) */
+	.globl fault_stub
+fault_stub:
+	cli
+2:	hlt
+	jmp 2b
+
+	.section .rodata
+	.align 8
+gdt:
+	.quad 0x0000000000000000
+	.quad 0x00cf9a000000ffff	/* 0x08: code, flat 4 GiB, 32-bit */
+	.quad 0x00cf92000000ffff	/* 0x10: data, flat 4 GiB */
+gdt_desc:
+	.word gdt_desc - gdt - 1
+	.long gdt
 
 	.section .note.GNU-stack, "", @progbits
