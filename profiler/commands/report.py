@@ -97,9 +97,11 @@ def _print(report, args: argparse.Namespace) -> None:
 
         if sys.stdout.isatty():  # indented for a person
             sys.stdout.write(dumps(report, indent=1) + "\n")
-        else:  # compact bytes for a pipe (orjson, several times faster)
+        elif (raw := getattr(sys.stdout, "buffer", None)) is not None:  # compact bytes for a pipe
             sys.stdout.flush()
-            sys.stdout.buffer.write(dumpb(report) + b"\n")
+            raw.write(dumpb(report) + b"\n")
+        else:  # a text stream (a caller's StringIO)
+            sys.stdout.write(dumps(report) + "\n")
         return
     from profiler.views import report as view
     from profiler.views.console import output_console
