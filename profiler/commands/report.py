@@ -93,11 +93,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(report, args: argparse.Namespace) -> None:
     if args.json:
-        from profiler.model.results import dumps  # (views.report would import rich)
+        from profiler.model.results import dumpb, dumps  # (views.report would import rich)
 
-        # indented for a person; compact (json's C encoder, several times faster) for a pipe
-        sys.stdout.write(dumps(report, indent=1 if sys.stdout.isatty() else None))
-        sys.stdout.write("\n")
+        if sys.stdout.isatty():  # indented for a person
+            sys.stdout.write(dumps(report, indent=1) + "\n")
+        elif (raw := getattr(sys.stdout, "buffer", None)) is not None:  # compact bytes for a pipe
+            sys.stdout.flush()
+            raw.write(dumpb(report) + b"\n")
+        else:  # a text stream (a caller's StringIO)
+            sys.stdout.write(dumps(report) + "\n")
         return
     from profiler.views import report as view
     from profiler.views.console import output_console
