@@ -26,7 +26,8 @@ and high of each figure over the replays the input allows. A saturated recording
 every dirty rate from the measured lower bound up (the truth lies between the replay at
 that bound and the safe side); a recorded bandwidth step allows every phase of QEMU's
 100 ms bandwidth window against it (where the change lands in a window decides the
-threshold QEMU computes from it, and another run lands elsewhere).
+threshold QEMU computes from it, and another run lands elsewhere), with that threshold
+moved by the window-to-window jitter of the bandwidth around the step.
 """
 
 from __future__ import annotations
@@ -584,8 +585,9 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         more = f" and {len(steps) - 1} more time{'s' if len(steps) > 2 else ''}" if len(steps) > 1 else ""
         weak.append(f"the bandwidth stepped ({fmt_rate(a * 1000)} -> {fmt_rate(b * 1000)} after {t0:.0f} ms{more}): "
                     "where a change lands in QEMU's 100 ms bandwidth window sets the threshold it computes "
-                    "from that window, and passes that end near a window's close can go either way; another "
-                    "run lands elsewhere, so each prediction is a range over the window's phase")
+                    "from that window, and passes that end near a window's close, or near that threshold, "
+                    "can go either way; another run lands elsewhere, so each prediction is a range over the "
+                    "window's phase and the bandwidth's window-to-window jitter")
 
     # devices
     devs = []
@@ -701,14 +703,15 @@ class _Timeline:
 
 
 def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
-            any_rate: bool = True, phase_ms: float = 0.0) -> Prediction:
+            any_rate: bool = True, phase_ms: float = 0.0, threshold_scale: float = 1.0) -> Prediction:
     """Replay the migration thread's loop under ``s`` until it switches over or ``horizon_ms``.
     ``any_rate`` (the default): when the recording only bounds the dirty rate from below
     (``saturated``), re-dirty the whole set at once after each sync (what holds at any dirty
     rate: a faster guest than the recording proves would otherwise turn a "converges" into
     a migration that never does); False replays at the measured lower bound. ``phase_ms``
     closes the first bandwidth window that much early (QEMU's windows against the recorded
-    bandwidth, shifted)."""
+    bandwidth, shifted); ``threshold_scale`` scales each threshold QEMU computes (another
+    run's window measures another bandwidth)."""
     R = x.rule
     tl = _Timeline(x)
     instant = any_rate and x.saturated
@@ -800,7 +803,7 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
         if t >= win_end - 1e-6:
             # the window closes: QEMU re-measures the bandwidth and the threshold
             bw = win_bytes / max(t - win_start, 1.0)
-            threshold = (asb if asb > 0 else bw) * s.downtime_limit_ms
+            threshold = (asb if asb > 0 else bw) * s.downtime_limit_ms * threshold_scale
             win_start, win_bytes, budget = t, 0.0, cap * WINDOW_MS
             win_end = t + WINDOW_MS
     return Prediction(setting=s, converges=False, dirty_syncs=None, total_ms=None, downtime_ms=None,
@@ -832,20 +835,35 @@ def _switch(x: Measured, s: Setting, tl: _Timeline, t: float, syncs: int, wire: 
                       pending_bytes=float(pending), threshold_bytes=float(threshold))
 
 
+def step_jitter(x: Measured) -> float:
+    """How much QEMU's bandwidth (so its threshold) moved from one window to the next before
+    the first step: half the spread of the last three windows, relative (at most 25 %)."""
+    if not x.bandwidth_steps_ms:
+        return 0.0
+    before = [w.bytes_per_ms for w in x.windows if w.end_ms <= x.bandwidth_steps_ms[0]][-3:]
+    if len(before) < 2:
+        return 0.0
+    return min((max(before) - min(before)) / (max(before) + min(before)), 0.25)
+
+
 def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> Prediction:
     """``predict`` (the point: the safe side, at the recorded phase), with its ``range`` when
     the input allows other replays: a saturated recording at the measured lower-bound dirty
-    rate as well as at the safe side, a recorded bandwidth step at every phase of QEMU's
-    window (``PHASES_MS``). None when the input pins the answer (no such doubt, or every
-    replay says "does not converge")."""
+    rate as well as at the safe side; a recorded bandwidth step at every phase of QEMU's
+    window against it (``PHASES_MS``), each with the threshold as recorded and moved by the
+    window-to-window jitter around the step (``step_jitter``: where a pass ends just above
+    or below the threshold, another run goes the other way). None when the input pins the
+    answer (no such doubt, or every replay says "does not converge")."""
     point = predict(x, s, horizon_ms)
     why = ((LOWER_BOUND,) if x.saturated else ()) + ((BANDWIDTH_STEP,) if x.bandwidth_steps_ms else ())
     if not why:
         return point
     rates = (True, False) if x.saturated else (True,)
     phases = PHASES_MS if x.bandwidth_steps_ms else (0.0,)
-    reps = {(r, ph): point if (r, ph) == (True, 0.0) else predict(x, s, horizon_ms, any_rate=r, phase_ms=ph)
-            for r in rates for ph in phases}
+    eps = step_jitter(x)
+    scales = (1.0 - eps, 1.0, 1.0 + eps) if eps >= 0.01 else (1.0,)
+    reps = {(r, ph, k): point if (r, ph, k) == (True, 0.0, 1.0) else predict(
+        x, s, horizon_ms, any_rate=r, phase_ms=ph, threshold_scale=k) for r in rates for ph in phases for k in scales}
     conv = [p for p in reps.values() if p.converges]
     if not conv:
         return point
@@ -856,7 +874,7 @@ def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_M
 
     devs = tuple(DeviceRange(d.name, span([p.devices[i].stopcopy_bytes for p in conv]))
                  for i, d in enumerate(conv[0].devices))
-    low = reps[(False, 0.0)].converges if x.saturated else None
+    low = reps[(False, 0.0, 1.0)].converges if x.saturated else None
     rng = Range(why=why, converges=(len(conv) == len(reps), True), converges_at_lower_bound=low,
                 dirty_syncs=span([p.dirty_syncs for p in conv]), total_ms=span([p.total_ms for p in conv]),
                 downtime_ms=span([p.downtime_ms for p in conv]), devices=devs)

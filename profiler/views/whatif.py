@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.model.verdict import fmt_bytes, fmt_rate
-from profiler.model.whatif import BANDWIDTH_STEP, LOWER_BOUND, Measured, Prediction, Setting, Sweep
+from profiler.model.whatif import BANDWIDTH_STEP, LOWER_BOUND, Measured, Prediction, Setting, Sweep, step_jitter
 
 CHART_WIDTH = 24  # bar columns of the sweep chart (fits 80 columns)
 
@@ -68,12 +68,14 @@ def range_notes(x: Measured, preds: Sequence[Prediction]) -> Text | None:
     t.append(" (a-b): what the recording cannot pin down.")
     if LOWER_BOUND in why:
         t.append(f" The dirty rate is only known to be >= {rate}: a-b runs from the replay at {rate} to the "
-                 "safe side (the whole set re-dirtied after each sync), which single figures and --json's "
-                 "point values are.")
+                 "safe side (the whole set re-dirtied after each sync), which --json's point values are.")
     if BANDWIDTH_STEP in why:
         steps = ", ".join(f"{v:.0f}" for v in x.bandwidth_steps_ms)
+        jit = step_jitter(x)
         t.append(f" The bandwidth stepped (after {steps} ms): a-b is the replay at each phase of QEMU's 100 ms "
-                 "bandwidth window against the step, as another run lands (single figures: as recorded).")
+                 "bandwidth window against the step, as another run lands"
+                 + (f", with the threshold moved by the bandwidth's window-to-window jitter (+-{jit:.0%})"
+                    if jit >= 0.01 else "") + " (--json's point values: as recorded).")
     dep = [p for p in rs if p.range.converges == (False, True)]
     if dep:
         t.append(" ")
