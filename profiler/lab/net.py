@@ -140,8 +140,8 @@ class LabNet:
         self.shaping = {"rate_mbit": rate_mbit, "delay_ms": delay_ms, "loss_pct": loss_pct}
         if (_op == "replace" and rate_mbit and before.get("rate_mbit") and not (delay_ms or loss_pct)
                 and not (before.get("delay_ms") or before.get("loss_pct"))):
-            # a new rate on the same tbf, in place: deleting the qdisc drops its queue, and
-            # TCP then takes 50-110 ms to recover, run to run (docs/lab.md)
+            # a new rate on the same tbf, in place: deleting the qdisc dropped its queue, and
+            # the sender took 36-108 ms to get going again, run to run (docs/lab.md)
             with IPRoute(netns=self.ns["source"], flags=0) as ipr:
                 idx = ipr.link_lookup(ifname=self.ifname["source"])[0]
                 try:

@@ -103,7 +103,7 @@ SCENARIOS: dict[str, Scenario] = {
             shaping={"rate_mbit": 80},
             # lifted as a bandwidth window starts (migrate_transferred): at a wall-clock 2.5 s
             # it fell anywhere in QEMU's 100-200 ms window, and where decided the outcome
-            # (3 to 6 dirty syncs, 37 to 71 ms of downtime at the same settings)
+            # (3, 4 or 5 dirty syncs and 47-66 ms of downtime in three runs at one setting)
             actions=(Action(2.5, "shape", {"rate_mbit": 2000}, on_event="migrate_transferred"),),
             needs_netns=True,
         ),
