@@ -578,7 +578,8 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
             weak.append(f"the bandwidth varied ({fmt_rate(lo * 1000)} .. {fmt_rate(hi * 1000)} over "
                         f"{len(W)} windows): the replay follows it window by window in time, "
                         "and keeps the last one after the recording ends")
-        steps = [(float(e), float(a), float(b)) for a, b, e in zip(bws, bws[1:], W["end_ms"].to_numpy()[1:])
+        ends = W["end_ms"].to_numpy()[1:]  # a step between windows k and k+1 comes after ends[k]
+        steps = [(float(e), float(a), float(b)) for a, b, e in zip(bws, bws[1:], ends, strict=False)
                  if a > 0 and b > 0 and max(a, b) >= _STEP * min(a, b)]
     if steps:
         t0, a, b = steps[0]

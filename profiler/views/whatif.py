@@ -10,7 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.model.verdict import fmt_bytes, fmt_rate
-from profiler.model.whatif import BANDWIDTH_STEP, LOWER_BOUND, Measured, Prediction, Setting, Sweep, step_jitter
+from profiler.model.whatif import (
+    BANDWIDTH_STEP,
+    LOWER_BOUND,
+    Measured,
+    Prediction,
+    Setting,
+    Sweep,
+    step_jitter,
+)
 
 CHART_WIDTH = 24  # bar columns of the sweep chart (fits 80 columns)
 
