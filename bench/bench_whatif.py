@@ -9,7 +9,10 @@ right in >= 95 % of reruns, dirty syncs within +-1, total within 15 %, downtime 
 or 10 ms). The guest's own dirty rate (its serial log) is shown beside each rerun, and the
 rerun's RAM stop-copy rate: the lab guest paces its dirtying against guest time and both
 QEMUs preallocate guest RAM, so on a quiet host neither should move between runs; a rate
-that does says the host disturbed that run (docs/whatif.md).
+that does says the host disturbed that run (docs/whatif.md). Where the base cannot pin a
+prediction down (a dirty rate known only from below, a bandwidth step), the what-if states a
+range; a second summary scores whether the rerun fell inside it, beside the point scores of
+the same rows ("ok"/"MISS" in the table stay the point prediction's).
 
     .venv/bin/python bench/bench_whatif.py --quick           # QEMU 10.0, 4 reruns, ~1 min
     .venv/bin/python bench/bench_whatif.py                   # both versions, 3 loads, 28 reruns
@@ -92,6 +95,13 @@ class Row:
     pred_stop_mb: float | None = None  # RAM's stop-copy bytes (MiB): what the model sets
     stop_mb: float | None = None
     stop_rate_mbps: float | None = None  # the rerun's own RAM stop-copy rate (MiB/s): the host's
+    # the prediction's range where the base cannot pin it (docs/whatif.md): (lo, hi), None = no range
+    range_why: tuple[str, ...] = ()
+    range_converges: tuple[bool, bool] | None = None
+    range_syncs: tuple[int, int] | None = None
+    range_total_ms: tuple[float, float] | None = None
+    range_downtime_ms: tuple[float, float] | None = None
+    range_stop_mb: tuple[float, float] | None = None
 
     @property
     def ok_converges(self) -> bool:
@@ -118,6 +128,33 @@ class Row:
             return None
         err = abs(self.pred_downtime_ms - self.downtime_ms)
         return err <= 10.0 or err <= 0.25 * self.downtime_ms
+
+    # The same targets against the stated range (rows with one): the rerun within the target's
+    # tolerance of [lo, hi]. Timing rows: the range converges somewhere and the rerun did.
+    @property
+    def has_range(self) -> bool:
+        return self.range_converges is not None
+
+    def in_converges(self) -> bool | None:
+        return None if not self.has_range else self.converged in self.range_converges
+
+    def _in(self, span: tuple[float, float] | None, v: float | None, tol) -> bool | None:
+        if not self.has_range or not self.converged or span is None or v is None:
+            return None
+        lo, hi = span
+        return lo - tol(v) <= v <= hi + tol(v)
+
+    def in_syncs(self) -> bool | None:
+        return self._in(self.range_syncs, self.syncs, lambda v: 1)
+
+    def in_total(self) -> bool | None:
+        return self._in(self.range_total_ms, self.total_ms, lambda v: 0.15 * v)
+
+    def in_downtime(self) -> bool | None:
+        return self._in(self.range_downtime_ms, self.downtime_ms, lambda v: max(10.0, 0.25 * v))
+
+    def in_stop(self) -> bool | None:
+        return self._in(self.range_stop_mb, self.stop_mb, lambda v: max(1.0, 0.25 * v))
 
 
 def guest_rate(run: Path) -> float | None:
@@ -163,7 +200,7 @@ def bench_load(qemu: str, load: Load, tmp: Path, quick: bool) -> list[Row]:
     for dl, mb in picks:
         s = W.Setting(float(dl), float(mb) * MiB, x.recorded.avail_switchover_bandwidth_bytes_per_s)
         # the rerun's timeout counts from `migrate`; leave the cancel a little room
-        p = W.predict(x, s, horizon_ms=TIMEOUT_S * 1000.0 - 50.0)
+        p = W.predict_range(x, s, horizon_ms=TIMEOUT_S * 1000.0 - 50.0)
         args = tuple(a for a in load.args)
         if "--timeout" in args:
             i = args.index("--timeout")
@@ -173,10 +210,15 @@ def bench_load(qemu: str, load: Load, tmp: Path, quick: bool) -> list[Row]:
         rl, _, r = migration(run)
         stop, rate = _ram_stopcopy(r, rl)
         same = (float(dl), float(mb) * MiB) == (x.recorded.downtime_limit_ms, x.recorded.max_bandwidth_bytes_per_s)
+        g = p.range
+        ram = next((d.stopcopy_bytes for d in g.devices if d.name == "ram"), None) if g is not None else None
         rows.append(Row(qemu, load.name, float(dl), float(mb), p.converges, p.dirty_syncs, p.total_ms,
                         p.downtime_ms, r.outcome == "completed", r.dirty_syncs if r.outcome == "completed" else None,
                         r.total_ms, r.downtime_ms, guest_rate(base), guest_rate(run), len(x.weak),
-                        same, p.devices[0].stopcopy_bytes / MiB if p.devices else None, stop, rate))
+                        same, p.devices[0].stopcopy_bytes / MiB if p.devices else None, stop, rate,
+                        g.why if g else (), g.converges if g else None, g.dirty_syncs if g else None,
+                        g.total_ms if g else None, g.downtime_ms if g else None,
+                        (ram[0] / MiB, ram[1] / MiB) if ram else None))
         print(_line(rows[-1]), flush=True)
     return rows
 
@@ -211,14 +253,31 @@ def _mark(ok: bool | None) -> str:
     return "" if ok is None else (" ok" if ok else " MISS")
 
 
+def _span(v: tuple[float, float] | None, nd: int = 0) -> str:
+    """`` [lo-hi]`` of a stated range (empty without one)."""
+    if v is None:
+        return ""
+    lo, hi = _v(v[0], nd), _v(v[1], nd)
+    return f" [{lo}]" if lo == hi else f" [{lo}-{hi}]"
+
+
+def _in(ok: bool | None) -> str:
+    return "" if ok is None else (", in range" if ok else ", OUT of range")
+
+
 def _line(r: Row) -> str:
+    conv = "" if r.range_converges is None or r.range_converges[0] == r.range_converges[1] else " [depends]"
     return (f"| {r.qemu} | {r.load} | {r.downtime_limit_ms:g} ms @ {r.max_bandwidth_mibps:g} MiB/s"
             f"{' (as base)' if r.same else ''} | "
-            f"{'yes' if r.pred_converges else 'no'} / {'yes' if r.converged else 'no'}"
-            f"{'' if r.ok_converges else ' MISS'} | {_v(r.pred_syncs)} / {_v(r.syncs)}{_mark(r.ok_syncs())} | "
-            f"{_v(r.pred_total_ms)} / {_v(r.total_ms)}{_mark(r.ok_total())} | "
-            f"{_v(r.pred_downtime_ms, 1)} / {_v(r.downtime_ms, 1)}{_mark(r.ok_downtime())} | "
-            f"{_v(r.pred_stop_mb, 1)} / {_v(r.stop_mb, 1)}{_mark(r.ok_stop())} | {_v(r.stop_rate_mbps)} | "
+            f"{'yes' if r.pred_converges else 'no'}{conv} / {'yes' if r.converged else 'no'}"
+            f"{'' if r.ok_converges else ' MISS'}{_in(r.in_converges()) if conv else ''} | "
+            f"{_v(r.pred_syncs)}{_span(r.range_syncs)} / {_v(r.syncs)}{_mark(r.ok_syncs())}{_in(r.in_syncs())} | "
+            f"{_v(r.pred_total_ms)}{_span(r.range_total_ms)} / {_v(r.total_ms)}{_mark(r.ok_total())}"
+            f"{_in(r.in_total())} | "
+            f"{_v(r.pred_downtime_ms, 1)}{_span(r.range_downtime_ms, 1)} / {_v(r.downtime_ms, 1)}"
+            f"{_mark(r.ok_downtime())}{_in(r.in_downtime())} | "
+            f"{_v(r.pred_stop_mb, 1)}{_span(r.range_stop_mb, 1)} / {_v(r.stop_mb, 1)}{_mark(r.ok_stop())}"
+            f"{_in(r.in_stop())} | {_v(r.stop_rate_mbps)} | "
             f"{_v(r.guest_mibps_base)} / {_v(r.guest_mibps)} |")
 
 
@@ -227,16 +286,35 @@ HEADER = ("| QEMU | load | setting | converges (pred / rerun) | dirty syncs | to
           "|---|---|---|---|---|---|---|---|---|---|")
 
 
-def summary(rows: list[Row]) -> str:
-    def rate(vals: list[bool | None]) -> str:
-        v = [x for x in vals if x is not None]
-        return f"{sum(v)}/{len(v)}" + (f" ({100 * sum(v) / len(v):.0f} %)" if v else "")
+def _rate(vals: list[bool | None]) -> str:
+    v = [x for x in vals if x is not None]
+    return f"{sum(v)}/{len(v)}" + (f" ({100 * sum(v) / len(v):.0f} %)" if v else "")
 
-    return (f"converges-or-not right: {rate([r.ok_converges for r in rows])}; dirty syncs +-1: "
-            f"{rate([r.ok_syncs() for r in rows])}; total within 15 %: {rate([r.ok_total() for r in rows])}; "
-            f"downtime within 25 % or 10 ms: {rate([r.ok_downtime() for r in rows])}; RAM stop-copy bytes "
-            f"within 25 % or 1 MiB: {rate([r.ok_stop() for r in rows])} "
+
+def summary(rows: list[Row]) -> str:
+    """The point predictions against the targets (what "ok" means in the table)."""
+    return (f"converges-or-not right: {_rate([r.ok_converges for r in rows])}; dirty syncs +-1: "
+            f"{_rate([r.ok_syncs() for r in rows])}; total within 15 %: {_rate([r.ok_total() for r in rows])}; "
+            f"downtime within 25 % or 10 ms: {_rate([r.ok_downtime() for r in rows])}; RAM stop-copy bytes "
+            f"within 25 % or 1 MiB: {_rate([r.ok_stop() for r in rows])} "
             f"(timing rows: both converged)")
+
+
+def range_summary(rows: list[Row]) -> str:
+    """The same targets against the stated ranges, on the rows that have one, next to the point
+    scores of those same rows (so a range is seen to help or not, never to redefine "ok")."""
+    rr = [r for r in rows if r.has_range]
+    if not rr:
+        return "no prediction had a range"
+    why = sorted({w for r in rr for w in r.range_why})
+    dep = sum(r.range_converges == (False, True) for r in rr)
+    return (f"{len(rr)} rows with a range ({', '.join(why)}; {dep} say converges 'depends'); rerun inside "
+            f"the range, the target's tolerance "
+            f"around [lo, hi]: converges-or-not {_rate([r.in_converges() for r in rr])}; dirty syncs "
+            f"{_rate([r.in_syncs() for r in rr])}; total {_rate([r.in_total() for r in rr])}; downtime "
+            f"{_rate([r.in_downtime() for r in rr])}; RAM stop-copy bytes {_rate([r.in_stop() for r in rr])} "
+            f"(timing rows: the range converges somewhere and the rerun did). The point predictions of the "
+            f"same rows: {summary(rr)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     print("what-ifs: " + summary([r for r in rows if not r.same]))
     print("reruns at the base's own settings: " + summary([r for r in rows if r.same]))
     print("all: " + summary(rows))
+    print("ranges, what-ifs: " + range_summary([r for r in rows if not r.same]))
+    print("ranges, all: " + range_summary(rows))
     print(f"{len(rows)} reruns in {time.monotonic() - t0:.0f} s")
     if args.out:
         args.out.write_text(json.dumps([asdict(r) for r in rows], indent=1))

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -260,10 +261,22 @@ def test_cli_json_schema() -> None:
     assert doc["schema"] == "migprof.whatif/1"
     assert doc["input"]["migration"] == 0 and doc["input"]["converged"] is False
     (p,) = doc["predictions"]
-    assert set(p) == {"setting", "converges", "dirty_syncs", "total_ms", "downtime_ms", "devices"}
+    assert set(p) == {"setting", "converges", "dirty_syncs", "total_ms", "downtime_ms", "devices", "range"}
     assert p["setting"]["downtime_limit_ms"] == 700 and p["converges"] is True
     assert isinstance(p["dirty_syncs"], int) and p["total_ms"] > p["downtime_ms"] > 0
     assert [set(dv) for dv in p["devices"]] == [{"name", "stopcopy_bytes", "downtime_ms"}]
+    # a saturated recording: the point is the safe side, one end of a [lo, hi] range
+    assert doc["input"]["dirty_rate_is_lower_bound"] is True
+    r = p["range"]
+    assert set(r) == {"why", "converges", "converges_at_lower_bound", "dirty_syncs", "total_ms",
+                      "downtime_ms", "devices"}
+    assert r["why"] == ["dirty_rate_lower_bound"] and r["converges"] == [True, True]
+    assert r["converges_at_lower_bound"] is True
+    for key in ("dirty_syncs", "total_ms", "downtime_ms"):
+        lo, hi = r[key]
+        assert lo <= p[key] <= hi and p[key] in (lo, hi)
+    (ram,) = r["devices"]
+    assert ram["name"] == "ram" and ram["stopcopy_bytes"][0] <= p["devices"][0]["stopcopy_bytes"] == ram["stopcopy_bytes"][1]
 
 
 def test_cli_sweep_and_default_predictions() -> None:
@@ -307,3 +320,151 @@ def test_avail_switchover_bandwidth_sets_the_threshold() -> None:
     assert not tiny.converges and tiny.threshold_bytes == pytest.approx(W.MiB / 1000 * 700)
     big = W.predict(x, x.recorded.with_param("avail-switchover-bandwidth", 2048 * W.MiB))  # at 20 ms
     assert big.converges and big.threshold_bytes == pytest.approx(2048 * W.MiB / 1000 * 20)
+
+
+# ---------------------------------------------------------------------------------------
+# ranges: how wide a prediction is where the recording cannot pin it down
+
+
+@pytest.mark.parametrize("d", [REAL / "7.2-converges", REAL / "10.0-converges", RERUN / "7.2-converges",
+                               RERUN / "10.0-never-converges-at-700ms"], ids=lambda d: f"{d.parent.name}/{d.name}")
+def test_a_recording_that_pins_the_answer_has_no_range(d: Path) -> None:
+    """Neither saturated nor with a bandwidth step: the point is the whole answer."""
+    x, _ = measured(d)
+    assert not x.saturated and not x.bandwidth_steps_ms
+    s = x.recorded.with_param("downtime-limit", 5)
+    assert W.predict_range(x, s) == W.predict(x, s)
+    assert W.predict_range(x, s).range is None
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_a_saturated_recording_states_its_range(version: str) -> None:
+    """The stuck recording proves only a lower bound on the dirty rate: each prediction is the
+    safe side (the point, unchanged) with a range down to the replay at that bound, whichever
+    way round the figures fall. At the settings the retry ran with, the retry itself (the same
+    source QEMU and guest) lands inside it."""
+    d = REAL / f"{version}-cancel-retry"
+    x, _ = measured(d, 0)
+    _, rep = load(d)
+    retry = rep.migrations[1]
+    q = json.loads((d / "query-migrate-source.json").read_text())
+    s = x.recorded.with_param("downtime-limit", retry.downtime_limit_ms).with_param(
+        "max-bandwidth", retry.max_bandwidth_bytes_per_s)
+    p = W.predict_range(x, s)
+    safe, floor = W.predict(x, s, any_rate=True), W.predict(x, s, any_rate=False)
+    assert replace(p, range=None) == safe  # the point is unchanged
+    r = p.range
+    assert r.why == (W.LOWER_BOUND,) and r.converges == (True, True) and r.converges_at_lower_bound
+    for got, a, b in ((r.dirty_syncs, safe.dirty_syncs, floor.dirty_syncs),
+                      (r.total_ms, safe.total_ms, floor.total_ms),
+                      (r.downtime_ms, safe.downtime_ms, floor.downtime_ms),
+                      (r.devices[0].stopcopy_bytes, safe.devices[0].stopcopy_bytes, floor.devices[0].stopcopy_bytes)):
+        assert got == (min(a, b), max(a, b))
+    # the safe side re-dirties the whole set; a guest no faster than the bound less. The
+    # retry's RAM stop-copy (24.5-24.8 MB of the 32 MiB set) misses the point by over 25 %
+    # and lies inside the range; its dirty syncs are in it too
+    lo, hi = r.devices[0].stopcopy_bytes
+    assert hi >= 0.95 * x.working_set_bytes > lo
+    ram = next(dv for dv in retry.devices if dv.kind == "ram")
+    assert lo <= ram.stopcopy_bytes <= hi
+    assert r.dirty_syncs[0] <= q["ram"]["dirty-sync-count"] <= r.dirty_syncs[1]
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_converges_depends_on_the_dirty_rate_between_the_two_smallest_settings(version: str) -> None:
+    """Between the smallest downtime-limit that converges at the measured lower bound and the
+    one that converges at any rate, the answer depends on the guest's true rate: the point
+    stays the safe side's "no", the range says [no, yes] and that the bound converges, with
+    the bound's figures (bench_whatif: 300 ms @ 64 MiB/s reran "no" every time, which the
+    range allows)."""
+    x, _ = measured(REAL / f"{version}-cancel-retry", 0)
+    sw = W.sweep(x, x.recorded, "downtime-limit", W.grid(20, 2000))
+    s = x.recorded.with_param("downtime-limit", sw.smallest)
+    p = W.predict_range(x, s)
+    floor = W.predict(x, s, any_rate=False)
+    assert not p.converges and p.total_ms is None and floor.converges
+    r = p.range
+    assert r.converges == (False, True) and r.converges_at_lower_bound is True
+    assert r.total_ms == (floor.total_ms, floor.total_ms) and r.dirty_syncs == (floor.dirty_syncs,) * 2
+    # below the bound's smallest, and at the recorded 20 ms, every replay says no: pinned
+    assert W.predict_range(x, x.recorded.with_param("downtime-limit", sw.smallest - 1)).range is None
+    assert W.predict_range(x, x.recorded).range is None
+    # the sweep's table carries the same ranges
+    for q in sw.predictions:
+        depends = q.range is not None and q.range.converges == (False, True)
+        assert depends == (sw.smallest <= q.setting.downtime_limit_ms < sw.smallest_any_rate)
+
+
+def test_the_range_in_the_terminal_view() -> None:
+    d = REAL / "10.0-cancel-retry"
+    x, _ = measured(d, 0)
+    sw = W.sweep(x, x.recorded, "downtime-limit", W.grid(20, 2000))
+    p = W.predict_range(x, x.recorded.with_param("downtime-limit", 700))
+    rc, out, err = cli("whatif", str(d), "--migration", "1", "--downtime-limit", "700")
+    assert rc == 0, err
+    lo, hi = p.range.total_ms
+    assert f"{lo:.0f}-{hi:.0f}" in out
+    assert "ranges (a-b)" in out and "only known to be >=" in out
+    rc, out, err = cli("whatif", str(d), "--migration", "1", "--downtime-limit", f"{sw.smallest:g}")
+    assert rc == 0, err
+    assert "depends" in out and f"({W.predict(x, x.recorded.with_param('downtime-limit', sw.smallest), any_rate=False).total_ms:.0f})" in out
+
+
+def _in(span: tuple[float, float], v: float, tol: float = 0.0) -> bool:
+    return span[0] - tol <= v <= span[1] + tol
+
+
+def test_the_stuck_base_states_the_range_its_fast_rerun_lands_in() -> None:
+    """never-converges at 20 ms @ 1 GiB/s (bench_whatif's one steady miss): the base re-dirtied
+    its whole 32 MiB set every pass at 64 MiB/s, so the guest's 400 MiB/s is unknown to it and
+    the point re-dirties the whole set (32 MiB of stop-copy); the rerun's first pass ended after
+    ~25 ms with a third of it dirtied. The point misses the rerun's stop-copy by far more than
+    the target's 25 %; the rerun lies inside the stated range."""
+    x, _ = measured(RERUN / "10.0-never-converges")
+    _, r = measured(RERUN / "10.0-never-converges-at-20ms-1gibps")
+    q = json.loads((RERUN / "10.0-never-converges-at-20ms-1gibps" / "query-migrate-source.json").read_text())
+    assert r.outcome == q["status"] == "completed" and x.saturated
+    s = x.recorded.with_param("downtime-limit", r.downtime_limit_ms).with_param(
+        "max-bandwidth", r.max_bandwidth_bytes_per_s)
+    p = W.predict_range(x, s, horizon_ms=7950.0)
+    ram = next(d for d in r.devices if d.kind == "ram").stopcopy_bytes
+    assert p.converges and abs(p.devices[0].stopcopy_bytes - ram) > 0.25 * ram
+    g = p.range
+    assert g.why == (W.LOWER_BOUND,) and g.converges == (True, True)
+    assert _in(g.dirty_syncs, q["ram"]["dirty-sync-count"])
+    assert _in(g.total_ms, r.total_ms) and _in(g.downtime_ms, r.downtime_ms)
+    assert _in(g.devices[0].stopcopy_bytes, ram)
+
+
+def test_a_bandwidth_step_states_the_range_over_qemu_s_window() -> None:
+    """The lab lifted the link as a bandwidth window started: the base measures the step where
+    the lift was. Two runs at the same settings then made 4 and 5 dirty syncs (pass 2 ended
+    just before or just after the 100 ms window closed): a point can name one; the range over
+    the window's phase and the bandwidth's jitter names both. The rerun at 3000 ms (4 syncs,
+    where the point says 3: its pending after the first pass was within 0.4 % of a threshold
+    set by a window that measured 15 % off its neighbour) lands in it too, within the
+    targets' tolerance (bench_whatif's range score)."""
+    x, m = measured(RERUN / "10.0-bandwidth-change")
+    (step,) = x.bandwidth_steps_ms
+    (lift,) = [mk["t_ms"] for mk in m.markers if mk["label"] == "shape"]
+    assert step <= lift <= step + 10.0  # the lift came right as a window started
+    assert any("bandwidth stepped" in w for w in x.weak)
+    assert 0.05 < W.step_jitter(x) <= 0.25
+    for run in (RERUN / "10.0-bandwidth-change", RERUN / "10.0-bandwidth-change-at-100ms",
+                RERUN / "10.0-bandwidth-change-at-3000ms"):
+        _, r = measured(run)
+        q = json.loads((run / "query-migrate-source.json").read_text())
+        assert r.outcome == q["status"] == "completed"
+        p = W.predict_range(x, x.recorded.with_param("downtime-limit", r.downtime_limit_ms), horizon_ms=7950.0)
+        g = p.range
+        assert g.why == (W.BANDWIDTH_STEP,) and g.converges == (True, True) and g.converges_at_lower_bound is None
+        assert g.dirty_syncs[0] <= p.dirty_syncs <= g.dirty_syncs[1]
+        assert _in(g.dirty_syncs, q["ram"]["dirty-sync-count"])
+        assert _in(g.total_ms, r.total_ms, 0.15 * r.total_ms)
+        assert _in(g.downtime_ms, r.downtime_ms, max(10.0, 0.25 * r.downtime_ms))
+        ram = next(d for d in r.devices if d.kind == "ram").stopcopy_bytes
+        assert _in(g.devices[0].stopcopy_bytes, ram, max(W.MiB, 0.25 * ram))
+    # the two runs at the same settings differ in dirty syncs, both inside one range
+    _, a = measured(RERUN / "10.0-bandwidth-change")
+    _, b = measured(RERUN / "10.0-bandwidth-change-at-100ms")
+    assert a.dirty_syncs != b.dirty_syncs

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                                "avail-switchover-bandwidth (it came in 8.2)")
     base = _setting(args, x.recorded)
     settings = [base] if any(v is not None for v in asked) else W.default_settings(x)
-    preds = [W.predict(x, s) for s in settings]
+    preds = [W.predict_range(x, s) for s in settings]
     sw = None
     if args.sweep:
         param, lo, hi = args.sweep

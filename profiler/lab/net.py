@@ -136,7 +136,19 @@ class LabNet:
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
+        before = dict(self.shaping or {})
         self.shaping = {"rate_mbit": rate_mbit, "delay_ms": delay_ms, "loss_pct": loss_pct}
+        if (_op == "replace" and rate_mbit and before.get("rate_mbit") and not (delay_ms or loss_pct)
+                and not (before.get("delay_ms") or before.get("loss_pct"))):
+            # a new rate on the same tbf, in place: deleting the qdisc dropped its queue, and
+            # the sender took 36-108 ms to get going again, run to run (docs/lab.md)
+            with IPRoute(netns=self.ns["source"], flags=0) as ipr:
+                idx = ipr.link_lookup(ifname=self.ifname["source"])[0]
+                try:
+                    ipr.tc("change", "tbf", idx, handle="1:", **tbf_args(rate_mbit))
+                    return
+                except NetlinkError as e:
+                    log.info("tc change tbf: %s; replacing the qdisc", e)
         for side in ("source", "destination"):
             rate = rate_mbit if side == "source" else None
             with IPRoute(netns=self.ns[side], flags=0) as ipr:

@@ -59,6 +59,48 @@ log = logging.getLogger(__name__)
 SIDES = ("source", "destination")
 
 
+ON_EVENT_WAIT_S = 2.0  # an action waiting for a trace event acts anyway after this
+
+
+class TraceWatch:
+    """The lines a QEMU trace log (``PID@SEC.USEC:event args``, ``-msg timestamp=on``)
+    gains from now on, read as they are written (QEMU flushes each line)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.pos = path.stat().st_size
+        except OSError:
+            self.pos = 0
+        self.rest = b""
+
+    def first(self, event: str, after_ns: int) -> int | None:
+        """The stamp (ns) of the first new line of ``event`` stamped at or after ``after_ns``,
+        else None (the lines read are consumed)."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return None
+        self.pos += len(data)
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        name = event.encode()
+        for ln in lines:
+            at, colon = ln.find(b"@"), ln.find(b":")
+            if at < 0 or colon < at or ln[colon + 1:].split(b" ", 1)[0] != name:
+                continue
+            sec, _, usec = ln[at + 1:colon].partition(b".")
+            try:
+                ns = int(sec) * 1_000_000_000 + int(usec.ljust(6, b"0")[:6]) * 1000
+            except ValueError:
+                continue
+            if ns >= after_ns:
+                return ns
+        return None
+
+
 @dataclass(slots=True)
 class LabConfig:
     scenario: Scenario
@@ -366,21 +408,21 @@ class Lab:
         q.execute("source", "migrate", {"uri": self.uri})
         self._start_sockdiag()
 
-    def _act(self, a: Any) -> None:
+    def _act(self, a: Any, **why: Any) -> None:
         q = self.ctl
         if a.kind == "set-parameters":
-            self.mark("set-parameters", "source", **a.args)
+            self.mark("set-parameters", "source", **a.args, **why)
             q.set_parameters("source", **a.args)
         elif a.kind == "shape":
             if self.net is None:
                 raise MigprofError("a 'shape' action needs --net netns")
-            self.mark("shape", "source", **a.args)
+            self.mark("shape", "source", **a.args, **why)
             self.net.shape(**a.args)
         elif a.kind == "kill-destination":
-            self.mark("kill-destination", "destination", pid=self.procs["destination"].pid)
+            self.mark("kill-destination", "destination", pid=self.procs["destination"].pid, **why)
             self.procs["destination"].kill()
         elif a.kind == "cancel":
-            self.mark("cancel", "source")
+            self.mark("cancel", "source", **why)
             q.execute("source", "migrate_cancel")
         else:
             raise MigprofError(f"unknown lab action {a.kind!r}")
@@ -390,6 +432,7 @@ class Lab:
         q = self.ctl
         pending = sorted(actions, key=lambda a: a.at_s)
         t0 = time.monotonic()
+        watch = TraceWatch(self.procs["source"].spec.log_file) if any(a.on_event for a in actions) else None
         cancelled = False
         while True:
             st = q.status("source")
@@ -403,7 +446,19 @@ class Lab:
                 )
             el = time.monotonic() - t0
             while pending and pending[0].at_s <= el:
-                self._act(pending.pop(0))
+                a = pending[0]
+                if a.on_event and watch is not None:
+                    # wait for QEMU's own moment: poll its trace log every 2 ms (the lift
+                    # then comes 2-5 ms into the window, docs/lab.md)
+                    at_ns = (self.t_migrate_ns or 0) + int(a.at_s * 1e9)
+                    seen = watch.first(a.on_event, at_ns)
+                    if seen is None and el < a.at_s + ON_EVENT_WAIT_S:
+                        break
+                    pending.pop(0)
+                    self._act(a, after_event=a.on_event if seen else None, event_t_ns=seen,
+                              **({} if seen else {"late": f"no {a.on_event} in {ON_EVENT_WAIT_S:g} s"}))
+                else:
+                    self._act(pending.pop(0))
             if not cancelled and el >= timeout_s:
                 self.mark("cancel", "source", reason=f"timeout {timeout_s} s")
                 q.execute("source", "migrate_cancel")
@@ -412,7 +467,10 @@ class Lab:
                 raise MigprofError(f"migration still {st!r} 15 s after migrate_cancel")
             # 20 Hz: actions are scheduled in tenths of seconds, and the end is also
             # seen by the QMP event and polls, stamped when they arrive
-            time.sleep(0.05 if not pending else min(0.05, max(0.0, pending[0].at_s - el)))
+            if pending and pending[0].on_event and pending[0].at_s <= el:
+                time.sleep(0.002)
+            else:
+                time.sleep(0.05 if not pending else min(0.05, max(0.0, pending[0].at_s - el)))
 
     def _final(self, side: str) -> dict[str, Any] | None:
         proc = self.procs.get(side)

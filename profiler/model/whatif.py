@@ -20,6 +20,14 @@ below; the replay then re-dirties the set at once after each sync (the safe side
 lower bound it predicted convergence where reruns never converged), so its smallest
 converging downtime-limit is the verdict's sure bound (docs/verdict.md), and the verdict's
 +25% suggestion is one setting the what-if can price.
+
+Where the input cannot pin the answer down, ``predict_range`` says how wide it is: the low
+and high of each figure over the replays the input allows. A saturated recording allows
+every dirty rate from the measured lower bound up (the truth lies between the replay at
+that bound and the safe side); a recorded bandwidth step allows every phase of QEMU's
+100 ms bandwidth window against it (where the change lands in a window decides the
+threshold QEMU computes from it, and another run lands elsewhere), with that threshold
+moved by the window-to-window jitter of the bandwidth around the step.
 """
 
 from __future__ import annotations
@@ -46,6 +54,11 @@ DEFAULT_HORIZON_MS = 60_000.0
 _LIMITED = 0.9  # a window at >= 90% of max-bandwidth was held by it, not by the link
 _STUCK = 0.95  # pending after sync that fell by less than this is not shrinking
 _SMALL_STOPCOPY = MiB  # below this a stop-copy says little about the link's rate
+_STEP = 4.0  # a window's bandwidth this many times its predecessor's (or less): a step
+PHASES_MS = (0.0, 25.0, 50.0, 75.0)  # QEMU's window phases a bandwidth step is replayed at
+# why a prediction is a range (``Range.why``)
+LOWER_BOUND = "dirty_rate_lower_bound"
+BANDWIDTH_STEP = "bandwidth_step"
 PARAMS = ("downtime-limit", "max-bandwidth", "avail-switchover-bandwidth")
 
 
@@ -166,6 +179,8 @@ class Measured:
     verdict_suggested_downtime_limit_ms: float | None
     verdict_suggested_bandwidth_bytes_per_s: float | None
     weak: tuple[str, ...]
+    # when the bandwidth stepped (ms from the start: the end of the window before the step)
+    bandwidth_steps_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +203,28 @@ class Prediction:
     switchover_ms: float | None = None
     pending_bytes: float | None = None  # at the switch-over, or after the last sync
     threshold_bytes: float | None = None
+    range: Range | None = None  # how wide the answer is where the input cannot pin it (predict_range)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRange:
+    name: str
+    stopcopy_bytes: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The lowest and highest of each figure over the replays the input allows (``why``:
+    ``LOWER_BOUND``, ``BANDWIDTH_STEP``). ``converges`` is (False, True) when they disagree;
+    the figures are over the replays that converge (None when none does)."""
+
+    why: tuple[str, ...]
+    converges: tuple[bool, bool]
+    converges_at_lower_bound: bool | None  # the replay at the measured lower-bound dirty rate
+    dirty_syncs: tuple[int, int] | None
+    total_ms: tuple[float, float] | None
+    downtime_ms: tuple[float, float] | None
+    devices: tuple[DeviceRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,9 +446,10 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         ws = max(recent)
         rate = floor = ws / (min(dt for *_, dt in points[-3:]) / 1000.0)
         weak.append(f"every pass re-dirtied the whole working set ({fmt_bytes(ws)}): the dirty rate is "
-                    f"only known to be >= {fmt_rate(floor)}; the predictions re-dirty the whole set at once "
-                    "after each sync (what holds at any dirty rate, as the verdict's bound does); a guest "
-                    "no faster than that floor could converge sooner (a sweep's 'at the measured rate')")
+                    f"only known to be >= {fmt_rate(floor)}; each prediction re-dirties the whole set at once "
+                    "after each sync (what holds at any dirty rate, as the verdict's bound does), and its range "
+                    "reaches down to the replay at that floor: a guest no faster converges sooner, with less "
+                    "downtime, or converges where the safe side does not")
     elif points:
         # every pass proves rate >= what it dirtied / its time (a pass that re-dirtied the
         # whole set proves less): the largest is the rate; a pass well below it was saturated,
@@ -532,6 +570,7 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
             link, bulk_rate = (max(r.bw, bulk_cap) if in_bulk else r.bw), r.bw
         windows.append(Window(float(r.end_ms), float(r.bw), bool(r.limited), float(link), float(bulk_rate),
                               in_bulk))
+    steps: list[tuple[float, float, float]] = []  # (time, before, after)
     if len(W) >= 3:
         bws = W["bw"].to_numpy()[1:]
         lo, hi = float(np.min(bws)), float(np.max(bws))
@@ -539,6 +578,17 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
             weak.append(f"the bandwidth varied ({fmt_rate(lo * 1000)} .. {fmt_rate(hi * 1000)} over "
                         f"{len(W)} windows): the replay follows it window by window in time, "
                         "and keeps the last one after the recording ends")
+        ends = W["end_ms"].to_numpy()[1:]  # a step between windows k and k+1 comes after ends[k]
+        steps = [(float(e), float(a), float(b)) for a, b, e in zip(bws, bws[1:], ends, strict=False)
+                 if a > 0 and b > 0 and max(a, b) >= _STEP * min(a, b)]
+    if steps:
+        t0, a, b = steps[0]
+        more = f" and {len(steps) - 1} more time{'s' if len(steps) > 2 else ''}" if len(steps) > 1 else ""
+        weak.append(f"the bandwidth stepped ({fmt_rate(a * 1000)} -> {fmt_rate(b * 1000)} after {t0:.0f} ms{more}): "
+                    "where a change lands in QEMU's 100 ms bandwidth window sets the threshold it computes "
+                    "from that window, and passes that end near a window's close, or near that threshold, "
+                    "can go either way; another run lands elsewhere, so each prediction is a range over the "
+                    "window's phase and the bandwidth's window-to-window jitter")
 
     # devices
     devs = []
@@ -590,7 +640,7 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         verdict_needed_downtime_limit_ms=v.needed_downtime_limit_ms,
         verdict_suggested_downtime_limit_ms=v.suggested_downtime_limit_ms,
         verdict_suggested_bandwidth_bytes_per_s=v.suggested_bandwidth_bytes_per_s,
-        weak=tuple(weak))
+        weak=tuple(weak), bandwidth_steps_ms=tuple(t for t, _, _ in steps))
     return _consistent(x, float(live[-1].t_ms) if live else start_ms) if stuck else x
 
 
@@ -626,6 +676,11 @@ class _Timeline:
         self.end = np.array([w.end_ms for w in x.windows]) if x.windows else np.zeros(0)
         self.stop = x.stop_rate_bytes_per_ms
         self.last_end = float(self.end[-1]) if len(self.end) else 0.0
+        # the recording's own stop-copy measured the link where it switched over: from its
+        # last window on that beats the window's mean, which may straddle a step (a window
+        # that was slow until the link was lifted put a 16 MiB stop-copy at 94 ms, not 46)
+        self.stop_from = (float(self.end[-2]) if len(self.end) >= 2 else -math.inf) \
+            if x.stop_rate_source.startswith("the recorded stop-copy") else math.inf
 
     def at(self, t: float) -> Window | None:
         if not self.w:
@@ -643,16 +698,21 @@ class _Timeline:
 
     def stopcopy_rate(self, t: float) -> float:
         w = self.at(t)
-        return self.stop if w is None or w.limited else min(w.link_bytes_per_ms, self.stop)
+        if w is None or w.limited or t > self.stop_from:
+            return self.stop
+        return min(w.link_bytes_per_ms, self.stop)
 
 
 def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
-            any_rate: bool = True) -> Prediction:
+            any_rate: bool = True, phase_ms: float = 0.0, threshold_scale: float = 1.0) -> Prediction:
     """Replay the migration thread's loop under ``s`` until it switches over or ``horizon_ms``.
     ``any_rate`` (the default): when the recording only bounds the dirty rate from below
     (``saturated``), re-dirty the whole set at once after each sync (what holds at any dirty
     rate: a faster guest than the recording proves would otherwise turn a "converges" into
-    a migration that never does); False replays at the measured lower bound."""
+    a migration that never does); False replays at the measured lower bound. ``phase_ms``
+    closes the first bandwidth window that much early (QEMU's windows against the recorded
+    bandwidth, shifted); ``threshold_scale`` scales each threshold QEMU computes (another
+    run's window measures another bandwidth)."""
     R = x.rule
     tl = _Timeline(x)
     instant = any_rate and x.saturated
@@ -673,6 +733,7 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
     ack_at = None if x.ack_delay_ms is None else (x.start_ms + x.ack_delay_ms if not any(init) else None)
     threshold = 0.0
     win_start, win_bytes = t, 0.0
+    win_end = t + WINDOW_MS - phase_ms
     budget = cap * WINDOW_MS  # max-bandwidth's per-window budget (inf: unlimited)
     history: list[float] = []
     pending = pages
@@ -715,15 +776,15 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
         # the window's end), or MAX_WAIT passes
         link = tl.link(t, bulk)
         if budget <= 0:  # the window's budget is spent: sleep to its end
-            send, dt = 0.0, max(win_start + WINDOW_MS - t, 0.01)
+            send, dt = 0.0, max(win_end - t, 0.01)
         elif cap < link:  # max-bandwidth holds: send the budget at the link's rate, then sleep
             send = min(max(budget, 0.0), wire)
             dt = send / link
             if send >= budget:
-                dt = max(dt, win_start + WINDOW_MS - t)
+                dt = max(dt, win_end - t)
             budget -= send
         else:
-            span = max(min(win_start + WINDOW_MS - t, FREE_STEP_MS), 0.01)
+            span = max(min(win_end - t, FREE_STEP_MS), 0.01)
             send = min(link * span, wire, max(budget, 0.0))
             dt = send / link if send < link * span else span
             budget -= send
@@ -740,11 +801,12 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
             if ack_at is None and x.ack_delay_ms is not None and not any(init):
                 ack_at = t + dt + x.ack_delay_ms
         t += dt
-        if t >= win_start + WINDOW_MS - 1e-6:
+        if t >= win_end - 1e-6:
             # the window closes: QEMU re-measures the bandwidth and the threshold
             bw = win_bytes / max(t - win_start, 1.0)
-            threshold = (asb if asb > 0 else bw) * s.downtime_limit_ms
+            threshold = (asb if asb > 0 else bw) * s.downtime_limit_ms * threshold_scale
             win_start, win_bytes, budget = t, 0.0, cap * WINDOW_MS
+            win_end = t + WINDOW_MS
     return Prediction(setting=s, converges=False, dirty_syncs=None, total_ms=None, downtime_ms=None,
                       devices=tuple(DevicePrediction(d.name, d.stopcopy_size_bytes, None) for d in x.devices),
                       pending_bytes=float(pending), threshold_bytes=float(threshold))
@@ -774,6 +836,52 @@ def _switch(x: Measured, s: Setting, tl: _Timeline, t: float, syncs: int, wire: 
                       pending_bytes=float(pending), threshold_bytes=float(threshold))
 
 
+def step_jitter(x: Measured) -> float:
+    """How much QEMU's bandwidth (so its threshold) moved from one window to the next before
+    the first step: half the spread of the last three windows, relative (at most 25 %)."""
+    if not x.bandwidth_steps_ms:
+        return 0.0
+    before = [w.bytes_per_ms for w in x.windows if w.end_ms <= x.bandwidth_steps_ms[0]][-3:]
+    if len(before) < 2:
+        return 0.0
+    return min((max(before) - min(before)) / (max(before) + min(before)), 0.25)
+
+
+def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS) -> Prediction:
+    """``predict`` (the point: the safe side, at the recorded phase), with its ``range`` when
+    the input allows other replays: a saturated recording at the measured lower-bound dirty
+    rate as well as at the safe side; a recorded bandwidth step at every phase of QEMU's
+    window against it (``PHASES_MS``), each with the threshold as recorded and moved by the
+    window-to-window jitter around the step (``step_jitter``: where a pass ends just above
+    or below the threshold, another run goes the other way). None when the input pins the
+    answer (no such doubt, or every replay says "does not converge")."""
+    point = predict(x, s, horizon_ms)
+    why = ((LOWER_BOUND,) if x.saturated else ()) + ((BANDWIDTH_STEP,) if x.bandwidth_steps_ms else ())
+    if not why:
+        return point
+    rates = (True, False) if x.saturated else (True,)
+    phases = PHASES_MS if x.bandwidth_steps_ms else (0.0,)
+    eps = step_jitter(x)
+    scales = (1.0 - eps, 1.0, 1.0 + eps) if eps >= 0.01 else (1.0,)
+    reps = {(r, ph, k): point if (r, ph, k) == (True, 0.0, 1.0) else predict(
+        x, s, horizon_ms, any_rate=r, phase_ms=ph, threshold_scale=k) for r in rates for ph in phases for k in scales}
+    conv = [p for p in reps.values() if p.converges]
+    if not conv:
+        return point
+
+    def span(vals: list[Any]) -> tuple[Any, Any] | None:
+        vals = [v for v in vals if v is not None]
+        return (min(vals), max(vals)) if vals else None
+
+    devs = tuple(DeviceRange(d.name, span([p.devices[i].stopcopy_bytes for p in conv]))
+                 for i, d in enumerate(conv[0].devices))
+    low = reps[(False, 0.0, 1.0)].converges if x.saturated else None
+    rng = Range(why=why, converges=(len(conv) == len(reps), True), converges_at_lower_bound=low,
+                dirty_syncs=span([p.dirty_syncs for p in conv]), total_ms=span([p.total_ms for p in conv]),
+                downtime_ms=span([p.downtime_ms for p in conv]), devices=devs)
+    return replace(point, range=rng)
+
+
 def default_settings(x: Measured) -> list[Setting]:
     """With no setting asked: as recorded, and the verdict's suggestions if it made any."""
     out = [x.recorded]
@@ -798,7 +906,7 @@ def sweep(x: Measured, base: Setting, param: str, values: Iterable[float],
     """Predict at each value of ``param``, and bisect the smallest value that converges (to
     1 ms, or 1% of a bandwidth): at the measured dirty rate, and at any dirty rate."""
     vals = sorted(set(float(v) for v in values))
-    preds = [predict(x, base.with_param(param, v), horizon_ms) for v in vals]  # any rate
+    preds = [predict_range(x, base.with_param(param, v), horizon_ms) for v in vals]  # any rate
     conv = [p.converges for p in preds]
     return Sweep(param=param, predictions=tuple(preds),
                  smallest=_smallest(x, base, param, vals, None if x.saturated else conv, horizon_ms, False),
@@ -835,11 +943,25 @@ def _setting_json(s: Setting) -> dict[str, Any]:
             "avail_switchover_bandwidth_bytes_per_s": s.avail_switchover_bandwidth_bytes_per_s}
 
 
+def _span_json(v: tuple[Any, Any] | None) -> list[Any] | None:
+    return None if v is None else [_plain(v[0]), _plain(v[1])]
+
+
+def _range_json(r: Range | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"why": list(r.why), "converges": list(r.converges), "converges_at_lower_bound": r.converges_at_lower_bound,
+            "dirty_syncs": _span_json(r.dirty_syncs), "total_ms": _span_json(r.total_ms),
+            "downtime_ms": _span_json(r.downtime_ms),
+            "devices": [{"name": d.name, "stopcopy_bytes": _span_json(d.stopcopy_bytes)} for d in r.devices]}
+
+
 def _prediction_json(p: Prediction) -> dict[str, Any]:
     return {"setting": _setting_json(p.setting), "converges": p.converges, "dirty_syncs": p.dirty_syncs,
             "total_ms": _plain(p.total_ms), "downtime_ms": _plain(p.downtime_ms),
             "devices": [{"name": d.name, "stopcopy_bytes": d.stopcopy_bytes, "downtime_ms": _plain(d.downtime_ms)}
-                        for d in p.devices]}
+                        for d in p.devices],
+            "range": _range_json(p.range)}
 
 
 def _bw_summary(ws: Sequence[Window]) -> dict[str, Any]:
@@ -859,7 +981,7 @@ def to_json(x: Measured, predictions: Sequence[Prediction], sweep_: Sweep | None
         "dirty_syncs": x.dirty_syncs, "total_ms": _plain(x.total_ms), "downtime_ms": _plain(x.downtime_ms),
         "ram_bytes": x.ram_bytes, "bulk_wire_bytes": x.bulk_wire_bytes,
         "working_set_bytes": _plain(x.working_set_bytes), "dirty_rate_bytes_per_s": _plain(x.dirty_rate_bytes_per_s),
-        "dirty_rate_is_lower_bound": x.saturated,
+        "dirty_rate_is_lower_bound": x.saturated, "bandwidth_steps_ms": list(x.bandwidth_steps_ms),
         "bandwidth_bytes_per_s": _bw_summary(x.windows),
         "stopcopy_rate_bytes_per_s": _plain(x.stop_rate_bytes_per_ms * 1000.0),
         "stopcopy_rate_source": x.stop_rate_source, "fixed_downtime_ms": x.fixed_downtime_ms,

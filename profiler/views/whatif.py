@@ -10,13 +10,93 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.model.verdict import fmt_bytes, fmt_rate
-from profiler.model.whatif import Measured, Prediction, Setting, Sweep
+from profiler.model.whatif import (
+    BANDWIDTH_STEP,
+    LOWER_BOUND,
+    Measured,
+    Prediction,
+    Setting,
+    Sweep,
+    step_jitter,
+)
 
 CHART_WIDTH = 24  # bar columns of the sweep chart (fits 80 columns)
 
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def _span(v: tuple | None, point: float | None, fmt=_ms) -> str:
+    """A figure with its range: ``30-45`` (``45`` when the ends read the same); a range of a
+    prediction that does not converge at its point in parentheses (where it converges)."""
+    if v is None:
+        return fmt(point) if point is not None else "-"
+    lo, hi = fmt(v[0]), fmt(v[1])
+    text = lo if lo == hi else f"{lo}-{hi}"
+    return text if point is not None else f"({text})"
+
+
+def _syncs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def _converges(p: Prediction) -> Text:
+    if p.range is not None and p.range.converges == (False, True):
+        return Text("depends", style="yellow")
+    return Text("yes", style="green") if p.converges else Text("no", style="red")
+
+
+def _bytes_span(b: tuple[int, int]) -> str:
+    lo, hi = fmt_bytes(b[0]), fmt_bytes(b[1])
+    unit = hi.split()[-1]
+    return hi if lo == hi else f"{lo.removesuffix(' ' + unit)}-{hi}"
+
+
+def _stopcopy(p: Prediction) -> Text:
+    """Each device's stop-copy bytes (a range where the prediction has one) and downtime share;
+    a prediction that converges only somewhere in its range shows that range in parentheses."""
+    if not p.converges and p.range is not None:
+        return Text(", ".join(f"{d.name} ({_bytes_span(d.stopcopy_bytes)})" for d in p.range.devices) or "-")
+    r = {d.name: d.stopcopy_bytes for d in p.range.devices} if p.range is not None else {}
+    return Text(", ".join(f"{d.name} {_bytes_span(r[d.name]) if d.name in r else fmt_bytes(d.stopcopy_bytes)}"
+                          + (f" {d.downtime_ms:.1f} ms" if d.downtime_ms is not None else "")
+                          for d in p.devices) or "-")
+
+
+def range_notes(x: Measured, preds: Sequence[Prediction]) -> Text | None:
+    """What the ranges in a table mean, for the reasons its predictions have one."""
+    rs = [p for p in preds if p.range is not None]
+    why = {w for p in rs for w in p.range.why}
+    if not why:
+        return None
+    rate = fmt_rate(x.dirty_rate_bytes_per_s)
+    t = Text()
+    t.append("ranges", style="yellow")
+    t.append(" (a-b): what the recording cannot pin down.")
+    if LOWER_BOUND in why:
+        t.append(f" The dirty rate is only known to be >= {rate}: a-b runs from the replay at {rate} to the "
+                 "safe side (the whole set re-dirtied after each sync), which --json's point values are.")
+    if BANDWIDTH_STEP in why:
+        steps = ", ".join(f"{v:.0f}" for v in x.bandwidth_steps_ms)
+        jit = step_jitter(x)
+        t.append(f" The bandwidth stepped (after {steps} ms): a-b is the replay at each phase of QEMU's 100 ms "
+                 "bandwidth window against the step, as another run lands"
+                 + (f", with the threshold moved by the bandwidth's window-to-window jitter (+-{jit:.0%})"
+                    if jit >= 0.01 else "") + " (--json's point values: as recorded).")
+    dep = [p for p in rs if p.range.converges == (False, True)]
+    if dep:
+        t.append(" ")
+        t.append("depends", style="yellow")
+        t.append(": converges in part of the range only.")
+        if any(not p.converges for p in dep):
+            at_floor = all(p.range.converges_at_lower_bound for p in dep if not p.converges)
+            t.append(" Where the point (the safe side, as recorded) does not, "
+                     + (f"the replay at {rate} does" if at_floor else "some replays of the range do")
+                     + ": figures in parentheses are theirs.")
+        if any(p.converges for p in dep):
+            t.append(" Where the point does, some replays of the range do not.")
+    return t
 
 
 def setting_text(s: Setting, short: bool = False) -> str:
@@ -84,12 +164,10 @@ def predictions_table(preds: Sequence[Prediction], title: str, param: str | None
             head, tail = _param_text(param, p.setting.value(param)), _bar(p, top)
         else:
             head = setting_text(p.setting, short=True)
-            tail = Text(", ".join(f"{d.name} {fmt_bytes(d.stopcopy_bytes)}"
-                                  + (f" {d.downtime_ms:.1f} ms" if d.downtime_ms is not None else "")
-                                  for d in p.devices) or "-")
-        tab.add_row(head, Text("yes", style="green") if p.converges else Text("no", style="red"),
-                    "-" if p.dirty_syncs is None else str(p.dirty_syncs), _ms(p.total_ms), _ms(p.downtime_ms),
-                    tail)
+            tail = _stopcopy(p)
+        r = p.range
+        tab.add_row(head, _converges(p), _span(r and r.dirty_syncs, p.dirty_syncs, _syncs),
+                    _span(r and r.total_ms, p.total_ms), _span(r and r.downtime_ms, p.downtime_ms), tail)
     return tab
 
 
@@ -132,3 +210,6 @@ def render(console: Console, x: Measured, preds: Sequence[Prediction], sw: Sweep
             console.print(t)
         else:
             console.print(f"no {sw.param} in the range converges", style="red")
+    notes = range_notes(x, list(preds) + list(sw.predictions if sw is not None else ()))
+    if notes is not None:
+        console.print(notes)
