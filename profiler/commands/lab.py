@@ -11,6 +11,7 @@ from profiler.commands.options import (
     LabRunConfig,
     add_lab_args,
     attach_hint,
+    check_lab_settings,
     check_output,
     quiet_qmp_logs,
 )
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset:
             raise MigprofError("--dataset is not available with --vfio; add its run directories "
                                "with: migprof import RUN_DIR --dataset DIR")
+        check_lab_settings(args)
         check_output(args.out, "the run directories", directory=True)
         return run_vfio_lab(args)
     from profiler.lab import scenarios
