@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ExecInterruptedError, ExecuteError
+from qemu.qmp import ExecInterruptedError, ExecuteError, StateError
 
 from profiler import events as ev
 from profiler.lab.vfio.driver import Qemu, RowLog
@@ -175,7 +175,8 @@ async def _query_alive(q: Qemu) -> dict[str, Any] | None:
         return None
     try:
         return await q.query_migrate()
-    except (ExecInterruptedError, ConnectionError, OSError):
+    except (ExecInterruptedError, StateError, ConnectionError, OSError):
+        # StateError: the client saw the hang-up first and is disconnecting
         return None
 
 
@@ -319,6 +320,22 @@ def _host_facts() -> dict[str, Any]:
             "python": sys.version.split()[0], "cpus": os.cpu_count()}
 
 
+MDEV_DEVICES = Path("/sys/bus/mdev/devices")
+MTTY_TYPES = Path("/sys/devices/virtual/mtty/mtty/mdev_supported_types")
+
+
+def renew_mdevs(uuids: tuple[str, str]) -> None:
+    """Remove and re-create both mtty instances (same UUIDs). A migration that did not
+    complete leaves the destination's mtty unusable: after a cancelled one, the next load
+    into it failed ("error while loading state section ... vfio", Bad file descriptor)."""
+    for u in uuids:
+        (MDEV_DEVICES / u / "remove").write_text("1\n")
+    for u in uuids:
+        (MTTY_TYPES / MTTY_TYPE / "create").write_text(u + "\n")
+        if not (MDEV_DEVICES / u).exists():
+            raise RuntimeError(f"mtty instance {u} did not come back after re-creating it")
+
+
 def job_scenarios(job: dict[str, Any]) -> list[Scenario]:
     """The job's scenarios at the user's settings (job.json ``overrides``, l1.run_job)."""
     ov = job.get("overrides") or {}
@@ -355,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             info = {"scenario": sc.to_json(), "outcome": "error", "error": f"{type(e).__name__}: {e}"}
             rc = 1
         info["wall_s"] = round(time.monotonic() - t0, 3)
+        if info.get("outcome") != "completed":
+            try:
+                renew_mdevs((a.source_uuid, a.destination_uuid))
+                info["mdevs_renewed"] = True
+            except (OSError, RuntimeError) as e:
+                log.exception("re-creating the mtty instances failed")
+                info["mdevs_renewed"] = f"{type(e).__name__}: {e}"
+                rc = 1
         info["l1"] = _host_facts()
         if job.get("l1_report"):
             info["l1_report"] = _report_in_l1(rd)
