@@ -288,6 +288,8 @@ def test_settings_reach_the_runner_in_l1(tmp_path: Path) -> None:
     (("--vfio", "mtty", "--rate-mbps", "50"), "--rate-mbps is not available with --vfio"),
     (("--vfio", "mtty", "--qemu", "7.2"), "--qemu is not available with --vfio"),
     (("--vfio", "mtty", "--net", "loopback"), "--net is not available with --vfio"),
+    (("--vfio", "mtty", "--record", "r.parquet", "--dataset", "fleet"),
+     "--dataset is not available with --vfio; add its run directories with: migprof import"),
     # the host lab refuses the same values before any work
     (("-s", "converges", "--downtime-limit", "-5"), "--downtime-limit -5: must be >= 0"),
 ])

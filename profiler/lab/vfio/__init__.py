@@ -86,6 +86,9 @@ def overrides_from_args(args: argparse.Namespace, names: list[str]) -> dict[str,
     (commands.options.check_lab_settings); MigprofError for what the nested lab cannot do."""
     from profiler.lab.vfio.scenarios import SCENARIOS
 
+    if getattr(args, "dataset", None):
+        raise MigprofError("--dataset is not available with --vfio; add its run directories "
+                           "with: migprof import RUN_DIR --dataset DIR")
     for dest, flag in _HOST_LAB_ONLY:
         if getattr(args, dest, None) not in (None, False):
             raise MigprofError(f"{flag} is not available with --vfio (the nested lab runs QEMU 10.0 "
