@@ -137,6 +137,14 @@ def test_converges_run_directory(converges):
     assert migrate and {"--live", "--p2p"} <= set(migrate[0])
     # the guest went on running on the destination
     assert b"migprof-guest: t_ms=" in (out / "serial-destination.log").read_bytes()
+    # guest RAM allocated at start-up on both sides, as the plain lab's -mem-prealloc: the
+    # command line libvirt logged (prealloc of the RAM backend, or -mem-prealloc)
+    for side in ("source", "destination"):
+        lines = (out / f"{side}.log").read_text(errors="replace").splitlines()
+        start = next(i for i, ln in enumerate(lines) if "qemu-system" in ln)
+        end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
+        cmd = " ".join(lines[start:end + 1])  # libvirt logs it one argument a line
+        assert re.search(r'-mem-prealloc|"prealloc":true|prealloc=(on|yes)', cmd), cmd[-2000:]
     # trace lines from both QEMUs, read from libvirt's logs of their stderr
     loaded = load([str(out)])
     traced = loaded.events[loaded.events["origin"] == "qemu-log"]

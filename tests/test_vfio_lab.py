@@ -230,3 +230,75 @@ def test_root_required_message(package_for_nobody: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "step host-check: building the L1 image needs root" in r.stdout
     assert not (d / "cache").exists()  # refused before touching the cache
+
+
+def _lab_args(*argv: str):
+    from profiler.cli import build_parser
+
+    full = ["lab", *argv]
+    return build_parser(full).parse_args(full)
+
+
+def test_settings_reach_the_runner_in_l1(tmp_path: Path) -> None:
+    """`lab --vfio mtty -s iterates --downtime-limit MS --max-bandwidth MIBPS --timeout S`: the
+    host lab's flags, in its units, go into the job L1's runner reads (job.json, written by
+    the real run_job before QEMU refuses a kernel that is not one) and override the scenario."""
+    import json
+
+    from profiler.commands.options import lab_config
+    from profiler.lab.vfio import overrides_from_args
+    from profiler.lab.vfio.runner import job_scenarios
+
+    flags = ("--downtime-limit", "1000", "--max-bandwidth", "16", "--timeout", "12")
+    ov = overrides_from_args(_lab_args("--vfio", "mtty", "-s", "iterates", *flags, "--dirty-mb", "6"),
+                             ["iterates"])
+    results = tmp_path / "results"
+    with pytest.raises(SetupError, match="step boot"):
+        l1.run_job(_image_with_kernel(tmp_path, b"\x00" * 4096), results, ["iterates"],
+                   boot_timeout_s=30, overrides=ov)
+    [sc] = job_scenarios(json.loads((results / "job.json").read_text()))
+    mib = scenarios.MiB
+    assert sc.name == "iterates"
+    assert sc.params == {"downtime-limit": 1000, "max-bandwidth": 16 * mib}
+    assert (sc.cancel_after_s, sc.dirty_bytes) == (12.0, 6 * mib)
+    # whether a setting converges is the question asked: either end is an answer
+    assert sc.expect_outcome == scenarios.EITHER and sc.expects("completed") and sc.expects("cancelled")
+    assert not sc.expects("failed")
+    # the same flags mean the same QMP values in the host lab
+    host = lab_config(_lab_args("-s", "converges", *flags)).scenario
+    assert {k: host.params[k] for k in sc.params} == sc.params and host.timeout_s == sc.cancel_after_s
+    # no flags: the scenario as defined, pre-copy at 8 MiB/s and 300 ms, cancelled after 15 s
+    assert overrides_from_args(_lab_args("--vfio", "mtty", "-s", "iterates"), ["iterates"]) == {}
+    [sc0] = job_scenarios({"scenarios": ["iterates"], "overrides": {}})
+    assert sc0 is scenarios.SCENARIOS["iterates"]
+    assert sc0.params == {"max-bandwidth": 8 * mib, "downtime-limit": 300}
+    assert sc0.cancel_after_s == 15.0 and sc0.expect_outcome == "cancelled"
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (("--vfio", "mtty", "-s", "iterates", "--downtime-limit", "-5"), "--downtime-limit -5: must be >= 0"),
+    (("--vfio", "mtty", "-s", "iterates", "--max-bandwidth", "-1"), "--max-bandwidth -1: must be >= 0"),
+    (("--vfio", "mtty", "-s", "iterates", "--timeout", "0"), "--timeout 0: must be > 0 s"),
+    (("--vfio", "mtty", "--downtime-limit", "2000001"), "QEMU takes at most 2000000 ms"),
+    (("--vfio", "mtty", "-s", "no-dirty-tracking", "--downtime-limit", "500"),
+     "--downtime-limit makes no sense for VFIO scenario 'no-dirty-tracking'"),
+    (("--vfio", "mtty", "-s", "all", "--max-bandwidth", "8"),
+     "--max-bandwidth makes no sense for VFIO scenario 'no-dirty-tracking'"),
+    (("--vfio", "mtty", "--dirty-mb", "61"), "--dirty-mb 61: the nested lab's guest dirties 1 to 60 MiB"),
+    (("--vfio", "mtty", "--rate-mbps", "50"), "--rate-mbps is not available with --vfio"),
+    (("--vfio", "mtty", "--qemu", "7.2"), "--qemu is not available with --vfio"),
+    (("--vfio", "mtty", "--net", "loopback"), "--net is not available with --vfio"),
+    (("--vfio", "mtty", "--record", "r.parquet", "--dataset", "fleet"),
+     "--dataset is not available with --vfio; add its run directories with: migprof import"),
+    # the host lab refuses the same values before any work
+    (("-s", "converges", "--downtime-limit", "-5"), "--downtime-limit -5: must be >= 0"),
+])
+def test_bad_settings_are_one_line_exit_2(argv: tuple[str, ...], says: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from profiler.cli import main
+
+    out = tmp_path / "out"
+    assert main(["lab", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

@@ -50,6 +50,10 @@ def test_downtime_raise() -> None:
     vc.check_downtime_raise(DATA / "downtime-raised")
 
 
+def test_iterates() -> None:
+    vc.check_iterates(DATA / "iterates")
+
+
 def test_no_dirty_tracking() -> None:
     vc.check_no_dirty_tracking(DATA / "no-dirty-tracking")
 

@@ -56,6 +56,26 @@ def test_downtime_raise_is_what_let_it_converge(vfio_runs: Path) -> None:
     vc.check_downtime_raise(vfio_runs / "downtime-raised")
 
 
+def test_iterates_until_cancelled(vfio_runs: Path) -> None:
+    vc.check_iterates(vfio_runs / "iterates")
+
+
+@pytest.fixture(scope="session")
+def vfio_at_settings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`iterates` at other settings, as `bench_whatif.py` reruns it: a second L1 boot."""
+    out = tmp_path_factory.mktemp("vfio") / "settings"
+    rc = main(["lab", "--vfio", "mtty", "-s", "iterates", "--downtime-limit", "2000",
+               "--max-bandwidth", "16", "--timeout", "60", "--out", str(out)])
+    assert rc == 0, f"migprof lab --vfio mtty exited {rc}; see {out}"
+    return out / "iterates"
+
+
+def test_settings_reach_qemu_and_converge(vfio_at_settings: Path) -> None:
+    # 2000 ms at 16 MiB/s is a threshold far above the 4 MiB set: it switches over
+    vc.check_iterates(vfio_at_settings, downtime_ms=2000, bandwidth=16 << 20, cancelled=False)
+    vc.check_mtty_bytes(vfio_at_settings, "converges")
+
+
 def test_missing_dirty_tracking_fails_with_reason(vfio_runs: Path) -> None:
     vc.check_no_dirty_tracking(vfio_runs / "no-dirty-tracking")
 

@@ -54,7 +54,12 @@ EXPECT = {
     "multifd": Expect("completed", MTTY_VFIO_TRANSFERRED_MULTIFD, bpf_path="tracepoint"),
     # mtty's DMA-logging ops are stubs and type1 has no IOMMUFD: QEMU fails the migration
     "no-dirty-tracking": Expect("failed", None),
+    # 4 MiB re-dirtied, 300 ms at 8 MiB/s (~2.6 MB threshold): iterates until cancelled
+    "iterates": Expect("cancelled", None),
 }
+# `iterates` as defined: the source's settings and the cancel after its timeout
+ITERATES_DOWNTIME_MS = 300
+ITERATES_BANDWIDTH = 8 << 20
 COMPLETED = [n for n, e in EXPECT.items() if e.outcome == "completed"]
 WITH_BPF = [n for n, e in EXPECT.items() if e.bpf_path and e.outcome == "completed"]
 TRACE_LINE = re.compile(r"^(\d+)@(\d+)\.(\d{6}):(\w+) ?(.*)$")
@@ -175,6 +180,41 @@ def check_downtime_raise(run: Path) -> None:
             and "downtime-limit" in (r.get("detail") or "")]
     assert sets[-1]["downtime-limit"] == want.raised_downtime_ms
     assert qm(run)["status"] == "completed"
+
+
+def limits_applied(run: Path) -> list[tuple[float, float]]:
+    """The downtime-limit QEMU applied at each check, as a (low, high) ms range:
+    migration_update_counters sets ``max_size`` = bandwidth (bytes/ms) x downtime-limit, and
+    ``migrate_transferred`` prints the bandwidth truncated to an integer."""
+    out = []
+    for name, args in trace(run / "source.log"):
+        if name == "migrate_transferred":
+            m = re.search(r"bandwidth (\d+) .*max_size (\d+)", args)
+            if m and int(m.group(1)) > 0:
+                bw, size = int(m.group(1)), int(m.group(2))
+                out.append((size / (bw + 1), size / bw))
+    return out
+
+
+def check_iterates(run: Path, downtime_ms: float = ITERATES_DOWNTIME_MS,
+                   bandwidth: int = ITERATES_BANDWIDTH, cancelled: bool = True) -> None:
+    """The settings reached QEMU (its own threshold arithmetic) and pre-copy iterated;
+    cancelled: by the lab's timeout, after many passes, never below the threshold."""
+    lim = limits_applied(run)
+    bad = [(round(lo), round(hi)) for lo, hi in lim if not lo - 1 <= downtime_ms <= hi + 1]
+    assert lim and not bad, bad[:5]
+    rows = jsonl(run / "events.jsonl")
+    sets = [json.loads(r["detail"]) for r in rows if r["event"] == "qmp_params" and r["side"] == "source"
+            and "max-bandwidth" in (r.get("detail") or "")]
+    assert sets[-1]["max-bandwidth"] == bandwidth
+    syncs = sum(1 for n, _ in trace(run / "source.log") if n == "migration_bitmap_sync_end")
+    marks = [json.loads(r["detail"]) for r in rows if r["event"] == "lab_mark" and r.get("state") == "cancel"]
+    if cancelled:
+        assert qm(run)["status"] == "cancelled"
+        assert len(marks) == 1 and marks[0]["reason"].startswith("timeout"), marks
+        assert syncs >= 5, f"only {syncs} dirty syncs: pre-copy did not iterate"
+    else:
+        assert qm(run)["status"] == "completed" and not marks
 
 
 def check_no_dirty_tracking(run: Path) -> None:

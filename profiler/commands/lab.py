@@ -11,10 +11,10 @@ from profiler.commands.options import (
     LabRunConfig,
     add_lab_args,
     attach_hint,
+    check_lab_settings,
     check_output,
     quiet_qmp_logs,
 )
-from profiler.errors import MigprofError
 
 EXAMPLES = """examples:
   migprof lab                                   # 'converges' on QEMU 7.2, netns + veth
@@ -57,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "vfio", None):
         from profiler.lab.vfio import run_vfio_lab
 
-        if args.dataset:
-            raise MigprofError("--dataset is not available with --vfio; add its run directories "
-                               "with: migprof import RUN_DIR --dataset DIR")
+        check_lab_settings(args)  # the rest of the flags: run_vfio_lab
         check_output(args.out, "the run directories", directory=True)
         return run_vfio_lab(args)
     from profiler.lab import scenarios

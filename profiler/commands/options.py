@@ -253,11 +253,33 @@ class LabRunConfig:
                    dataset=DatasetTarget.from_args(args, args.record))
 
 
+MAX_DOWNTIME_LIMIT_MS = 2_000_000  # QEMU refuses more (MAX_MIGRATE_DOWNTIME, 2000 s)
+
+
+def check_lab_settings(args: argparse.Namespace) -> None:
+    """The migration settings of a lab run (`lab`, `lab --vfio`, `demo`), checked before any
+    work: a value QEMU would refuse is one line naming the flag (exit 2)."""
+    from profiler.errors import MigprofError
+
+    for flag, dest in (("--downtime-limit", "downtime_limit"), ("--max-bandwidth", "max_bandwidth"),
+                       ("--avail-switchover-bandwidth", "avail_switchover_bandwidth")):
+        v = getattr(args, dest, None)
+        if v is not None and v < 0:
+            raise MigprofError(f"{flag} {v:g}: must be >= 0")
+    dl = getattr(args, "downtime_limit", None)
+    if dl is not None and dl > MAX_DOWNTIME_LIMIT_MS:
+        raise MigprofError(f"--downtime-limit {dl}: QEMU takes at most {MAX_DOWNTIME_LIMIT_MS} ms")
+    t = getattr(args, "timeout", None)
+    if t is not None and t <= 0:
+        raise MigprofError(f"--timeout {t:g}: must be > 0 s")
+
+
 def lab_config(args: argparse.Namespace) -> Any:
     """LabConfig from the shared flags."""
     from profiler.lab import scenarios
     from profiler.lab.run import LabConfig
 
+    check_lab_settings(args)
     sc = scenarios.get(args.scenario)
     params = {}
     if args.max_bandwidth is not None:

@@ -275,7 +275,9 @@ def domain_xml(name: str, binary: lq.QemuBinary, kernel: Path, append: str, mem_
     ``-no-acpi``, which QEMU 9.0 removed (``--qemu 10.0`` would not start).
     Trace events are set on QEMU's command line (``qemu:commandline``) so the destination,
     which libvirt creates and keeps busy with the incoming migration (no passthrough
-    then), logs them from its start; libvirt adds ``-msg timestamp=on`` itself."""
+    then), logs them from its start; libvirt adds ``-msg timestamp=on`` itself. Guest RAM is
+    allocated at start-up (``<allocation mode='immediate'/>``: QEMU's prealloc), as the plain
+    lab's ``-mem-prealloc``, so neither side pays first-touch page faults mid-migration."""
     args = ["-trace", f"events={trace_file}"] if trace_file else []
     qemu_args = "".join(f"    <qemu:arg value='{escape(a)}'/>\n" for a in args)
     ns = "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
@@ -283,6 +285,7 @@ def domain_xml(name: str, binary: lq.QemuBinary, kernel: Path, append: str, mem_
     return f"""<domain type='qemu' {ns}>
   <name>{escape(name)}</name>
   <memory unit='MiB'>{mem_mb}</memory>
+  <memoryBacking><allocation mode='immediate'/></memoryBacking>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>

@@ -80,14 +80,16 @@ def _read(path: Path) -> str:
 
 def run_job(image: L1Image, results: Path, scenarios: list[str], boot_timeout_s: float = 180.0,
             timeout_s: float = 1500.0, qemu: str = HOST_QEMU,
-            modules: list[str] | None = None, report_in_l1: bool = False) -> L1Result:
+            modules: list[str] | None = None, report_in_l1: bool = False,
+            overrides: dict | None = None) -> L1Result:
     """Boot L1 with ``results`` shared in, run the scenarios, wait for it to power off.
 
     Raises SetupError naming the step when L1 does not boot or its init fails before
     the runner; scenario failures are reported in the run directories instead.
     ``modules`` replaces the kernel modules L1 loads (default: vfio vfio_iommu_type1
     mdev mtty). ``report_in_l1`` also runs ``migprof report --json`` inside L1 on each
-    run (report-l1.json).
+    run (report-l1.json). ``overrides``: the user's settings for every scenario
+    (``Scenario.with_overrides`` keywords), applied by the runner in L1.
     """
     if not Path(qemu).exists():
         raise SetupError(f"vfio lab: step boot: host QEMU {qemu} is missing; run 'bash scripts/run.sh setup'")
@@ -100,7 +102,8 @@ def run_job(image: L1Image, results: Path, scenarios: list[str], boot_timeout_s:
             p.unlink()
     (results / "job.json").write_text(json.dumps({
         "out": "/results/runs", "scenarios": scenarios,
-        "qemu": "/usr/bin/qemu-system-x86_64", "l1_report": report_in_l1}, indent=1) + "\n")
+        "qemu": "/usr/bin/qemu-system-x86_64", "l1_report": report_in_l1,
+        "overrides": overrides or {}}, indent=1) + "\n")
     if modules is not None:
         (results / "modules").write_text(" ".join(modules) + "\n")
     console = results / "console.log"

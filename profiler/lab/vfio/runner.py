@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ExecInterruptedError, ExecuteError
+from qemu.qmp import ExecInterruptedError, ExecuteError, StateError
 
 from profiler import events as ev
 from profiler.lab.vfio.driver import Qemu, RowLog
@@ -41,11 +41,13 @@ FINAL_STATES = {"completed", "failed", "cancelled"}
 
 # Trace events enabled on both QEMUs: migration core, per-device downtime, VFIO
 # (including vfio_pci_*_config, whose parentheses hold more than the device name),
-# multifd threads. migration_transferred_bytes is left out: it floods the log.
+# multifd threads, max-bandwidth's sleeps (whatif's burst rate). migration_transferred_bytes
+# is left out: it floods the log.
 TRACE_EVENTS = """\
 migrate_*
 migration_bitmap_*
 migration_thread_*
+migration_rate_limit_*
 migration_completion_*
 migration_precopy_complete
 migration_cleanup
@@ -80,7 +82,9 @@ def vfio_device_arg(uuid: str, dirty_tracking_off: bool) -> str:
 def qemu_args(guest: Path, uuid: str, sc: Scenario, trace_file: Path, log_file: Path) -> list[str]:
     return [
         "-machine", "pc", "-accel", "tcg", "-cpu", "qemu64", "-smp", "1",
-        "-m", str(GUEST_RAM_MB), "-nodefaults", "-no-user-config", "-display", "none",
+        # RAM faulted in at start-up, as the host lab does: under nested TCG each first touch
+        # is an emulated fault in L1, and the first pass over untouched RAM stalled 0.4-2.4 s
+        "-m", str(GUEST_RAM_MB), "-mem-prealloc", "-nodefaults", "-no-user-config", "-display", "none",
         "-kernel", str(guest),
         "-device", vfio_device_arg(uuid, sc.dirty_tracking_off),
         "-msg", "timestamp=on", "-trace", f"events={trace_file}", "-D", str(log_file),
@@ -171,7 +175,8 @@ async def _query_alive(q: Qemu) -> dict[str, Any] | None:
         return None
     try:
         return await q.query_migrate()
-    except (ExecInterruptedError, ConnectionError, OSError):
+    except (ExecInterruptedError, StateError, ConnectionError, OSError):
+        # StateError: the client saw the hang-up first and is disconnecting
         return None
 
 
@@ -226,6 +231,8 @@ async def run_scenario(sc: Scenario, rd: Path, qemu: str, uuids: tuple[str, str]
         await asyncio.sleep(0.5)
         rows.add("source", ev.LAB_MARK, origin=ev.Origin.LAB, state="migrate",
                  detail=json.dumps({"uri": uri}))
+        t_migrate = time.monotonic()
+        cancelled = False
         try:
             await src.execute("migrate", {"uri": uri})
         except ExecuteError as e:
@@ -233,6 +240,13 @@ async def run_scenario(sc: Scenario, rd: Path, qemu: str, uuids: tuple[str, str]
         while refused is None:
             qs = await src.query_migrate()
             await _query_alive(dst)
+            if (sc.cancel_after_s is not None and not cancelled and qs.get("status") not in FINAL_STATES
+                    and time.monotonic() - t_migrate >= sc.cancel_after_s):
+                # as the host lab's --timeout: the mark names it, so the report says why
+                rows.add("source", ev.LAB_MARK, origin=ev.Origin.LAB, state="cancel",
+                         detail=json.dumps({"action": "cancel", "reason": f"timeout {sc.cancel_after_s} s"}))
+                await src.execute("migrate_cancel")
+                cancelled = True
             syncs = (qs.get("ram") or {}).get("dirty-sync-count", 0)
             if (sc.raise_downtime_at_sync and raised_at is None
                     and syncs >= sc.raise_downtime_at_sync and qs.get("status") == "active"):
@@ -306,6 +320,29 @@ def _host_facts() -> dict[str, Any]:
             "python": sys.version.split()[0], "cpus": os.cpu_count()}
 
 
+MDEV_DEVICES = Path("/sys/bus/mdev/devices")
+MTTY_TYPES = Path("/sys/devices/virtual/mtty/mtty/mdev_supported_types")
+
+
+def renew_mdevs(uuids: tuple[str, str]) -> None:
+    """Remove and re-create both mtty instances (same UUIDs). A migration that did not
+    complete leaves the destination's mtty unusable: after a cancelled one, the next load
+    into it failed ("error while loading state section ... vfio", Bad file descriptor)."""
+    for u in uuids:
+        (MDEV_DEVICES / u / "remove").write_text("1\n")
+    for u in uuids:
+        (MTTY_TYPES / MTTY_TYPE / "create").write_text(u + "\n")
+        if not (MDEV_DEVICES / u).exists():
+            raise RuntimeError(f"mtty instance {u} did not come back after re-creating it")
+
+
+def job_scenarios(job: dict[str, Any]) -> list[Scenario]:
+    """The job's scenarios at the user's settings (job.json ``overrides``, l1.run_job)."""
+    ov = job.get("overrides") or {}
+    return [sc.with_overrides(ov.get("params"), ov.get("cancel_after_s"), ov.get("dirty_bytes"))
+            for sc in select(job.get("scenarios"))]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--job", required=True, type=Path)
@@ -319,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     bpf = bool(job.get("bpf", True))
     summary: list[dict[str, Any]] = []
     rc = 0
-    for i, sc in enumerate(select(job.get("scenarios"))):
+    for i, sc in enumerate(job_scenarios(job)):
         rd = out / sc.name
         rd.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
@@ -335,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             info = {"scenario": sc.to_json(), "outcome": "error", "error": f"{type(e).__name__}: {e}"}
             rc = 1
         info["wall_s"] = round(time.monotonic() - t0, 3)
+        if info.get("outcome") != "completed":
+            try:
+                renew_mdevs((a.source_uuid, a.destination_uuid))
+                info["mdevs_renewed"] = True
+            except (OSError, RuntimeError) as e:
+                log.exception("re-creating the mtty instances failed")
+                info["mdevs_renewed"] = f"{type(e).__name__}: {e}"
+                rc = 1
         info["l1"] = _host_facts()
         if job.get("l1_report"):
             info["l1_report"] = _report_in_l1(rd)
