@@ -253,7 +253,7 @@ ROWS: tuple[Row, ...] = (
           'migration_throttle(void) ""'),
     trace("7.2", SRC, None, "",
           'ram_save_iterate_big_wait(uint64_t milliconds, int iterations) "big wait: %" PRIu64 " milliseconds, %d iterations"'),
-    trace("7.2", DST, None, "",
+    trace("7.2", DST, None, "seq_iter=count",
           'ram_load_complete(int ret, uint64_t seq_iter) "exit_code %d seq iteration %" PRIu64'),
     trace("8.1", SRC, None, "",
           'migration_dirty_limit_guest(int64_t dirtyrate) "guest dirty page rate limit %" PRIi64 " MB/s"'),

@@ -231,10 +231,16 @@ def test_v1_recording_reads_as_a_fresh_import(name: str, run: str) -> None:
     assert meta["upgraded_from"] == 1 and not warnings
     fresh = load([str(ROOT / "tests" / "data" / run)]).events
     assert len(df) == len(fresh)
+    # ram_load_complete's sequence number is read since the what-if's path rate: the v1 code
+    # kept the line without it
+    newer = (fresh["event"].astype(str) == "ram_load_complete").to_numpy()
+    assert fresh.loc[newer, "count"].notna().all() and df.loc[newer, "count"].isna().all()
     for col in ev.COLUMNS:
         a, b = df[col], fresh[col]
         if col == "file":  # imported from another working directory
             a, b = (s.astype("string").str.rsplit("/", n=1).str[-1] for s in (a, b))
+        if col == "count":
+            a, b = a[~newer], b[~newer]
         assert a.astype("string").fillna("<NA>").tolist() == b.astype("string").fillna("<NA>").tolist(), col
     moved = {"7.2-converges": ("compat_bytes", "dirty_pages", "dirty_syncs", "section_id"),
              "vfio-converges": ("switchover_bw_bytes_per_ms", "dirty_pages", "dirty_syncs", "section_id",

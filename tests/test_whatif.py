@@ -494,3 +494,75 @@ def test_a_bandwidth_step_states_the_range_over_qemu_s_window() -> None:
     _, a = measured(RERUN / "10.0-bandwidth-change")
     _, b = measured(RERUN / "10.0-bandwidth-change-at-100ms")
     assert a.dirty_syncs != b.dirty_syncs
+
+
+def test_a_base_without_stop_copy_reads_its_rate_from_the_path(tmp_path: Path) -> None:
+    """The never-converges base was cancelled: it has no stop-copy to time. Inside each window
+    max-bandwidth held, the source only filled the socket buffers (6.5 MiB in ~4 ms, 2.2 GiB/s)
+    while the destination drained them; its rerun at 700 ms sent a 32 MiB stop-copy at 1.5
+    GiB/s. The destination's ``ram_load_complete`` of each section against the source's start
+    of it gives the rate the path sustains; the stop-copy beyond what one window's burst put
+    into the buffers goes at it. Without the destination's trace the send rate is all there is."""
+    x, _ = measured(RERUN / "10.0-never-converges")
+    _, r = measured(RERUN / "10.0-never-converges-at-700ms")
+    assert x.stop_rate_source.startswith("the path's rate")
+    assert 4 << 20 < x.buffered_bytes < 8 << 20 and x.burst_bytes_per_ms > x.stop_rate_bytes_per_ms
+    rerun_ram_ms = next(float(s.split("downtime=")[1]) / 1000.0 for s in (
+        RERUN / "10.0-never-converges-at-700ms" / "source.log").read_text().splitlines()
+        if "vmstate_downtime_save type=iterable idstr=ram" in s)
+    p = W.predict(x, x.recorded.with_param("downtime-limit", r.downtime_limit_ms))
+    assert p.converges and abs(p.devices[0].stopcopy_bytes / r.devices[0].stopcopy_bytes - 1) < 0.05
+    assert abs(p.devices[0].downtime_ms / rerun_ram_ms - 1) < 0.15  # was 30 % under at the send rate
+    # the run without the destination's trace: no path to measure
+    for f in (RERUN / "10.0-never-converges").iterdir():
+        if f.name != "destination.log":
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    alone, _ = measured(tmp_path)
+    assert alone.stop_rate_source == "the send rate inside throttled windows" and alone.buffered_bytes == 0
+    assert alone.stop_rate_bytes_per_ms > 1.3 * x.stop_rate_bytes_per_ms
+
+
+def test_a_device_size_that_may_count_its_pre_copy_is_a_range() -> None:
+    """mtty's ``MIG_DATA_SIZE`` (96 B) is its whole state: the 24 B header it sent in pre-copy
+    too, so its stop-copy sends 72 B (the base that switched over shows it). A base that never
+    switched over cannot tell such a driver from one whose size is what is left: the point
+    keeps the size, the range reaches down to the size less the pre-copy bytes."""
+    x, _ = measured(RERUN / "10.0-vfio-iterates-at-400ms")
+    seen, _ = measured(RERUN / "10.0-vfio-iterates-at-1000ms")
+    (d,) = x.devices
+    assert d.stopcopy_bytes is None and (d.stopcopy_size_bytes, d.precopy_bytes) == (96, 24)
+    assert (seen.devices[0].stopcopy_size_bytes, seen.devices[0].precopy_bytes,
+            seen.devices[0].stopcopy_bytes) == (96, 24, 72)
+    p = W.predict_range(x, x.recorded.with_param("downtime-limit", 1000))
+    assert p.converges and p.devices[1].stopcopy_bytes == 96
+    assert W.SIZE_ESTIMATE in p.range.why and p.range.devices[1].stopcopy_bytes == (72, 96)
+    assert p.range.devices[0].stopcopy_bytes[1] == p.devices[0].stopcopy_bytes  # RAM's: the dirty rate's
+    # where the recording saw the stop-copy, the device's own bytes stand
+    q = W.predict_range(seen, seen.recorded.with_param("downtime-limit", 2000))
+    assert q.devices[1].stopcopy_bytes == 72 and (q.range is None or W.SIZE_ESTIMATE not in q.range.why)
+    rc, out, _ = cli("whatif", str(RERUN / "10.0-vfio-iterates-at-400ms"), "--downtime-limit", "1000", "--json")
+    assert rc == 0 and json.loads(out)["predictions"][0]["range"]["why"] == [
+        "dirty_rate_lower_bound", W.SIZE_ESTIMATE]
+
+
+def test_the_first_pass_s_zero_pages_cost_time() -> None:
+    """The nested lab's stuck base sent its first pass at 8 MiB/s: every window held, each
+    sending its budget, the ones that reached the guest's untouched (zero) memory scanning
+    ~60 MiB for under 1 MiB of wire in 100+ ms. Rerun at 16 MiB/s (committed beside it) the
+    window that scanned that stretch could not spend its budget: it measured 6 MB/s, so the
+    threshold fell below the 4 MiB set and pre-copy took one more pass. A replay that timed the
+    first pass by wire bytes alone put the whole pass at the budget's pace (499 ms, 30 % short);
+    timed along the page order as the base was busy, it lands within the target."""
+    x, _ = measured(RERUN / "10.0-vfio-iterates-at-400ms")
+    _, r = measured(RERUN / "10.0-vfio-iterates-at-400ms-16mibps")
+    assert r.outcome == "completed" and r.max_bandwidth_bytes_per_s == 16 << 20
+    assert len(x.bulk_time[0]) >= 4 and x.bulk_time[0][-1] == pytest.approx(x.bulk_wire_bytes)
+    lines = (RERUN / "10.0-vfio-iterates-at-400ms-16mibps" / "source.log").read_text().splitlines()
+    bws = [int(re.search(r"bandwidth (\d+)", s)[1]) for s in lines if "migrate_transferred" in s]
+    assert min(bws[:4]) * 1000 < 0.5 * r.max_bandwidth_bytes_per_s  # a window short of its budget
+    s = x.recorded.with_param("downtime-limit", r.downtime_limit_ms).with_param(
+        "max-bandwidth", r.max_bandwidth_bytes_per_s)
+    p = W.predict(x, s, horizon_ms=19950.0)
+    by_wire = W.predict(replace(x, bulk_time=((), ())), s, horizon_ms=19950.0)
+    assert p.converges and abs(p.dirty_syncs - r.dirty_syncs) <= 1
+    assert abs(p.total_ms - r.total_ms) <= 0.15 * r.total_ms < abs(by_wire.total_ms - r.total_ms)

@@ -59,6 +59,7 @@ PHASES_MS = (0.0, 25.0, 50.0, 75.0)  # QEMU's window phases a bandwidth step is 
 # why a prediction is a range (``Range.why``)
 LOWER_BOUND = "dirty_rate_lower_bound"
 BANDWIDTH_STEP = "bandwidth_step"
+SIZE_ESTIMATE = "stopcopy_size_estimate"
 PARAMS = ("downtime-limit", "max-bandwidth", "avail-switchover-bandwidth")
 
 
@@ -140,6 +141,7 @@ class DeviceInput:
     stopcopy_bytes: int | None  # what it sent in the recorded stop-copy
     downtime_ms: float | None
     precopy_info: bool  # reported PRE_COPY initial/dirty sizes
+    precopy_bytes: int = 0  # what it sent in pre-copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,15 @@ class Measured:
     weak: tuple[str, ...]
     # when the bandwidth stepped (ms from the start: the end of the window before the step)
     bandwidth_steps_ms: tuple[float, ...] = ()
+    # with the stop-copy rate read from the path (no stop-copy recorded): the first bytes of
+    # a stop-copy fill the socket buffers at the source's burst rate, as each held window's
+    # did; only what the buffers cannot hold goes at the path's rate
+    buffered_bytes: float = 0.0
+    burst_bytes_per_ms: float = math.nan
+    # where max-bandwidth held the whole first pass: its wire bytes against the time it was
+    # busy (not asleep), along the page order: a stretch of zero pages costs scan time and
+    # almost no wire, so a window that reaches it sends less than its budget (empty: not held)
+    bulk_time: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +226,7 @@ class DeviceRange:
 @dataclass(frozen=True, slots=True)
 class Range:
     """The lowest and highest of each figure over the replays the input allows (``why``:
-    ``LOWER_BOUND``, ``BANDWIDTH_STEP``). ``converges`` is (False, True) when they disagree;
+    ``LOWER_BOUND``, ``BANDWIDTH_STEP``, ``SIZE_ESTIMATE``). ``converges`` is (False, True) when they disagree;
     the figures are over the replays that converge (None when none does)."""
 
     why: tuple[str, ...]
@@ -285,8 +296,65 @@ def _windows(rows: pd.DataFrame, max_bw: float) -> pd.DataFrame:
     budget = max_bw / 1000.0 * WINDOW_MS if max_bw > 0 else np.inf
     return pd.DataFrame({"end_ms": end, "dur_ms": dur, "bytes": nbytes, "bw": bw,
                          "limited": nbytes >= _LIMITED * budget, "slept": slept > 0, "burst": burst,
+                         "active_ms": active,
                          "sbw": tr["switchover_bw_bytes_per_ms"].to_numpy(dtype="float64", na_value=np.nan),
                          "threshold": tr["threshold_bytes"].to_numpy(dtype="float64", na_value=np.nan)})
+
+
+# read by the what-if only (so not kept by `report`: no role in the registry)
+_SECTION_START, _SECTION_END, _RAM_LOAD = "savevm_section_start", "savevm_section_end", "ram_load_complete"
+
+
+def _path_rates(m: Migration, events: pd.DataFrame, rows: pd.DataFrame, W: pd.DataFrame,
+                use: np.ndarray) -> np.ndarray:
+    """Per window that max-bandwidth held: its bytes over the time from its RAM section's
+    start on the source to the destination's load of it (``ram_load_complete``, the
+    section's sequence number): the rate the whole path sustains. Inside a held window the
+    source only fills the socket buffers (the destination drains them while it sleeps), so
+    its burst rate overstates what a stop-copy larger than those buffers gets. ``use``:
+    which windows of ``W`` to measure. Empty without the destination's trace, or when its
+    clock disagrees (a load before its send)."""
+    ev = rows["event"].astype(object).to_numpy()
+    ram = rows["device"].eq("ram").fillna(False).to_numpy(dtype=bool)
+    t = rows["t_ms"].to_numpy()
+    st, en = t[(ev == _SECTION_START) & ram], t[(ev == _SECTION_END) & ram]
+    n = min(len(st), len(en))
+    side = events["side"].astype(object).to_numpy()
+    dev_ev = events["event"].astype(object).to_numpy()
+    sel = (side == "destination") & (dev_ev == _RAM_LOAD)
+    if n < 3 or not sel.any():
+        return np.zeros(0)
+    d = events[sel]
+    dt = (d["t_ns"].to_numpy(dtype="float64", na_value=np.nan) - m.start_ns) / 1e6
+    seq = d["count"].to_numpy(dtype="float64", na_value=np.nan)
+    ok = ~np.isnan(dt) & ~np.isnan(seq) & (dt >= 0.0)
+    if m.end_ns is not None:
+        ok &= dt <= (m.end_ns - m.start_ns) / 1e6 + 1000.0
+    dt, seq = dt[ok], seq[ok].astype(np.int64)
+    if not len(seq):
+        return np.zeros(0)
+    st, en = st[:n], en[:n]
+    # the destination numbers every RAM section it loads, setup's first (no source line):
+    # the k-th iterate section on the source is its first number + 1 + k
+    done = np.full(n, np.nan)
+    k = seq - seq.min() - 1
+    inr = (k >= 0) & (k < n)
+    done[k[inr]] = dt[inr]
+    # a section cannot be loaded before it was begun (its end may print after the load)
+    if np.nanmin(done - st, initial=np.inf) <= 0.0:  # clocks apart: not comparable
+        return np.zeros(0)
+    ends = W["end_ms"].to_numpy()
+    held = use & (W["limited"] & W["slept"]).to_numpy()
+    w = np.searchsorted(ends, st, side="left")  # the window each section starts in
+    out = []
+    for i in np.flatnonzero(held):
+        inw = np.flatnonzero(w == i)
+        if not len(inw) or np.isnan(done[inw[-1]]):
+            continue
+        span = done[inw[-1]] - st[inw[0]]
+        if span > 0:
+            out.append(float(W["bytes"].iloc[i]) / span)
+    return np.array(out)
 
 
 def _iterable_saves(rows: pd.DataFrame) -> dict[str, float]:
@@ -513,6 +581,7 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         sent += _bulk_tail(W, seq, bulk_end, last_end, float(before["bw"].iloc[-1]), new_dirt)
     elif ram_dev is not None and ram_dev.precopy_bytes:
         sent = float(ram_dev.precopy_bytes)  # no window closed before it: query-migrate's count
+    tail_w = sent - float(before["bytes"].sum())
     done = 1.0 - left / ram_bytes
     if sent > 0 and done > 0.05:
         bulk_wire = sent / done
@@ -536,10 +605,24 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         curve = (tuple(float(v) for v in cw), tuple(float(v) for v in cp))
     else:
         curve = ((0.0, float(bulk_wire)), (float(ram_bytes), 0.0))
+    btime: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+    nxt = W[W["end_ms"] > bulk_end]
+    if len(before) >= 2 and bool(before["limited"].all()):
+        tail_ms = max(bulk_end - last_end, 0.0)  # busy up to the pass's end, unless held and asleep
+        if len(nxt) and bool(nxt["limited"].iloc[0]):
+            tail_ms = min(tail_ms, tail_w / max(float(nxt["burst"].iloc[0]), 1e-9))
+        bw_ = np.r_[0.0, np.cumsum(before["bytes"].to_numpy(dtype="float64")), sent]
+        bt_ = np.r_[0.0, np.cumsum(before["active_ms"].to_numpy(dtype="float64")), 0.0]
+        bt_[-1] = bt_[-2] + tail_ms
+        if bulk_wire > sent:  # cut short: the rest at the pass's mean
+            bw_, bt_ = np.r_[bw_, bulk_wire], np.r_[bt_, bt_[-1] + (bulk_wire - sent) * bt_[-1] / max(sent, 1.0)]
+        keep = np.r_[True, (np.diff(bw_) > 0) & (np.diff(bt_) > 0)]
+        if keep.sum() >= 3:
+            btime = (tuple(float(v) for v in bw_[keep]), tuple(float(v) for v in bt_[keep]))
 
     # the stop-copy rate: RAM's stop-copy bytes over its iterable save (>= 8.2), else over
     # the downtime (7.2); without one, the send rate inside throttled windows
-    stop_rate, stop_src = math.nan, ""
+    stop_rate, stop_src, buffered = math.nan, "", 0.0
     saves = _iterable_saves(rows)
     ram_iter = saves.get("ram")
     if ram_stop is not None and ram_stop >= 64 * 1024:
@@ -558,15 +641,24 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     early = slept[slept["end_ms"] <= bulk_end]
     burst = float(np.percentile((late if len(late) else slept)["burst"], 75)) if len(slept) else math.nan
     bulk_burst = float(np.median(early["burst"])) if len(early) else burst
+    path = _path_rates(m, events, rows, W, (W["end_ms"] > bulk_end).to_numpy() if len(late) else
+                       np.ones(len(W), dtype=bool)) if len(slept) else np.zeros(0)
     if math.isnan(stop_rate):
-        if not math.isnan(burst):
+        if len(path) >= 3:
+            stop_rate, stop_src = float(np.median(path)), ("the path's rate in throttled windows, source "
+                                                           "send to destination load")
+            if not math.isnan(burst) and burst > stop_rate:
+                buffered = float(np.median(W.loc[W["limited"] & W["slept"], "bytes"]))
+        elif not math.isnan(burst):
             stop_rate, stop_src = burst, "the send rate inside throttled windows"
         elif len(W):
             stop_rate, stop_src = float(W["bw"].max()), "the fastest window"
         else:
             stop_rate, stop_src = max(sent, 1.0) / max(bulk_end - start_ms, 1.0), "the bulk pass"
         weak.append(f"no sizable stop-copy in the input: downtime assumes a stop-copy rate of "
-                    f"{fmt_rate(stop_rate * 1000)} ({stop_src})")
+                    f"{fmt_rate(stop_rate * 1000)} ({stop_src})" + (
+                        f", its first {fmt_bytes(buffered)} at {fmt_rate(burst * 1000)} (into the socket "
+                        "buffers, as each throttled window's burst went)" if buffered else ""))
     # the link over time: where max-bandwidth held a window, the rate it bursts at; else the
     # window's own rate, except in the bulk pass, where cheap zero pages (CPU-bound) made
     # the wire rate: there non-zero pages go as fast as the first later window, or the stop-copy
@@ -618,7 +710,7 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         down = idstr_time.get(d.idstr) if d.idstr else None
         devs.append(DeviceInput(d.name, int(d.initial_pending_bytes or 0), int(d.dirty_pending_bytes or 0),
                                 int(size or 0), d.stopcopy_bytes, down if down is not None else d.downtime_ms,
-                                info))
+                                info, int(d.precopy_bytes or 0)))
     ack = None
     if m.switchover_ack_ms is not None and devs:
         # the ACK comes once the destination has loaded the devices' initial data
@@ -645,7 +737,7 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     x = Measured(
         migration=m.index, qemu_version=m.qemu_version, rule=rule_for(m.qemu_version), recorded=recorded,
         start_ms=start_ms, sync0_ms=float(sync0), ram_bytes=ram_bytes, bulk_wire_bytes=float(bulk_wire),
-        bulk_curve=curve,
+        bulk_curve=curve, bulk_time=btime,
         working_set_bytes=ws, dirty_rate_bytes_per_s=rate, saturated=stuck,
         windows=tuple(windows), overshoot=over, stop_rate_bytes_per_ms=float(stop_rate), stop_rate_source=stop_src,
         sync_ms=sync_ms, fixed_downtime_ms=fixed, tail_ms=tail, ack_delay_ms=ack, devices=tuple(devs),
@@ -654,7 +746,8 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         verdict_needed_downtime_limit_ms=v.needed_downtime_limit_ms,
         verdict_suggested_downtime_limit_ms=v.suggested_downtime_limit_ms,
         verdict_suggested_bandwidth_bytes_per_s=v.suggested_bandwidth_bytes_per_s,
-        weak=tuple(weak), bandwidth_steps_ms=tuple(t for t, _, _ in steps))
+        weak=tuple(weak), bandwidth_steps_ms=tuple(t for t, _, _ in steps), buffered_bytes=buffered,
+        burst_bytes_per_ms=burst)
     return _consistent(x, float(live[-1].t_ms) if live else start_ms) if stuck and not one else x
 
 
@@ -789,8 +882,22 @@ def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
         # --- iterate: send until the pass ends, the window's budget is spent (then sleep to
         # the window's end), or MAX_WAIT passes
         link = tl.link(t, bulk)
+        left_bulk = x.bulk_wire_bytes - bulk_sent
         if budget <= 0:  # the window's budget is spent: sleep to its end
             send, dt = 0.0, max(win_end - t, 0.01)
+        elif bulk and left_bulk > 0 and x.bulk_time[0] and cap < link:
+            # the first pass where max-bandwidth holds: as busy per wire byte as the
+            # recording was at that point of the page order; the window closes on what it
+            # reached (zero pages scanned, little sent) or its budget, then sleeps
+            bw_, bt_ = x.bulk_time
+            a0 = float(np.interp(bulk_sent, bw_, bt_))
+            rest = max(win_end - t, 0.01)
+            reach = float(np.interp(a0 + rest, bt_, bw_, right=math.inf)) - bulk_sent
+            send = min(budget, left_bulk, wire, reach)
+            dt = float(np.interp(bulk_sent + send, bw_, bt_)) - a0 if send < reach else rest
+            if send >= budget:
+                dt = max(dt, win_end - t)
+            budget -= send
         elif cap < link:  # max-bandwidth holds: send the budget at the link's rate, then sleep
             send = min(max(budget, 0.0), wire)
             dt = send / link
@@ -835,7 +942,9 @@ def _switch(x: Measured, s: Setting, tl: _Timeline, t: float, syncs: int, wire: 
     ws = x.working_set_bytes if x.working_set_bytes is not None else x.ram_bytes
     grown = (ws if since_sync > 0 else 0.0) if instant else min(ws, x.dirty_rate_bytes_per_s * since_sync / 1000.0)
     wire = max(wire, 0.0) + grown
-    ram_ms = max(wire, 0.0) / max(tl.stopcopy_rate(t), 1e-9)
+    rate = max(tl.stopcopy_rate(t), 1e-9)
+    fast = min(wire, x.buffered_bytes) if rate >= x.stop_rate_bytes_per_ms else 0.0
+    ram_ms = fast / x.burst_bytes_per_ms + (wire - fast) / rate if fast > 0 else wire / rate
     devs = [DevicePrediction("ram", int(round(max(wire, 0.0))), ram_ms)]
     for d, left in zip(x.devices, init, strict=True):
         sent = (d.stopcopy_bytes + left) if d.stopcopy_bytes is not None else d.stopcopy_size_bytes
@@ -867,10 +976,18 @@ def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_M
     rate as well as at the safe side; a recorded bandwidth step at every phase of QEMU's
     window against it (``PHASES_MS``), each with the threshold as recorded and moved by the
     window-to-window jitter around the step (``step_jitter``: where a pass ends just above
-    or below the threshold, another run goes the other way). None when the input pins the
-    answer (no such doubt, or every replay says "does not converge")."""
+    or below the threshold, another run goes the other way); a device whose stop-copy the
+    recording never saw down to its size less what it sent in pre-copy. None when the input
+    pins the answer (no such doubt, or every replay says "does not converge")."""
     point = predict(x, s, horizon_ms)
     why = ((LOWER_BOUND,) if x.saturated else ()) + ((BANDWIDTH_STEP,) if x.bandwidth_steps_ms else ())
+    # a device's stop-copy size is its own estimate: one the recording never saw send its
+    # stop-copy may count what it already sent in pre-copy (mtty's 96 B counts its 24 B
+    # header), so it may send that much less
+    counted = [d.precopy_bytes if d.stopcopy_bytes is None and d.stopcopy_size_bytes > 0 else 0
+               for d in x.devices]
+    if any(counted):
+        why += (SIZE_ESTIMATE,)
     if not why:
         return point
     rates = (True, False) if x.saturated else (True,)
@@ -887,7 +1004,9 @@ def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_M
         vals = [v for v in vals if v is not None]
         return (min(vals), max(vals)) if vals else None
 
-    devs = tuple(DeviceRange(d.name, span([p.devices[i].stopcopy_bytes for p in conv]))
+    lo_by = dict(zip([d.name for d in x.devices], counted, strict=True))
+    devs = tuple(DeviceRange(d.name, span([v for p in conv for v in (
+        p.devices[i].stopcopy_bytes, max(p.devices[i].stopcopy_bytes - lo_by.get(d.name, 0), 0))]))
                  for i, d in enumerate(conv[0].devices))
     low = reps[(False, 0.0, 1.0)].converges if x.saturated else None
     rng = Range(why=why, converges=(len(conv) == len(reps), True), converges_at_lower_bound=low,
@@ -998,7 +1117,8 @@ def to_json(x: Measured, predictions: Sequence[Prediction], sweep_: Sweep | None
         "dirty_rate_is_lower_bound": x.saturated, "bandwidth_steps_ms": list(x.bandwidth_steps_ms),
         "bandwidth_bytes_per_s": _bw_summary(x.windows),
         "stopcopy_rate_bytes_per_s": _plain(x.stop_rate_bytes_per_ms * 1000.0),
-        "stopcopy_rate_source": x.stop_rate_source, "fixed_downtime_ms": x.fixed_downtime_ms,
+        "stopcopy_rate_source": x.stop_rate_source, "stopcopy_buffered_bytes": _plain(x.buffered_bytes),
+        "fixed_downtime_ms": x.fixed_downtime_ms,
         "passes_seen": x.passes_seen, "switchover_ack_delay_ms": _plain(x.ack_delay_ms),
         "devices": [{"name": d.name, "initial_bytes": d.initial_bytes, "dirty_bytes": d.dirty_bytes,
                      "stopcopy_size_bytes": d.stopcopy_size_bytes, "stopcopy_bytes": d.stopcopy_bytes,

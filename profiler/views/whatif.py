@@ -13,6 +13,7 @@ from profiler.model.verdict import fmt_bytes, fmt_rate
 from profiler.model.whatif import (
     BANDWIDTH_STEP,
     LOWER_BOUND,
+    SIZE_ESTIMATE,
     Measured,
     Prediction,
     Setting,
@@ -84,6 +85,10 @@ def range_notes(x: Measured, preds: Sequence[Prediction]) -> Text | None:
                  "bandwidth window against the step, as another run lands"
                  + (f", with the threshold moved by the bandwidth's window-to-window jitter (+-{jit:.0%})"
                     if jit >= 0.01 else "") + " (--json's point values: as recorded).")
+    if SIZE_ESTIMATE in why:
+        t.append(" A device's stop-copy size is its own estimate, and the recording never saw it send its "
+                 "stop-copy: a-b runs from that size less what the device sent in pre-copy (a driver may "
+                 "count both, as mtty does) to the size.")
     dep = [p for p in rs if p.range.converges == (False, True)]
     if dep:
         t.append(" ")
