@@ -501,12 +501,13 @@ def test_a_base_without_stop_copy_reads_its_rate_from_the_path(tmp_path: Path) -
     max-bandwidth held, the source only filled the socket buffers (6.5 MiB in ~4 ms, 2.2 GiB/s)
     while the destination drained them; its rerun at 700 ms sent a 32 MiB stop-copy at 1.5
     GiB/s. The destination's ``ram_load_complete`` of each section against the source's start
-    of it gives the rate the path sustains; the stop-copy beyond what one window's burst put
-    into the buffers goes at it. Without the destination's trace the send rate is all there is."""
+    of it gives the rate the path sustains; the stop-copy beyond what the buffers held as a
+    burst ended goes at it. Without the destination's trace the send rate is all there is."""
     x, _ = measured(RERUN / "10.0-never-converges")
     _, r = measured(RERUN / "10.0-never-converges-at-700ms")
     assert x.stop_rate_source.startswith("the path's rate")
-    assert 4 << 20 < x.buffered_bytes < 8 << 20 and x.burst_bytes_per_ms > x.stop_rate_bytes_per_ms
+    # what was in flight as a window's burst ended, filled at the send rate: 2 MiB here
+    assert 1 << 20 < x.buffered_bytes < 6.9e6 and x.burst_bytes_per_ms > 1.3 * x.stop_rate_bytes_per_ms
     rerun_ram_ms = next(float(s.split("downtime=")[1]) / 1000.0 for s in (
         RERUN / "10.0-never-converges-at-700ms" / "source.log").read_text().splitlines()
         if "vmstate_downtime_save type=iterable idstr=ram" in s)
@@ -552,7 +553,8 @@ def test_the_first_pass_s_zero_pages_cost_time() -> None:
     window that scanned that stretch could not spend its budget: it measured 6 MB/s, so the
     threshold fell below the 4 MiB set and pre-copy took one more pass. A replay that timed the
     first pass by wire bytes alone put the whole pass at the budget's pace (499 ms, 30 % short);
-    timed along the page order as the base was busy, it lands within the target."""
+    timed along the page order as the base was busy, its total lands within the target (the
+    extra pass itself is not reproduced: 3 syncs against 4, within the target's +-1)."""
     x, _ = measured(RERUN / "10.0-vfio-iterates-at-400ms")
     _, r = measured(RERUN / "10.0-vfio-iterates-at-400ms-16mibps")
     assert r.outcome == "completed" and r.max_bandwidth_bytes_per_s == 16 << 20
@@ -566,3 +568,17 @@ def test_the_first_pass_s_zero_pages_cost_time() -> None:
     by_wire = W.predict(replace(x, bulk_time=((), ())), s, horizon_ms=19950.0)
     assert p.converges and abs(p.dirty_syncs - r.dirty_syncs) <= 1
     assert abs(p.total_ms - r.total_ms) <= 0.15 * r.total_ms < abs(by_wire.total_ms - r.total_ms)
+
+
+def test_the_first_pass_ends_at_the_rate_of_the_window_it_ends_in() -> None:
+    """The bandwidth-change base's first pass ended 38 ms after the link was lifted, inside a
+    window that then carried 200 MB/s. Its last stretch was counted at the window before's
+    5.5 MB/s: 0.2 MB for what was ~7 MB, a first pass of 13.9 MB on the wire for a guest whose
+    16 MiB working set alone (non-zero pages, all sent in that pass) is 16.8 MB (another base
+    of this load then replayed its own settings with 6 dirty syncs where it had made 4)."""
+    x, m = measured(RERUN / "10.0-bandwidth-change")
+    guest = json.loads((RERUN / "10.0-bandwidth-change" / "run.json").read_text())["guest"]
+    assert x.bandwidth_steps_ms and x.bulk_wire_bytes >= guest["dirty_mb"] << 20
+    own = W.predict(x, x.recorded)
+    assert own.converges and abs(own.dirty_syncs - m.dirty_syncs) <= 1
+    assert abs(own.total_ms - m.total_ms) <= 0.05 * m.total_ms

@@ -306,55 +306,66 @@ _SECTION_START, _SECTION_END, _RAM_LOAD = "savevm_section_start", "savevm_sectio
 
 
 def _path_rates(m: Migration, events: pd.DataFrame, rows: pd.DataFrame, W: pd.DataFrame,
-                use: np.ndarray) -> np.ndarray:
-    """Per window that max-bandwidth held: its bytes over the time from its RAM section's
-    start on the source to the destination's load of it (``ram_load_complete``, the
-    section's sequence number): the rate the whole path sustains. Inside a held window the
-    source only fills the socket buffers (the destination drains them while it sleeps), so
-    its burst rate overstates what a stop-copy larger than those buffers gets. ``use``:
-    which windows of ``W`` to measure. Empty without the destination's trace, or when its
-    clock disagrees (a load before its send)."""
+                use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per window that max-bandwidth held (of those ``use`` picks): its bytes over the time
+    from its RAM section's start on the source to the destination's load of it
+    (``ram_load_complete``, by the section's sequence number): the rate the whole path
+    sustains; and the bytes still in flight when the source's burst ended (its lag behind
+    the source at that rate), which the socket buffers held. Inside a held window the source
+    only fills those buffers (the destination drains them while it sleeps), so its burst
+    rate overstates what a stop-copy larger than them gets. Empty without the destination's
+    trace, with multifd (the main channel's section loads before its pages), or when the two
+    clocks disagree (a load before its send, no setup load)."""
+    none = (np.zeros(0), np.zeros(0))
     ev = rows["event"].astype(object).to_numpy()
+    if any(isinstance(e, str) and e.startswith("multifd_send") for e in set(ev)):
+        return none
     ram = rows["device"].eq("ram").fillna(False).to_numpy(dtype=bool)
     t = rows["t_ms"].to_numpy()
     st, en = t[(ev == _SECTION_START) & ram], t[(ev == _SECTION_END) & ram]
     n = min(len(st), len(en))
     side = events["side"].astype(object).to_numpy()
-    dev_ev = events["event"].astype(object).to_numpy()
-    sel = (side == "destination") & (dev_ev == _RAM_LOAD)
+    sel = (side == "destination") & (events["event"].astype(object).to_numpy() == _RAM_LOAD)
     if n < 3 or not sel.any():
-        return np.zeros(0)
+        return none
     d = events[sel]
     dt = (d["t_ns"].to_numpy(dtype="float64", na_value=np.nan) - m.start_ns) / 1e6
     seq = d["count"].to_numpy(dtype="float64", na_value=np.nan)
     ok = ~np.isnan(dt) & ~np.isnan(seq) & (dt >= 0.0)
     if m.end_ns is not None:
-        ok &= dt <= (m.end_ns - m.start_ns) / 1e6 + 1000.0
-    dt, seq = dt[ok], seq[ok].astype(np.int64)
-    if not len(seq):
-        return np.zeros(0)
+        ok &= dt <= (m.end_ns - m.start_ns) / 1e6
+    order = np.argsort(dt[ok], kind="stable")
+    dt, seq = dt[ok][order], seq[ok][order].astype(np.int64)
+    # QEMU numbers the RAM sections a destination process loads from 1, the setup section
+    # (which prints no section line on the source): the k-th iterate section is k + 2. A
+    # number that falls is another process (a retry's destination): stop there
+    if not len(seq) or seq[0] != 1:
+        return none
+    drop = np.flatnonzero(np.diff(seq) <= 0)
+    if len(drop):
+        dt, seq = dt[:drop[0] + 1], seq[:drop[0] + 1]
     st, en = st[:n], en[:n]
-    # the destination numbers every RAM section it loads, setup's first (no source line):
-    # the k-th iterate section on the source is its first number + 1 + k
     done = np.full(n, np.nan)
-    k = seq - seq.min() - 1
+    k = seq - 2
     inr = (k >= 0) & (k < n)
     done[k[inr]] = dt[inr]
     # a section cannot be loaded before it was begun (its end may print after the load)
-    if np.nanmin(done - st, initial=np.inf) <= 0.0:  # clocks apart: not comparable
-        return np.zeros(0)
+    if np.nanmin(done - st, initial=np.inf) <= 0.0:
+        return none
     ends = W["end_ms"].to_numpy()
     held = use & (W["limited"] & W["slept"]).to_numpy()
     w = np.searchsorted(ends, st, side="left")  # the window each section starts in
-    out = []
+    rates, flight = [], []
     for i in np.flatnonzero(held):
         inw = np.flatnonzero(w == i)
         if not len(inw) or np.isnan(done[inw[-1]]):
             continue
         span = done[inw[-1]] - st[inw[0]]
         if span > 0:
-            out.append(float(W["bytes"].iloc[i]) / span)
-    return np.array(out)
+            rate = float(W["bytes"].iloc[i]) / span
+            rates.append(rate)
+            flight.append(max(done[inw[-1]] - en[inw[-1]], 0.0) * rate)
+    return np.array(rates), np.array(flight)
 
 
 def _iterable_saves(rows: pd.DataFrame) -> dict[str, float]:
@@ -419,8 +430,12 @@ def _bulk_tail(W: pd.DataFrame, seq: list[Check], bulk_end: float, last_end: flo
     (re-dirtied pages cost their size; 7.2 prints that check after the sync it triggers, less
     what the sync found new), else the share of the window's busy time."""
     nxt = W[W["end_ms"] > bulk_end]
-    if not len(nxt) or not bool(nxt["limited"].iloc[0]):
-        return max(bulk_end - last_end, 0.0) * last_bw  # not held: it ran at the window's rate
+    if not len(nxt):
+        return max(bulk_end - last_end, 0.0) * last_bw
+    if not bool(nxt["limited"].iloc[0]):
+        # not held: it ran at the rate of the window it ended in, not the one before (a link
+        # lifted as that window began sent the rest of the first pass at the new rate)
+        return max(bulk_end - last_end, 0.0) * float(nxt["bw"].iloc[0])
     w = nxt.iloc[0]
     after = [c for c in seq if bulk_end <= c.t_ms <= w["end_ms"] + 1.0 and (c.pass_no or 1) > 1]
     same = [c for c in after if after and c.pass_no == after[0].pass_no]
@@ -641,14 +656,19 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     early = slept[slept["end_ms"] <= bulk_end]
     burst = float(np.percentile((late if len(late) else slept)["burst"], 75)) if len(slept) else math.nan
     bulk_burst = float(np.median(early["burst"])) if len(early) else burst
-    path = _path_rates(m, events, rows, W, (W["end_ms"] > bulk_end).to_numpy() if len(late) else
-                       np.ones(len(W), dtype=bool)) if len(slept) else np.zeros(0)
+    # the path after the first pass (the destination's first touches of its pages slow it)
+    path, flight = _path_rates(m, events, rows, W, (W["end_ms"] > bulk_end).to_numpy()) \
+        if len(late) else (np.zeros(0), np.zeros(0))
     if math.isnan(stop_rate):
         if len(path) >= 3:
             stop_rate, stop_src = float(np.median(path)), ("the path's rate in throttled windows, source "
                                                            "send to destination load")
             if not math.isnan(burst) and burst > stop_rate:
-                buffered = float(np.median(W.loc[W["limited"] & W["slept"], "bytes"]))
+                # the buffers hold at least what was in flight when a burst ended; a stop-copy
+                # fills them at the send rate while the path drains them, so its first
+                # held * burst / (burst - path) bytes go at the send rate (at most a window's)
+                held_b = float(np.median(flight))
+                buffered = min(held_b * burst / (burst - stop_rate), float(np.median(late["bytes"])))
         elif not math.isnan(burst):
             stop_rate, stop_src = burst, "the send rate inside throttled windows"
         elif len(W):
@@ -665,6 +685,10 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
     cap = burst if not math.isnan(burst) else stop_rate
     free_after = W[(W["end_ms"] > bulk_end) & ~W["limited"]]
     bulk_cap = float(free_after["bw"].iloc[0]) if len(free_after) else stop_rate
+    # in a run max-bandwidth held (most windows), a window short of its budget was slowed by
+    # the source (scanning zero pages, a stalled host), not by the link: its bursts show
+    # what the link carries
+    throttled = bool(len(W)) and float(W["limited"].mean()) >= 0.5 and not math.isnan(burst)
     windows = []
     for r in W.itertuples():
         if not r.bw > 0:
@@ -672,6 +696,8 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
         in_bulk = bool(r.end_ms <= bulk_end)
         if r.limited:
             link, bulk_rate = cap, (bulk_burst if in_bulk and not math.isnan(bulk_burst) else cap)
+        elif throttled:
+            link, bulk_rate = cap, r.bw
         else:
             link, bulk_rate = (max(r.bw, bulk_cap) if in_bulk else r.bw), r.bw
         windows.append(Window(float(r.end_ms), float(r.bw), bool(r.limited), float(link), float(bulk_rate),
@@ -804,10 +830,16 @@ class _Timeline:
         return w.bulk_bytes_per_ms if bulk and w.bulk else w.link_bytes_per_ms
 
     def stopcopy_rate(self, t: float) -> float:
+        """The stop-copy's rate after a switch-over at ``t``: the recording's, unless the link
+        held the window then; the link's then is the median of that window and two either
+        side (a link that changed stays changed; a host that stalled one or two windows of a
+        throttled run, as the nested lab's does, is no link)."""
         w = self.at(t)
         if w is None or w.limited or t > self.stop_from:
             return self.stop
-        return min(w.link_bytes_per_ms, self.stop)
+        i = self.w.index(w)
+        near = [v.link_bytes_per_ms for v in self.w[max(i - 2, 0):i + 3]]
+        return min(float(np.median(near)), self.stop)
 
 
 def predict(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_MS, *,
@@ -983,19 +1015,23 @@ def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_M
     why = ((LOWER_BOUND,) if x.saturated else ()) + ((BANDWIDTH_STEP,) if x.bandwidth_steps_ms else ())
     # a device's stop-copy size is its own estimate: one the recording never saw send its
     # stop-copy may count what it already sent in pre-copy (mtty's 96 B counts its 24 B
-    # header), so it may send that much less
-    counted = [d.precopy_bytes if d.stopcopy_bytes is None and d.stopcopy_size_bytes > 0 else 0
-               for d in x.devices]
+    # header), so it may send that much less; the replay with the smaller size also checks
+    # the switch-over against it (a large device's could decide convergence)
+    counted = [min(d.precopy_bytes, d.stopcopy_size_bytes) if d.stopcopy_bytes is None else 0 for d in x.devices]
+    variants = [x]
     if any(counted):
         why += (SIZE_ESTIMATE,)
+        variants.append(replace(x, devices=tuple(replace(d, stopcopy_size_bytes=d.stopcopy_size_bytes - c)
+                                                 for d, c in zip(x.devices, counted, strict=True))))
     if not why:
         return point
     rates = (True, False) if x.saturated else (True,)
     phases = PHASES_MS if x.bandwidth_steps_ms else (0.0,)
     eps = step_jitter(x)
     scales = (1.0 - eps, 1.0, 1.0 + eps) if eps >= 0.01 else (1.0,)
-    reps = {(r, ph, k): point if (r, ph, k) == (True, 0.0, 1.0) else predict(
-        x, s, horizon_ms, any_rate=r, phase_ms=ph, threshold_scale=k) for r in rates for ph in phases for k in scales}
+    reps = {(v, r, ph, k): point if (v, r, ph, k) == (0, True, 0.0, 1.0) else predict(
+        y, s, horizon_ms, any_rate=r, phase_ms=ph, threshold_scale=k)
+        for v, y in enumerate(variants) for r in rates for ph in phases for k in scales}
     conv = [p for p in reps.values() if p.converges]
     if not conv:
         return point
@@ -1004,11 +1040,9 @@ def predict_range(x: Measured, s: Setting, horizon_ms: float = DEFAULT_HORIZON_M
         vals = [v for v in vals if v is not None]
         return (min(vals), max(vals)) if vals else None
 
-    lo_by = dict(zip([d.name for d in x.devices], counted, strict=True))
-    devs = tuple(DeviceRange(d.name, span([v for p in conv for v in (
-        p.devices[i].stopcopy_bytes, max(p.devices[i].stopcopy_bytes - lo_by.get(d.name, 0), 0))]))
+    devs = tuple(DeviceRange(d.name, span([p.devices[i].stopcopy_bytes for p in conv]))
                  for i, d in enumerate(conv[0].devices))
-    low = reps[(False, 0.0, 1.0)].converges if x.saturated else None
+    low = reps[(0, False, 0.0, 1.0)].converges if x.saturated else None
     rng = Range(why=why, converges=(len(conv) == len(reps), True), converges_at_lower_bound=low,
                 dirty_syncs=span([p.dirty_syncs for p in conv]), total_ms=span([p.total_ms for p in conv]),
                 downtime_ms=span([p.downtime_ms for p in conv]), devices=devs)
