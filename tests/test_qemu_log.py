@@ -84,6 +84,7 @@ CASES: list[tuple[str, str, dict]] = [
     ("8.0", "savevm_section_start ram, section_id 2", dict(device="ram", section_id=2)),
     ("8.0", "savevm_section_end 0000:00:03.0/vfio, section_id 3 -> 1",
      dict(device="0000:00:03.0/vfio", section_id=3, ret=1)),
+    ("8.0", "ram_load_complete exit_code 0 seq iteration 7", dict(count=7)),
     # --- 8.1: pre-copy, hex
     ("8.1", f"vfio_state_pending_estimate  ({DEV}) precopy 0x4400000 postcopy 0x0 precopy initial size 0x0 "
             "precopy dirty size 0x400000",
