@@ -184,8 +184,8 @@ class Measured:
     # when the bandwidth stepped (ms from the start: the end of the window before the step)
     bandwidth_steps_ms: tuple[float, ...] = ()
     # with the stop-copy rate read from the path (no stop-copy recorded): the first bytes of
-    # a stop-copy fill the socket buffers at the source's burst rate, as each held window's
-    # did; only what the buffers cannot hold goes at the path's rate
+    # a stop-copy fill the socket buffers at the source's burst rate (as much as they held
+    # when a held window's burst ended); the rest goes at the path's rate
     buffered_bytes: float = 0.0
     burst_bytes_per_ms: float = math.nan
     # where max-bandwidth held the whole first pass: its wire bytes against the time it was
@@ -636,7 +636,8 @@ def measure(m: Migration, events: pd.DataFrame) -> Measured:
             btime = (tuple(float(v) for v in bw_[keep]), tuple(float(v) for v in bt_[keep]))
 
     # the stop-copy rate: RAM's stop-copy bytes over its iterable save (>= 8.2), else over
-    # the downtime (7.2); without one, the send rate inside throttled windows
+    # the downtime (7.2); without one, the path's rate (else the send rate inside throttled
+    # windows)
     stop_rate, stop_src, buffered = math.nan, "", 0.0
     saves = _iterable_saves(rows)
     ram_iter = saves.get("ram")
@@ -837,7 +838,7 @@ class _Timeline:
         w = self.at(t)
         if w is None or w.limited or t > self.stop_from:
             return self.stop
-        i = self.w.index(w)
+        i = min(int(np.searchsorted(self.end, t, side="left")), len(self.w) - 1)
         near = [v.link_bytes_per_ms for v in self.w[max(i - 2, 0):i + 3]]
         return min(float(np.median(near)), self.stop)
 
